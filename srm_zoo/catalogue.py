@@ -1,0 +1,172 @@
+"""The zoo's catalogue: every fact about every SRM model, declared once.
+
+Registration with timm, hubconf entries, ``srm-zoo list``, model cards, README tables and
+accuracy verification are all derived from the tables below. Add a model by adding a row.
+"""
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+__all__ = [
+    'PAPER', 'PaperResult', 'WeightTag', 'ModelEntry', 'IMAGENET_RESNETS', 'CIFAR_RESNETS',
+    'FAMILIES', 'CATALOGUE', 'get_entry',
+]
+
+PAPER = {
+    'title': 'SRM: A Style-based Recalibration Module for Convolutional Neural Networks',
+    'authors': 'HyunJae Lee, Hyo-Eun Kim, Hyeonseob Nam',
+    'venue': 'ICCV 2019',
+    'arxiv': '1903.10829',
+    'paper_id': 'arXiv:1903.10829',
+    'url': 'https://arxiv.org/abs/1903.10829',
+    'code': 'https://github.com/hyunjaelee410/style-based-recalibration-module',
+    'bibtex': (
+        '@inproceedings{lee2019srm,\n'
+        '  title={SRM: A Style-based Recalibration Module for Convolutional Neural Networks},\n'
+        '  author={Lee, HyunJae and Kim, Hyo-Eun and Nam, Hyeonseob},\n'
+        '  booktitle={Proceedings of the IEEE/CVF International Conference on Computer Vision (ICCV)},\n'
+        '  pages={1854--1862},\n'
+        '  year={2019}\n'
+        '}'
+    ),
+}
+
+
+@dataclass(frozen=True)
+class PaperResult:
+    """An accuracy reported in the literature (not measured by this zoo)."""
+    dataset: str
+    top1: float
+    top5: Optional[float] = None
+    split: str = 'validation'
+    source: str = 'Lee et al., ICCV 2019'
+    eval_settings: str = ''
+
+
+@dataclass(frozen=True)
+class WeightTag:
+    """A pretrained tag of a model: which data and recipe its weights come (or will come) from.
+
+    ``cfg`` overrides the family's default pretrained cfg (input size, normalisation, classes).
+    Whether weights are published for a tag is recorded in the release manifest, not here.
+    """
+    tag: str
+    dataset: str
+    recipe: str
+    description: str
+    cfg: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One SRM architecture of the zoo."""
+    name: str
+    family: str
+    baseline: str
+    arch: Mapping[str, Any]
+    description: str
+    tags: Tuple[WeightTag, ...]
+    paper: Tuple[PaperResult, ...] = ()
+    notes: str = ''
+
+    @property
+    def default_tag(self) -> str:
+        return self.tags[0].tag
+
+    def get_tag(self, tag: Optional[str]) -> WeightTag:
+        """The tag called ``tag`` (the default tag for None or '')."""
+        for weight_tag in self.tags:
+            if weight_tag.tag == (tag or self.default_tag):
+                return weight_tag
+        known = ', '.join(t.tag for t in self.tags)
+        raise KeyError(f'{self.name} has no tag {tag!r}; its tags are: {known}')
+
+    def docstring(self) -> str:
+        """Entry-point docstring: what the model is, its tags and the paper's figures."""
+        lines = [f'{self.description}', '', f'Same architecture and kwargs as timm\'s ``{self.baseline}`` '
+                 f'with SRM in every residual block ({PAPER["paper_id"]}).']
+        if self.notes:
+            lines += ['', self.notes]
+        lines += ['', 'Tags: ' + ', '.join(f'``{t.tag}`` ({t.dataset}, {t.recipe} recipe)' for t in self.tags)]
+        for result in self.paper:
+            top5 = f', top-5 {result.top5:.2f}' if result.top5 is not None else ''
+            lines.append(f'Reported: {result.dataset} top-1 {result.top1:.2f}{top5} ({result.source}).')
+        return '\n'.join(lines)
+
+
+_IN1K = WeightTag(
+    tag='official_in1k',
+    dataset='imagenet-1k',
+    recipe='official',
+    description="ImageNet-1k, trained with the paper authors' recipe (90 epochs, SGD, step schedule).",
+)
+_CIFAR10 = WeightTag(
+    tag='cifar10',
+    dataset='cifar10',
+    recipe='official',
+    description='CIFAR-10, 32x32 inputs.',
+)
+
+
+def _imagenet(name: str, baseline: str, arch: Dict[str, Any], description: str, **kwargs) -> ModelEntry:
+    return ModelEntry(name=name, family='imagenet', baseline=baseline, arch=arch, description=description,
+                      tags=(_IN1K,), **kwargs)
+
+
+def _cifar(depth: int, **kwargs) -> ModelEntry:
+    return ModelEntry(
+        name=f'srm_resnet{depth}_cifar', family='cifar', baseline=f'resnet{depth} (CIFAR, He et al. 2016)',
+        arch=dict(depth=depth),
+        description=f'SRM-ResNet-{depth} for 32x32 inputs: 3x3 stem, three stages of BasicBlocks at 16/32/64 '
+                    f'channels ({(depth - 2) // 6} blocks each), global pool, linear head.',
+        tags=kwargs.pop('tags', (_CIFAR10,)), **kwargs)
+
+
+IMAGENET_RESNETS: Tuple[ModelEntry, ...] = (
+    _imagenet('srm_resnet18', 'resnet18', dict(block='basic', layers=(2, 2, 2, 2)),
+              'SRM-ResNet-18: BasicBlock ResNet-18 with SRM.'),
+    _imagenet('srm_resnet34', 'resnet34', dict(block='basic', layers=(3, 4, 6, 3)),
+              'SRM-ResNet-34: BasicBlock ResNet-34 with SRM.'),
+    _imagenet('srm_resnet50', 'resnet50', dict(block='bottleneck', layers=(3, 4, 6, 3)),
+              'SRM-ResNet-50: Bottleneck ResNet-50 with SRM.',
+              paper=(PaperResult('imagenet-1k', 77.13, 93.51, eval_settings='224 center crop'),)),
+    _imagenet('srm_resnet101', 'resnet101', dict(block='bottleneck', layers=(3, 4, 23, 3)),
+              'SRM-ResNet-101: Bottleneck ResNet-101 with SRM.',
+              paper=(PaperResult('imagenet-1k', 78.47, 94.20, eval_settings='224 center crop'),)),
+    _imagenet('srm_resnet152', 'resnet152', dict(block='bottleneck', layers=(3, 8, 36, 3)),
+              'SRM-ResNet-152: Bottleneck ResNet-152 with SRM.'),
+    _imagenet('srm_resnet50d', 'resnet50d',
+              dict(block='bottleneck', layers=(3, 4, 6, 3), stem_width=32, stem_type='deep', avg_down=True),
+              'SRM-ResNet-50-D: ResNet-50 with deep 3x3 stem and average-pool shortcut downsampling, with SRM.'),
+    _imagenet('srm_resnext50_32x4d', 'resnext50_32x4d',
+              dict(block='bottleneck', layers=(3, 4, 6, 3), cardinality=32, base_width=4),
+              'SRM-ResNeXt-50 (32x4d): grouped-convolution ResNeXt-50 with SRM.'),
+    _imagenet('srm_resnext101_32x4d', 'resnext101_32x4d',
+              dict(block='bottleneck', layers=(3, 4, 23, 3), cardinality=32, base_width=4),
+              'SRM-ResNeXt-101 (32x4d): grouped-convolution ResNeXt-101 with SRM.'),
+    _imagenet('srm_resnext101_32x8d', 'resnext101_32x8d',
+              dict(block='bottleneck', layers=(3, 4, 23, 3), cardinality=32, base_width=8),
+              'SRM-ResNeXt-101 (32x8d): grouped-convolution ResNeXt-101 with SRM.'),
+    _imagenet('srm_wide_resnet50_2', 'wide_resnet50_2',
+              dict(block='bottleneck', layers=(3, 4, 6, 3), base_width=128),
+              'SRM-Wide-ResNet-50-2: ResNet-50 with twice as wide bottlenecks, with SRM.'),
+)
+
+CIFAR_RESNETS: Tuple[ModelEntry, ...] = (
+    _cifar(20),
+    _cifar(32, paper=(PaperResult('cifar10', 92.9, source='third-party CIFAR-10 reimplementation '
+                                  '(ResNet-32 92.1, SE 92.5)', split='test'),)),
+    _cifar(56, paper=(PaperResult('cifar10', 95.05, split='test'),)),
+    _cifar(110),
+)
+
+FAMILIES: Dict[str, Tuple[ModelEntry, ...]] = {'imagenet': IMAGENET_RESNETS, 'cifar': CIFAR_RESNETS}
+CATALOGUE: Dict[str, ModelEntry] = {entry.name: entry for family in FAMILIES.values() for entry in family}
+
+
+def get_entry(name: str) -> ModelEntry:
+    """The catalogue entry of ``name`` (``arch`` or ``arch.tag``); a clear KeyError for unknown names."""
+    arch = name.split('.', 1)[0]
+    if arch.startswith('hf-hub:') or arch not in CATALOGUE:
+        from .errors import unknown_model_message
+        raise KeyError(unknown_model_message(name))
+    return CATALOGUE[arch]

@@ -1,0 +1,47 @@
+"""``srm-zoo list [PATTERN]``: the zoo's models with size, cost, tags and reported accuracy."""
+import argparse
+import fnmatch
+from typing import Any, Dict, List
+
+from ..catalogue import CATALOGUE, ModelEntry
+from ..errors import UserError
+from ..stats import model_stats
+from ._output import write_rows
+
+
+def catalogue_rows(pattern: str = '*') -> List[Dict[str, Any]]:
+    """One row per catalogue model matching ``pattern`` (fnmatch, on the model name)."""
+    pattern = pattern if any(ch in pattern for ch in '*?[') else f'*{pattern}*'
+    return [_row(entry) for name, entry in CATALOGUE.items() if fnmatch.fnmatch(name, pattern)]
+
+
+def _row(entry: ModelEntry) -> Dict[str, Any]:
+    stats = model_stats(entry.name)
+    reported = entry.paper[0] if entry.paper else None
+    return {
+        'model': entry.name,
+        'param_count': round(stats.params_m, 3),
+        'gmacs': round(stats.gmacs, 3),
+        'img_size': stats.input_size[-1],
+        'tags': ','.join(t.tag for t in entry.tags),
+        'paper_top1': reported.top1 if reported else None,
+        'paper_dataset': reported.dataset if reported else None,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = catalogue_rows(args.pattern)
+    if not rows:
+        raise UserError(f'No SRM model matches {args.pattern!r}. `srm-zoo list` shows them all.')
+    write_rows(rows, args.format, args.results_file)
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        'list', help='list the SRM models', description=__doc__.split(':', 1)[1].strip(),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('pattern', nargs='?', default='*', help='model name pattern (fnmatch), e.g. "srm_resnet*"')
+    parser.add_argument('--format', choices=('table', 'csv', 'json'), default='table', help='output format')
+    parser.add_argument('--results-file', default=None, help='write to this file instead of stdout')
+    parser.set_defaults(run=run)

@@ -1,0 +1,20 @@
+"""Errors meant for users: one clear paragraph, no traceback (the CLI prints them and exits non-zero)."""
+import difflib
+from typing import Iterable
+
+__all__ = ['UserError', 'unknown_model_message']
+
+
+class UserError(Exception):
+    """Bad input from a user (unknown name, missing file, mismatching checkpoint, ...)."""
+
+
+def unknown_model_message(name: str, known: Iterable[str] = ()) -> str:
+    """A message for an unknown model name, suggesting the closest known names."""
+    import timm
+
+    candidates = list(known) or timm.list_models()
+    arch = name.split('.', 1)[0]
+    close = difflib.get_close_matches(arch, candidates, n=5, cutoff=0.6)
+    hint = f' Did you mean: {", ".join(close)}?' if close else ''
+    return f'Unknown model {name!r}.{hint} `srm-zoo list` shows the SRM models.'

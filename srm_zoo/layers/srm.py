@@ -1,0 +1,128 @@
+"""Style-based Recalibration Module (SRM), exactly as published.
+
+Lee, Kim, Nam, "SRM: A Style-based Recalibration Module for Convolutional Neural Networks",
+ICCV 2019, arXiv:1903.10829.
+
+For an input ``x`` of shape (N, C, H, W):
+
+1. style pooling: ``mu = mean_{HW}(x)``, ``sigma = sqrt(var_{HW}(x) + eps)`` with the
+   *unbiased* variance (divide by H*W - 1) and ``eps = 1e-5`` added before the square root;
+2. style integration: ``z = cfc[c, 0] * mu + cfc[c, 1] * sigma`` with ``cfc`` of shape (C, 2),
+   initialised to zero (a channel-wise fully connected layer);
+3. ``z_hat = BatchNorm(z)`` per channel;
+4. ``out = x * sigmoid(z_hat)``.
+
+Behaviour the published maths leaves undefined:
+
+* ``H * W == 1``: the unbiased variance is 0/0. SRM takes the variance of a single value to be
+  zero, so ``sigma = sqrt(eps)`` and the output is finite.
+* Mixed precision: the statistics, the BatchNorm and the gate are computed in float32 (or in
+  float64 for float64 inputs); the output has the input's dtype.
+* A batch of one in training mode cannot give BatchNorm statistics over one value per channel:
+  SRM raises a :class:`ValueError` naming the remedies instead of a bare PyTorch error.
+"""
+from typing import Optional, Tuple
+
+import torch
+import torch.fx
+import torch.nn as nn
+from timm.layers import register_notrace_function
+
+__all__ = ['SRM', 'STYLE_POOLINGS', 'style_pool']
+
+STYLE_POOLINGS: Tuple[str, ...] = ('mean_std', 'mean', 'std')
+"""Style pooling variants of the paper's ablation: mean and standard deviation, or one of them."""
+
+
+@register_notrace_function
+def style_pool(x: torch.Tensor, style_pooling: str = 'mean_std', eps: float = 1e-5) -> torch.Tensor:
+    """Per-(sample, channel) style statistics of ``x`` (N, C, H, W) as an (N, C, S) tensor.
+
+    S is 2 for ``'mean_std'`` (mean, std) and 1 for ``'mean'`` or ``'std'``. Statistics are
+    computed in at least float32. ``std = sqrt(unbiased variance + eps)``; for H*W == 1 the
+    variance is taken as 0.
+    """
+    compute_dtype = torch.promote_types(x.dtype, torch.float32)
+    flat = x.to(compute_dtype).flatten(2)
+    num_values = flat.shape[-1]
+    mean = flat.mean(dim=-1)
+    if style_pooling == 'mean':
+        return mean.unsqueeze(-1)
+    if num_values > 1:
+        var = flat.var(dim=-1, unbiased=True)
+    else:
+        var = torch.zeros_like(mean)
+    std = (var + eps).sqrt()
+    if style_pooling == 'std':
+        return std.unsqueeze(-1)
+    return torch.stack((mean, std), dim=-1)
+
+
+@register_notrace_function
+def _check_batch_statistics(batch_size: int, uses_batch_statistics: bool) -> None:
+    """Raise a clear error where BatchNorm would need statistics over a single sample."""
+    if uses_batch_statistics and batch_size == 1:
+        raise ValueError(
+            'SRM: a batch of one sample in training mode gives its BatchNorm a single value per '
+            'channel, so no batch statistics exist. Use a batch of two or more, switch the model '
+            'to eval mode (model.eval()), or freeze the BatchNorm layers '
+            '(timm.layers.freeze_batch_norm_2d(model)).'
+        )
+
+
+# Leaf calls under FX tracing (they branch on shapes and on the batch size).
+torch.fx.wrap('style_pool')
+torch.fx.wrap('_check_batch_statistics')
+
+
+class SRM(nn.Module):
+    """Style-based Recalibration Module, usable as timm's ``attn_layer``.
+
+    Args:
+        channels: number of input (and output) channels.
+        style_pooling: ``'mean_std'`` (the paper's SRM), ``'mean'`` or ``'std'``.
+        eps: added to the unbiased variance before the square root.
+        device: parameter device.
+        dtype: parameter dtype.
+        **kwargs: ignored; accepted so that any attention-layer call site can construct SRM.
+
+    State: ``cfc`` (C, S) channel-wise weights, initialised to zero, and ``bn``, a standard
+    :class:`torch.nn.BatchNorm2d` over the (N, C, 1, 1) style vector.
+    """
+
+    def __init__(
+            self,
+            channels: int,
+            *,
+            style_pooling: str = 'mean_std',
+            eps: float = 1e-5,
+            device: Optional[torch.device] = None,
+            dtype: Optional[torch.dtype] = None,
+            **kwargs,
+    ) -> None:
+        super().__init__()
+        if style_pooling not in STYLE_POOLINGS:
+            raise ValueError(f'SRM: style_pooling must be one of {STYLE_POOLINGS}, got {style_pooling!r}')
+        self.style_pooling = style_pooling
+        self.eps = eps
+        num_styles = 2 if style_pooling == 'mean_std' else 1
+        self.cfc = nn.Parameter(torch.zeros(channels, num_styles, device=device, dtype=dtype))
+        self.bn = nn.BatchNorm2d(channels, device=device, dtype=dtype)
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The (N, C, 1, 1) gate ``sigmoid(BN(z))`` in the statistics' dtype (float32 or wider)."""
+        _check_batch_statistics(x.shape[0], self.training and self.bn.training and self._bn_uses_batch_stats())
+        styles = style_pool(x, self.style_pooling, self.eps)
+        z = (styles * self.cfc.to(styles.dtype)).sum(dim=-1)
+        z_hat = self.bn(z[:, :, None, None])
+        return torch.sigmoid(z_hat)
+
+    def _bn_uses_batch_stats(self) -> bool:
+        # SyncBatchNorm pools statistics across processes and FrozenBatchNorm2d has none.
+        return isinstance(self.bn, nn.BatchNorm2d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f'{self.cfc.shape[0]}, style_pooling={self.style_pooling!r}, eps={self.eps}'

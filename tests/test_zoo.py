@@ -1,0 +1,104 @@
+"""Catalogue, parameter counts, weight-decay groups, torch.hub and the `srm-zoo list` command."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from timm.optim import create_optimizer_v2
+
+from srm_zoo.catalogue import CATALOGUE, get_entry
+from srm_zoo.cli import main
+from srm_zoo.stats import model_stats
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize('name, params', [('srm_resnet50', 25_617_448), ('srm_resnet101', 44_679_208)])
+def test_exact_parameter_counts(name, params):
+    assert model_stats(name).params == params
+    baseline = get_entry(name).baseline
+    # SRM costs 4 learnable values per channel of every block output
+    srm_channels = sum(m.cfc.shape[0] for m in timm.create_model(name).modules() if hasattr(m, 'cfc'))
+    assert params - model_stats(baseline).params == 4 * srm_channels
+
+
+def test_registry_is_derived_from_catalogue():
+    assert set(timm.list_models('srm_*')) == set(CATALOGUE)
+    for name, entry in CATALOGUE.items():
+        tags = timm.list_models(name, pretrained=False, include_tags=True)
+        assert tags == [f'{name}.{t.tag}' for t in entry.tags]
+        assert entry.description.split(':')[0] in timm.models.model_entrypoint(name).__doc__
+    assert set(timm.list_models(module='srm_resnet_cifar')) == {n for n, e in CATALOGUE.items() if e.family == 'cifar'}
+
+
+def test_architecture_matches_plain_counterpart():
+    """Same kwargs as timm's plain model: identical weights outside SRM give identical shapes."""
+    for name in ('srm_resnet50d', 'srm_resnext50_32x4d', 'srm_wide_resnet50_2'):
+        plain = {k: v.shape for k, v in timm.create_model(get_entry(name).baseline).state_dict().items()}
+        srm = {k: v.shape for k, v in timm.create_model(name).state_dict().items() if '.se.' not in k}
+        assert srm == plain
+
+
+def test_unknown_model_suggests_names():
+    with pytest.raises(KeyError, match='srm_resnet50'):
+        get_entry('srm_resnet05')
+
+
+def test_no_weight_decay_on_srm_weights():
+    model = timm.create_model('srm_resnet18')
+    optimizer = create_optimizer_v2(model, 'sgd', lr=0.1, weight_decay=1e-4)
+    decayed = {id(p) for g in optimizer.param_groups if g['weight_decay'] > 0 for p in g['params']}
+    names = {id(p): n for n, p in model.named_parameters()}
+    cfc = [n for n, _ in model.named_parameters() if n.endswith('.se.cfc')]
+    assert len(cfc) == 8
+    assert not any(names[i].endswith('.cfc') for i in decayed)
+    assert 'layer1.0.conv1.weight' in {names[i] for i in decayed}
+    assert 'layer1.0.se.bn.weight' not in {names[i] for i in decayed}
+    cifar = timm.create_model('srm_resnet20_cifar')
+    assert len(cifar.no_weight_decay()) == 9
+
+
+def test_gmacs_of_resnet50_family():
+    assert model_stats('srm_resnet50').gmacs == pytest.approx(4.09, abs=0.01)
+    assert model_stats('srm_resnet20_cifar').gmacs == pytest.approx(0.0406, abs=0.001)
+
+
+def test_torch_hub_local_load_passes_kwargs():
+    model = torch.hub.load(str(ROOT), 'srm_resnet18', source='local', num_classes=7, trust_repo=True)
+    assert type(model).__name__ == 'SRMResNet' and model.fc.out_features == 7
+    assert model.pretrained_cfg['architecture'] == 'srm_resnet18'
+
+
+def test_hubconf_exposes_only_models():
+    sys.path.insert(0, str(ROOT))
+    try:
+        import hubconf
+    finally:
+        sys.path.remove(str(ROOT))
+    public = {n for n in dir(hubconf) if callable(getattr(hubconf, n)) and not n.startswith('_')}
+    assert public == set(CATALOGUE)
+    assert hubconf.dependencies == ['torch', 'timm']
+    assert 'SRM-ResNet-50' in hubconf.srm_resnet50.__doc__
+
+
+def test_cli_list_json(tmp_path, capsys):
+    out = tmp_path / 'zoo.json'
+    assert main(['list', 'srm_resnet5*', '--format', 'json', '--results-file', str(out)]) == 0
+    rows = {r['model']: r for r in json.loads(out.read_text())}
+    assert set(rows) == {'srm_resnet50', 'srm_resnet50d', 'srm_resnet56_cifar'}
+    assert rows['srm_resnet50']['param_count'] == pytest.approx(25.617, abs=1e-3)
+    assert rows['srm_resnet50']['paper_top1'] == 77.13
+    assert rows['srm_resnet50d']['paper_top1'] is None
+
+
+def test_cli_errors_and_help():
+    result = subprocess.run([sys.executable, '-m', 'srm_zoo', 'list', 'nothing_like_this'],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2 and 'No SRM model matches' in result.stderr and 'Traceback' not in result.stderr
+    for command in ([], ['list'], ['demo']):
+        help_run = subprocess.run([sys.executable, '-m', 'srm_zoo', *command, '--help'],
+                                  capture_output=True, text=True, cwd=ROOT)
+        assert help_run.returncode == 0 and 'usage: srm-zoo' in help_run.stdout
