@@ -1,0 +1,254 @@
+"""Find evaluation images in the layouts users have and give every image its target.
+
+Layouts: class folders (``<data>/<split>/<class>/*`` or ``<data>/<class>/*``), the flat ILSVRC2012
+validation folder with devkit or ``LOC_val_solution.csv`` ground truth, ``.tar`` archives and folders of
+``.tar`` shards (timm's readers), and Hugging Face datasets (``hfds/<name>``, needs ``datasets``).
+"""
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+import torch
+from PIL import Image
+from timm.data.readers import create_reader
+from timm.data.readers.img_extensions import get_img_extensions
+from timm.data.readers.reader_image_in_tar import ReaderImageInTar
+from torch.utils.data import Dataset
+
+from ..errors import UserError
+from .ground_truth import find_ground_truth, real_labels_of, val_image_number
+from .labels import LabelSpace, synset_to_index
+
+__all__ = ['SPLIT_SYNONYMS', 'canonical_split', 'resolve_split', 'EvalImages', 'EvalImageDataset', 'load_images',
+           'collate_skipping_bad']
+
+SPLIT_SYNONYMS = {
+    'validation': ('val', 'validation', 'valid', 'eval', 'evaluation'),
+    'test': ('test', 'testing'),
+    'train': ('train', 'training'),
+}
+HF_PREFIX = 'hfds/'
+_FLAT_DATASETS = ('imagenet-1k', 'imagenet-real')
+
+
+def canonical_split(split: str) -> str:
+    """``val``, ``valid``, ``eval`` ... -> ``validation``; ``testing`` -> ``test``; others unchanged."""
+    return next((name for name, synonyms in SPLIT_SYNONYMS.items() if split.lower() in synonyms), split)
+
+
+def resolve_split(root: Path, split: Optional[str]) -> Tuple[Path, str]:
+    """The folder (or ``.tar``) holding ``split`` under ``root``, and the split's canonical name.
+
+    Without ``split`` the validation folders are tried, then ``test``; when ``root`` has no split
+    folder it is the split itself (recorded as ``split``, or ``validation`` when none was given).
+    """
+    if root.is_file():
+        return root, canonical_split(split or 'validation')
+    if split:
+        names = (split, *SPLIT_SYNONYMS.get(canonical_split(split), ()))
+    else:
+        names = (*SPLIT_SYNONYMS['validation'], *SPLIT_SYNONYMS['test'])
+    for name in names:
+        for candidate in (root / name, root / f'{name}.tar'):
+            if candidate.exists():
+                return candidate, canonical_split(name)
+    return root, canonical_split(split or 'validation')
+
+
+@dataclass
+class EvalImages:
+    """The images of one evaluation: a timm reader, one target per image and where they came from."""
+    reader: Any
+    targets: List[int]
+    filenames: List[str]
+    path: str
+    split: str
+    layout: str
+    num_classes_found: int
+    label_source: str
+    real_labels: Optional[List[Tuple[int, ...]]] = None
+    notes: List[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+class EvalImageDataset(Dataset):
+    """(image tensor or None when unreadable, target, index) for each image of :class:`EvalImages`.
+
+    Unreadable or corrupt images are not replaced by a neighbour (which would count an image twice):
+    they come back as None, and the loader's collate function drops and counts them.
+    """
+
+    def __init__(self, images: EvalImages, transform: Callable[[Image.Image], torch.Tensor]):
+        self.images = images
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        target = self.images.targets[index]
+        try:
+            item = self.images.reader[index]
+            fileobj = item[0]
+            try:
+                image = Image.open(fileobj).convert('RGB')  # convert() decodes every pixel
+            finally:
+                if hasattr(fileobj, 'close'):
+                    fileobj.close()
+        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
+            return None, target, index
+        return self.transform(image), target, index
+
+
+def collate_skipping_bad(batch: Sequence[Tuple[Optional[torch.Tensor], int, int]]):
+    """Stack the readable images; also return the indices of the unreadable ones."""
+    good = [sample for sample in batch if sample[0] is not None]
+    bad = torch.tensor([index for image, _, index in batch if image is None], dtype=torch.long)
+    if not good:
+        return None, torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), bad
+    images = torch.stack([image for image, _, _ in good])
+    targets = torch.tensor([target for _, target, _ in good], dtype=torch.long)
+    indices = torch.tensor([index for _, _, index in good], dtype=torch.long)
+    return images, targets, indices, bad
+
+
+def _is_tar_shard_folder(path: Path) -> bool:
+    entries = list(path.iterdir())
+    return any(e.suffix == '.tar' and e.is_file() for e in entries) and not any(e.is_dir() for e in entries)
+
+
+def _open_reader(path: Path):
+    """timm's reader for a folder, a ``.tar`` or a folder of ``.tar`` shards; a UserError when it finds nothing."""
+    extensions = ', '.join(get_img_extensions())
+    try:
+        if (path.is_file() and path.suffix.lower() == '.tar') or (path.is_dir() and _is_tar_shard_folder(path)):
+            return ReaderImageInTar(str(path)), 'tar'
+        if path.is_file():
+            raise UserError(f'--data {path} is a file; give a folder of images, a .tar archive or a folder of .tar '
+                            f'shards.')
+        return create_reader('', root=str(path)), 'folder'
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 - timm's readers report bad data with assorted exceptions
+        if 'Found 0 images' in str(error) or 'not enough values to unpack' in str(error):
+            raise UserError(f'No images found in {path} (looked for {extensions} files in it and its '
+                            f'sub-folders).') from None
+        raise UserError(f'Cannot read the images in {path}: {error}') from None
+
+
+def _class_names(reader) -> dict:
+    mapping = getattr(reader, 'class_to_idx', None)
+    if mapping is None:
+        mapping = getattr(reader, 'class_name_to_idx')
+    return mapping
+
+
+def _local_targets(reader) -> List[int]:
+    if hasattr(reader, 'targets'):
+        return [int(t) for t in reader.targets]
+    return [int(target) for _, target in reader.samples]
+
+
+def _folder_targets(local_targets: List[int], names: dict, space: LabelSpace, model_classes: int) -> List[int]:
+    """Targets from class-folder names through the label space (sorted order when it names no classes)."""
+    if space.class_to_index is None:
+        if len(names) > model_classes:
+            raise UserError(f'The data has {len(names)} class folders but the model has {model_classes} outputs '
+                            f'(class-count mismatch).')
+        return local_targets
+    unknown = sorted(name for name in names if name not in space.class_to_index)
+    if unknown:
+        shown = ', '.join(repr(n) for n in unknown[:5]) + (', ...' if len(unknown) > 5 else '')
+        hint = (' Use --dataset folder for data in the model\'s own classes.'
+                if space.is_imagenet else ' Rename the folders, or pass --num-classes for a plain sorted mapping.')
+        raise UserError(f'{len(unknown)} of the {len(names)} class folders are not {space.expected_names}: '
+                        f'{shown}.{hint}')
+    local_to_index = {local: space.class_to_index[name] for name, local in names.items()}
+    return [local_to_index[t] for t in local_targets]
+
+
+def _flat_targets(filenames: List[str], space: LabelSpace, roots: Sequence[Path], labels_file: Optional[Path],
+                  meta_file: Optional[Path], required: bool) -> Tuple[List[int], str]:
+    """Targets of flat ``ILSVRC2012_val_*`` files from the devkit or LOC ground truth."""
+    if space.dataset not in _FLAT_DATASETS:
+        raise UserError(f'{space.dataset} images must be in class folders ({space.expected_names}); '
+                        f'found image files directly in {roots[0]}.')
+    if not required and labels_file is None:
+        try:
+            truth, source = find_ground_truth(roots, None, meta_file)
+        except UserError:
+            return [-1] * len(filenames), 'none (ReaL labels only)'
+    else:
+        truth, source = find_ground_truth(roots, labels_file, meta_file)
+    synsets = synset_to_index()
+    targets, missing = [], []
+    for name in filenames:
+        synset = truth.get(val_image_number(name) or -1)
+        if synset is None:
+            missing.append(name)
+        elif synset not in synsets:
+            raise UserError(f'The ground truth {source} gives {name} the class {synset!r}, not an ImageNet-1k '
+                            f'synset.')
+        else:
+            targets.append(synsets[synset])
+    if missing:
+        raise UserError(f'{len(missing)} images have no label in {source}, e.g. {", ".join(missing[:3])}. The flat '
+                        f'layout needs ILSVRC2012_val_XXXXXXXX file names listed in the ground truth.')
+    return targets, source
+
+
+def _hf_images(name: str, split: Optional[str], space: LabelSpace) -> EvalImages:
+    try:
+        import datasets  # noqa: F401
+    except ImportError:
+        raise UserError('Hugging Face datasets need the `datasets` package: pip install "srm-zoo[hf-datasets]".') \
+            from None
+    if space.output_indices is not None or space.class_to_index is None or space.dataset == 'imagenet-v2':
+        raise UserError(f'{HF_PREFIX} data is read with its own label indices, which the zoo trusts only for '
+                        f'ImageNet-1k (--dataset imagenet or imagenet-real).')
+    hf_split = split or 'validation'
+    try:
+        reader = create_reader(name, root=None, split=hf_split)
+    except Exception as error:  # noqa: BLE001 - any loading failure is the user's data
+        raise UserError(f'Cannot load the Hugging Face dataset {name[len(HF_PREFIX):]!r} split {hf_split!r}: '
+                        f'{error}') from None
+    targets = [int(t) for t in reader.iter_targets()]
+    if any(not 0 <= t < space.model_classes for t in targets):
+        raise UserError(f'{name} has labels outside 0..{space.model_classes - 1} (class-count mismatch).')
+    filenames = reader.filenames(basename=True) if space.dataset == 'imagenet-real' else []
+    return EvalImages(reader, targets, filenames, name, canonical_split(hf_split), 'hfds', len(set(targets)),
+                      f'{name} labels (ImageNet-1k order)')
+
+
+def load_images(data: str, space: LabelSpace, split: Optional[str] = None, labels_file: Optional[str] = None,
+                meta_file: Optional[str] = None) -> EvalImages:
+    """Locate the images of ``data`` and give each its target in ``space`` (a UserError on bad input)."""
+    if not os.path.exists(data) and data.lower().startswith(HF_PREFIX):
+        images = _hf_images(data, split, space)
+    else:
+        root = Path(data).expanduser()
+        if not root.exists():
+            raise UserError(f'--data {data} does not exist.')
+        if root.is_dir() and not any(root.iterdir()):
+            raise UserError(f'--data {data} is an empty folder.')
+        path, split_name = resolve_split(root, split)
+        reader, layout = _open_reader(path)
+        names = _class_names(reader)
+        filenames = reader.filenames(basename=True)
+        if '' in names:
+            if len(names) > 1:
+                raise UserError(f'{path} holds images both directly and in class folders; use one layout.')
+            layout = f'{layout}-flat'
+            roots = [path if path.is_dir() else path.parent, root, root.parent]
+            targets, source = _flat_targets(filenames, space, roots, labels_file and Path(labels_file),
+                                            meta_file and Path(meta_file), required=space.dataset != 'imagenet-real')
+        else:
+            targets = _folder_targets(_local_targets(reader), names, space, space.model_classes)
+            source = f'class folder names -> {space.expected_names}'
+        images = EvalImages(reader, targets, filenames, str(path), split_name, layout, len(set(targets)), source)
+    if space.dataset == 'imagenet-real':
+        images.real_labels = real_labels_of(images.filenames)
+    return images

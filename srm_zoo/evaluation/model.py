@@ -1,0 +1,92 @@
+"""Building the model to evaluate: ``NAME[.TAG]`` with its published weights or a user checkpoint."""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import timm
+import torch
+from timm.models import get_pretrained_cfg
+
+from ..catalogue import CATALOGUE
+from ..errors import UserError, unknown_model_message
+from .checkpoint import file_sha256, load_weights
+
+__all__ = ['LoadedModel', 'resolve_name', 'build_model']
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to evaluate and where its weights came from."""
+    model: torch.nn.Module
+    name: str
+    weights: str
+    sha256: Optional[str]
+    trained_on: Optional[str]
+
+
+def resolve_name(name: str) -> str:
+    """``arch.tag`` for ``name`` (the default tag added for zoo models); a UserError for unknown names or tags."""
+    arch, _, tag = name.partition('.')
+    if not timm.is_model(arch):
+        raise UserError(unknown_model_message(name))
+    entry = CATALOGUE.get(arch)
+    if entry is not None:
+        try:
+            return f'{arch}.{entry.get_tag(tag).tag}'
+        except KeyError as error:
+            raise UserError(str(error.args[0])) from None
+    return name
+
+
+def _published_weights(name: str):
+    """(description, local file or None) of the weights timm loads for ``name``; None when there are none."""
+    cfg = get_pretrained_cfg(name, allow_unregistered=False)
+    if cfg is None:
+        return None
+    if cfg.file:
+        return f'file {cfg.file}', Path(cfg.file)
+    if cfg.hf_hub_id:
+        return f'hf-hub:{cfg.hf_hub_id}', None
+    if cfg.url:
+        return cfg.url, None
+    return None
+
+
+def _hub_sha256(model: torch.nn.Module) -> Optional[str]:
+    cfg = getattr(model, 'pretrained_cfg', {})
+    hub_id = cfg.get('hf_hub_id')
+    if not hub_id:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+    repo, _, revision = hub_id.partition('@')
+    cached = try_to_load_from_cache(repo, cfg.get('hf_hub_filename') or 'model.safetensors', revision=revision or None)
+    return file_sha256(Path(cached)) if isinstance(cached, str) else None
+
+
+def build_model(name: str, checkpoint: Optional[str] = None, num_classes: Optional[int] = None,
+                use_ema: bool = False) -> LoadedModel:
+    """The model ``name`` in eval mode, with the weights of ``checkpoint`` or its published weights."""
+    full_name = resolve_name(name)
+    kwargs = {'num_classes': num_classes} if num_classes else {}
+    arch, _, tag = full_name.partition('.')
+    entry = CATALOGUE.get(arch)
+    weight_tag = entry.get_tag(tag) if entry else None
+    if checkpoint:
+        model = timm.create_model(full_name, pretrained=False, **kwargs)
+        sha256 = load_weights(model, Path(checkpoint), use_ema)
+        weights = f'checkpoint {checkpoint}'
+    else:
+        published = _published_weights(full_name)
+        if published is None:
+            raise UserError(f'{full_name} has no published weights (the release manifest lists none); evaluate '
+                            f'your own with --checkpoint FILE.')
+        weights, local_file = published
+        try:
+            model = timm.create_model(full_name, pretrained=True, **kwargs)
+        except Exception as error:  # noqa: BLE001 - download/read failures are reported to the user
+            raise UserError(f'Cannot load the published weights of {full_name} ({weights}): {error}') from None
+        sha256 = file_sha256(local_file) if local_file else _hub_sha256(model)
+    trained_on = None
+    if weight_tag is not None and (not num_classes or num_classes == model.pretrained_cfg.get('num_classes')):
+        trained_on = weight_tag.dataset
+    return LoadedModel(model.eval(), full_name, weights, sha256, trained_on)

@@ -1,0 +1,277 @@
+"""One evaluation from options to results: model, preprocessing, data, exact counting, verification."""
+import contextlib
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+import torch
+from timm.data import create_transform, resolve_data_config
+from torch.utils.data import DataLoader, Subset
+
+from ..errors import UserError
+from . import distributed
+from .data import EvalImageDataset, EvalImages, collate_skipping_bad, load_images
+from .labels import DATASETS, LabelSpace, label_space
+from .metrics import Counts, score_batch
+from .model import LoadedModel, build_model
+from .results import software_versions
+from .verify import find_reference, format_verdict, verify
+
+__all__ = ['EvalOptions', 'EvalRun', 'evaluate', 'default_dataset', 'summary_line']
+
+_AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+_BAD_SHOWN = 20
+
+
+@dataclass
+class EvalOptions:
+    """Everything one evaluation needs (the ``srm-zoo eval`` options)."""
+    model: str
+    data: str
+    checkpoint: Optional[str] = None
+    split: Optional[str] = None
+    dataset: Optional[str] = None
+    dataset_name: Optional[str] = None
+    labels: Optional[str] = None
+    meta: Optional[str] = None
+    num_classes: Optional[int] = None
+    use_ema: bool = False
+    batch_size: int = 64
+    workers: int = 4
+    amp: Optional[str] = None
+    channels_last: bool = False
+    compile: bool = False
+    img_size: Optional[int] = None
+    crop_pct: Optional[float] = None
+    crop_mode: Optional[str] = None
+    interpolation: Optional[str] = None
+    max_bad_images: int = 10
+    device: Optional[str] = None
+    log_interval: int = 50
+    verify: bool = False
+    tolerance: float = 0.3
+
+
+@dataclass
+class EvalRun:
+    """The outcome: the results record, whether verification passed, and this process's role."""
+    result: Dict[str, Any]
+    passed: Optional[bool]
+    is_primary: bool
+
+
+def default_dataset(model: torch.nn.Module) -> str:
+    """``imagenet`` for 1000-class models without their own label names, ``folder`` otherwise."""
+    if model.num_classes == 1000 and not model.pretrained_cfg.get('label_names'):
+        return 'imagenet'
+    return 'folder'
+
+
+def _label_space(loaded: LoadedModel, options: EvalOptions) -> LabelSpace:
+    model = loaded.model
+    dataset = options.dataset or default_dataset(model)
+    names = model.pretrained_cfg.get('label_names')
+    names = names if names and len(names) == model.num_classes else None
+    folder_name = options.dataset_name or loaded.trained_on or 'folder'
+    space = label_space(dataset, model.num_classes, names, folder_name)
+    if options.dataset_name and dataset != 'folder':
+        space = LabelSpace(options.dataset_name, space.class_to_index, space.model_classes, space.output_indices,
+                           space.expected_names)
+    return space
+
+
+def _data_config(model: torch.nn.Module, options: EvalOptions) -> Dict[str, Any]:
+    overrides = dict(img_size=options.img_size, crop_pct=options.crop_pct, crop_mode=options.crop_mode,
+                     interpolation=options.interpolation)
+    return resolve_data_config(overrides, model=model, use_test_size=True)
+
+
+class _Progress:
+    """A tqdm bar with running top-1 on a terminal; a plain line every ``interval`` batches otherwise."""
+
+    def __init__(self, total: int, enabled: bool, interval: int):
+        self.enabled, self.interval, self.total, self.batches = enabled, max(1, interval), total, 0
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, unit='batch', desc='eval', file=sys.stderr)
+
+    def update(self, counts: Counts) -> None:
+        self.batches += 1
+        if not self.enabled:
+            return
+        top1 = f'{counts.top1:.2f}' if counts.scored else 'n/a'
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(top1=top1, images=counts.images, refresh=False)
+        elif self.batches % self.interval == 0 or self.batches == self.total:
+            print(f'eval: batch {self.batches}/{self.total}, {counts.images} images, running top-1 {top1}',
+                  file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _run_loop(model: torch.nn.Module, loader: DataLoader, images: EvalImages, space: LabelSpace,
+              context: distributed.DistContext, options: EvalOptions) -> tuple:
+    """This process's counts and unreadable image indices."""
+    counts, bad = Counts(), []
+    output_indices = torch.tensor(space.output_indices) if space.output_indices is not None else None
+    amp = (torch.autocast(device_type=context.device.type, dtype=_AMP_DTYPES[options.amp]) if options.amp
+           else contextlib.nullcontext())
+    progress = _Progress(len(loader), context.is_primary, options.log_interval)
+    try:
+        with torch.inference_mode():
+            for batch, targets, indices, bad_indices in loader:
+                bad += bad_indices.tolist()
+                counts.bad_images = len(bad)
+                if len(bad) > options.max_bad_images:
+                    raise UserError(_bad_images_message(images, bad, options.max_bad_images))
+                if batch is not None:
+                    batch = batch.to(context.device, non_blocking=True)
+                    if options.channels_last:
+                        batch = batch.contiguous(memory_format=torch.channels_last)
+                    with amp:
+                        logits = model(batch)
+                    if output_indices is not None:
+                        logits = logits[:, output_indices.to(logits.device)]
+                    label_sets = [images.real_labels[i] for i in indices.tolist()] if images.real_labels else None
+                    counts += score_batch(logits, targets, label_sets)
+                progress.update(counts)
+    finally:
+        progress.close()
+    return counts, bad
+
+
+def _bad_images_message(images: EvalImages, bad: List[int], cap: int) -> str:
+    names = ', '.join(images.filenames[i] for i in sorted(bad)[:5])
+    return (f'{len(bad)} images could not be read (more than --max-bad-images {cap}), e.g. {names}. '
+            f'Fix or remove them, or raise --max-bad-images.')
+
+
+def _check_model_fits(space: LabelSpace, images: EvalImages) -> None:
+    if space.class_to_index is None and images.num_classes_found > space.model_classes:
+        raise UserError(f'The data has {images.num_classes_found} classes but the model {space.model_classes} '
+                        f'outputs (class-count mismatch).')
+
+
+def evaluate(options: EvalOptions) -> EvalRun:
+    """Evaluate ``options.model`` on ``options.data``; under torchrun every process calls this with its shard."""
+    if options.amp and options.amp not in _AMP_DTYPES:
+        raise UserError(f'--amp must be one of {", ".join(_AMP_DTYPES)}.')
+    if options.dataset and options.dataset not in DATASETS:
+        raise UserError(f'Unknown --dataset {options.dataset!r}; choose one of: {", ".join(DATASETS)}.')
+    context = distributed.setup(options.device)
+    try:
+        return _evaluate(options, context)
+    finally:
+        distributed.teardown(context)
+
+
+def _evaluate(options: EvalOptions, context: distributed.DistContext) -> EvalRun:
+    loaded = build_model(options.model, options.checkpoint, options.num_classes, options.use_ema)
+    model = loaded.model
+    space = _label_space(loaded, options)
+    config = _data_config(model, options)
+    transform = create_transform(**config, is_training=False)
+    images = load_images(options.data, space, options.split, options.labels, options.meta)
+    _check_model_fits(space, images)
+    if context.is_primary:
+        print(f'{loaded.name} ({loaded.weights}) on {space.dataset}/{images.split}: {len(images)} images in '
+              f'{images.path} ({images.layout}; labels: {images.label_source})', file=sys.stderr)
+        print('preprocessing: ' + ', '.join(f'{k}={v}' for k, v in config.items()), file=sys.stderr)
+
+    model = model.to(context.device)
+    if options.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if options.compile:
+        model = torch.compile(model)
+    shard = Subset(EvalImageDataset(images, transform), distributed.shard_indices(len(images), context))
+    loader = DataLoader(shard, batch_size=options.batch_size, shuffle=False, num_workers=options.workers,
+                        collate_fn=collate_skipping_bad, pin_memory=context.device.type == 'cuda')
+
+    start = time.perf_counter()
+    local_counts, local_bad = _run_loop(model, loader, images, space, context, options)
+    counts = Counts.from_tensor(distributed.all_sum(local_counts.to_tensor(), context))
+    elapsed = time.perf_counter() - start
+    bad = sorted(i for part in distributed.all_gather_objects(local_bad[:_BAD_SHOWN + 1], context) for i in part)
+
+    if counts.bad_images > options.max_bad_images:
+        raise UserError(_bad_images_message(images, bad, options.max_bad_images))
+    if counts.images == 0:
+        raise UserError(f'None of the {len(images)} images in {images.path} could be read.')
+    if counts.scored == 0:
+        raise UserError(f'None of the {counts.images} images has a label to score against.')
+    if counts.bad_images and context.is_primary:
+        print(f'warning: skipped {counts.bad_images} unreadable images, e.g. '
+              f'{", ".join(images.filenames[i] for i in bad[:5])}', file=sys.stderr)
+
+    result = _result(loaded, options, space, images, config, counts, bad, elapsed, context)
+    passed = _verify(result, options, counts, context) if options.verify else None
+    return EvalRun(result, passed, context.is_primary)
+
+
+def _result(loaded: LoadedModel, options: EvalOptions, space: LabelSpace, images: EvalImages,
+            config: Dict[str, Any], counts: Counts, bad: List[int], elapsed: float,
+            context: distributed.DistContext) -> Dict[str, Any]:
+    param_count = sum(p.numel() for p in loaded.model.parameters())
+    return {
+        'model': loaded.name,
+        'top1': round(counts.top1, 4), 'top1_err': round(100 - counts.top1, 4),
+        'top5': round(counts.top5, 4), 'top5_err': round(100 - counts.top5, 4),
+        'num_images': counts.images,
+        'num_scored': counts.scored,
+        'num_bad_images': counts.bad_images,
+        'bad_images': [images.filenames[i] for i in bad[:_BAD_SHOWN]],
+        'loss': round(counts.loss, 6) if counts.loss is not None else None,
+        'param_count': round(param_count / 1e6, 3),
+        'img_size': config['input_size'][-1],
+        'input_size': list(config['input_size']),
+        'crop_pct': config['crop_pct'],
+        'crop_mode': config['crop_mode'],
+        'interpolation': config['interpolation'],
+        'mean': list(config['mean']),
+        'std': list(config['std']),
+        'dataset': space.dataset,
+        'split': images.split,
+        'num_classes': space.num_outputs,
+        'data': images.path,
+        'layout': images.layout,
+        'labels': images.label_source,
+        'weights': loaded.weights,
+        'checkpoint': options.checkpoint,
+        'checkpoint_sha256': loaded.sha256,
+        'batch_size': options.batch_size,
+        'amp': options.amp,
+        'channels_last': options.channels_last,
+        'compile': options.compile,
+        'device': str(context.device),
+        'world_size': context.world_size,
+        'eval_seconds': round(elapsed, 3),
+        'samples_per_sec': round(counts.images / elapsed, 3) if elapsed > 0 else None,
+        'versions': software_versions(),
+    }
+
+
+def _verify(result: Dict[str, Any], options: EvalOptions, counts: Counts, context: distributed.DistContext) -> bool:
+    reference, reason = find_reference(result['model'], result['dataset'], result['split'],
+                                       split_given=options.split is not None)
+    if reference is None:
+        result['verify'] = {'passed': None, 'reason': reason}
+        return False
+    verdict = verify(counts.top1, counts.top5, reference, options.tolerance)
+    result['verify'] = verdict.to_dict()
+    if context.is_primary:
+        print(format_verdict(verdict, counts.images))
+    return verdict.passed
+
+
+def summary_line(result: Dict[str, Any]) -> str:
+    """One line: model, data, top-1/top-5, loss and throughput."""
+    loss = f'{result["loss"]:.4f}' if result['loss'] is not None else 'n/a'
+    bad = f', {result["num_bad_images"]} unreadable skipped' if result['num_bad_images'] else ''
+    return (f'{result["model"]} on {result["dataset"]}/{result["split"]}: top-1 {result["top1"]:.3f}  '
+            f'top-5 {result["top5"]:.3f}  loss {loss}  ({result["num_images"]} images{bad}; '
+            f'{result["samples_per_sec"]:.1f} img/s)')

@@ -1,0 +1,96 @@
+"""``--verify``: compare measured accuracy with the zoo's claims for the same model, dataset and split.
+
+The reference is the release manifest's measured metric when the weights are published, the
+catalogue's paper figure otherwise.
+"""
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+from ..catalogue import CATALOGUE
+from ..manifest import find_release
+from .data import canonical_split
+
+__all__ = ['Reference', 'Verdict', 'find_reference', 'verify', 'format_verdict']
+
+
+@dataclass(frozen=True)
+class Reference:
+    """An accuracy the zoo states for one model.tag on one dataset split."""
+    source: str
+    dataset: str
+    split: str
+    top1: float
+    top5: Optional[float] = None
+    num_images: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Measured against reference, metric by metric."""
+    reference: Reference
+    tolerance: float
+    rows: Tuple[Tuple[str, float, float, float, bool], ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(ok for *_, ok in self.rows)
+
+    def to_dict(self) -> dict:
+        return {
+            'passed': self.passed, 'tolerance': self.tolerance, 'source': self.reference.source,
+            'dataset': self.reference.dataset, 'split': self.reference.split,
+            **{f'reference_{name}': ref for name, _, ref, _, _ in self.rows},
+        }
+
+
+def _pick(candidates: List[Reference], split: str, split_given: bool) -> Optional[Reference]:
+    """The candidate for ``split``; without an explicit split, the only candidate of the dataset."""
+    same_split = [c for c in candidates if canonical_split(c.split) == split]
+    if same_split:
+        return same_split[0]
+    return candidates[0] if len(candidates) == 1 and not split_given else None
+
+
+def find_reference(model: str, dataset: str, split: str, split_given: bool = True) -> Tuple[Optional[Reference], str]:
+    """The zoo's stated accuracy of ``model`` (``arch.tag``) on ``dataset``/``split``, or None and why not."""
+    arch, _, tag = model.partition('.')
+    entry = CATALOGUE.get(arch)
+    if entry is None:
+        return None, f'{arch} is not a model of the zoo, so the zoo states no accuracy for it'
+    tag = tag or entry.default_tag
+    release = find_release(arch, tag)
+    if release is not None:
+        candidates = [Reference(f'release manifest (measured, {release.name})', m.dataset, m.split, m.top1, m.top5,
+                                m.num_images) for m in release.metrics if m.dataset == dataset]
+        found = _pick(candidates, split, split_given)
+        if found:
+            return found, ''
+    candidates = [Reference(f'paper ({p.source})', p.dataset, p.split, p.top1, p.top5)
+                  for p in entry.paper if p.dataset == dataset]
+    found = _pick(candidates, split, split_given)
+    if found:
+        return found, ''
+    what = f'the release of {arch}.{tag} has no metric there' if release else f'{arch}.{tag} has no published weights'
+    return None, f'no reference accuracy for {arch}.{tag} on {dataset}/{split}: {what} and the paper reports none'
+
+
+def verify(top1: float, top5: float, reference: Reference, tolerance: float) -> Verdict:
+    """PASS when no metric falls short of the reference by more than ``tolerance`` points."""
+    rows = [('top1', top1, reference.top1)]
+    if reference.top5 is not None:
+        rows.append(('top5', top5, reference.top5))
+    return Verdict(reference, tolerance, tuple(
+        (name, measured, ref, measured - ref, measured >= ref - tolerance) for name, measured, ref in rows))
+
+
+def format_verdict(verdict: Verdict, num_images: int) -> str:
+    """The measured and stated figures side by side, and the verdict."""
+    ref = verdict.reference
+    lines = [f'reference: {ref.source}, {ref.dataset}/{ref.split}',
+             f'{"metric":<8}{"measured":>10}{"reference":>11}{"diff":>9}  result']
+    for name, measured, reference, diff, ok in verdict.rows:
+        lines.append(f'{name:<8}{measured:>10.3f}{reference:>11.3f}{diff:>+9.3f}  {"ok" if ok else "SHORT"}')
+    if ref.num_images is not None and ref.num_images != num_images:
+        lines.append(f'note: the reference was measured on {ref.num_images} images, this run on {num_images}')
+    lines.append(f'{"PASS" if verdict.passed else "FAIL"} (tolerance {verdict.tolerance:g} points)')
+    return '\n'.join(lines)
