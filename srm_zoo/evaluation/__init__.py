@@ -4,7 +4,7 @@ from .checkpoint import load_weights, read_state_dict
 from .labels import DATASETS, label_space
 from .results import CSV_COLUMNS, write_results
 from .runner import EvalOptions, EvalRun, evaluate, summary_line
-from .verify import find_reference, verify
+from .verify import compare_with_reference, find_reference
 
 __all__ = ['DATASETS', 'CSV_COLUMNS', 'EvalOptions', 'EvalRun', 'evaluate', 'summary_line', 'write_results',
-           'label_space', 'load_weights', 'read_state_dict', 'find_reference', 'verify']
+           'label_space', 'load_weights', 'read_state_dict', 'find_reference', 'compare_with_reference']

@@ -153,11 +153,15 @@ def _local_targets(reader) -> List[int]:
 
 
 def _folder_targets(local_targets: List[int], names: dict, space: LabelSpace, model_classes: int) -> List[int]:
-    """Targets from class-folder names through the label space (sorted order when it names no classes)."""
+    """Targets from class-folder names through the label space. When it names no classes, folders named
+    ``0``, ``1``, ... are class indices, and other names are taken in sorted order."""
     if space.class_to_index is None:
         if len(names) > model_classes:
             raise UserError(f'The data has {len(names)} class folders but the model has {model_classes} outputs '
                             f'(class-count mismatch).')
+        if all(name.isdigit() and int(name) < model_classes for name in names):
+            local_to_index = {local: int(name) for name, local in names.items()}  # folders named by class index
+            return [local_to_index[t] for t in local_targets]
         return local_targets
     unknown = sorted(name for name in names if name not in space.class_to_index)
     if unknown:

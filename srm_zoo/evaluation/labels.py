@@ -44,8 +44,8 @@ def _timm_indices(name: str) -> Tuple[int, ...]:
 class LabelSpace:
     """How class names found in the data map to the outputs that are scored.
 
-    ``class_to_index`` maps a class (folder) name to its index among the scored outputs;
-    None means "the sorted order of the names found" (user folders without label names).
+    ``class_to_index`` maps a class (folder) name to its index among the scored outputs; None means
+    the model names no classes (user folders: numeric names are indices, others go in sorted order).
     ``output_indices`` selects the scored logits (the 200-class masks of ImageNet-A/-R).
     """
     dataset: str
@@ -81,7 +81,7 @@ def label_space(dataset: str, num_classes: int, label_names: Optional[Sequence[s
     if dataset == 'folder':
         mapping = {str(name): index for index, name in enumerate(label_names)} if label_names else None
         expected = (f'the model\'s label names ({", ".join(map(str, label_names[:10]))}'
-                    f'{", ..." if len(label_names) > 10 else ""})' if label_names else 'any names (sorted order)')
+                    f'{", ..." if len(label_names) > 10 else ""})' if label_names else 'class indices 0, 1, ... or any names (sorted order)')
         return LabelSpace(folder_dataset_name or 'folder', mapping, num_classes, expected_names=expected)
     if num_classes != 1000:
         raise UserError(f'--dataset {dataset} scores ImageNet-1k classes, but the model has {num_classes} outputs '

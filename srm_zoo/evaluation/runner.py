@@ -16,7 +16,7 @@ from .labels import DATASETS, LabelSpace, label_space
 from .metrics import Counts, score_batch
 from .model import LoadedModel, build_model
 from .results import software_versions
-from .verify import find_reference, format_verdict, verify
+from .verify import compare_with_reference, find_reference, format_verdict
 
 __all__ = ['EvalOptions', 'EvalRun', 'evaluate', 'default_dataset', 'summary_line']
 
@@ -261,7 +261,7 @@ def _verify(result: Dict[str, Any], options: EvalOptions, counts: Counts, contex
     if reference is None:
         result['verify'] = {'passed': None, 'reason': reason}
         return False
-    verdict = verify(counts.top1, counts.top5, reference, options.tolerance)
+    verdict = compare_with_reference(counts.top1, counts.top5, reference, options.tolerance)
     result['verify'] = verdict.to_dict()
     if context.is_primary:
         print(format_verdict(verdict, counts.images))

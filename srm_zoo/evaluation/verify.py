@@ -10,7 +10,7 @@ from ..catalogue import CATALOGUE
 from ..manifest import find_release
 from .data import canonical_split
 
-__all__ = ['Reference', 'Verdict', 'find_reference', 'verify', 'format_verdict']
+__all__ = ['Reference', 'Verdict', 'find_reference', 'compare_with_reference', 'format_verdict']
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def find_reference(model: str, dataset: str, split: str, split_given: bool = Tru
     return None, f'no reference accuracy for {arch}.{tag} on {dataset}/{split}: {what} and the paper reports none'
 
 
-def verify(top1: float, top5: float, reference: Reference, tolerance: float) -> Verdict:
+def compare_with_reference(top1: float, top5: float, reference: Reference, tolerance: float) -> Verdict:
     """PASS when no metric falls short of the reference by more than ``tolerance`` points."""
     rows = [('top1', top1, reference.top1)]
     if reference.top5 is not None:

@@ -1,0 +1,325 @@
+"""``srm-zoo eval`` on small image sets written to disk, checked against a plain computation."""
+import csv
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+
+from srm_zoo.cli import main
+from srm_zoo.evaluation import label_space
+from srm_zoo.evaluation.data import canonical_split
+from srm_zoo.manifest import Metric, Release
+
+from eval_helpers import (IMG_SIZE, CROP_PCT, imagenet_synsets, make_model, place, plain_logits, plain_scores,
+                          ranked_targets, real_label_table, timm_index_file, write_images)
+
+NUM_IMAGES = 12
+MODEL_ARGS = ['--model', 'srm_resnet20_cifar', '--num-classes', '1000', '--img-size', str(IMG_SIZE),
+              '--crop-pct', str(CROP_PCT), '--workers', '0', '--batch-size', '5']
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and do not stall on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='module')
+def zoo(tmp_path_factory):
+    """Random 1000-class model, its checkpoint, 12 JPEGs, their plain logits and ranked labels."""
+    tmp = tmp_path_factory.mktemp('eval')
+    model, checkpoint = make_model(tmp)
+    files = write_images(tmp / 'pool', NUM_IMAGES)
+    logits = plain_logits(model, files)
+    return dict(tmp=tmp, model=model, checkpoint=checkpoint, files=files, logits=logits,
+                targets=ranked_targets(logits))
+
+
+def run_eval(zoo, data, *extra, expect=0, name='out.json'):
+    out = Path(zoo['tmp']) / name
+    code = main(['eval', *MODEL_ARGS, '--checkpoint', str(zoo['checkpoint']), '--data', str(data),
+                 '--results-file', str(out), *extra])
+    assert code == expect
+    return json.loads(out.read_text()) if out.suffix == '.json' and code in (0, 1) else out
+
+
+def assert_matches(result, expected):
+    assert result['num_images'] == expected['num_images']
+    assert result['top1'] == pytest.approx(expected['top1'], abs=1e-3)
+    assert result['top5'] == pytest.approx(expected['top5'], abs=1e-3)
+    assert result['loss'] == pytest.approx(expected['loss'], rel=1e-4)
+
+
+def test_partial_synset_tree_under_split_folder(zoo, tmp_path, capsys):
+    synsets = imagenet_synsets()
+    root = place(zoo['files'], [synsets[t] for t in zoo['targets']], tmp_path / 'imagenet' / 'val')
+    (tmp_path / 'imagenet' / 'train').mkdir()  # must not be picked for evaluation
+    result = run_eval(zoo, tmp_path / 'imagenet')
+    expected = plain_scores(zoo['logits'], zoo['targets'])
+    assert expected['top1'] == pytest.approx(100 * 4 / 12) and expected['top5'] == pytest.approx(100 * 8 / 12)
+    assert_matches(result, expected)
+    assert result['dataset'] == 'imagenet-1k' and result['split'] == 'validation'
+    assert result['data'] == str(root)
+    assert (result['img_size'], result['crop_pct'], result['interpolation']) == (32, 0.875, 'bilinear')
+    assert result['checkpoint_sha256'] == __import__('hashlib').sha256(zoo['checkpoint'].read_bytes()).hexdigest()
+    assert result['versions']['timm'] and result['samples_per_sec'] > 0
+    assert 'crop_pct=0.875' in capsys.readouterr().err  # the effective preprocessing is printed
+
+
+def test_class_folders_at_root_and_csv_columns(zoo, tmp_path):
+    synsets = imagenet_synsets()
+    place(zoo['files'], [synsets[t] for t in zoo['targets']], tmp_path / 'sketch')
+    out = run_eval(zoo, tmp_path / 'sketch', '--dataset', 'imagenet-sketch', name='out.csv')
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == ['model', 'img_size', 'top1', 'top1_err', 'top5', 'top5_err', 'param_count',
+                             'crop_pct', 'interpolation']
+    expected = plain_scores(zoo['logits'], zoo['targets'])
+    assert float(rows[0]['top1']) == pytest.approx(expected['top1'], abs=1e-3)
+    assert float(rows[0]['top5_err']) == pytest.approx(100 - expected['top5'], abs=1e-3)
+
+
+def _flat_names(count):
+    return [f'ILSVRC2012_val_{101 + 7 * i:08d}.JPEG' for i in range(count)]
+
+
+def test_flat_folder_with_devkit_ground_truth(zoo, tmp_path):
+    """The devkit's ILSVRC2012 IDs are a different order than sorted synsets; meta.mat maps them."""
+    synsets = imagenet_synsets()
+    ids = np.random.default_rng(1).permutation(1000) + 1  # synset k has ILSVRC2012 ID ids[k]
+    val = place(zoo['files'], [''] * NUM_IMAGES, tmp_path / 'val', _flat_names(NUM_IMAGES))
+    devkit = tmp_path / 'ILSVRC2012_devkit_t12' / 'data'
+    devkit.mkdir(parents=True)
+    table = np.empty((1002,), dtype=[('ILSVRC2012_ID', 'O'), ('WNID', 'O'), ('num_children', 'O')])
+    for k, synset in enumerate(synsets):
+        table[k] = (int(ids[k]), synset, 0)
+    table[1000], table[1001] = (1001, 'n00001740', 3), (1002, 'n00002137', 2)  # non-leaf synsets are ignored
+    scipy.io.savemat(devkit / 'meta.mat', {'synsets': table})
+    lines = ['1'] * 50000
+    for i, target in enumerate(zoo['targets']):
+        lines[101 + 7 * i - 1] = str(ids[target])
+    (devkit / 'ILSVRC2012_validation_ground_truth.txt').write_text('\n'.join(lines) + '\n')
+    result = run_eval(zoo, tmp_path)
+    assert result['data'] == str(val) and result['layout'] == 'folder-flat'
+    assert_matches(result, plain_scores(zoo['logits'], zoo['targets']))
+
+
+def test_flat_folder_with_loc_solution_csv(zoo, tmp_path):
+    synsets = imagenet_synsets()
+    names = _flat_names(NUM_IMAGES)
+    place(zoo['files'], [''] * NUM_IMAGES, tmp_path / 'flat', names)
+    solution = tmp_path / 'LOC_val_solution.csv'
+    rows = [f'{n[:-5]},{synsets[t]} 1 2 30 40 {synsets[t]} 5 6 7 8' for n, t in zip(names, zoo['targets'])]
+    solution.write_text('ImageId,PredictionString\n' + '\n'.join(reversed(rows)) + '\n')
+    result = run_eval(zoo, tmp_path / 'flat', '--labels', str(solution))
+    assert_matches(result, plain_scores(zoo['logits'], zoo['targets']))
+
+
+def test_tar_archive_and_tar_shards(zoo, tmp_path):
+    synsets = imagenet_synsets()
+    tree = place(zoo['files'], [synsets[t] for t in zoo['targets']], tmp_path / 'tree')
+    with tarfile.open(tmp_path / 'val.tar', 'w') as archive:
+        archive.add(tree, arcname='.')
+    expected = plain_scores(zoo['logits'], zoo['targets'])
+    result = run_eval(zoo, tmp_path / 'val.tar')
+    assert result['layout'] == 'tar'
+    assert_matches(result, expected)
+    shards = tmp_path / 'shards'
+    shards.mkdir()
+    for synset_dir in tree.iterdir():  # one tar per class, named after its synset
+        with tarfile.open(shards / f'{synset_dir.name}.tar', 'w') as archive:
+            for file in synset_dir.iterdir():
+                archive.add(file, arcname=file.name)
+    assert_matches(run_eval(zoo, shards), expected)
+
+
+def test_imagenet_v2_folders_are_class_indices(zoo, tmp_path):
+    place(zoo['files'], [str(t) for t in zoo['targets']], tmp_path / 'v2')
+    result = run_eval(zoo, tmp_path / 'v2', '--dataset', 'imagenet-v2')
+    assert result['dataset'] == 'imagenet-v2'
+    assert_matches(result, plain_scores(zoo['logits'], zoo['targets']))
+
+
+@pytest.mark.parametrize('which', ['a', 'r'])
+def test_imagenet_a_r_score_the_200_class_mask(zoo, tmp_path, which):
+    indices = timm_index_file(f'imagenet_{which}_indices.txt')
+    masked = zoo['logits'][:, indices]
+    targets = ranked_targets(masked)  # positions among the 200 classes
+    synsets = imagenet_synsets()
+    place(zoo['files'], [synsets[indices[t]] for t in targets], tmp_path / f'imagenet-{which}')
+    result = run_eval(zoo, tmp_path / f'imagenet-{which}', '--dataset', f'imagenet-{which}')
+    assert result['num_classes'] == 200
+    assert_matches(result, plain_scores(masked, targets))
+
+
+def test_imagenet_real_labels(zoo, tmp_path):
+    table = real_label_table()
+    numbers = [n for n in range(1, 400) if table[n - 1]][:NUM_IMAGES - 2] + [
+        n for n in range(1, 400) if not table[n - 1]][:2]  # two images without ReaL labels are not scored
+    names = [f'ILSVRC2012_val_{n:08d}.JPEG' for n in numbers]
+    place(zoo['files'], [''] * NUM_IMAGES, tmp_path / 'real', names)
+    result = run_eval(zoo, tmp_path / 'real', '--dataset', 'imagenet-real')
+    top5 = zoo['logits'].topk(5, dim=1).indices.tolist()
+    scored = [(p, table[n - 1]) for p, n in zip(top5, numbers) if table[n - 1]]
+    assert result['num_images'] == NUM_IMAGES and result['num_scored'] == NUM_IMAGES - 2
+    assert result['top1'] == pytest.approx(100 * sum(p[0] in s for p, s in scored) / len(scored), abs=1e-3)
+    assert result['top5'] == pytest.approx(100 * sum(any(x in s for x in p) for p, s in scored) / len(scored),
+                                           abs=1e-3)
+    assert result['loss'] is None  # no single-label ground truth given
+
+
+def test_folder_dataset_maps_label_names_indices_or_sorted_names(zoo, tmp_path):
+    model, checkpoint = make_model(tmp_path, num_classes=10)
+    logits = plain_logits(model, zoo['files'])
+    targets = ranked_targets(logits)
+    args = ['eval', '--model', 'srm_resnet20_cifar', '--checkpoint', str(checkpoint), '--dataset', 'folder',
+            '--img-size', '32', '--crop-pct', '0.875', '--workers', '0', '--results-file', str(tmp_path / 'r.json')]
+    present = sorted(set(targets))
+    for folders, expected_targets in (([str(t) for t in targets], targets),  # numeric names are class indices
+                                      ([f'class{t}' for t in targets], [present.index(t) for t in targets])):
+        root = place(zoo['files'], folders, tmp_path / folders[0] / 'digits' / 'test')
+        assert main(args + ['--data', str(root.parent)]) == 0
+        result = json.loads((tmp_path / 'r.json').read_text())
+        assert (result['dataset'], result['split']) == ('cifar10', 'test')  # the tag's dataset, the split folder
+        assert_matches(result, plain_scores(logits, expected_targets))
+    space = label_space('folder', 4, label_names=['cat', 'dog', 'emu', 'ant'])  # a model naming its classes
+    assert space.class_to_index == {'cat': 0, 'dog': 1, 'emu': 2, 'ant': 3}
+
+
+def test_corrupt_images_are_skipped_counted_and_capped(zoo, tmp_path):
+    synsets = imagenet_synsets()
+    folders = [synsets[t] for t in zoo['targets']]
+    root = place(zoo['files'], folders, tmp_path / 'data')
+    (root / folders[0] / 'broken.JPEG').write_bytes(b'not an image at all')
+    truncated = zoo['files'][1].read_bytes()
+    (root / folders[1] / 'truncated.JPEG').write_bytes(truncated[:len(truncated) // 3])
+    result = run_eval(zoo, root)
+    assert result['num_bad_images'] == 2
+    assert sorted(Path(b).name for b in result['bad_images']) == ['broken.JPEG', 'truncated.JPEG']
+    assert_matches(result, plain_scores(zoo['logits'], zoo['targets']))
+    run_eval(zoo, root, '--max-bad-images', '1', expect=2)
+
+
+def test_verify_against_paper_and_manifest(zoo, tmp_path, monkeypatch, capsys):
+    """srm_resnet32_cifar's paper figure is cifar10 test top-1 92.9: labels equal to predictions pass it."""
+    model, checkpoint = make_model(tmp_path, num_classes=10, name='srm_resnet32_cifar')
+    predictions = plain_logits(model, zoo['files']).argmax(dim=1).tolist()
+    root = place(zoo['files'], [str(p) for p in predictions], tmp_path / 'cifar' / 'test')
+    base = ['eval', '--model', 'srm_resnet32_cifar', '--checkpoint', str(checkpoint), '--data', str(root.parent),
+            '--img-size', '32', '--crop-pct', '0.875', '--workers', '0', '--verify']
+    assert main(base) == 0
+    out = capsys.readouterr().out
+    assert 'paper' in out and '92.900' in out and 'PASS' in out
+    release = Release('srm_resnet32_cifar', 'cifar10', 'x' * 64,
+                      (Metric('cifar10', 'test', top1=100.0, top5=100.0, num_images=NUM_IMAGES),), {})
+    monkeypatch.setattr('srm_zoo.evaluation.verify.find_release', lambda model, tag: release)
+    # the manifest's measured figure is preferred to the paper's: a folder with half the labels wrong fails it
+    wrong = place(zoo['files'][:6], [str((p + 1) % 10) for p in predictions[:6]], tmp_path / 'cifar2' / 'test')
+    place(zoo['files'][6:], [str(p) for p in predictions[6:]], wrong)
+    base[base.index(str(root.parent))] = str(wrong.parent)
+    assert main(base + ['--tolerance', '0.5']) == 1
+    out = capsys.readouterr().out
+    assert 'release manifest' in out and 'FAIL' in out and '100.000' in out
+
+
+def test_verify_without_reference_says_so(zoo, tmp_path, capsys):
+    synsets = imagenet_synsets()
+    root = place(zoo['files'], [synsets[t] for t in zoo['targets']], tmp_path / 'val')
+    run_eval(zoo, root, '--verify', expect=2)
+    err = capsys.readouterr().err
+    assert 'no reference accuracy' in err and 'Traceback' not in err
+    assert json.loads((Path(zoo['tmp']) / 'out.json').read_text())['verify']['passed'] is None  # results kept
+
+
+@pytest.mark.parametrize('case, message', [
+    ('missing', 'does not exist'),
+    ('empty', 'empty folder'),
+    ('no_images', 'No images found'),
+    ('not_synsets', 'not ImageNet-1k WordNet synsets'),
+    ('flat_no_truth', 'no ground truth was found'),
+    ('hf_without_datasets', 'datasets'),
+])
+def test_bad_data(zoo, tmp_path, capsys, case, message):
+    data = tmp_path / 'data'
+    if case == 'empty':
+        data.mkdir()
+    elif case == 'no_images':
+        (data / 'n01440764').mkdir(parents=True)
+        (data / 'n01440764' / 'notes.txt').write_text('hello')
+    elif case == 'not_synsets':
+        place(zoo['files'][:2], ['cat', 'dog'], data)
+    elif case == 'flat_no_truth':
+        place(zoo['files'][:2], ['', ''], data, _flat_names(2))
+    elif case == 'hf_without_datasets':
+        try:
+            import datasets  # noqa: F401
+            pytest.skip('datasets is installed')
+        except ImportError:
+            pass
+        data = 'hfds/imagenet-1k'
+    run_eval(zoo, data, expect=2)
+    err = capsys.readouterr().err
+    assert message in err and 'Traceback' not in err
+    assert err.count('\n') == 1  # one paragraph
+
+
+@pytest.mark.parametrize('case, message', [
+    ('unknown_model', 'Did you mean: srm_resnet50'),
+    ('no_weights', 'has no published weights'),
+    ('class_count', 'class-count mismatch'),
+    ('wrong_checkpoint', 'missing keys'),
+    ('wrong_head', 'pass --num-classes 10'),
+    ('not_a_checkpoint', 'Cannot read checkpoint'),
+])
+def test_bad_model_or_checkpoint(zoo, tmp_path, capsys, case, message):
+    synsets = imagenet_synsets()
+    data = place(zoo['files'][:2], synsets[:2], tmp_path / 'data')
+    args = ['eval', '--data', str(data), '--workers', '0']
+    if case == 'unknown_model':
+        args += ['--model', 'srm_resnet5']
+    elif case == 'no_weights':
+        args += ['--model', 'srm_resnet50']
+    elif case == 'class_count':  # a 10-class model cannot score ImageNet
+        _, checkpoint = make_model(tmp_path, num_classes=10)
+        args += ['--model', 'srm_resnet20_cifar', '--checkpoint', str(checkpoint), '--dataset', 'imagenet']
+    elif case == 'wrong_checkpoint':
+        torch.save({'state_dict': {'module.conv.weight': torch.zeros(1)}}, tmp_path / 'other.pth')
+        args += ['--model', 'srm_resnet20_cifar', '--checkpoint', str(tmp_path / 'other.pth')]
+    elif case == 'wrong_head':
+        _, checkpoint = make_model(tmp_path, num_classes=10)
+        args += ['--model', 'srm_resnet20_cifar', '--num-classes', '1000', '--checkpoint', str(checkpoint)]
+    elif case == 'not_a_checkpoint':
+        (tmp_path / 'junk.pth').write_bytes(b'junk')
+        args += ['--model', 'srm_resnet20_cifar', '--checkpoint', str(tmp_path / 'junk.pth')]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and 'Traceback' not in err
+
+
+def test_checkpoint_formats(zoo, tmp_path):
+    """EMA/model dicts, DDP prefixes and safetensors load the same weights (same top-1 and loss)."""
+    from safetensors.torch import save_file
+    state = torch.load(zoo['checkpoint'], weights_only=True)
+    synsets = imagenet_synsets()
+    data = place(zoo['files'], [synsets[t] for t in zoo['targets']], tmp_path / 'data')
+    expected = plain_scores(zoo['logits'], zoo['targets'])
+    torch.save({'epoch': 3, 'state_dict_ema': {f'module.{k}': v for k, v in state.items()},
+                'state_dict': {k: torch.zeros_like(v) for k, v in state.items()}}, tmp_path / 'train.pth.tar')
+    save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / 'model.safetensors')
+    for checkpoint, extra in ((tmp_path / 'train.pth.tar', ['--use-ema']), (tmp_path / 'model.safetensors', [])):
+        out = tmp_path / 'r.json'
+        assert main(['eval', *MODEL_ARGS, '--checkpoint', str(checkpoint), '--data', str(data),
+                     '--results-file', str(out), *extra]) == 0
+        assert_matches(json.loads(out.read_text()), expected)
+
+
+def test_split_names_are_canonical():
+    assert [canonical_split(s) for s in ('val', 'eval', 'validation', 'test', 'custom')] == \
+        ['validation', 'validation', 'validation', 'test', 'custom']
