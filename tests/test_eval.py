@@ -1,7 +1,6 @@
 """``srm-zoo eval`` on small image sets written to disk, checked against a plain computation."""
 import csv
 import json
-import shutil
 import tarfile
 from pathlib import Path
 

@@ -5,7 +5,7 @@ validation folder with devkit or ``LOC_val_solution.csv`` ground truth, ``.tar``
 ``.tar`` shards (timm's readers), and Hugging Face datasets (``hfds/<name>``, needs ``datasets``).
 """
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
@@ -29,7 +29,7 @@ SPLIT_SYNONYMS = {
     'train': ('train', 'training'),
 }
 HF_PREFIX = 'hfds/'
-_FLAT_DATASETS = ('imagenet-1k', 'imagenet-real')
+_FLAT_KINDS = ('imagenet', 'imagenet-real')
 
 
 def canonical_split(split: str) -> str:
@@ -65,10 +65,8 @@ class EvalImages:
     path: str
     split: str
     layout: str
-    num_classes_found: int
     label_source: str
     real_labels: Optional[List[Tuple[int, ...]]] = None
-    notes: List[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -152,14 +150,14 @@ def _local_targets(reader) -> List[int]:
     return [int(target) for _, target in reader.samples]
 
 
-def _folder_targets(local_targets: List[int], names: dict, space: LabelSpace, model_classes: int) -> List[int]:
+def _folder_targets(local_targets: List[int], names: dict, space: LabelSpace) -> List[int]:
     """Targets from class-folder names through the label space. When it names no classes, folders named
     ``0``, ``1``, ... are class indices, and other names are taken in sorted order."""
     if space.class_to_index is None:
-        if len(names) > model_classes:
-            raise UserError(f'The data has {len(names)} class folders but the model has {model_classes} outputs '
-                            f'(class-count mismatch).')
-        if all(name.isdigit() and int(name) < model_classes for name in names):
+        if len(names) > space.model_classes:
+            raise UserError(f'The data has {len(names)} class folders but the model has {space.model_classes} '
+                            f'outputs (class-count mismatch).')
+        if all(name.isdigit() and int(name) < space.model_classes for name in names):
             local_to_index = {local: int(name) for name, local in names.items()}  # folders named by class index
             return [local_to_index[t] for t in local_targets]
         return local_targets
@@ -177,7 +175,7 @@ def _folder_targets(local_targets: List[int], names: dict, space: LabelSpace, mo
 def _flat_targets(filenames: List[str], space: LabelSpace, roots: Sequence[Path], labels_file: Optional[Path],
                   meta_file: Optional[Path], required: bool) -> Tuple[List[int], str]:
     """Targets of flat ``ILSVRC2012_val_*`` files from the devkit or LOC ground truth."""
-    if space.dataset not in _FLAT_DATASETS:
+    if space.kind not in _FLAT_KINDS:
         raise UserError(f'{space.dataset} images must be in class folders ({space.expected_names}); '
                         f'found image files directly in {roots[0]}.')
     if not required and labels_file is None:
@@ -210,7 +208,7 @@ def _hf_images(name: str, split: Optional[str], space: LabelSpace) -> EvalImages
     except ImportError:
         raise UserError('Hugging Face datasets need the `datasets` package: pip install "srm-zoo[hf-datasets]".') \
             from None
-    if space.output_indices is not None or space.class_to_index is None or space.dataset == 'imagenet-v2':
+    if space.kind not in _FLAT_KINDS:
         raise UserError(f'{HF_PREFIX} data is read with its own label indices, which the zoo trusts only for '
                         f'ImageNet-1k (--dataset imagenet or imagenet-real).')
     hf_split = split or 'validation'
@@ -222,8 +220,8 @@ def _hf_images(name: str, split: Optional[str], space: LabelSpace) -> EvalImages
     targets = [int(t) for t in reader.iter_targets()]
     if any(not 0 <= t < space.model_classes for t in targets):
         raise UserError(f'{name} has labels outside 0..{space.model_classes - 1} (class-count mismatch).')
-    filenames = reader.filenames(basename=True) if space.dataset == 'imagenet-real' else []
-    return EvalImages(reader, targets, filenames, name, canonical_split(hf_split), 'hfds', len(set(targets)),
+    filenames = reader.filenames(basename=True) if space.kind == 'imagenet-real' else []
+    return EvalImages(reader, targets, filenames, name, canonical_split(hf_split), 'hfds',
                       f'{name} labels (ImageNet-1k order)')
 
 
@@ -248,11 +246,11 @@ def load_images(data: str, space: LabelSpace, split: Optional[str] = None, label
             layout = f'{layout}-flat'
             roots = [path if path.is_dir() else path.parent, root, root.parent]
             targets, source = _flat_targets(filenames, space, roots, labels_file and Path(labels_file),
-                                            meta_file and Path(meta_file), required=space.dataset != 'imagenet-real')
+                                            meta_file and Path(meta_file), required=space.kind != 'imagenet-real')
         else:
-            targets = _folder_targets(_local_targets(reader), names, space, space.model_classes)
+            targets = _folder_targets(_local_targets(reader), names, space)
             source = f'class folder names -> {space.expected_names}'
-        images = EvalImages(reader, targets, filenames, str(path), split_name, layout, len(set(targets)), source)
-    if space.dataset == 'imagenet-real':
+        images = EvalImages(reader, targets, filenames, str(path), split_name, layout, source)
+    if space.kind == 'imagenet-real':
         images.real_labels = real_labels_of(images.filenames)
     return images

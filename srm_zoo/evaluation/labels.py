@@ -46,8 +46,10 @@ class LabelSpace:
 
     ``class_to_index`` maps a class (folder) name to its index among the scored outputs; None means
     the model names no classes (user folders: numeric names are indices, others go in sorted order).
-    ``output_indices`` selects the scored logits (the 200-class masks of ImageNet-A/-R).
+    ``output_indices`` selects the scored logits (the 200-class masks of ImageNet-A/-R). ``kind`` is
+    the ``--dataset`` choice, ``dataset`` the name recorded in results and matched by ``--verify``.
     """
+    kind: str
     dataset: str
     class_to_index: Optional[Mapping[str, int]]
     model_classes: int
@@ -60,7 +62,7 @@ class LabelSpace:
 
     @property
     def is_imagenet(self) -> bool:
-        return self.dataset != 'folder'
+        return self.kind != 'folder'
 
 
 @lru_cache(maxsize=None)
@@ -82,19 +84,19 @@ def label_space(dataset: str, num_classes: int, label_names: Optional[Sequence[s
         mapping = {str(name): index for index, name in enumerate(label_names)} if label_names else None
         expected = (f'the model\'s label names ({", ".join(map(str, label_names[:10]))}'
                     f'{", ..." if len(label_names) > 10 else ""})' if label_names else 'class indices 0, 1, ... or any names (sorted order)')
-        return LabelSpace(folder_dataset_name or 'folder', mapping, num_classes, expected_names=expected)
+        return LabelSpace(dataset, folder_dataset_name or 'folder', mapping, num_classes, expected_names=expected)
     if num_classes != 1000:
         raise UserError(f'--dataset {dataset} scores ImageNet-1k classes, but the model has {num_classes} outputs '
                         f'(class-count mismatch). Evaluate a 1000-class model, or use --dataset folder for a '
                         f'folder of this model\'s own classes.')
     if dataset == 'imagenet-v2':
-        return LabelSpace(DATASETS[dataset], {str(i): i for i in range(1000)}, 1000,
+        return LabelSpace(dataset, DATASETS[dataset], {str(i): i for i in range(1000)}, 1000,
                           expected_names='ImageNet-V2 class folders 0..999')
     if dataset in ('imagenet-a', 'imagenet-r'):
         indices = _timm_indices(f'imagenet_{dataset[-1]}_indices.txt')
         synsets = imagenet_synsets()
         mapping = {synsets[index]: position for position, index in enumerate(indices)}
-        return LabelSpace(DATASETS[dataset], mapping, 1000, output_indices=indices,
+        return LabelSpace(dataset, DATASETS[dataset], mapping, 1000, output_indices=indices,
                           expected_names=f'the 200 {dataset} synsets (e.g. {synsets[indices[0]]})')
-    return LabelSpace(DATASETS[dataset], synset_to_index(), 1000,
+    return LabelSpace(dataset, DATASETS[dataset], synset_to_index(), 1000,
                       expected_names='ImageNet-1k WordNet synsets (e.g. n01440764)')

@@ -1,5 +1,6 @@
 """One evaluation from options to results: model, preprocessing, data, exact counting, verification."""
 import contextlib
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -73,12 +74,9 @@ def _label_space(loaded: LoadedModel, options: EvalOptions) -> LabelSpace:
     dataset = options.dataset or default_dataset(model)
     names = model.pretrained_cfg.get('label_names')
     names = names if names and len(names) == model.num_classes else None
-    folder_name = options.dataset_name or loaded.trained_on or 'folder'
+    folder_name = loaded.trained_on or 'folder'
     space = label_space(dataset, model.num_classes, names, folder_name)
-    if options.dataset_name and dataset != 'folder':
-        space = LabelSpace(options.dataset_name, space.class_to_index, space.model_classes, space.output_indices,
-                           space.expected_names)
-    return space
+    return dataclasses.replace(space, dataset=options.dataset_name) if options.dataset_name else space
 
 
 def _data_config(model: torch.nn.Module, options: EvalOptions) -> Dict[str, Any]:
@@ -151,12 +149,6 @@ def _bad_images_message(images: EvalImages, bad: List[int], cap: int) -> str:
             f'Fix or remove them, or raise --max-bad-images.')
 
 
-def _check_model_fits(space: LabelSpace, images: EvalImages) -> None:
-    if space.class_to_index is None and images.num_classes_found > space.model_classes:
-        raise UserError(f'The data has {images.num_classes_found} classes but the model {space.model_classes} '
-                        f'outputs (class-count mismatch).')
-
-
 def evaluate(options: EvalOptions) -> EvalRun:
     """Evaluate ``options.model`` on ``options.data``; under torchrun every process calls this with its shard."""
     if options.amp and options.amp not in _AMP_DTYPES:
@@ -177,7 +169,6 @@ def _evaluate(options: EvalOptions, context: distributed.DistContext) -> EvalRun
     config = _data_config(model, options)
     transform = create_transform(**config, is_training=False)
     images = load_images(options.data, space, options.split, options.labels, options.meta)
-    _check_model_fits(space, images)
     if context.is_primary:
         print(f'{loaded.name} ({loaded.weights}) on {space.dataset}/{images.split}: {len(images)} images in '
               f'{images.path} ({images.layout}; labels: {images.label_source})', file=sys.stderr)
