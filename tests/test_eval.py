@@ -276,6 +276,7 @@ def test_bad_data(zoo, tmp_path, capsys, case, message):
     ('wrong_checkpoint', 'missing keys'),
     ('wrong_head', 'pass --num-classes 10'),
     ('not_a_checkpoint', 'Cannot read checkpoint'),
+    ('bad_option', '--crop-pct must be in (0, 1]'),
 ])
 def test_bad_model_or_checkpoint(zoo, tmp_path, capsys, case, message):
     synsets = imagenet_synsets()
@@ -297,6 +298,8 @@ def test_bad_model_or_checkpoint(zoo, tmp_path, capsys, case, message):
     elif case == 'not_a_checkpoint':
         (tmp_path / 'junk.pth').write_bytes(b'junk')
         args += ['--model', 'srm_resnet20_cifar', '--checkpoint', str(tmp_path / 'junk.pth')]
+    elif case == 'bad_option':
+        args += ['--model', 'srm_resnet20_cifar', '--crop-pct', '1.5']
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and 'Traceback' not in err

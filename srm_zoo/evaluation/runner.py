@@ -155,6 +155,13 @@ def evaluate(options: EvalOptions) -> EvalRun:
         raise UserError(f'--amp must be one of {", ".join(_AMP_DTYPES)}.')
     if options.dataset and options.dataset not in DATASETS:
         raise UserError(f'Unknown --dataset {options.dataset!r}; choose one of: {", ".join(DATASETS)}.')
+    for flag, value, low in (('--batch-size', options.batch_size, 1), ('--workers', options.workers, 0),
+                             ('--max-bad-images', options.max_bad_images, 0), ('--tolerance', options.tolerance, 0),
+                             ('--img-size', options.img_size, 1), ('--num-classes', options.num_classes, 1)):
+        if value is not None and value < low:
+            raise UserError(f'{flag} must be at least {low}, not {value}.')
+    if options.crop_pct is not None and not 0 < options.crop_pct <= 1:
+        raise UserError(f'--crop-pct must be in (0, 1], not {options.crop_pct}.')
     context = distributed.setup(options.device)
     try:
         return _evaluate(options, context)
