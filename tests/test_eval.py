@@ -325,3 +325,17 @@ def test_checkpoint_formats(zoo, tmp_path):
 def test_split_names_are_canonical():
     assert [canonical_split(s) for s in ('val', 'eval', 'validation', 'test', 'custom')] == \
         ['validation', 'validation', 'validation', 'test', 'custom']
+
+
+def test_reference_lookup_by_dataset_and_split(monkeypatch):
+    from srm_zoo.evaluation import find_reference
+    missing, reason = find_reference('srm_resnet18', 'imagenet-1k', 'validation')
+    assert missing is None and 'no published weights' in reason and 'paper reports none' in reason
+    release = Release('srm_resnet20_cifar', 'cifar10', 'x' * 64,
+                      (Metric('sklearn-digits', 'test', top1=97.0, top5=100.0, num_images=360),), {})
+    monkeypatch.setattr('srm_zoo.evaluation.verify.find_release', lambda model, tag: release)
+    found, _ = find_reference('srm_resnet20_cifar.cifar10', 'sklearn-digits', 'validation', split_given=False)
+    assert found.top1 == 97.0 and found.source.startswith('release manifest')  # the only metric of that dataset
+    assert find_reference('srm_resnet20_cifar.cifar10', 'sklearn-digits', 'validation')[0] is None
+    paper, _ = find_reference('srm_resnet56_cifar', 'cifar10', 'test')
+    assert paper.top1 == 95.05 and paper.source.startswith('paper')
