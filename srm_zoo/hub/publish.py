@@ -10,10 +10,10 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from ..checkpoint import file_sha256
 from ..errors import UserError
-from ..manifest import Release, write_release
+from ..manifest import Release, active_manifest_path, write_release
 from .export import HUB_FILES, WEIGHTS_FILE, read_exported_release
 
-__all__ = ['PublishResult', 'check_export_folder', 'publish_folder', 'release_json']
+__all__ = ['PublishResult', 'check_export_folder', 'publish_folder', 'record_embedded', 'release_json']
 
 PICKLE_SUFFIXES = ('.bin', '.pt', '.pth', '.pkl', '.pickle', '.ckpt', '.tar')
 REPO_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')
@@ -26,10 +26,13 @@ class PublishResult:
     manifest: Optional[Path]
 
 
-def check_export_folder(folder: Union[str, Path], repo_id: str) -> Release:
-    """The manifest entry ``folder`` would become once uploaded (revision still unknown); refuses bad folders."""
+def check_export_folder(folder: Union[str, Path], repo_id: Optional[str]) -> Release:
+    """The manifest entry ``folder`` would become once uploaded (revision still unknown); refuses bad folders.
+
+    ``repo_id`` None checks the folder for embedding in the package instead of uploading.
+    """
     folder = Path(folder)
-    if not REPO_ID.match(repo_id):
+    if repo_id is not None and not REPO_ID.match(repo_id):
         raise UserError(f'--repo-id {repo_id!r} is not a Hub repository id of the form ORG/NAME.')
     if not folder.is_dir():
         raise UserError(f'{str(folder)!r} is not a folder; create one with `srm-zoo export`.')
@@ -38,7 +41,7 @@ def check_export_folder(folder: Union[str, Path], repo_id: str) -> Release:
         raise UserError(f'{str(folder)!r} holds pickle files ({", ".join(pickles)}); the zoo publishes weights only '
                         'as safetensors. Remove them (the export wrote model.safetensors).')
     exported = read_exported_release(folder)
-    if exported.repo_id != repo_id:
+    if repo_id is not None and exported.repo_id != repo_id:
         raise UserError(f'{str(folder)!r} was exported for {exported.repo_id} (its model card says so), not '
                         f'{repo_id}; export again with --repo-id {repo_id}.')
     sha256 = file_sha256(folder / WEIGHTS_FILE)
@@ -80,6 +83,18 @@ def publish_folder(
     except OSError:
         written = None
     return PublishResult(release=release, manifest=written)
+
+
+def record_embedded(folder: Union[str, Path], manifest: Optional[Union[str, Path]] = None) -> Release:
+    """Record an export folder that lies next to the manifest (in the package) as an embedded release."""
+    folder = Path(folder).resolve()
+    manifest_path = Path(manifest).resolve() if manifest else active_manifest_path()
+    if folder.parent != manifest_path.parent:
+        raise UserError(f'Embedded weights must be a folder next to the manifest ({manifest_path.parent}); '
+                        f'{folder} is not. Export into {manifest_path.parent / "<model>.<tag>"}.')
+    release = replace(check_export_folder(folder, None), hf_hub_id=None, embedded=folder.name)
+    write_release(release, manifest_path)
+    return release
 
 
 def release_json(release: Release) -> str:

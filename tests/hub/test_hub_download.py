@@ -10,6 +10,7 @@ import timm
 import torch
 from safetensors.torch import load_file, save_file
 
+from srm_zoo.cli import main
 from srm_zoo.hub.export import export_release
 from srm_zoo.hub.weights import IntegrityError, MissingWeightsError
 from srm_zoo.manifest import Release, use_manifest, write_release
@@ -124,9 +125,11 @@ def test_pretrained_without_weights_explains_what_to_do(served, tmp_path):
 
 def test_embedded_release_loads_and_is_checked(trained, tmp_path):
     checkpoint, state_dict, _ = trained
-    exported = export_release(NAME, checkpoint, tmp_path / NAME)
-    release = Release(model=MODEL, tag=TAG, sha256=exported.sha256, metrics=(), provenance={}, embedded=NAME)
-    with use_manifest(write_release(release, tmp_path / 'manifest.json')):
+    export_release(NAME, checkpoint, tmp_path / NAME)
+    manifest = tmp_path / 'manifest.json'
+    assert main(['publish', str(tmp_path / NAME), '--embedded', '--manifest', str(manifest)]) == 0
+    assert main(['publish', str(tmp_path / NAME), '--embedded']) == 2  # not next to the package manifest
+    with use_manifest(manifest):
         model = timm.create_model(MODEL, pretrained=True)
         assert_same_weights(model, state_dict)
         assert model.pretrained_cfg['file'] == str(tmp_path / NAME / 'model.safetensors')
