@@ -108,3 +108,15 @@ def test_bad_folders_are_refused_before_any_upload(hf_api, export_dir, tmp_path,
     assert main(['publish', str(export_dir), '--repo-id', repo_id, '--manifest', str(manifest)]) == 2
     assert message in capsys.readouterr().err
     assert hf_api.calls == [] and not manifest.exists()
+
+
+@pytest.mark.parametrize('command', ['export', 'publish', 'cards'])
+def test_commands_have_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, '--help'])
+    assert exit_.value.code == 0 and f'usage: srm-zoo {command}' in capsys.readouterr().out
+
+
+def test_publish_without_repo_id_is_a_user_error(export_dir, capsys):
+    assert main(['publish', str(export_dir)]) == 2
+    assert '--repo-id ORG/NAME is required' in capsys.readouterr().err
