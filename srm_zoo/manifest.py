@@ -3,22 +3,28 @@
 ``srm_zoo/weights/manifest.json`` holds a list of releases. A tag carries a weight location
 in its timm pretrained cfg only when it has a release here, so ``timm.list_pretrained('srm_*')``
 tells the truth. A release is either on the Hugging Face Hub (``hf_hub_id`` pinned to
-``revision``) or embedded in the package (``embedded``: a folder under ``srm_zoo/weights``).
+``revision``) or embedded in the package (``embedded``: a folder next to the manifest file).
+
+The environment variable ``SRM_ZOO_MANIFEST`` (read at import) or :func:`use_manifest`
+(at run time) selects another manifest file.
 """
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
-__all__ = ['HUB_ORG', 'WEIGHTS_DIR', 'MANIFEST_PATH', 'Metric', 'Release', 'load_manifest', 'find_release',
-           'releases_of', 'hub_repo_id']
+__all__ = ['HUB_ORG', 'WEIGHTS_DIR', 'MANIFEST_PATH', 'Metric', 'Release', 'active_manifest_path', 'load_manifest',
+           'find_release', 'releases_of', 'hub_repo_id', 'use_manifest', 'reload_manifest', 'write_release']
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / 'weights'
 MANIFEST_PATH = WEIGHTS_DIR / 'manifest.json'
 HUB_ORG = os.environ.get('SRM_ZOO_HUB_ORG', 'srm-zoo')
 """Hugging Face Hub organisation of the zoo's repositories (override with ``SRM_ZOO_HUB_ORG``)."""
+
+_active_path = Path(os.environ['SRM_ZOO_MANIFEST']).resolve() if os.environ.get('SRM_ZOO_MANIFEST') else MANIFEST_PATH
 
 
 def hub_repo_id(model: str, tag: str, org: Optional[str] = None) -> str:
@@ -49,6 +55,8 @@ class Release:
     revision: Optional[str] = None
     embedded: Optional[str] = None
     filename: str = 'model.safetensors'
+    root: Path = field(default=WEIGHTS_DIR, compare=False, repr=False)
+    """Folder of the manifest file, which embedded folders are relative to (not serialised)."""
 
     @property
     def name(self) -> str:
@@ -56,24 +64,43 @@ class Release:
 
     @property
     def embedded_dir(self) -> Optional[Path]:
-        return WEIGHTS_DIR / self.embedded if self.embedded else None
+        return self.root / self.embedded if self.embedded else None
+
+    @property
+    def location(self) -> str:
+        """Where the weights are, for messages: ``org/name@revision`` or the embedded file."""
+        if self.embedded:
+            return str(self.embedded_dir / self.filename)
+        return f'{self.hf_hub_id}@{self.revision}'
 
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data.pop('root')
+        return data
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> 'Release':
+    def from_dict(cls, data: Dict[str, Any], root: Path = WEIGHTS_DIR) -> 'Release':
         data = dict(data)
         data['metrics'] = tuple(Metric(**m) for m in data.get('metrics', ()))
-        return cls(**data)
+        return cls(root=Path(root), **data)
+
+
+def active_manifest_path() -> Path:
+    """The manifest file in use: the package's, ``SRM_ZOO_MANIFEST``'s, or the one :func:`use_manifest` set."""
+    return _active_path
 
 
 @lru_cache(maxsize=None)
-def load_manifest(path: Path = MANIFEST_PATH) -> Tuple[Release, ...]:
-    """Every release in the manifest (empty when the file does not exist)."""
-    if not Path(path).exists():
+def _read_manifest(path: Path) -> Tuple[Release, ...]:
+    if not path.exists():
         return ()
-    return tuple(Release.from_dict(entry) for entry in json.loads(Path(path).read_text())['releases'])
+    entries = json.loads(path.read_text())['releases']
+    return tuple(Release.from_dict(entry, root=path.parent) for entry in entries)
+
+
+def load_manifest(path: Optional[Union[str, Path]] = None) -> Tuple[Release, ...]:
+    """Every release in the manifest (the active one by default; empty when the file does not exist)."""
+    return _read_manifest(Path(path).resolve() if path else _active_path)
 
 
 def releases_of(model: str) -> List[Release]:
@@ -84,3 +111,40 @@ def releases_of(model: str) -> List[Release]:
 def find_release(model: str, tag: str) -> Optional[Release]:
     """The release of ``model.tag``, or None when that tag has no published weights."""
     return next((r for r in load_manifest() if r.model == model and r.tag == tag), None)
+
+
+def reload_manifest() -> None:
+    """Re-read the active manifest and re-register every SRM model's pretrained cfgs with timm."""
+    _read_manifest.cache_clear()
+    from .models._builder import refresh_pretrained_cfgs
+    refresh_pretrained_cfgs()
+
+
+@contextmanager
+def use_manifest(path: Union[str, Path]) -> Iterator[Path]:
+    """Make ``path`` the active manifest (timm's pretrained cfgs follow it), restoring the previous one after."""
+    global _active_path
+    previous = _active_path
+    _active_path = Path(path).resolve()
+    reload_manifest()
+    try:
+        yield _active_path
+    finally:
+        _active_path = previous
+        reload_manifest()
+
+
+def write_release(release: Release, path: Optional[Union[str, Path]] = None) -> Path:
+    """Add ``release`` to a manifest file (replacing the same ``model.tag``), atomically; returns the file.
+
+    Raises ``OSError`` when the file cannot be written (e.g. an installation without write access).
+    """
+    path = Path(path).resolve() if path else _active_path
+    releases = [r for r in _read_manifest.__wrapped__(path) if r.name != release.name] + [release]
+    releases.sort(key=lambda r: (r.model, r.tag))
+    text = json.dumps({'releases': [r.to_dict() for r in releases]}, indent=2) + '\n'
+    tmp = path.with_name(path.name + '.tmp')
+    tmp.write_text(text)
+    tmp.replace(path)
+    _read_manifest.cache_clear()
+    return path

@@ -1,7 +1,28 @@
+import atexit
+import os
+import shutil
+import socket
+import tempfile
+
 import pytest
 import torch
 
-import srm_zoo  # noqa: F401  (registers the models)
+
+def _point_hub_at_loopback() -> None:
+    """Hub tests run a Hub server on loopback (tests/hub); huggingface_hub reads its endpoint at import,
+    so reserve the port and a throw-away cache before anything imports it."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    cache = tempfile.mkdtemp(prefix='srm-zoo-hf-cache-')
+    atexit.register(shutil.rmtree, cache, True)
+    os.environ.update(HF_ENDPOINT=f'http://127.0.0.1:{port}', HF_HUB_CACHE=cache, HF_HUB_DISABLE_TELEMETRY='1')
+    os.environ.pop('HF_HUB_OFFLINE', None)
+
+
+_point_hub_at_loopback()
+
+import srm_zoo  # noqa: E402,F401  (registers the models)
 
 
 def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

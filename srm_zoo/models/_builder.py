@@ -1,5 +1,7 @@
 """Turn catalogue rows into timm pretrained cfgs and registered entry points."""
-from typing import Any, Callable, Dict
+import sys
+import warnings
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import generate_default_cfgs, register_model
@@ -7,7 +9,8 @@ from timm.models import generate_default_cfgs, register_model
 from ..catalogue import PAPER, ModelEntry
 from ..manifest import find_release
 
-__all__ = ['family_cfg', 'weight_location', 'pretrained_cfg', 'default_cfgs_for', 'register_entrypoints']
+__all__ = ['family_cfg', 'weight_location', 'pretrained_cfg', 'default_cfgs_for', 'register_entrypoints',
+           'refresh_pretrained_cfgs', 'pretrained_kwargs']
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -73,7 +76,37 @@ def register_entrypoints(entries, module_name: str, create: Callable[..., Any]) 
     ``create(name, pretrained, **kwargs)`` builds the model; the row's architecture kwargs are
     defaults that the caller's kwargs override, as in timm's own entry points.
     """
+    _REGISTERED.append((module_name, tuple(entries)))
     return {entry.name: register_model(_entrypoint(entry, module_name, create)) for entry in entries}
+
+
+_REGISTERED: List[Tuple[str, Sequence[ModelEntry]]] = []
+"""(module name, catalogue rows) of every family registered so far."""
+
+
+def refresh_pretrained_cfgs() -> None:
+    """Rebuild every family's ``default_cfgs`` from the catalogue and the active manifest and
+    re-register the entry points, so timm's registry (``list_pretrained``, cfgs) follows the manifest."""
+    for module_name, entries in _REGISTERED:
+        module = sys.modules[module_name]
+        module.default_cfgs = default_cfgs_for(entries)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # timm warns about overwriting a registration
+            for entry in entries:
+                register_model(getattr(module, entry.name))
+
+
+def pretrained_kwargs(variant: str, pretrained: bool, kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """``kwargs`` for timm's ``build_model_with_cfg``, with manifest weights fetched and sha256-verified.
+
+    Refuses, with a clear message, ``pretrained=True`` for a tag without weights.
+    """
+    if not pretrained:
+        return kwargs
+    from ..hub.weights import verified_weights_overlay
+    overlay = verified_weights_overlay(
+        variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'), kwargs.get('cache_dir'))
+    return dict(kwargs, pretrained_cfg_overlay=overlay)
 
 
 def _entrypoint(entry: ModelEntry, module_name: str, create: Callable[..., Any]) -> Callable[..., Any]:

@@ -11,7 +11,7 @@ from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from ..catalogue import IMAGENET_RESNETS
 from ..layers import SRM
-from ._builder import default_cfgs_for, register_entrypoints
+from ._builder import default_cfgs_for, pretrained_kwargs, register_entrypoints
 
 __all__ = ['SRMResNet']
 
@@ -49,7 +49,7 @@ class SRMResNet(ResNet):
 
 
 def _create_srm_resnet(variant: str, pretrained: bool = False, **kwargs) -> SRMResNet:
-    return build_model_with_cfg(SRMResNet, variant, pretrained, **kwargs)
+    return build_model_with_cfg(SRMResNet, variant, pretrained, **pretrained_kwargs(variant, pretrained, kwargs))
 
 
 default_cfgs = default_cfgs_for(IMAGENET_RESNETS)

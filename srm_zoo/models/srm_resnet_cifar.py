@@ -18,7 +18,7 @@ from timm.models.resnet import BasicBlock
 
 from ..catalogue import CIFAR_RESNETS
 from ..layers import SRM
-from ._builder import default_cfgs_for, register_entrypoints
+from ._builder import default_cfgs_for, pretrained_kwargs, register_entrypoints
 from .srm_resnet import srm_cfc_names
 
 __all__ = ['CifarResNet', 'PadShortcut']
@@ -199,7 +199,7 @@ class CifarResNet(nn.Module):
 def _create_srm_resnet_cifar(variant: str, pretrained: bool = False, **kwargs) -> CifarResNet:
     return build_model_with_cfg(
         CifarResNet, variant, pretrained, feature_cfg=dict(out_indices=(0, 1, 2, 3)),
-        **kwargs)
+        **pretrained_kwargs(variant, pretrained, kwargs))
 
 
 default_cfgs = default_cfgs_for(CIFAR_RESNETS)

@@ -1,0 +1,103 @@
+"""Reading checkpoints as people have them and loading them strictly into a model.
+
+Accepted layouts: a plain state dict, or one inside a dict under ``state_dict``, ``model``
+(or ``state_dict_ema`` / ``model_ema`` with ``use_ema``), with or without the ``module.`` /
+``_orig_mod.`` prefixes of DDP and ``torch.compile``; as a ``torch.save`` file (read with
+``weights_only=True``) or a safetensors file. Checkpoints whose keys or shapes do not fit the
+model are refused with the first mismatches named.
+"""
+import hashlib
+import pickle
+from pathlib import Path
+from typing import Dict, List, Union
+
+import torch
+from safetensors.torch import load_file
+from timm.models import clean_state_dict
+
+from .errors import UserError
+
+__all__ = ['file_sha256', 'read_state_dict', 'state_dict_mismatches', 'load_checkpoint_for']
+
+MAX_LISTED = 5
+"""How many mismatching keys of each kind an error message names."""
+
+_OPTIONAL_KEYS = ('num_batches_tracked',)
+"""Buffers that old checkpoints may lack without changing what the model computes."""
+
+
+def file_sha256(path: Union[str, Path]) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with Path(path).open('rb') as handle:
+        for block in iter(lambda: handle.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_state_dict(path: Union[str, Path], use_ema: bool = False) -> Dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file, unwrapped from training dicts and DDP/compile prefixes."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f'Checkpoint {str(path)!r} does not exist or is not a file.')
+    checkpoint = _read_file(path)
+    keys = ('state_dict_ema', 'model_ema') if use_ema else ('state_dict', 'model')
+    if isinstance(checkpoint, dict):
+        key = next((k for k in keys if isinstance(checkpoint.get(k), dict)), None)
+        if key is None and use_ema:
+            raise UserError(f'Checkpoint {str(path)!r} has no EMA weights (no state_dict_ema or model_ema '
+                            'entry); leave out --use-ema to load its plain weights.')
+        checkpoint = checkpoint[key] if key else checkpoint
+    if not isinstance(checkpoint, dict) or not checkpoint or \
+            not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        raise UserError(f'Checkpoint {str(path)!r} is not a state dict: expected tensors by parameter name, '
+                        'directly or under "state_dict", "state_dict_ema" or "model".')
+    return clean_state_dict(checkpoint)
+
+
+def _read_file(path: Path):
+    if path.suffix == '.safetensors':
+        try:
+            return load_file(str(path), device='cpu')
+        except Exception as error:  # safetensors raises its own error types for corrupt headers
+            raise UserError(f'Checkpoint {str(path)!r} is not a readable safetensors file ({error}).') from None
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UserError(
+            f'Checkpoint {str(path)!r} cannot be read safely: it holds Python objects beyond tensors, and '
+            f'srm-zoo only loads checkpoints with torch.load(weights_only=True) ({reason}). Save its '
+            'state dict instead: torch.save(model.state_dict(), path), or convert it to safetensors.') from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise UserError(f'Checkpoint {str(path)!r} is not a readable PyTorch checkpoint '
+                        f'({type(error).__name__}: {error}).') from None
+
+
+def state_dict_mismatches(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor]) -> List[str]:
+    """Descriptions of every missing key, unexpected key and shape mismatch (empty when it fits)."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict and not k.endswith(_OPTIONAL_KEYS)]
+    unexpected = [k for k in state_dict if k not in expected]
+    shapes = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}'
+              for k, v in state_dict.items() if k in expected and v.shape != expected[k].shape]
+    problems = []
+    for label, items in (('missing from the checkpoint', missing), ('not in the model', unexpected),
+                         ('with another shape', shapes)):
+        if items:
+            more = f', ... ({len(items) - MAX_LISTED} more)' if len(items) > MAX_LISTED else ''
+            problems.append(f'{len(items)} key(s) {label}: {", ".join(items[:MAX_LISTED])}{more}')
+    return problems
+
+
+def load_checkpoint_for(model: torch.nn.Module, path: Union[str, Path], use_ema: bool = False,
+                        model_name: str = '') -> torch.nn.Module:
+    """Load a checkpoint file into ``model`` strictly; refuse it, naming the first mismatches, if it does not fit."""
+    state_dict = read_state_dict(path, use_ema=use_ema)
+    problems = state_dict_mismatches(model, state_dict)
+    if problems:
+        name = model_name or getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
+        raise UserError(f'Checkpoint {str(path)!r} does not fit {name}: ' + '; '.join(problems) +
+                        '. Check the model name and its kwargs (num_classes, in_chans, ...).')
+    model.load_state_dict(state_dict, strict=False)
+    return model

@@ -1,0 +1,31 @@
+"""``srm-zoo cards``: regenerate the model card of every catalogue model in model_cards/.
+
+Cards follow the catalogue and the release manifest; --check only reports cards that are
+missing or out of date (exit status 1), for CI.
+"""
+import argparse
+
+from ..hub.cards import stale_cards, write_model_cards
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.check:
+        stale = stale_cards(args.out)
+        if stale:
+            print(f'{len(stale)} model card(s) in {args.out} are out of date: {", ".join(stale)}. '
+                  'Run `srm-zoo cards` to regenerate them.')
+            return 1
+        print(f'The model cards in {args.out} are up to date.')
+        return 0
+    changed = write_model_cards(args.out)
+    print(f'Updated {len(changed)} model card(s) in {args.out}' + (f': {", ".join(changed)}' if changed else '.'))
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser('cards', help='regenerate the model cards in model_cards/',
+                                   description=__doc__.split(':', 1)[1].strip(),
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--out', default='model_cards', help='folder of the cards')
+    parser.add_argument('--check', action='store_true', help='only report stale cards (exit status 1 if any)')
+    parser.set_defaults(run=run)

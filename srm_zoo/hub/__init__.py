@@ -1,0 +1,1 @@
+"""Weights on the Hugging Face Hub: verified loading, export to a Hub repository folder, model cards, publishing."""

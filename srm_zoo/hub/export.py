@@ -1,0 +1,165 @@
+"""Turning a trained checkpoint into a complete Hugging Face Hub repository folder.
+
+The folder holds ``model.safetensors`` and ``config.json`` in timm's format (``save_for_hf``),
+``README.md`` (the model card, with the measured results when given) and
+``srm_zoo_release.json`` (model, tag, sha256, metrics and provenance: what ``srm-zoo publish``
+turns into a manifest entry).
+"""
+import json
+import math
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import timm
+from timm.data import ImageNetInfo
+from timm.models import save_for_hf, split_model_name_tag
+
+from .. import __version__
+from ..catalogue import get_entry
+from ..checkpoint import file_sha256, load_checkpoint_for
+from ..errors import UserError
+from ..manifest import Metric, hub_repo_id
+from .cards import CardWeights, render_card
+
+__all__ = ['RELEASE_FILE', 'HUB_FILES', 'ExportedRelease', 'read_results', 'metrics_from_results', 'export_release',
+           'read_exported_release']
+
+WEIGHTS_FILE = 'model.safetensors'
+RELEASE_FILE = 'srm_zoo_release.json'
+HUB_FILES = (WEIGHTS_FILE, 'config.json', 'README.md', RELEASE_FILE)
+"""Everything an export writes, and everything ``srm-zoo publish`` uploads."""
+
+RESULT_KEYS = ('model', 'top1', 'top5', 'num_images', 'dataset', 'split', 'checkpoint_sha256')
+EVAL_SETTING_KEYS = ('img_size', 'crop_pct', 'interpolation')
+DATASET_LABELS = {
+    'cifar10': ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'],
+}
+
+
+@dataclass(frozen=True)
+class ExportedRelease:
+    """What an export folder holds, as recorded in its ``srm_zoo_release.json``."""
+    model: str
+    tag: str
+    repo_id: str
+    sha256: str
+    metrics: Tuple[Metric, ...] = ()
+    provenance: Dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def read_results(path: Union[str, Path]) -> List[Dict[str, Any]]:
+    """The result objects of an ``srm-zoo eval`` results file (one object or a list of them)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f'Results file {str(path)!r} does not exist.') from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f'Results file {str(path)!r} is not JSON ({error}); pass the file `srm-zoo eval` '
+                        'writes with --results-format json.') from None
+    results = data if isinstance(data, list) else [data]
+    for index, result in enumerate(results):
+        missing = [k for k in RESULT_KEYS if not isinstance(result, dict) or k not in result]
+        if missing:
+            raise UserError(f'Results file {str(path)!r}: entry {index} lacks {", ".join(missing)}; expected the '
+                            f'JSON `srm-zoo eval` writes (keys {", ".join(RESULT_KEYS)}).')
+    return results
+
+
+def metrics_from_results(results: Sequence[Dict[str, Any]], model: str, weight_sha256s: Sequence[str],
+                         source: str = 'results') -> Tuple[Metric, ...]:
+    """Metrics of ``model`` from eval results, refusing results of another model or other weights."""
+    metrics, seen = [], set()
+    for result in results:
+        arch = split_model_name_tag(str(result['model']).split(':')[-1].split('/')[-1])[0]
+        if arch != model:
+            raise UserError(f'{source}: the results are of {result["model"]!r}, not of {model}.')
+        if result['checkpoint_sha256'] not in weight_sha256s:
+            raise UserError(
+                f'{source}: the {result["dataset"]} results were measured on weights with sha256 '
+                f'{result["checkpoint_sha256"]}, not on this checkpoint ({weight_sha256s[0]}). Evaluate this '
+                'checkpoint with `srm-zoo eval` and pass that results file.')
+        top1, top5 = float(result['top1']), float(result['top5'])
+        if not (0 <= top1 <= 100 and 0 <= top5 <= 100 and top1 <= top5 and not math.isnan(top1)):
+            raise UserError(f'{source}: top1 {top1} / top5 {top5} are not accuracies in percent.')
+        key = (result['dataset'], result['split'])
+        if key in seen:
+            raise UserError(f'{source}: two results for {key[0]} {key[1]}; keep one per dataset and split.')
+        seen.add(key)
+        metrics.append(Metric(
+            dataset=str(result['dataset']), split=str(result['split']), top1=top1, top5=top5,
+            num_images=int(result['num_images']),
+            eval_settings={k: result[k] for k in EVAL_SETTING_KEYS if result.get(k) is not None}))
+    return tuple(metrics)
+
+
+def _label_config(dataset: str, num_classes: int) -> Dict[str, Any]:
+    if num_classes == 1000 and dataset.startswith('imagenet'):
+        info = ImageNetInfo()
+        return dict(label_names=info.label_names(), label_descriptions=info.label_descriptions(as_dict=True))
+    labels = DATASET_LABELS.get(dataset)
+    return dict(label_names=labels) if labels and len(labels) == num_classes else {}
+
+
+def export_release(
+        model_name: str,
+        checkpoint: Union[str, Path],
+        out: Union[str, Path],
+        results: Optional[Union[str, Path]] = None,
+        repo_id: Optional[str] = None,
+        source: Optional[str] = None,
+        use_ema: bool = False,
+) -> ExportedRelease:
+    """Write the Hub repository folder of ``model_name`` (``arch`` or ``arch.tag``) from ``checkpoint``."""
+    try:
+        entry = get_entry(model_name)
+        tag = entry.get_tag(split_model_name_tag(model_name)[1]).tag
+    except KeyError as error:
+        raise UserError(error.args[0]) from None
+    checkpoint, out = Path(checkpoint), Path(out)
+    result_rows = read_results(results) if results else []
+    model = timm.create_model(f'{entry.name}.{tag}')
+    load_checkpoint_for(model, checkpoint, use_ema=use_ema, model_name=entry.name)
+    checkpoint_sha256 = file_sha256(checkpoint)
+    weight_tag = entry.get_tag(tag)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out, prefix='.export-') as staging:
+        staging = Path(staging)
+        save_for_hf(model.eval(), str(staging), model_config=_label_config(weight_tag.dataset, model.num_classes),
+                    safe_serialization=True)
+        weights_sha256 = file_sha256(staging / WEIGHTS_FILE)
+        metrics = metrics_from_results(result_rows, entry.name, (checkpoint_sha256, weights_sha256),
+                                       source=f'Results file {str(results)!r}')
+        provenance = {
+            'recipe': weight_tag.recipe,
+            'source': source or f'checkpoint {checkpoint.name}',
+            'checkpoint_sha256': checkpoint_sha256,
+            'weights': 'EMA' if use_ema else 'model',
+            'exported_with': f'srm-zoo {__version__}',
+        }
+        release = ExportedRelease(model=entry.name, tag=tag, repo_id=repo_id or hub_repo_id(entry.name, tag),
+                                  sha256=weights_sha256, metrics=metrics, provenance=provenance)
+        card = render_card(entry, tag, CardWeights(status='hub', repo_id=release.repo_id, sha256=weights_sha256,
+                                                   metrics=metrics, provenance=provenance))
+        (staging / 'README.md').write_text(card)
+        (staging / RELEASE_FILE).write_text(json.dumps(release.to_dict(), indent=2) + '\n')
+        for name in HUB_FILES:
+            (staging / name).replace(out / name)
+    return release
+
+
+def read_exported_release(folder: Union[str, Path]) -> ExportedRelease:
+    """The release an export folder describes (refusing folders that are not complete exports)."""
+    folder = Path(folder)
+    missing = [name for name in HUB_FILES if not (folder / name).is_file()]
+    if missing:
+        raise UserError(f'{str(folder)!r} is not a complete `srm-zoo export` folder: {", ".join(missing)} missing. '
+                        'Create it with `srm-zoo export MODEL --checkpoint FILE --out DIR`.')
+    data = json.loads((folder / RELEASE_FILE).read_text())
+    data['metrics'] = tuple(Metric(**m) for m in data.get('metrics', ()))
+    return ExportedRelease(**data)

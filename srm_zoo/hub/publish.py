@@ -1,0 +1,102 @@
+"""Uploading an export folder to the Hugging Face Hub and recording the release in the manifest."""
+import json
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Optional, Union
+
+from huggingface_hub import HfApi
+from huggingface_hub.errors import HfHubHTTPError
+
+from ..checkpoint import file_sha256
+from ..errors import UserError
+from ..manifest import Release, active_manifest_path, write_release
+from .export import HUB_FILES, WEIGHTS_FILE, read_exported_release
+
+__all__ = ['PublishResult', 'check_export_folder', 'publish_folder', 'record_embedded', 'release_json']
+
+PICKLE_SUFFIXES = ('.bin', '.pt', '.pth', '.pkl', '.pickle', '.ckpt', '.tar')
+REPO_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """The release a publish created, and the manifest file it went to (None: not writable, printed instead)."""
+    release: Release
+    manifest: Optional[Path]
+
+
+def check_export_folder(folder: Union[str, Path], repo_id: Optional[str]) -> Release:
+    """The manifest entry ``folder`` would become once uploaded (revision still unknown); refuses bad folders.
+
+    ``repo_id`` None checks the folder for embedding in the package instead of uploading.
+    """
+    folder = Path(folder)
+    if repo_id is not None and not REPO_ID.match(repo_id):
+        raise UserError(f'--repo-id {repo_id!r} is not a Hub repository id of the form ORG/NAME.')
+    if not folder.is_dir():
+        raise UserError(f'{str(folder)!r} is not a folder; create one with `srm-zoo export`.')
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise UserError(f'{str(folder)!r} holds pickle files ({", ".join(pickles)}); the zoo publishes weights only '
+                        'as safetensors. Remove them (the export wrote model.safetensors).')
+    exported = read_exported_release(folder)
+    if repo_id is not None and exported.repo_id != repo_id:
+        raise UserError(f'{str(folder)!r} was exported for {exported.repo_id} (its model card says so), not '
+                        f'{repo_id}; export again with --repo-id {repo_id}.')
+    sha256 = file_sha256(folder / WEIGHTS_FILE)
+    if sha256 != exported.sha256:
+        raise UserError(f'{folder / WEIGHTS_FILE} changed after the export (sha256 {sha256}, exported '
+                        f'{exported.sha256}); export the folder again.')
+    return Release(model=exported.model, tag=exported.tag, sha256=sha256, metrics=exported.metrics,
+                   provenance=exported.provenance, hf_hub_id=repo_id, filename=WEIGHTS_FILE)
+
+
+def publish_folder(
+        folder: Union[str, Path],
+        repo_id: str,
+        manifest: Optional[Union[str, Path]] = None,
+        token: Optional[str] = None,
+        private: bool = False,
+        commit_message: Optional[str] = None,
+) -> PublishResult:
+    """Upload an export folder (its Hub files only) and record the resulting commit in the manifest.
+
+    The token comes from ``token``, ``HF_TOKEN`` or the stored ``hf auth login``. When the
+    manifest cannot be written the result's ``manifest`` is None and the caller prints the entry.
+    """
+    folder = Path(folder)
+    release = check_export_folder(folder, repo_id)
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, repo_type='model', private=private, exist_ok=True)
+        commit = api.upload_folder(
+            repo_id=repo_id, repo_type='model', folder_path=str(folder), allow_patterns=list(HUB_FILES),
+            commit_message=commit_message or f'Add {release.name} weights (srm-zoo export)')
+    except HfHubHTTPError as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UserError(f'Uploading {str(folder)!r} to {repo_id} failed: {reason}. Log in with `hf auth login` '
+                        'or set HF_TOKEN to a token with write access.') from None
+    release = replace(release, revision=commit.oid)
+    try:
+        written = write_release(release, manifest)
+    except OSError:
+        written = None
+    return PublishResult(release=release, manifest=written)
+
+
+def record_embedded(folder: Union[str, Path], manifest: Optional[Union[str, Path]] = None) -> Release:
+    """Record an export folder that lies next to the manifest (in the package) as an embedded release."""
+    folder = Path(folder).resolve()
+    manifest_path = Path(manifest).resolve() if manifest else active_manifest_path()
+    if folder.parent != manifest_path.parent:
+        raise UserError(f'Embedded weights must be a folder next to the manifest ({manifest_path.parent}); '
+                        f'{folder} is not. Export into {manifest_path.parent / "<model>.<tag>"}.')
+    release = replace(check_export_folder(folder, None), hf_hub_id=None, embedded=folder.name)
+    write_release(release, manifest_path)
+    return release
+
+
+def release_json(release: Release) -> str:
+    """A manifest entry as JSON, for pasting into ``srm_zoo/weights/manifest.json``."""
+    return json.dumps(release.to_dict(), indent=2)

@@ -1,0 +1,121 @@
+"""Fetching the weights of manifest releases and checking them before timm loads them.
+
+Every ``pretrained=True`` build of an SRM model passes through :func:`verified_weights_overlay`:
+a tag without weights is refused with a message that says how to get some, and a release's
+file (downloaded at its pinned revision, or embedded in the package) is loaded only when its
+sha256 equals the manifest's.
+"""
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+from timm.models import resolve_pretrained_cfg
+
+from ..catalogue import CATALOGUE
+from ..checkpoint import file_sha256
+from ..errors import UserError
+from ..manifest import Release, find_release, load_manifest, releases_of
+
+__all__ = ['MissingWeightsError', 'IntegrityError', 'WeightsUnavailableError', 'missing_weights_message',
+           'fetch_release_file', 'verify_release_file', 'verified_weights_overlay']
+
+
+class MissingWeightsError(UserError):
+    """``pretrained=True`` for a model tag that has no published weights."""
+
+
+class IntegrityError(UserError):
+    """A weights file whose sha256 differs from the release manifest."""
+
+
+class WeightsUnavailableError(UserError):
+    """Published weights that could not be fetched (no network, offline without cache, ...)."""
+
+
+def missing_weights_message(model: str, tag: Optional[str]) -> str:
+    """Why ``model.tag`` cannot be loaded with ``pretrained=True``, and the ways to get weights."""
+    entry = CATALOGUE[model]
+    tag = tag or entry.default_tag
+    own = [r.name for r in releases_of(model)]
+    published = [r.name for r in load_manifest()]
+    if own:
+        available = f'Tags of {model} with weights: {", ".join(own)}.'
+    else:
+        available = f'No tag of {model} has weights yet (tags: {", ".join(t.tag for t in entry.tags)}); ' + (
+            f'models with weights: {", ".join(published)}.' if published else 'no SRM model has published weights yet.')
+    return (
+        f'{model}.{tag} has no published weights, so pretrained=True cannot load any. {available} '
+        f'To get weights for {model}: train them (`srm-zoo train`), convert the paper authors\' checkpoint '
+        f'(`srm-zoo convert`) or graft a pretrained plain ResNet into it (`srm-zoo graft`); then load the file '
+        f'with timm.create_model({model!r}, pretrained=True, pretrained_cfg_overlay=dict(file=\'model.safetensors\')) '
+        f'or publish it (`srm-zoo export`, `srm-zoo publish`). pretrained=False builds the model with random weights.'
+    )
+
+
+def fetch_release_file(release: Release, cache_dir: Optional[Union[str, Path]] = None) -> Path:
+    """The local path of a release's weights file: embedded, or downloaded at the pinned revision (cached)."""
+    if release.embedded:
+        path = release.embedded_dir / release.filename
+        if not path.is_file():
+            raise WeightsUnavailableError(f'The embedded weights of {release.name} are missing: {path} does not exist. '
+                                          'The installation is incomplete; reinstall srm-zoo.')
+        return path
+    try:
+        return Path(hf_hub_download(release.hf_hub_id, release.filename, revision=release.revision,
+                                    cache_dir=cache_dir))
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise WeightsUnavailableError(
+            f'Could not fetch the weights of {release.name} ({release.filename} of {release.location}) from the '
+            f'Hugging Face Hub: {reason}. Check the network (or HF_ENDPOINT); offline (HF_HUB_OFFLINE=1) they load '
+            'only from a cache that already holds them.') from None
+
+
+def verify_release_file(path: Union[str, Path], release: Release) -> Path:
+    """Refuse ``path`` unless its sha256 is the one the manifest records for ``release``."""
+    actual = file_sha256(path)
+    if actual != release.sha256:
+        raise IntegrityError(
+            f'Refusing the weights of {release.name}: {path} has sha256 {actual}, but the release manifest '
+            f'records {release.sha256} for {release.location}. The file is corrupt or was altered; delete it '
+            '(for a download, its Hugging Face cache entry) and load again.')
+    return Path(path)
+
+
+def _hub_release(hf_hub_id: str) -> Optional[Release]:
+    """The release published at exactly this ``repo@revision`` (a pinned revision only)."""
+    return next((r for r in load_manifest() if not r.embedded and f'{r.hf_hub_id}@{r.revision}' == hf_hub_id), None)
+
+
+def verified_weights_overlay(
+        variant: str,
+        pretrained_cfg: Any = None,
+        pretrained_cfg_overlay: Optional[Dict[str, Any]] = None,
+        cache_dir: Optional[Union[str, Path]] = None,
+) -> Dict[str, Any]:
+    """The ``pretrained_cfg_overlay`` that makes timm load checked weights for ``variant``.
+
+    Weights the user points to (``file``, ``url``, ``state_dict``, another repository) pass
+    unchanged; manifest releases are fetched and sha256-checked, and timm then loads that
+    very file. A tag without any weights raises :class:`MissingWeightsError`.
+    """
+    cfg = resolve_pretrained_cfg(variant, pretrained_cfg=pretrained_cfg, pretrained_cfg_overlay=pretrained_cfg_overlay)
+    overlay = dict(pretrained_cfg_overlay or {})
+    if cfg.source == 'hf-hub':
+        release = _hub_release(cfg.hf_hub_id)
+        if release is not None:  # timm downloads the same pinned, cached file again
+            verify_release_file(fetch_release_file(release, cache_dir), release)
+        return overlay
+    if cfg.source == 'local-dir' or cfg.state_dict is not None or cfg.url:
+        return overlay
+    if not (cfg.file or cfg.hf_hub_id):
+        raise MissingWeightsError(missing_weights_message(variant, cfg.tag))
+    release = find_release(variant, cfg.tag or '')
+    if release is None:
+        return overlay
+    if release.embedded and cfg.file and Path(cfg.file) == release.embedded_dir / release.filename:
+        verify_release_file(fetch_release_file(release), release)
+    elif not release.embedded and not cfg.file and cfg.hf_hub_id == f'{release.hf_hub_id}@{release.revision}':
+        overlay['file'] = str(verify_release_file(fetch_release_file(release, cache_dir), release))
+    return overlay

@@ -1,0 +1,141 @@
+"""Pretrained loading over real HTTP from a Hub server on loopback (olah serving local git repositories)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file, save_file
+
+from srm_zoo.cli import main
+from srm_zoo.hub.export import export_release
+from srm_zoo.hub.weights import IntegrityError, MissingWeightsError
+from srm_zoo.manifest import Release, use_manifest, write_release
+
+from .helpers import MODEL, TAG, assert_same_weights, make_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+NAME = f'{MODEL}.{TAG}'
+
+
+def publish_to(hub, repo_id: str, checkpoint: Path) -> SimpleNamespace:
+    """Export ``checkpoint`` into the served repository ``repo_id`` and commit it."""
+    exported = export_release(NAME, checkpoint, hub.repo_dir(repo_id))
+    return SimpleNamespace(repo_id=repo_id, sha256=exported.sha256, revision=hub.commit(repo_id, 'Add weights'))
+
+
+def hub_release(published: SimpleNamespace, **changes) -> Release:
+    fields = dict(model=MODEL, tag=TAG, sha256=published.sha256, metrics=(), provenance={'source': 'test'},
+                  hf_hub_id=published.repo_id, revision=published.revision)
+    return Release(**dict(fields, **changes))
+
+
+@pytest.fixture(scope='module')
+def served(local_hub, trained, tmp_path_factory):
+    """SRM-ResNet-20 weights served at srm-zoo/srm_resnet20_cifar.cifar10, registered by a manifest."""
+    checkpoint, state_dict, _ = trained
+    published = publish_to(local_hub, f'srm-zoo/{NAME}', checkpoint)
+    manifest = write_release(hub_release(published), tmp_path_factory.mktemp('manifest') / 'manifest.json')
+    with use_manifest(manifest):
+        yield SimpleNamespace(manifest=manifest, state_dict=state_dict, **vars(published))
+
+
+def test_hf_hub_prefix_loads_the_exported_weights(served):
+    assert_same_weights(timm.create_model(f'hf-hub:{served.repo_id}', pretrained=True), served.state_dict)
+    pinned = timm.create_model(f'hf-hub:{served.repo_id}@{served.revision}', pretrained=True)
+    assert_same_weights(pinned, served.state_dict)
+
+
+def test_manifest_registers_the_pinned_release_with_timm(served):
+    assert timm.list_pretrained('srm_*') == [NAME]
+    model = timm.create_model(MODEL, pretrained=True)
+    assert_same_weights(model, served.state_dict)
+    assert model.pretrained_cfg['hf_hub_id'] == f'{served.repo_id}@{served.revision}'
+    adapted = timm.create_model(NAME, pretrained=True, num_classes=3)  # timm's head adaptation still applies
+    assert adapted.fc.out_features == 3 and torch.equal(adapted.conv1.weight, served.state_dict['conv1.weight'])
+
+
+def test_torch_hub_loads_the_release(served):
+    model = torch.hub.load(str(ROOT), MODEL, source='local', pretrained=True, trust_repo=True)
+    assert_same_weights(model, served.state_dict)
+
+
+def test_pinned_revision_ignores_later_commits(local_hub, tmp_path):
+    first = make_checkpoint(tmp_path / 'first.pth', seed=11)
+    published = publish_to(local_hub, 'srm-zoo/pinning', tmp_path / 'first.pth')
+    later = make_checkpoint(tmp_path / 'later.pth', seed=12)
+    publish_to(local_hub, 'srm-zoo/pinning', tmp_path / 'later.pth')
+    with use_manifest(write_release(hub_release(published), tmp_path / 'manifest.json')):
+        assert_same_weights(timm.create_model(NAME, pretrained=True), first)
+        assert_same_weights(timm.create_model('hf-hub:srm-zoo/pinning', pretrained=True), later)
+
+
+def test_tampered_weights_are_refused(served, tmp_path):
+    wrong = tmp_path / 'wrong.json'
+    with use_manifest(write_release(hub_release(served, sha256='0' * 64), wrong)):
+        with pytest.raises(IntegrityError, match=f'records {"0" * 64}'):
+            timm.create_model(NAME, pretrained=True)
+        with pytest.raises(IntegrityError):  # the pinned repository named directly is checked too
+            timm.create_model(f'hf-hub:{served.repo_id}@{served.revision}', pretrained=True)
+
+    cache = tmp_path / 'cache'
+    timm.create_model(NAME, pretrained=True, cache_dir=cache)
+    (cached,) = cache.glob('models--*/snapshots/*/model.safetensors')
+    blob = cached.resolve()
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0xFF  # one flipped bit in the last tensor still parses as safetensors
+    blob.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=str(served.sha256)):
+        timm.create_model(NAME, pretrained=True, cache_dir=cache)
+
+
+def test_offline_mode_loads_from_a_warm_cache(served, tmp_path):
+    timm.create_model(NAME, pretrained=True)  # warms the cache
+    timm.create_model(f'hf-hub:{served.repo_id}', pretrained=True)
+    script = ('import sys, timm, srm_zoo\n'
+              'from safetensors.torch import save_file\n'
+              'save_file(timm.create_model(sys.argv[1], pretrained=True).state_dict(), sys.argv[2])\n'
+              'save_file(timm.create_model(sys.argv[3], pretrained=True).state_dict(), sys.argv[4])\n')
+    env = dict(os.environ, HF_HUB_OFFLINE='1', HF_ENDPOINT='http://127.0.0.1:9', SRM_ZOO_MANIFEST=str(served.manifest),
+               PYTHONPATH=str(ROOT))
+    subprocess.run([sys.executable, '-c', script, NAME, str(tmp_path / 'a.safetensors'),
+                    f'hf-hub:{served.repo_id}', str(tmp_path / 'b.safetensors')], env=env, check=True, timeout=120)
+    for name in ('a', 'b'):
+        loaded = load_file(tmp_path / f'{name}.safetensors')
+        assert loaded.keys() == served.state_dict.keys()
+        assert all(torch.equal(loaded[k], v) for k, v in served.state_dict.items())
+
+
+def test_pretrained_without_weights_explains_what_to_do(served, tmp_path):
+    with pytest.raises(MissingWeightsError) as error:
+        timm.create_model('srm_resnet32_cifar', pretrained=True)
+    message = str(error.value)
+    for needle in ('srm_resnet32_cifar.cifar10 has no published weights', f'models with weights: {NAME}',
+                   '`srm-zoo train`', '`srm-zoo convert`', '`srm-zoo graft`', 'pretrained_cfg_overlay=dict(file='):
+        assert needle in message
+    expected = make_checkpoint(tmp_path / 'r32.pth', seed=4, model='srm_resnet32_cifar', wrap='')
+    save_file(expected, str(tmp_path / 'r32.safetensors'))
+    overlay = dict(file=str(tmp_path / 'r32.safetensors'))
+    assert_same_weights(timm.create_model('srm_resnet32_cifar', pretrained=True, pretrained_cfg_overlay=overlay),
+                        expected)
+
+
+def test_embedded_release_loads_and_is_checked(trained, tmp_path):
+    checkpoint, state_dict, _ = trained
+    export_release(NAME, checkpoint, tmp_path / NAME)
+    manifest = tmp_path / 'manifest.json'
+    assert main(['publish', str(tmp_path / NAME), '--embedded', '--manifest', str(manifest)]) == 0
+    assert main(['publish', str(tmp_path / NAME), '--embedded']) == 2  # not next to the package manifest
+    with use_manifest(manifest):
+        model = timm.create_model(MODEL, pretrained=True)
+        assert_same_weights(model, state_dict)
+        assert model.pretrained_cfg['file'] == str(tmp_path / NAME / 'model.safetensors')
+        assert timm.list_pretrained('srm_*') == [NAME]
+        save_file({k: v + 1 if v.is_floating_point() else v for k, v in state_dict.items()},
+                  str(tmp_path / NAME / 'model.safetensors'))
+        with pytest.raises(IntegrityError, match='was altered'):
+            timm.create_model(MODEL, pretrained=True)
+    assert timm.get_pretrained_cfg(NAME).file is None  # the previous manifest is back

@@ -1,0 +1,122 @@
+"""`srm-zoo publish`: everything up to the HfApi boundary (HfApi itself is replaced here only)."""
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import timm
+
+from srm_zoo.checkpoint import file_sha256
+from srm_zoo.cli import main
+from srm_zoo.hub import publish
+from srm_zoo.manifest import load_manifest, use_manifest
+
+from .helpers import MODEL, TAG
+
+REPO_ID = f'srm-zoo/{MODEL}.{TAG}'
+COMMIT = 'c0ffee' + '0' * 34
+
+
+class RecordingHfApi:
+    """Stands in for huggingface_hub.HfApi: records calls and what would have been uploaded."""
+    calls = []
+
+    def __init__(self, token=None, **kwargs):
+        self.token = token
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(('create_repo', repo_id, kwargs))
+
+    def upload_folder(self, repo_id, folder_path, allow_patterns=None, **kwargs):
+        uploaded = {p.name: p.read_bytes() for p in Path(folder_path).iterdir()
+                    if p.is_file() and (allow_patterns is None or p.name in allow_patterns)}
+        self.calls.append(('upload_folder', repo_id, dict(kwargs, uploaded=uploaded, token=self.token)))
+        return SimpleNamespace(oid=COMMIT, commit_url=f'https://huggingface.co/{repo_id}/commit/{COMMIT}')
+
+
+@pytest.fixture
+def hf_api(monkeypatch):
+    RecordingHfApi.calls = []
+    monkeypatch.setattr(publish, 'HfApi', RecordingHfApi)
+    return RecordingHfApi
+
+
+@pytest.fixture
+def export_dir(tmp_path, trained):
+    checkpoint, _, results = trained
+    out = tmp_path / 'export'
+    assert main(['export', MODEL, '--checkpoint', str(checkpoint), '--out', str(out), '--results', str(results)]) == 0
+    (out / 'notes.txt').write_text('local notes, not for the Hub')
+    return out
+
+
+def test_publish_uploads_the_folder_and_records_the_release(hf_api, export_dir, tmp_path, capsys):
+    manifest = tmp_path / 'manifest.json'
+    rc = main(['publish', str(export_dir), '--repo-id', REPO_ID, '--manifest', str(manifest), '--token', 'hf_x'])
+    assert rc == 0, capsys.readouterr().err
+    (create, upload) = hf_api.calls
+    assert create[:2] == ('create_repo', REPO_ID) and create[2]['exist_ok']
+    assert upload[1] == REPO_ID and upload[2]['token'] == 'hf_x'
+    assert sorted(upload[2]['uploaded']) == ['README.md', 'config.json', 'model.safetensors', 'srm_zoo_release.json']
+    assert upload[2]['uploaded']['model.safetensors'] == (export_dir / 'model.safetensors').read_bytes()
+
+    (entry,) = json.loads(manifest.read_text())['releases']
+    assert entry['model'] == MODEL and entry['tag'] == TAG and entry['hf_hub_id'] == REPO_ID
+    assert entry['revision'] == COMMIT and entry['sha256'] == file_sha256(export_dir / 'model.safetensors')
+    assert [(m['dataset'], m['top1'], m['top5']) for m in entry['metrics']] == [
+        ('cifar10', 91.25, 99.5), ('cifar10_1', 84.0, 98.25)]
+    assert entry['metrics'][0]['eval_settings'] == {'img_size': 32, 'crop_pct': 1.0, 'interpolation': 'bilinear'}
+    assert entry['provenance']['recipe'] == 'official' and entry['embedded'] is None
+    assert 'srm-zoo cards' in capsys.readouterr().out
+
+    (release,) = load_manifest(manifest)
+    with use_manifest(manifest):
+        assert timm.list_pretrained('srm_*') == [f'{MODEL}.{TAG}']
+        assert timm.get_pretrained_cfg(MODEL).hf_hub_id == f'{REPO_ID}@{COMMIT}'
+    assert release.metrics[0].num_images == 10000
+
+
+def test_unwritable_manifest_prints_the_entry(hf_api, export_dir, tmp_path, capsys):
+    blocker = tmp_path / 'not-a-folder'
+    blocker.write_text('')
+    assert main(['publish', str(export_dir), '--repo-id', REPO_ID, '--manifest', str(blocker / 'manifest.json')]) == 0
+    out = capsys.readouterr().out
+    entry = json.loads(out[out.index('{'):])
+    assert entry['revision'] == COMMIT and entry['hf_hub_id'] == REPO_ID
+
+
+@pytest.mark.parametrize('damage, message', [
+    ('pickle', 'holds pickle files (pytorch_model.bin)'),
+    ('repo', 'was exported for srm-zoo/srm_resnet20_cifar.cifar10'),
+    ('weights', 'changed after the export'),
+    ('incomplete', 'README.md missing'),
+])
+def test_bad_folders_are_refused_before_any_upload(hf_api, export_dir, tmp_path, capsys, damage, message):
+    repo_id = REPO_ID
+    if damage == 'pickle':
+        shutil.copy(export_dir / 'model.safetensors', export_dir / 'pytorch_model.bin')
+    elif damage == 'repo':
+        repo_id = 'someone/else'
+    elif damage == 'weights':
+        data = bytearray((export_dir / 'model.safetensors').read_bytes())
+        data[-1] ^= 0xFF
+        (export_dir / 'model.safetensors').write_bytes(bytes(data))
+    else:
+        (export_dir / 'README.md').unlink()
+    manifest = tmp_path / 'manifest.json'
+    assert main(['publish', str(export_dir), '--repo-id', repo_id, '--manifest', str(manifest)]) == 2
+    assert message in capsys.readouterr().err
+    assert hf_api.calls == [] and not manifest.exists()
+
+
+@pytest.mark.parametrize('command', ['export', 'publish', 'cards'])
+def test_commands_have_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, '--help'])
+    assert exit_.value.code == 0 and f'usage: srm-zoo {command}' in capsys.readouterr().out
+
+
+def test_publish_without_repo_id_is_a_user_error(export_dir, capsys):
+    assert main(['publish', str(export_dir)]) == 2
+    assert '--repo-id ORG/NAME is required' in capsys.readouterr().err
