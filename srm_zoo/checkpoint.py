@@ -69,8 +69,8 @@ def _read_file(path: Path):
             f'Checkpoint {str(path)!r} cannot be read safely: it holds Python objects beyond tensors, and '
             f'srm-zoo only loads checkpoints with torch.load(weights_only=True) ({reason}). Save its '
             'state dict instead: torch.save(model.state_dict(), path), or convert it to safetensors.') from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise UserError(f'Checkpoint {str(path)!r} is not a readable PyTorch checkpoint '
+    except Exception as error:  # torch.load raises many types (struct.error, RuntimeError, ...) for junk
+        raise UserError(f'Cannot read checkpoint {str(path)!r}: it is not a readable PyTorch checkpoint '
                         f'({type(error).__name__}: {error}).') from None
 
 

@@ -275,7 +275,7 @@ def test_bad_data(zoo, tmp_path, capsys, case, message):
     ('unknown_model', 'Did you mean: srm_resnet50'),
     ('no_weights', 'has no published weights'),
     ('class_count', 'class-count mismatch'),
-    ('wrong_checkpoint', 'missing keys'),
+    ('wrong_checkpoint', 'missing from the checkpoint'),
     ('wrong_head', 'pass --num-classes 10'),
     ('not_a_checkpoint', 'Cannot read checkpoint'),
     ('bad_option', '--crop-pct must be in (0, 1]'),
