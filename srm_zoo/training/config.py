@@ -40,6 +40,17 @@ class TrainConfig:
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
+    def command(self, data: Optional[str] = None) -> str:
+        """The ``srm-zoo train`` command line of this run (``data`` replaces the data path)."""
+        words = ['srm-zoo', 'train', '--model', self.model, '--data', data or self.data, '--recipe', self.recipe]
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ('model', 'data', 'recipe', 'output', 'resume') or value == f.default:
+                continue
+            flag = '--' + f.name.replace('_', '-')
+            words += [flag] if value is True else [flag, str(value)]
+        return ' '.join(words)
+
     def differences(self, recorded: Dict[str, Any]) -> List[str]:
         """Settings (other than run-only ones) that differ from a checkpoint's recorded config."""
         return [f'{f.name}={getattr(self, f.name)!r} (checkpoint: {recorded.get(f.name)!r})'
