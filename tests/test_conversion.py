@@ -120,16 +120,16 @@ def test_convert_refuses_a_checkpoint_that_does_not_fit(tmp_path, capsys):
     assert 'srm_resnet50' in capsys.readouterr().err
 
 
-def _graft_and_compare(tmp_path, source_name, srm_name):
-    source = randomize_(timm.create_model(source_name, num_classes=7), seed=3).eval()
-    source_file = tmp_path / f'{source_name}.safetensors'
+def _graft_and_compare(tmp_path, source, srm_name, image_size):
+    source = randomize_(source, seed=3).eval()
+    source_file = tmp_path / 'source.safetensors'
     save_file({f'module.{k}': v.contiguous() for k, v in source.state_dict().items()}, str(source_file))
     out = tmp_path / f'{srm_name}.safetensors'
     assert main(['graft', '--from', str(source_file), '--model', srm_name, '--out', str(out)]) == 0
     grafted = timm.create_model(srm_name, num_classes=7)
     grafted.load_state_dict(load_file(str(out)))
     grafted.eval()
-    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    images = torch.randn(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(4))
     gates = []
     hooks = [m.register_forward_hook(lambda mod, inp, out: gates.append(mod.gate(inp[0])))
              for m in grafted.modules() if isinstance(m, SRM)]
@@ -143,12 +143,14 @@ def _graft_and_compare(tmp_path, source_name, srm_name):
     assert all(torch.equal(g, torch.full_like(g, 0.5)) for g in gates)
 
 
-def test_graft_bottleneck_preserves_the_function(tmp_path):
-    _graft_and_compare(tmp_path, 'resnet50', 'srm_resnet50')
+def test_graft_bottleneck_resnet50_preserves_the_function(tmp_path):
+    _graft_and_compare(tmp_path, timm.create_model('resnet50', num_classes=7), 'srm_resnet50', 64)
 
 
-def test_graft_basic_block_preserves_the_function(tmp_path):
-    _graft_and_compare(tmp_path, 'resnet18', 'srm_resnet18')
+def test_graft_basic_block_cifar_resnet_preserves_the_function(tmp_path):
+    plain = timm.create_model('srm_resnet20_cifar', num_classes=7, attn_layer=nn.Identity)
+    assert not any(isinstance(m, SRM) for m in plain.modules())
+    _graft_and_compare(tmp_path, plain, 'srm_resnet20_cifar', 16)
 
 
 def test_graft_refuses_a_different_shape(tmp_path, capsys):

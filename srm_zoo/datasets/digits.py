@@ -31,8 +31,12 @@ _MARKER = 'digits.json'
 
 def digits_split() -> Dict[str, Tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """The fixed split: ``{'train'|'test': (sample indices, 8x8 images 0..16, labels)}``."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError:
+        raise UserError('The digits come with scikit-learn: pip install scikit-learn '
+                        "(or install srm-zoo with its 'demo' extra).") from None
 
     digits = load_digits()
     indices = np.arange(len(digits.target))

@@ -261,6 +261,7 @@ class _Run:
 
     def _export(self) -> None:
         model = self.ema.module if self.ema is not None else self.model
+        model.to(memory_format=torch.contiguous_format)  # safetensors stores contiguous tensors only
         model_args = {'attn_layer': 'none'} if self.config.attention == 'none' else None
         save_for_hf(model, str(self.output / 'model'), safe_serialization=True, model_args=model_args,
                     model_config=dict(label_names=self.class_names))
