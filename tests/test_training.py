@@ -46,7 +46,7 @@ def _train_args(data, output, *extra):
 def test_resume_after_interruption_equals_uninterrupted_run(tiny_folder, tmp_path, monkeypatch):
     # The modern recipe exercises every stateful piece: mixup/cutmix and RandAugment (RNG), LAMB,
     # the warmup + cosine schedule, the EMA, and gradient accumulation.
-    args = ('--recipe', 'modern', '--epochs', '3', '--grad-accum', '2', '--lr', '0.01')
+    args = ('--recipe', 'modern', '--epochs', '2', '--grad-accum', '2', '--lr', '0.01')
     assert main(_train_args(tiny_folder, tmp_path / 'straight', *args)) == 0
 
     real_progress = loop.progress
@@ -67,7 +67,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(tiny_folder, tmp_pat
 
     straight = load_checkpoint(tmp_path / 'straight' / CHECKPOINT_NAME)
     resumed = load_checkpoint(tmp_path / 'resumed' / CHECKPOINT_NAME)
-    assert straight['epoch'] == resumed['epoch'] == 3
+    assert straight['epoch'] == resumed['epoch'] == 2
     for part in ('model', 'ema'):
         assert straight[part].keys() == resumed[part].keys()
         for key, value in straight[part].items():
@@ -78,8 +78,10 @@ def test_resume_after_interruption_equals_uninterrupted_run(tiny_folder, tmp_pat
     assert all(torch.equal(exported[k], v) for k, v in straight['ema'].items() if k in exported)
     assert straight['recipe'] == get_recipe('modern').to_dict()
     rows = [json.loads(line) for line in (tmp_path / 'resumed' / 'log.jsonl').read_text().splitlines()]
-    assert [r['epoch'] for r in rows] == [1, 2, 3]
-    assert rows == straight['history']
+    assert [r['epoch'] for r in rows] == [1, 2]
+    timing = 'train_samples_per_sec'
+    assert [{k: v for k, v in r.items() if k != timing} for r in rows] == \
+        [{k: v for k, v in r.items() if k != timing} for r in straight['history']]
     header = (tmp_path / 'resumed' / 'log.csv').read_text().splitlines()[0].split(',')
     for column in ('train_loss', 'eval_top1', 'eval_top5', 'lr', 'train_samples_per_sec', 'ema_eval_top1'):
         assert column in header
@@ -93,7 +95,7 @@ def test_output_is_never_overwritten_and_resume_checks_settings(tiny_folder, tmp
     assert main(_train_args(tiny_folder, tmp_path, '--recipe', 'official', '--epochs', '1', '--resume')) == 2
     assert "recipe='official'" in capsys.readouterr().err
     assert main(_train_args(tiny_folder / 'nowhere', tmp_path / 'other', *args)) == 2
-    assert 'No images' in capsys.readouterr().err
+    assert 'does not exist' in capsys.readouterr().err
 
 
 def test_torchrun_two_cpu_processes_leave_one_complete_checkpoint(tiny_folder, tmp_path):

@@ -1,5 +1,6 @@
 """``srm-zoo train``: train an SRM model from a recipe (``torchrun`` for several processes or nodes)."""
 import argparse
+import sys
 
 from ..training import ATTENTIONS, RECIPES, TrainConfig, train
 from ._output import write_rows
@@ -8,7 +9,8 @@ from ._output import write_rows
 def run(args: argparse.Namespace) -> int:
     if args.list_recipes:
         write_rows([dict(recipe=r.name, epochs=r.epochs, batch_size=r.batch_size, opt=r.opt, lr=r.lr,
-                         sched=r.sched, description=r.description) for r in RECIPES.values()], args.format)
+                         sched=r.sched, description=r.description) for r in RECIPES.values()], args.format,
+                   stream=sys.stdout)
         return 0
     missing = [flag for flag, value in (('--model', args.model), ('--data', args.data)) if not value]
     if missing:

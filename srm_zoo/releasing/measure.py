@@ -1,4 +1,5 @@
 """Accuracy of a model on an image folder split, with the preprocessing of its timm pretrained cfg."""
+from pathlib import Path
 from typing import Any, Dict
 
 import torch
@@ -20,6 +21,8 @@ def measure_accuracy(model: torch.nn.Module, root: str, split: str, batch_size: 
     (``resolve_data_config`` + ``create_transform(is_training=False)``).
     """
     data_config = resolve_data_config(model=model)
+    if not Path(root).is_dir():
+        raise UserError(f'Data folder {root} does not exist.')
     try:
         dataset = create_dataset('', root=root, split=split, transform=create_transform(**data_config))
     except (RuntimeError, FileNotFoundError, OSError) as error:

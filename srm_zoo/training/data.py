@@ -1,4 +1,5 @@
 """Datasets and loaders of a training run: timm datasets and transforms, torch samplers and loaders."""
+from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 from timm.data import create_dataset, create_transform
@@ -13,6 +14,8 @@ __all__ = ['load_split', 'class_names', 'train_loader', 'eval_loader']
 
 def load_split(root: str, split: str, is_training: bool):
     """timm's image-folder dataset for ``root``/``split`` (timm's split-name synonyms apply)."""
+    if not Path(root).is_dir():
+        raise UserError(f'Data folder {root} does not exist.')
     try:
         dataset = create_dataset('', root=root, split=split, is_training=is_training)
     except (RuntimeError, FileNotFoundError, OSError) as error:
