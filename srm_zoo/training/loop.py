@@ -24,9 +24,9 @@ from timm.models import save_for_hf
 from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel
 
-from ..catalogue import get_entry
+from ..catalogue import CATALOGUE, get_entry
 from ..conversion.state import check_state_dict, read_state_dict
-from ..errors import UserError
+from ..errors import UserError, unknown_model_message
 from .config import ATTENTIONS, TrainConfig
 from .data import class_names, eval_loader, load_split, train_loader
 from .distributed import DistContext, all_gather_objects, all_reduce_sum, barrier, close_distributed, init_distributed
@@ -47,6 +47,8 @@ def attention_kwargs(model_name: str, attention: str) -> Dict[str, Any]:
     if attention == 'srm':
         return {}
     layer = 'se' if attention == 'se' else nn.Identity
+    if model_name.split('.', 1)[0] not in CATALOGUE:
+        raise UserError(f'--attention {attention} needs one of the zoo\'s models, not {model_name!r}.')
     if get_entry(model_name).family == 'cifar':
         return dict(attn_layer=layer)
     return dict(block_args=dict(attn_layer=layer))
@@ -138,12 +140,11 @@ class _Run:
 
     def _create_model(self) -> nn.Module:
         config = self.config
-        try:
-            model = timm.create_model(config.model, num_classes=len(self.class_names),
-                                      zero_init_last=self.recipe.zero_init_last,
-                                      **attention_kwargs(config.model, config.attention))
-        except (RuntimeError, KeyError) as error:
-            raise UserError(str(error).strip('"')) from None
+        if not timm.is_model(config.model.split('.', 1)[0]):
+            raise UserError(unknown_model_message(config.model))
+        model = timm.create_model(config.model, num_classes=len(self.class_names),
+                                  zero_init_last=self.recipe.zero_init_last,
+                                  **attention_kwargs(config.model, config.attention))
         if config.initial_checkpoint:
             state = read_state_dict(config.initial_checkpoint)
             check_state_dict(model.state_dict(), state, f'--initial-checkpoint {config.initial_checkpoint}')
