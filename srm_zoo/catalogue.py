@@ -105,6 +105,15 @@ _CIFAR10 = WeightTag(
     recipe='official',
     description='CIFAR-10, 32x32 inputs.',
 )
+_SKLEARN_DIGITS = WeightTag(
+    tag='sklearn_digits',
+    dataset='sklearn-digits',
+    recipe='digits',
+    description="scikit-learn's 1797 handwritten digit scans (8x8, upscaled to 32x32), fixed stratified "
+                '80/20 split (`srm-zoo digits`); the embedded model the zoo ships in its package.',
+    cfg=dict(num_classes=10, input_size=(3, 32, 32), crop_pct=1.0, mean=(0.3057,) * 3, std=(0.3235,) * 3,
+             label_names=tuple('0123456789')),
+)
 
 
 def _imagenet(name: str, baseline: str, arch: Dict[str, Any], description: str, **kwargs) -> ModelEntry:
@@ -152,7 +161,7 @@ IMAGENET_RESNETS: Tuple[ModelEntry, ...] = (
 )
 
 CIFAR_RESNETS: Tuple[ModelEntry, ...] = (
-    _cifar(20),
+    _cifar(20, tags=(_CIFAR10, _SKLEARN_DIGITS)),
     _cifar(32, paper=(PaperResult('cifar10', 92.9, source='third-party CIFAR-10 reimplementation '
                                   '(ResNet-32 92.1, SE 92.5)', split='test'),)),
     _cifar(56, paper=(PaperResult('cifar10', 95.05, split='test'),)),

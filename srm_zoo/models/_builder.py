@@ -51,8 +51,7 @@ def pretrained_cfg(entry: ModelEntry, tag: str) -> Dict[str, Any]:
     return dict(
         url='',
         **weight_location(entry, tag),
-        **family_cfg(entry),
-        **weight_tag.cfg,
+        **{**family_cfg(entry), **weight_tag.cfg},  # the tag's cfg overrides the family's
         license='apache-2.0',
         paper_ids=PAPER['paper_id'],
         paper_name=PAPER['title'],

@@ -1,0 +1,33 @@
+"""``srm-zoo graft --from CHECKPOINT_OR_TIMM_NAME --model NAME --out FILE.safetensors``: SRM from a plain ResNet."""
+import argparse
+
+from ..catalogue import get_entry
+from ..conversion import graft, write_safetensors
+from ..errors import UserError
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        get_entry(args.model)
+    except KeyError as error:
+        raise UserError(error.args[0]) from None
+    model = graft(args.source, args.model)
+    write_safetensors(model.state_dict(), args.out, metadata={
+        'format': 'pt', 'grafted_from': args.source, 'architecture': args.model})
+    print(f'{args.source} -> {args.out} ({args.model}, gates start at 0.5; fine-tune with '
+          f'`srm-zoo train --recipe graft_finetune --initial-checkpoint {args.out}`)')
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        'graft', help='initialise an SRM network from a pretrained plain ResNet (function-preserving)',
+        description=__doc__.split(':', 1)[1].strip() + ' The grafted network computes the same function as the '
+        "source in eval mode: every SRM gate starts at exactly 0.5 and the BatchNorm feeding it is doubled. "
+        'Fine-tune it with `srm-zoo train --model NAME --recipe graft_finetune --initial-checkpoint FILE`.')
+    parser.add_argument('--from', dest='source', required=True,
+                        help='plain ResNet weights: a .safetensors / torch checkpoint, or a timm model name whose '
+                             'pretrained weights are available (e.g. resnet50.a1_in1k)')
+    parser.add_argument('--model', required=True, help='SRM model of the same shape, e.g. srm_resnet50')
+    parser.add_argument('--out', required=True, help='output .safetensors file')
+    parser.set_defaults(run=run)

@@ -1,0 +1,85 @@
+"""scikit-learn's handwritten digits as a PNG ImageFolder: the zoo's embedded training data.
+
+``sklearn.datasets.load_digits`` ships 1797 real 8x8 scans (UCI optdigits, 16 grey levels) inside
+the scikit-learn wheel, so this dataset is available offline. :func:`write_digits` writes them as
+
+    <root>/train/<digit>/<index>.png   (1437 images)
+    <root>/test/<digit>/<index>.png    (360 images)
+    <root>/digits.json                 (the split and its statistics)
+
+The split is fixed: scikit-learn's ``train_test_split`` with ``test_size=0.2``, stratified by
+digit, ``random_state=0``. ``<index>`` is the sample's position in ``load_digits()``. Each scan
+is scaled from 0..16 to 0..255, upscaled to 32x32 with bilinear interpolation (PIL) and stored
+as 3-channel RGB (equal channels), so timm's loaders and the CIFAR ResNets read it unchanged.
+"""
+import json
+from pathlib import Path
+from typing import Dict, Tuple
+
+import numpy as np
+from PIL import Image
+
+from ..errors import UserError
+
+__all__ = ['DIGITS_SPLIT_SEED', 'DIGITS_TEST_FRACTION', 'DIGITS_IMAGE_SIZE', 'digits_split', 'write_digits']
+
+DIGITS_SPLIT_SEED = 0
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_IMAGE_SIZE = 32
+_MARKER = 'digits.json'
+
+
+def digits_split() -> Dict[str, Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The fixed split: ``{'train'|'test': (sample indices, 8x8 images 0..16, labels)}``."""
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError:
+        raise UserError('The digits come with scikit-learn: pip install scikit-learn '
+                        "(or install srm-zoo with its 'demo' extra).") from None
+
+    digits = load_digits()
+    indices = np.arange(len(digits.target))
+    train, test = train_test_split(indices, test_size=DIGITS_TEST_FRACTION, stratify=digits.target,
+                                   random_state=DIGITS_SPLIT_SEED)
+    return {name: (np.sort(idx), digits.images[np.sort(idx)], digits.target[np.sort(idx)])
+            for name, idx in (('train', train), ('test', test))}
+
+
+def _to_image(scan: np.ndarray) -> Image.Image:
+    grey = Image.fromarray(np.rint(scan * (255.0 / 16.0)).astype(np.uint8), mode='L')
+    return grey.resize((DIGITS_IMAGE_SIZE, DIGITS_IMAGE_SIZE), Image.BILINEAR).convert('RGB')
+
+
+def write_digits(root: str) -> Dict[str, object]:
+    """Write the digits ImageFolder under ``root`` and return its description (also in digits.json).
+
+    ``root`` must be empty, absent, or a folder written by this function (which is then rewritten
+    with identical files); anything else is refused so that no user data is mixed or overwritten.
+    The description holds the per-channel mean and std of the training images (0..1 scale).
+    """
+    root_path = Path(root)
+    if root_path.exists() and any(root_path.iterdir()) and not (root_path / _MARKER).exists():
+        raise UserError(f'{root} exists and is not empty, and it is not a digits folder written by srm-zoo '
+                        f'(no {_MARKER}). Choose a new or empty folder.')
+    counts, train_pixels = {}, []
+    for split, (indices, scans, labels) in digits_split().items():
+        for index, scan, label in zip(indices, scans, labels):
+            image = _to_image(scan)
+            folder = root_path / split / str(int(label))
+            folder.mkdir(parents=True, exist_ok=True)
+            image.save(folder / f'{int(index):04d}.png')
+            if split == 'train':
+                train_pixels.append(np.asarray(image, dtype=np.float64)[..., 0] / 255.0)
+        counts[split] = int(len(indices))
+    pixels = np.stack(train_pixels)
+    mean, std = round(float(pixels.mean()), 4), round(float(pixels.std()), 4)
+    description = dict(
+        source='sklearn.datasets.load_digits (UCI optdigits, 1797 8x8 scans)',
+        split=dict(method='sklearn.model_selection.train_test_split', test_size=DIGITS_TEST_FRACTION,
+                   stratify='label', random_state=DIGITS_SPLIT_SEED),
+        image_size=DIGITS_IMAGE_SIZE, resize='PIL bilinear from 8x8, 0..16 scaled to 0..255, RGB',
+        num_images=counts, mean=(mean,) * 3, std=(std,) * 3, label_names=[str(d) for d in range(10)],
+    )
+    (root_path / _MARKER).write_text(json.dumps(description, indent=2) + '\n')
+    return description

@@ -1,0 +1,43 @@
+"""Accuracy of a model on an image folder split, with the preprocessing of its timm pretrained cfg."""
+from pathlib import Path
+from typing import Any, Dict
+
+import torch
+from timm.data import create_dataset, create_transform, resolve_data_config
+from torch.utils.data import DataLoader
+
+from ..errors import UserError
+
+__all__ = ['measure_accuracy']
+
+
+@torch.no_grad()
+def measure_accuracy(model: torch.nn.Module, root: str, split: str, batch_size: int = 256,
+                     workers: int = 0) -> Dict[str, Any]:
+    """timm-style result row (``top1``, ``top5`` in percent rounded to 4 decimals, ``num_images``,
+    ``img_size``, ``crop_pct``, ``interpolation``) of ``model`` in eval mode on ``root``/``split``.
+
+    Preprocessing is timm's evaluation transform for the model's pretrained cfg
+    (``resolve_data_config`` + ``create_transform(is_training=False)``).
+    """
+    data_config = resolve_data_config(model=model)
+    if not Path(root).is_dir():
+        raise UserError(f'Data folder {root} does not exist.')
+    try:
+        dataset = create_dataset('', root=root, split=split, transform=create_transform(**data_config))
+    except (RuntimeError, FileNotFoundError, OSError) as error:
+        raise UserError(f'No images for split {split!r} under {root}: {error}') from None
+    if len(dataset) == 0:
+        raise UserError(f'Split {split!r} under {root} holds no images.')
+    model.eval()
+    top1 = top5 = count = 0
+    for images, targets in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
+        logits = model(images)
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        hits = top == targets[:, None]
+        top1 += int(hits[:, 0].sum())
+        top5 += int(hits.any(dim=1).sum())
+        count += len(targets)
+    return dict(top1=round(100.0 * top1 / count, 4), top5=round(100.0 * top5 / count, 4), num_images=count,
+                img_size=data_config['input_size'][-1], crop_pct=data_config['crop_pct'],
+                interpolation=data_config['interpolation'])

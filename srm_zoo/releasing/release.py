@@ -1,0 +1,108 @@
+"""Releases embedded in the package: weights under ``srm_zoo/weights/<model>.<tag>/`` and a manifest entry.
+
+The weight folder holds ``model.safetensors`` and timm's ``config.json`` (``save_for_hf``), the
+same files as a Hub repository, so one loader reads both. The manifest entry records the
+sha256 of ``model.safetensors``, the accuracy measured on the given data with timm's
+preprocessing, and the provenance (recipe, command, seed, counterpart comparison).
+"""
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import timm
+import torch
+from timm.models import save_for_hf
+
+from ..catalogue import get_entry
+from ..conversion.state import check_state_dict, read_state_dict
+from ..errors import UserError
+from ..manifest import MANIFEST_PATH, WEIGHTS_DIR, Metric, Release, load_manifest
+from ..training import TrainConfig, attention_kwargs, get_recipe
+from ..training.state import load_checkpoint
+from .measure import measure_accuracy
+
+__all__ = ['load_trained', 'embed_release', 'write_manifest_entry', 'sha256_of']
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_trained(name: str, checkpoint: str, attention: str = 'srm') -> Tuple[torch.nn.Module, Optional[TrainConfig]]:
+    """``name`` (``model.tag``) with the weights of ``checkpoint``, and the training settings when known.
+
+    ``checkpoint`` is an ``srm-zoo train`` checkpoint (its EMA weights when it kept one; its settings
+    give the provenance), or any weights file (``.safetensors`` or torch state dict).
+    """
+    try:
+        get_entry(name)
+    except KeyError as error:
+        raise UserError(error.args[0]) from None
+    config = None
+    if Path(checkpoint).suffix == '.pth' and 'config' in (run := load_checkpoint(Path(checkpoint))):
+        config = TrainConfig(**run['config'])
+        attention = config.attention
+        state = run['ema'] if run.get('ema') else run['model']
+    else:
+        state = read_state_dict(checkpoint)
+    model = timm.create_model(name, **attention_kwargs(name, attention))
+    check_state_dict(model.state_dict(), state, f'{checkpoint} (as {name})')
+    model.load_state_dict(state)
+    return model.eval(), config
+
+
+def embed_release(name: str, checkpoint: str, data: str, split: str,
+                  compare: Optional[Dict[str, str]] = None, weights_dir: Path = WEIGHTS_DIR) -> Release:
+    """Measure ``checkpoint`` as ``name`` on ``data``/``split`` and write it under ``weights_dir/name``.
+
+    ``compare`` maps counterpart attentions (``none``, ``se``) to their checkpoints, trained the same
+    way; their accuracies on the same data go into the provenance.
+    """
+    entry = get_entry(name)
+    model, config = load_trained(name, checkpoint)
+    tag = entry.get_tag(name.split('.', 1)[1] if '.' in name else None)
+    result = measure_accuracy(model, data, split)
+    comparison = {'srm': _summary(result)}
+    for attention, other in (compare or {}).items():
+        counterpart, _ = load_trained(name, other, attention)
+        comparison[attention] = _summary(measure_accuracy(counterpart, data, split))
+    folder = weights_dir / f'{entry.name}.{tag.tag}'
+    if folder.exists():
+        shutil.rmtree(folder)
+    label_names = model.pretrained_cfg.get('label_names')
+    save_for_hf(model, str(folder), safe_serialization=True,
+                model_config=dict(label_names=list(label_names)) if label_names else None)
+    provenance: Dict[str, Any] = dict(
+        recipe=config.recipe if config else tag.recipe,
+        source='trained from scratch by srm-zoo train' if config else f'weights file {Path(checkpoint).name}',
+        comparison=comparison,
+    )
+    if config:
+        provenance.update(command=config.command(data='DATA'), seed=config.seed,
+                          epochs=config.epochs or get_recipe(config.recipe).epochs,
+                          weights='EMA' if get_recipe(config.recipe).ema_decay else 'last epoch')
+    metric = Metric(dataset=tag.dataset, split=split, top1=result['top1'], top5=result['top5'],
+                    num_images=result['num_images'],
+                    eval_settings={k: result[k] for k in ('img_size', 'crop_pct', 'interpolation')})
+    return Release(model=entry.name, tag=tag.tag, sha256=sha256_of(folder / 'model.safetensors'), metrics=(metric,),
+                   provenance=provenance, embedded=folder.name)
+
+
+def _summary(result: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: result[k] for k in ('top1', 'top5', 'num_images')}
+
+
+def write_manifest_entry(release: Release, manifest_path: Path = MANIFEST_PATH) -> None:
+    """Add ``release`` to the manifest, replacing an earlier release of the same ``model.tag``."""
+    releases = [r for r in load_manifest.__wrapped__(manifest_path) if r.name != release.name] + [release]
+    releases.sort(key=lambda r: r.name)
+    tmp = manifest_path.with_name(manifest_path.name + '.tmp')
+    tmp.write_text(json.dumps({'releases': [r.to_dict() for r in releases]}, indent=2) + '\n')
+    tmp.replace(manifest_path)
+    load_manifest.cache_clear()

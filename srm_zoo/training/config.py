@@ -1,0 +1,58 @@
+"""The settings of one training run (the ``srm-zoo train`` options)."""
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Dict, List, Optional
+
+__all__ = ['TrainConfig', 'ATTENTIONS']
+
+ATTENTIONS = ('srm', 'se', 'none')
+"""The block attention to train: SRM (the zoo's models), or the SE / plain counterpart for comparisons."""
+
+RUN_ONLY_FIELDS = ('resume', 'workers', 'output')
+"""Settings that may change when a run is resumed; every other one must match the checkpoint."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run; ``None`` takes the recipe's value."""
+    model: str
+    data: str
+    recipe: str
+    output: str
+    epochs: Optional[int] = None
+    batch_size: Optional[int] = None
+    """Images per process per step (default: the recipe's global batch over processes and accumulation)."""
+    lr: Optional[float] = None
+    grad_accum: int = 1
+    seed: int = 0
+    attention: str = 'srm'
+    img_size: Optional[int] = None
+    train_split: str = 'train'
+    val_split: str = 'validation'
+    workers: int = 4
+    amp: str = 'none'
+    channels_last: bool = False
+    compile: bool = False
+    sync_bn: bool = False
+    initial_checkpoint: Optional[str] = None
+    device: Optional[str] = None
+    resume: bool = False
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    def command(self, data: Optional[str] = None) -> str:
+        """The ``srm-zoo train`` command line of this run (``data`` replaces the data path)."""
+        words = ['srm-zoo', 'train', '--model', self.model, '--data', data or self.data, '--recipe', self.recipe]
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ('model', 'data', 'recipe', 'output', 'resume') or value == f.default:
+                continue
+            flag = '--' + f.name.replace('_', '-')
+            words += [flag] if value is True else [flag, str(value)]
+        return ' '.join(words)
+
+    def differences(self, recorded: Dict[str, Any]) -> List[str]:
+        """Settings (other than run-only ones) that differ from a checkpoint's recorded config."""
+        return [f'{f.name}={getattr(self, f.name)!r} (checkpoint: {recorded.get(f.name)!r})'
+                for f in fields(self)
+                if f.name not in RUN_ONLY_FIELDS and recorded.get(f.name) != getattr(self, f.name)]

@@ -1,0 +1,299 @@
+"""``srm-zoo train``: one training run from a recipe, on one process or under ``torchrun``.
+
+Each epoch ends with an evaluation, then an atomic checkpoint (``checkpoint.pth``: model,
+optimiser, scheduler, grad scaler, EMA, epoch, every process's RNG states, the recipe, the
+settings and the log so far) and the logs (``log.csv``, ``log.jsonl``). ``resume=True`` continues
+from the checkpoint and reproduces the uninterrupted run exactly (same settings, same number of
+processes and loader workers). At the end, the weights to publish (the EMA's when the recipe
+keeps one) are written with timm's ``save_for_hf`` to ``<output>/model``.
+"""
+import math
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+import timm
+import torch
+import torch.nn as nn
+from timm.data import Mixup, resolve_data_config
+from timm.loss import SoftTargetCrossEntropy
+from timm.models import save_for_hf
+from timm.utils import ModelEmaV3
+from torch.nn.parallel import DistributedDataParallel
+
+from ..catalogue import CATALOGUE, get_entry
+from ..conversion.state import check_state_dict, read_state_dict
+from ..errors import UserError, unknown_model_message
+from .config import ATTENTIONS, TrainConfig
+from .data import class_names, eval_loader, load_split, train_loader
+from .distributed import DistContext, all_gather_objects, all_reduce_sum, barrier, close_distributed, init_distributed
+from .log import progress, write_log
+from .optim import create_optimizer, create_scheduler
+from .recipes import Recipe, get_recipe
+from .state import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+
+__all__ = ['train', 'attention_kwargs', 'evaluate']
+
+_AMP_DTYPES = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+def attention_kwargs(model_name: str, attention: str) -> Dict[str, Any]:
+    """Model kwargs that build ``model_name`` with SRM (none), SE or no block attention."""
+    if attention not in ATTENTIONS:
+        raise UserError(f'Unknown attention {attention!r}; choose one of {", ".join(ATTENTIONS)}.')
+    if attention == 'srm':
+        return {}
+    layer = 'se' if attention == 'se' else nn.Identity
+    if model_name.split('.', 1)[0] not in CATALOGUE:
+        raise UserError(f'--attention {attention} needs one of the zoo\'s models, not {model_name!r}.')
+    if get_entry(model_name).family == 'cifar':
+        return dict(attn_layer=layer)
+    return dict(block_args=dict(attn_layer=layer))
+
+
+def train(config: TrainConfig) -> Dict[str, Any]:
+    """Run (or resume) a training run; returns the last epoch's log row."""
+    recipe = get_recipe(config.recipe)
+    if config.amp not in _AMP_DTYPES:
+        raise UserError(f'--amp must be one of {", ".join(_AMP_DTYPES)}, got {config.amp!r}.')
+    ctx = init_distributed(config.device)
+    try:
+        return _Run(config, recipe, ctx).fit()
+    finally:
+        close_distributed(ctx)
+
+
+class _Run:
+    """The state of one run: model, data, optimiser, schedule, EMA and log."""
+
+    def __init__(self, config: TrainConfig, recipe: Recipe, ctx: DistContext) -> None:
+        self.config, self.recipe, self.ctx = config, recipe, ctx
+        self.output = Path(config.output)
+        self.checkpoint_path = self.output / CHECKPOINT_NAME
+        resumed = self._read_resume_checkpoint()
+        self._seed(config.seed + ctx.rank)
+
+        train_set = load_split(config.data, config.train_split, is_training=True)
+        val_set = load_split(config.data, config.val_split, is_training=False)
+        self.class_names = class_names(train_set)
+        if class_names(val_set) != self.class_names:
+            raise UserError(f'The classes of split {config.val_split!r} differ from those of {config.train_split!r}.')
+
+        self.model = self._create_model()
+        self.data_config = resolve_data_config(
+            {'input_size': (3, config.img_size, config.img_size)} if config.img_size else {}, model=self.model)
+        self.epochs = config.epochs or recipe.epochs
+        self.batch_size = config.batch_size or max(1, recipe.batch_size // (ctx.world_size * config.grad_accum))
+        global_batch = self.batch_size * ctx.world_size * config.grad_accum
+        self.lr = config.lr if config.lr is not None else recipe.lr * global_batch / recipe.batch_size
+        if (recipe.mixup or recipe.cutmix) and self.batch_size % 2:
+            raise UserError(f'Recipe {recipe.name!r} uses mixup/cutmix, which needs an even --batch-size.')
+        self.train_loader, self.sampler = train_loader(
+            train_set, recipe, self.data_config, self.batch_size, config.workers, config.seed, ctx)
+        self.val_loader = eval_loader(val_set, self.data_config, self.batch_size, config.workers, ctx)
+
+        self.optimizer = create_optimizer(self.model, recipe, self.lr)
+        self.scheduler = create_scheduler(self.optimizer, recipe, self.epochs)
+        self.amp_dtype = _AMP_DTYPES[config.amp]
+        self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.amp_dtype == torch.float16)
+        self.ema = ModelEmaV3(self.model, decay=recipe.ema_decay) if recipe.ema_decay else None
+        num_classes = len(self.class_names)
+        self.mixup = Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix,
+                           label_smoothing=recipe.label_smoothing, num_classes=num_classes) \
+            if recipe.mixup or recipe.cutmix else None
+        self.criterion = SoftTargetCrossEntropy() if self.mixup else nn.CrossEntropyLoss(
+            label_smoothing=recipe.label_smoothing)
+
+        self.start_epoch, self.history = 0, []
+        if resumed is not None:
+            self._restore(resumed)
+        self.train_model = self._wrap(self.model)
+
+    # -- set-up -----------------------------------------------------------------------------------
+    def _read_resume_checkpoint(self) -> Optional[Dict[str, Any]]:
+        if not self.checkpoint_path.exists():
+            if self.config.resume and self.ctx.is_main:
+                print(f'srm-zoo train: no checkpoint in {self.output}; starting a new run.', flush=True)
+            return None
+        if not self.config.resume:
+            raise UserError(f'{self.output} already holds a training checkpoint. Pass --resume to continue that '
+                            'run, or choose another --output.')
+        checkpoint = load_checkpoint(self.checkpoint_path)
+        differences = self.config.differences(checkpoint.get('config', {}))
+        if differences:
+            raise UserError(f'--resume needs the settings of the checkpointed run; these differ: '
+                            f'{"; ".join(differences)}.')
+        rng_states = checkpoint.get('rng', [])
+        if len(rng_states) != self.ctx.world_size:
+            raise UserError(f'The checkpoint was written by {len(rng_states)} process(es); resume it with the same '
+                            f'number (now {self.ctx.world_size}) to reproduce the run.')
+        return checkpoint
+
+    @staticmethod
+    def _seed(seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    def _create_model(self) -> nn.Module:
+        config = self.config
+        if not timm.is_model(config.model.split('.', 1)[0]):
+            raise UserError(unknown_model_message(config.model))
+        model = timm.create_model(config.model, num_classes=len(self.class_names),
+                                  zero_init_last=self.recipe.zero_init_last,
+                                  **attention_kwargs(config.model, config.attention))
+        if config.initial_checkpoint:
+            state = read_state_dict(config.initial_checkpoint)
+            check_state_dict(model.state_dict(), state, f'--initial-checkpoint {config.initial_checkpoint}')
+            model.load_state_dict(state)
+        model.to(self.ctx.device)
+        if config.channels_last:
+            model.to(memory_format=torch.channels_last)
+        if config.sync_bn and self.ctx.distributed:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return model
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        if self.ctx.distributed:
+            model = DistributedDataParallel(
+                model, device_ids=[self.ctx.device.index] if self.ctx.device.type == 'cuda' else None)
+        self.ddp = model if self.ctx.distributed else None
+        return torch.compile(model) if self.config.compile else model
+
+    def _restore(self, checkpoint: Dict[str, Any]) -> None:
+        self.model.load_state_dict(checkpoint['model'])
+        self.optimizer.load_state_dict(checkpoint['optimizer'])
+        self.scheduler.load_state_dict(checkpoint['scheduler'])
+        self.scaler.load_state_dict(checkpoint['scaler'])
+        if self.ema is not None:
+            self.ema.load_state_dict(checkpoint['ema'])
+        self.start_epoch = checkpoint['epoch']
+        self.history = list(checkpoint.get('history', []))
+        self.resumed_rng = checkpoint['rng'][self.ctx.rank]
+
+    # -- the run ----------------------------------------------------------------------------------
+    def fit(self) -> Dict[str, Any]:
+        if self.ctx.is_main:
+            self.output.mkdir(parents=True, exist_ok=True)
+            print(f'srm-zoo train: {self.config.model} ({self.config.attention}), recipe {self.recipe.name}, '
+                  f'{self.epochs} epochs, {self.ctx.world_size} process(es) x batch {self.batch_size} x accumulation '
+                  f'{self.config.grad_accum}, lr {self.lr:g}, {len(self.class_names)} classes, on {self.ctx.device}'
+                  + (f', resuming after epoch {self.start_epoch}' if self.start_epoch else ''), flush=True)
+        if self.start_epoch:
+            set_rng_state(self.resumed_rng)
+        for epoch in range(self.start_epoch, self.epochs):
+            row = self._epoch(epoch)
+            self.history.append(row)
+            self._save(epoch + 1)
+            if self.ctx.is_main:
+                print(_describe(row, self.epochs), flush=True)
+        if self.ctx.is_main:
+            self._export()
+        barrier(self.ctx)
+        return self.history[-1] if self.history else {}
+
+    def _epoch(self, epoch: int) -> Dict[str, Any]:
+        self.scheduler.step(epoch)
+        self.sampler.set_epoch(epoch)
+        lr = self.optimizer.param_groups[-1]['lr']
+        train_loss, images_per_sec = self._train_one_epoch(epoch)
+        row = dict(epoch=epoch + 1, train_loss=train_loss, lr=lr, train_samples_per_sec=images_per_sec)
+        row.update({f'eval_{k}': v for k, v in evaluate(self.model, self.val_loader, self.ctx, self.amp_dtype,
+                                                         self.config.channels_last).items()})
+        if self.ema is not None:
+            row.update({f'ema_eval_{k}': v for k, v in evaluate(self.ema.module, self.val_loader, self.ctx,
+                                                                 self.amp_dtype, self.config.channels_last).items()})
+        return row
+
+    def _train_one_epoch(self, epoch: int) -> Tuple[float, float]:
+        model, device, accum = self.train_model, self.ctx.device, self.config.grad_accum
+        model.train()
+        num_batches = len(self.train_loader)
+        totals = torch.zeros(2, dtype=torch.float64, device=device)
+        start = time.perf_counter()
+        batches = progress(self.train_loader, num_batches, f'epoch {epoch + 1}/{self.epochs}', self.ctx.is_main)
+        for index, (images, targets) in enumerate(batches):
+            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            if self.config.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            if self.mixup is not None:
+                images, targets = self.mixup(images, targets)
+            boundary = (index + 1) % accum == 0 or index + 1 == num_batches
+            sync = nullcontext() if boundary or self.ddp is None else self.ddp.no_sync()
+            with sync:
+                with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                    loss = self.criterion(model(images), targets)
+                self.scaler.scale(loss / accum).backward()
+            if boundary:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.ema is not None:
+                    self.ema.update(self.model)
+            totals += torch.stack((loss.detach().double() * images.shape[0],
+                                   torch.tensor(float(images.shape[0]), dtype=torch.float64, device=device)))
+        elapsed = time.perf_counter() - start
+        all_reduce_sum(totals, self.ctx)
+        train_loss = float(totals[0] / totals[1])
+        if not math.isfinite(train_loss):
+            raise UserError(f'The training loss became {train_loss} in epoch {epoch + 1}; lower the learning rate '
+                            'or check the data.')
+        return train_loss, float(totals[1]) / elapsed
+
+    def _checkpoint(self, epoch: int) -> Dict[str, Any]:
+        return dict(
+            epoch=epoch, model_name=self.config.model, model=self.model.state_dict(),
+            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(), ema=self.ema.state_dict() if self.ema is not None else None,
+            recipe=self.recipe.to_dict(), config=self.config.to_dict(), class_names=self.class_names,
+            data_config=dict(self.data_config), history=self.history,
+            rng=all_gather_objects(rng_state(), self.ctx),
+        )
+
+    def _save(self, epoch: int) -> None:
+        checkpoint = self._checkpoint(epoch)  # every rank joins the RNG gather
+        if self.ctx.is_main:
+            save_checkpoint(checkpoint, self.checkpoint_path)
+            write_log(self.history, self.output)
+        barrier(self.ctx)
+
+    def _export(self) -> None:
+        model = self.ema.module if self.ema is not None else self.model
+        model.to(memory_format=torch.contiguous_format)  # safetensors stores contiguous tensors only
+        model_args = {'attn_layer': 'none'} if self.config.attention == 'none' else None
+        save_for_hf(model, str(self.output / 'model'), safe_serialization=True, model_args=model_args,
+                    model_config=dict(label_names=self.class_names))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, ctx: DistContext, amp_dtype: Optional[torch.dtype] = None,
+             channels_last: bool = False) -> Dict[str, float]:
+    """Loss, top-1 and top-5 (percent) over every image of the loader's dataset (all processes)."""
+    was_training = model.training
+    model.eval()
+    totals = torch.zeros(4, dtype=torch.float64, device=ctx.device)
+    for images, targets in loader:
+        images, targets = images.to(ctx.device), targets.to(ctx.device)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(ctx.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(images).float()
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        hits = top == targets[:, None]
+        totals += torch.tensor([nn.functional.cross_entropy(logits, targets, reduction='sum').item(),
+                                hits[:, 0].sum().item(), hits.any(dim=1).sum().item(), len(targets)],
+                               dtype=torch.float64, device=ctx.device)
+    all_reduce_sum(totals, ctx)
+    model.train(was_training)
+    count = float(totals[3])
+    return dict(loss=float(totals[0]) / count, top1=100.0 * float(totals[1]) / count,
+                top5=100.0 * float(totals[2]) / count)
+
+
+def _describe(row: Dict[str, Any], epochs: int) -> str:
+    ema = f', EMA top-1 {row["ema_eval_top1"]:.2f}' if 'ema_eval_top1' in row else ''
+    return (f'epoch {row["epoch"]}/{epochs}: train loss {row["train_loss"]:.4f}, eval top-1 {row["eval_top1"]:.2f} '
+            f'top-5 {row["eval_top5"]:.2f}{ema}, lr {row["lr"]:.3g}, {row["train_samples_per_sec"]:.0f} img/s')

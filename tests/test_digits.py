@@ -1,0 +1,87 @@
+"""The embedded sklearn-digits model: its data, its shipped weights and its manifest entry."""
+import json
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+from timm.data import create_transform, resolve_data_config
+
+from srm_zoo.catalogue import get_entry
+from srm_zoo.cli import main
+from srm_zoo.manifest import find_release
+from srm_zoo.releasing import embed_release
+from srm_zoo.releasing.release import sha256_of
+
+NAME = 'srm_resnet20_cifar.sklearn_digits'
+
+
+@pytest.fixture(scope='module')
+def digits_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp('digits')
+    assert main(['digits', '--out', str(root)]) == 0
+    return root
+
+
+def test_digits_folder_is_the_documented_split(digits_root, tmp_path, capsys):
+    from sklearn.datasets import load_digits
+
+    description = json.loads((digits_root / 'digits.json').read_text())
+    assert description['num_images'] == {'train': 1437, 'test': 360}
+    digits = load_digits()
+    test_per_class = [len(list((digits_root / 'test' / str(d)).glob('*.png'))) for d in range(10)]
+    train_per_class = [len(list((digits_root / 'train' / str(d)).glob('*.png'))) for d in range(10)]
+    assert sum(test_per_class) == 360 and sum(train_per_class) == 1437
+    for digit, count in enumerate(test_per_class):  # stratified: 20% of every digit
+        assert abs(count - 0.2 * (digits.target == digit).sum()) < 1
+    names = {p.name for p in digits_root.glob('*/*/*.png')}
+    assert len(names) == 1797  # every scan exactly once, named by its index
+    # a file holds its scan: 0..16 scaled to 0..255, upscaled 8x8 -> 32x32, RGB with equal channels
+    index = int(sorted((digits_root / 'test' / '7').glob('*.png'))[0].stem)
+    assert digits.target[index] == 7
+    pixels = np.asarray(Image.open(digits_root / 'test' / '7' / f'{index:04d}.png'))
+    assert pixels.shape == (32, 32, 3) and (pixels[..., 0] == pixels[..., 2]).all()
+    expected = Image.fromarray(np.rint(digits.images[index] * 255 / 16).astype(np.uint8)).resize((32, 32), Image.BILINEAR)
+    assert (pixels[..., 0] == np.asarray(expected)).all()
+    # the tag's normalisation is the training split's statistics
+    cfg = get_entry(NAME).get_tag('sklearn_digits').cfg
+    assert tuple(description['mean']) == cfg['mean'] and tuple(description['std']) == cfg['std']
+    # rewriting the same folder is allowed, writing into a foreign non-empty one is refused
+    assert main(['digits', '--out', str(digits_root)]) == 0
+    foreign = tmp_path
+    (foreign / 'keep.txt').write_text('user data')
+    assert main(['digits', '--out', str(foreign)]) == 2
+    assert 'not empty' in capsys.readouterr().err and (foreign / 'keep.txt').read_text() == 'user data'
+
+
+def test_shipped_weights_reach_the_manifest_accuracy(digits_root):
+    release = find_release('srm_resnet20_cifar', 'sklearn_digits')
+    assert release is not None and release.embedded == NAME
+    weights = release.embedded_dir / release.filename
+    assert sha256_of(weights) == release.sha256
+    model = timm.create_model(NAME, pretrained=True).eval()
+    assert model.pretrained_cfg['file'] == str(weights)
+    # an evaluation written here, independently of srm_zoo.releasing: timm's eval transform, PIL loading
+    transform = create_transform(**resolve_data_config(model=model), is_training=False)
+    files = sorted((digits_root / 'test').glob('*/*.png'))
+    images = torch.stack([transform(Image.open(f).convert('RGB')) for f in files])
+    targets = torch.tensor([int(f.parent.name) for f in files])
+    with torch.no_grad():
+        logits = torch.cat([model(chunk) for chunk in images.split(128)])
+    top5 = logits.topk(5, dim=1).indices
+    metric = release.metrics[0]
+    assert (metric.dataset, metric.split, metric.num_images) == ('sklearn-digits', 'test', len(files))
+    assert metric.top1 == round(100.0 * (top5[:, 0] == targets).sum().item() / len(files), 4)
+    assert metric.top5 == round(100.0 * (top5 == targets[:, None]).any(dim=1).sum().item() / len(files), 4)
+    assert metric.eval_settings == {'img_size': 32, 'crop_pct': 1.0, 'interpolation': 'bilinear'}
+    assert release.provenance['recipe'] == 'digits' and set(release.provenance['comparison']) == {'srm', 'se', 'none'}
+
+
+def test_release_reproduces_the_shipped_entry(digits_root, tmp_path):
+    shipped = find_release('srm_resnet20_cifar', 'sklearn_digits')
+    again = embed_release(NAME, str(shipped.embedded_dir / shipped.filename), str(digits_root), 'test',
+                          weights_dir=tmp_path)
+    assert again.sha256 == shipped.sha256
+    assert again.metrics == shipped.metrics
+    assert json.loads((tmp_path / NAME / 'config.json').read_text())['label_names'] == list('0123456789')

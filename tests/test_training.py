@@ -1,0 +1,149 @@
+"""`srm-zoo train`: exact resume, torchrun DDP with gloo, recipes and weight decay."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+import srm_zoo.training.loop as loop
+from srm_zoo.cli import main
+from srm_zoo.training import RECIPES, get_recipe
+from srm_zoo.training.optim import create_optimizer, srm_parameter_names
+from srm_zoo.training.state import CHECKPOINT_NAME, load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models train fastest on one thread, and steadily on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='module')
+def tiny_folder(tmp_path_factory):
+    """Two classes of 16x16 PNGs (bright top half vs bright bottom half, with noise)."""
+    root = tmp_path_factory.mktemp('tiny')
+    rng = np.random.default_rng(0)
+    for split, count in (('train', 8), ('validation', 3)):
+        for label in ('a', 'b'):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 80, (16, 16, 3))
+                pixels[:8 if label == 'a' else 16, :, :] += 150 if label == 'a' else 0
+                pixels[8:, :, :] += 150 if label == 'b' else 0
+                Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f'{i}.png')
+    return root
+
+
+def _train_args(data, output, *extra):
+    return ['train', '--model', 'srm_resnet20_cifar', '--data', str(data), '--output', str(output),
+            '--img-size', '16', '--batch-size', '4', '--workers', '0', '--device', 'cpu', *extra]
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(tiny_folder, tmp_path, monkeypatch):
+    # The modern recipe exercises every stateful piece: mixup/cutmix and RandAugment (RNG), LAMB,
+    # the warmup + cosine schedule, the EMA, and gradient accumulation.
+    args = ('--recipe', 'modern', '--epochs', '2', '--grad-accum', '2', '--lr', '0.01')
+    assert main(_train_args(tiny_folder, tmp_path / 'straight', *args)) == 0
+
+    real_progress = loop.progress
+
+    def interrupted_in_epoch_2(iterable, total, desc, enabled):
+        if desc.startswith('epoch 2/'):
+            def one_batch_then_ctrl_c():
+                yield next(iter(iterable))
+                raise KeyboardInterrupt
+            return one_batch_then_ctrl_c()
+        return real_progress(iterable, total, desc, enabled)
+
+    monkeypatch.setattr(loop, 'progress', interrupted_in_epoch_2)
+    assert main(_train_args(tiny_folder, tmp_path / 'resumed', *args)) == 130
+    assert load_checkpoint(tmp_path / 'resumed' / CHECKPOINT_NAME)['epoch'] == 1
+    monkeypatch.setattr(loop, 'progress', real_progress)
+    assert main(_train_args(tiny_folder, tmp_path / 'resumed', *args, '--resume')) == 0
+
+    straight = load_checkpoint(tmp_path / 'straight' / CHECKPOINT_NAME)
+    resumed = load_checkpoint(tmp_path / 'resumed' / CHECKPOINT_NAME)
+    assert straight['epoch'] == resumed['epoch'] == 2
+    for part in ('model', 'ema'):
+        assert straight[part].keys() == resumed[part].keys()
+        for key, value in straight[part].items():
+            assert torch.equal(value, resumed[part][key]), f'{part} {key}'
+    first_step = straight['model']['layer1.0.se.cfc']
+    assert first_step.abs().sum() > 0  # the SRM weights did train
+    exported = load_file(str(tmp_path / 'resumed' / 'model' / 'model.safetensors'))
+    assert all(torch.equal(exported[k], v) for k, v in straight['ema'].items() if k in exported)
+    assert straight['recipe'] == get_recipe('modern').to_dict()
+    rows = [json.loads(line) for line in (tmp_path / 'resumed' / 'log.jsonl').read_text().splitlines()]
+    assert [r['epoch'] for r in rows] == [1, 2]
+    timing = 'train_samples_per_sec'
+    assert [{k: v for k, v in r.items() if k != timing} for r in rows] == \
+        [{k: v for k, v in r.items() if k != timing} for r in straight['history']]
+    header = (tmp_path / 'resumed' / 'log.csv').read_text().splitlines()[0].split(',')
+    for column in ('train_loss', 'eval_top1', 'eval_top5', 'lr', 'train_samples_per_sec', 'ema_eval_top1'):
+        assert column in header
+
+
+def test_output_is_never_overwritten_and_resume_checks_settings(tiny_folder, tmp_path, capsys):
+    args = ('--recipe', 'digits', '--epochs', '1')
+    assert main(_train_args(tiny_folder, tmp_path, *args)) == 0
+    assert main(_train_args(tiny_folder, tmp_path, *args)) == 2
+    assert '--resume' in capsys.readouterr().err
+    assert main(_train_args(tiny_folder, tmp_path, '--recipe', 'official', '--epochs', '1', '--resume')) == 2
+    assert "recipe='official'" in capsys.readouterr().err
+    assert main(_train_args(tiny_folder / 'nowhere', tmp_path / 'other', *args)) == 2
+    assert 'does not exist' in capsys.readouterr().err
+
+
+def test_torchrun_two_cpu_processes_leave_one_complete_checkpoint(tiny_folder, tmp_path):
+    output = tmp_path / 'ddp'
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
+    command = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+               '-m', 'srm_zoo', *_train_args(tiny_folder, output, '--recipe', 'official', '--epochs', '1',
+                                              '--batch-size', '2', '--lr', '0.01')]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in output.iterdir()) == [CHECKPOINT_NAME, 'log.csv', 'log.jsonl', 'model']
+    checkpoint = load_checkpoint(output / CHECKPOINT_NAME)
+    assert checkpoint['epoch'] == 1 and checkpoint['config']['recipe'] == 'official'
+    assert len(checkpoint['rng']) == 2  # both processes' generator states
+    assert not torch.equal(checkpoint['rng'][0]['torch'], checkpoint['rng'][1]['torch'])
+    assert set(checkpoint['optimizer']) == {'state', 'param_groups'} and checkpoint['optimizer']['state']
+    model = timm.create_model('srm_resnet20_cifar', num_classes=2)
+    model.load_state_dict(checkpoint['model'])
+
+
+def test_recipes_weight_decay_rules():
+    model = timm.create_model('srm_resnet20_cifar')
+    srm = srm_parameter_names(model)
+    assert {n for n in srm if n.endswith('.cfc')} == set(model.no_weight_decay())
+    assert any(n.endswith('se.bn.weight') for n in srm)
+    official = create_optimizer(model, RECIPES['official'], lr=0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decays = {names[id(p)]: g['weight_decay'] for g in official.param_groups for p in g['params']}
+    assert all(decays[n] == 0 for n in srm)
+    assert decays['bn1.weight'] == decays['layer1.0.bn1.bias'] == decays['conv1.weight'] == 1e-4
+    modern = create_optimizer(model, RECIPES['modern'], lr=0.1)
+    decays = {names[id(p)]: g['weight_decay'] for g in modern.param_groups for p in g['params']}
+    assert decays['layer1.0.se.cfc'] == decays['bn1.weight'] == 0 and decays['conv1.weight'] == 0.02
+    assert RECIPES['official'].milestones_for(90) == (30, 60) and RECIPES['official'].milestones_for(9) == (3, 6)
+
+
+def test_list_recipes(capsys):
+    assert main(['train', '--list-recipes', '--format', 'json']) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [r['recipe'] for r in listed] == list(RECIPES)
+    official = listed[0]
+    assert (official['epochs'], official['batch_size'], official['lr'], official['opt']) == (90, 256, 0.1, 'momentum')
