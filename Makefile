@@ -1,8 +1,10 @@
-# srm-zoo: `make demo` runs the zoo's main job on its embedded model; `make test` runs the suite.
+# srm-zoo: `make demo` verifies the accuracy of the zoo's embedded model; `make test` runs the suite.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+DEMO_DATA ?= data/sklearn-digits
+DEMO_MODEL ?= srm_resnet20_cifar.sklearn_digits
 
 .PHONY: demo test install install-dev cards clean
 
@@ -11,17 +13,22 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 install: $(PY)
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -e '.[demo]'
 
 install-dev: $(PY)
 	$(PY) -m pip install -q -e '.[dev]'
 
 demo: install
 	$(VENV)/bin/srm-zoo list
-	$(VENV)/bin/srm-zoo demo
+	test -f $(DEMO_DATA)/digits.json || $(VENV)/bin/srm-zoo digits --out $(DEMO_DATA)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/srm-zoo eval --model $(DEMO_MODEL) --data $(DEMO_DATA) --verify \
+		--results-file $(DEMO_DATA)/results.json
+
+cards: install
+	$(VENV)/bin/srm-zoo cards
 
 test: install-dev
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache data

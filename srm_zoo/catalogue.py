@@ -69,6 +69,13 @@ class ModelEntry:
     notes: str = ''
 
     @property
+    def counterpart(self) -> str:
+        """The plain network this model adds SRM to, in words."""
+        if self.family == 'cifar':
+            return f'the CIFAR ResNet-{self.arch["depth"]} of He et al. (2016)'
+        return f'timm\'s ``{self.baseline}`` (same architecture and kwargs)'
+
+    @property
     def default_tag(self) -> str:
         return self.tags[0].tag
 
@@ -82,7 +89,7 @@ class ModelEntry:
 
     def docstring(self) -> str:
         """Entry-point docstring: what the model is, its tags and the paper's figures."""
-        lines = [f'{self.description}', '', f'Same architecture and kwargs as timm\'s ``{self.baseline}`` '
+        lines = [f'{self.description}', '', f'{self.counterpart[0].upper()}{self.counterpart[1:]} '
                  f'with SRM in every residual block ({PAPER["paper_id"]}).']
         if self.notes:
             lines += ['', self.notes]

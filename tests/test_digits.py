@@ -85,3 +85,17 @@ def test_release_reproduces_the_shipped_entry(digits_root, tmp_path):
     assert again.sha256 == shipped.sha256
     assert again.metrics == shipped.metrics
     assert json.loads((tmp_path / NAME / 'config.json').read_text())['label_names'] == list('0123456789')
+
+
+def test_srm_zoo_eval_verifies_the_shipped_model(digits_root, tmp_path, capsys):
+    """The demo's check: `srm-zoo eval --verify` on the shipped model passes with the manifest's figures."""
+    results = tmp_path / 'digits.json'
+    code = main(['eval', '--model', 'srm_resnet20_cifar.sklearn_digits', '--data', str(digits_root), '--verify',
+                 '--workers', '0', '--results-file', str(results)])
+    assert code == 0, capsys.readouterr()
+    assert 'PASS' in capsys.readouterr().out
+    measured = json.loads(results.read_text())
+    metric = find_release('srm_resnet20_cifar', 'sklearn_digits').metrics[0]
+    assert (measured['dataset'], measured['split']) == (metric.dataset, metric.split)
+    assert measured['num_images'] == metric.num_images
+    assert round(measured['top1'], 4) == metric.top1 and round(measured['top5'], 4) == metric.top5

@@ -98,7 +98,7 @@ def test_cli_errors_and_help():
     result = subprocess.run([sys.executable, '-m', 'srm_zoo', 'list', 'nothing_like_this'],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2 and 'No SRM model matches' in result.stderr and 'Traceback' not in result.stderr
-    for command in ([], ['list'], ['demo']):
+    for command in ([], ['list'], ['eval'], ['train'], ['export'], ['bench']):
         help_run = subprocess.run([sys.executable, '-m', 'srm_zoo', *command, '--help'],
                                   capture_output=True, text=True, cwd=ROOT)
         assert help_run.returncode == 0 and 'usage: srm-zoo' in help_run.stdout

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import yaml
 
 from ..catalogue import CATALOGUE, PAPER, ModelEntry
-from ..manifest import Metric, Release, find_release, hub_repo_id
+from ..manifest import Metric, Release, find_release, hub_repo_id, load_manifest
 from ..stats import model_stats
 
 __all__ = ['CardWeights', 'front_matter', 'render_card', 'catalogue_cards', 'write_model_cards', 'stale_cards',
@@ -159,8 +159,25 @@ def _weights_section(entry: ModelEntry, tag: str, weights: CardWeights) -> str:
     if weights.sha256:
         lines.append(f'sha256 of `model.safetensors`: `{weights.sha256}` (checked on every load).')
     for key, value in sorted(weights.provenance.items()):
-        lines.append(f'- {key}: {value}')
+        if key != 'comparison':
+            lines.append(f'- {key}: {value}')
     return '\n'.join(lines)
+
+
+def _comparison_table(weights: CardWeights) -> str:
+    """SRM against its plain and SE counterparts trained with the same recipe and seed, when recorded."""
+    comparison = weights.provenance.get('comparison')
+    if not comparison:
+        return ''
+    names = {'srm': 'SRM (these weights)', 'se': 'SE', 'none': 'plain (no attention)'}
+    rows = ['| attention | top-1 | top-5 | images |', '|---|---|---|---|']
+    for key in sorted(comparison, key=lambda k: list(names).index(k) if k in names else len(names)):
+        result = comparison[key]
+        rows.append(f'| {names.get(key, key)} | {result["top1"]:.2f} | {result["top5"]:.2f} | {result["num_images"]} |')
+    one_image = 100 / max(r['num_images'] for r in comparison.values())
+    return ('\n\n### Against its counterparts\n\nThe same network without attention and with squeeze-and-excitation, '
+            'trained with the same recipe and seed and measured on the same images (one image is '
+            f'{one_image:.2f} points, so differences of a few images are noise):\n\n' + '\n'.join(rows))
 
 
 def _results_section(entry: ModelEntry, weights: CardWeights) -> str:
@@ -175,7 +192,7 @@ def _results_section(entry: ModelEntry, weights: CardWeights) -> str:
                     f'| {r.eval_settings} |')
     if len(rows) == 2:
         return '## Results\n\nNo accuracy is measured or reported for this model yet.'
-    return '## Results\n\n' + '\n'.join(rows)
+    return '## Results\n\n' + '\n'.join(rows) + _comparison_table(weights)
 
 
 def render_card(entry: ModelEntry, tag: str, weights: CardWeights) -> str:
@@ -201,7 +218,7 @@ def render_card(entry: ModelEntry, tag: str, weights: CardWeights) -> str:
         f'# Model card for {entry.name}.{tag}', '',
         f'{entry.description} Weights tag `{tag}`: {weight_tag.description}', '',
         f'SRM (Style-based Recalibration Module) re-weights every channel from its style, the channel\'s mean '
-        f'and standard deviation; this is timm\'s `{entry.baseline}` with SRM in every residual block.', '',
+        f'and standard deviation; this is {entry.counterpart.replace("``", "`")} with SRM in every residual block.', '',
         '## Model Details', details, '',
         _weights_section(entry, tag, weights), '',
         '## Model Usage', _usage(entry, tag, weights), '',
@@ -222,15 +239,24 @@ def catalogue_cards() -> Dict[str, str]:
     return cards
 
 
+def embedded_cards(cards: Dict[str, str]) -> Dict[Path, str]:
+    """The README.md of every release embedded in the package: its model card."""
+    return {release.embedded_dir / 'README.md': cards[f'{release.name}.md']
+            for release in load_manifest() if release.embedded}
+
+
 def stale_cards(directory: Path, cards: Optional[Dict[str, str]] = None) -> List[str]:
     """Names of the cards in ``directory`` that are missing, out of date, or of no catalogue tag
-    (``srm_*.md`` files only: other files there are left alone)."""
+    (``srm_*.md`` files only: other files there are left alone), then the paths of stale cards
+    of embedded releases."""
     cards = catalogue_cards() if cards is None else cards
     directory = Path(directory)
     stale = [name for name, text in cards.items()
              if not (directory / name).is_file() or (directory / name).read_text() != text]
     extra = [p.name for p in directory.glob('srm_*.md') if p.name not in cards] if directory.is_dir() else []
-    return sorted(stale + extra)
+    embedded = [str(path) for path, text in embedded_cards(cards).items()
+                if not path.is_file() or path.read_text() != text]
+    return sorted(stale + extra) + embedded
 
 
 def write_model_cards(directory: Path) -> List[str]:
@@ -239,9 +265,12 @@ def write_model_cards(directory: Path) -> List[str]:
     cards = catalogue_cards()
     changed = stale_cards(directory, cards)
     directory.mkdir(parents=True, exist_ok=True)
+    embedded = embedded_cards(cards)
     for name in changed:
         if name in cards:
             (directory / name).write_text(cards[name])
+        elif Path(name) in embedded:
+            Path(name).write_text(embedded[Path(name)])
         else:
             (directory / name).unlink()
     return changed
