@@ -9,7 +9,7 @@ model are refused with the first mismatches named.
 import hashlib
 import pickle
 from pathlib import Path
-from typing import Dict, List, Union
+from typing import Dict, List, Mapping, Union
 
 import torch
 from safetensors.torch import load_file
@@ -17,7 +17,7 @@ from timm.models import clean_state_dict
 
 from .errors import UserError
 
-__all__ = ['file_sha256', 'read_state_dict', 'state_dict_mismatches', 'load_checkpoint_for']
+__all__ = ['file_sha256', 'read_state_dict', 'state_dict_mismatches', 'check_state_dict', 'load_checkpoint_for']
 
 MAX_LISTED = 5
 """How many mismatching keys of each kind an error message names."""
@@ -74,9 +74,9 @@ def _read_file(path: Path):
                         f'({type(error).__name__}: {error}).') from None
 
 
-def state_dict_mismatches(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor]) -> List[str]:
-    """Descriptions of every missing key, unexpected key and shape mismatch (empty when it fits)."""
-    expected = model.state_dict()
+def state_dict_mismatches(expected: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor]) -> List[str]:
+    """Descriptions of every missing key, unexpected key and shape mismatch of ``state_dict`` against
+    the ``expected`` one (a model's ``state_dict()``); empty when it fits."""
     missing = [k for k in expected if k not in state_dict and not k.endswith(_OPTIONAL_KEYS)]
     unexpected = [k for k in state_dict if k not in expected]
     shapes = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}'
@@ -90,11 +90,18 @@ def state_dict_mismatches(model: torch.nn.Module, state_dict: Dict[str, torch.Te
     return problems
 
 
+def check_state_dict(expected: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor], what: str) -> None:
+    """Raise a :class:`UserError` naming the first mismatches when ``state_dict`` does not fit ``expected``."""
+    problems = state_dict_mismatches(expected, state_dict)
+    if problems:
+        raise UserError(f'{what} does not fit: ' + '; '.join(problems) + '.')
+
+
 def load_checkpoint_for(model: torch.nn.Module, path: Union[str, Path], use_ema: bool = False,
                         model_name: str = '') -> torch.nn.Module:
     """Load a checkpoint file into ``model`` strictly; refuse it, naming the first mismatches, if it does not fit."""
     state_dict = read_state_dict(path, use_ema=use_ema)
-    problems = state_dict_mismatches(model, state_dict)
+    problems = state_dict_mismatches(model.state_dict(), state_dict)
     if problems:
         name = model_name or getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
         raise UserError(f'Checkpoint {str(path)!r} does not fit {name}: ' + '; '.join(problems) +

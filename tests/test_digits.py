@@ -12,7 +12,7 @@ from srm_zoo.catalogue import get_entry
 from srm_zoo.cli import main
 from srm_zoo.manifest import find_release
 from srm_zoo.releasing import embed_release
-from srm_zoo.releasing.release import sha256_of
+from srm_zoo.checkpoint import file_sha256
 
 NAME = 'srm_resnet20_cifar.sklearn_digits'
 
@@ -59,7 +59,7 @@ def test_shipped_weights_reach_the_manifest_accuracy(digits_root):
     release = find_release('srm_resnet20_cifar', 'sklearn_digits')
     assert release is not None and release.embedded == NAME
     weights = release.embedded_dir / release.filename
-    assert sha256_of(weights) == release.sha256
+    assert file_sha256(weights) == release.sha256
     model = timm.create_model(NAME, pretrained=True).eval()
     assert model.pretrained_cfg['file'] == str(weights)
     # an evaluation written here, independently of srm_zoo.releasing: timm's eval transform, PIL loading

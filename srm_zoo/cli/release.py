@@ -1,8 +1,11 @@
 """``srm-zoo release MODEL.TAG --checkpoint FILE --data PATH --embed``: measure trained weights and release them."""
 import argparse
+from pathlib import Path
 
 from ..errors import UserError
-from ..releasing import embed_release, write_manifest_entry
+from ..hub.cards import write_model_cards
+from ..manifest import reload_manifest, write_release
+from ..releasing import embed_release
 
 
 def _comparison(values):
@@ -20,12 +23,15 @@ def run(args: argparse.Namespace) -> int:
         raise UserError('Only releases embedded in the package (--embed) are made by this command so far; '
                         'Hub releases go through `srm-zoo export` and `srm-zoo publish`.')
     release = embed_release(args.model, args.checkpoint, args.data, args.split, _comparison(args.compare))
-    write_manifest_entry(release)
+    write_release(release)
+    reload_manifest()
+    changed = write_model_cards(Path(args.cards))
     metric = release.metrics[0]
     print(f'{release.name}: top-1 {metric.top1:.2f}, top-5 {metric.top5:.2f} on {metric.num_images} {metric.split} '
           f'images of {metric.dataset}; weights in srm_zoo/weights/{release.embedded}, sha256 {release.sha256}')
     for attention, result in release.provenance['comparison'].items():
         print(f'  {attention}: top-1 {result["top1"]:.2f}, top-5 {result["top5"]:.2f}')
+    print(f'Updated {len(changed)} model card(s): {", ".join(changed) or "none"}')
     return 0
 
 
@@ -43,4 +49,5 @@ def add_parser(subparsers) -> None:
     parser.add_argument('--embed', action='store_true', help='embed the weights in the package (srm_zoo/weights)')
     parser.add_argument('--compare', action='append', metavar='ATTENTION=CHECKPOINT',
                         help='a counterpart trained the same way (none or se) to measure alongside; repeatable')
+    parser.add_argument('--cards', default='model_cards', help='folder of the model cards to regenerate')
     parser.set_defaults(run=run)

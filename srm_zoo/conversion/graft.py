@@ -18,7 +18,8 @@ import torch.nn as nn
 
 from ..errors import UserError
 from ..layers import SRM
-from .state import check_state_dict, read_state_dict, strip_prefix
+from ..checkpoint import check_state_dict, read_state_dict
+from .state import strip_prefix
 
 __all__ = ['GRAFT_GATE', 'load_source_state', 'graft_state', 'graft']
 

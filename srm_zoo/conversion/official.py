@@ -11,7 +11,8 @@ from typing import Dict
 import timm
 import torch
 
-from .state import check_state_dict, read_state_dict, strip_prefix
+from ..checkpoint import check_state_dict, read_state_dict
+from .state import strip_prefix
 
 __all__ = ['official_to_zoo', 'convert_official']
 

@@ -5,8 +5,6 @@ same files as a Hub repository, so one loader reads both. The manifest entry rec
 sha256 of ``model.safetensors``, the accuracy measured on the given data with timm's
 preprocessing, and the provenance (recipe, command, seed, counterpart comparison).
 """
-import hashlib
-import json
 import shutil
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
@@ -16,22 +14,14 @@ import torch
 from timm.models import save_for_hf
 
 from ..catalogue import get_entry
-from ..conversion.state import check_state_dict, read_state_dict
+from ..checkpoint import check_state_dict, file_sha256, read_state_dict
 from ..errors import UserError
-from ..manifest import MANIFEST_PATH, WEIGHTS_DIR, Metric, Release, load_manifest
+from ..manifest import WEIGHTS_DIR, Metric, Release
 from ..training import TrainConfig, attention_kwargs, get_recipe
 from ..training.state import load_checkpoint
 from .measure import measure_accuracy
 
-__all__ = ['load_trained', 'embed_release', 'write_manifest_entry', 'sha256_of']
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
+__all__ = ['load_trained', 'embed_release']
 
 
 def load_trained(name: str, checkpoint: str, attention: str = 'srm') -> Tuple[torch.nn.Module, Optional[TrainConfig]]:
@@ -90,19 +80,9 @@ def embed_release(name: str, checkpoint: str, data: str, split: str,
     metric = Metric(dataset=tag.dataset, split=split, top1=result['top1'], top5=result['top5'],
                     num_images=result['num_images'],
                     eval_settings={k: result[k] for k in ('img_size', 'crop_pct', 'interpolation')})
-    return Release(model=entry.name, tag=tag.tag, sha256=sha256_of(folder / 'model.safetensors'), metrics=(metric,),
+    return Release(model=entry.name, tag=tag.tag, sha256=file_sha256(folder / 'model.safetensors'), metrics=(metric,),
                    provenance=provenance, embedded=folder.name)
 
 
 def _summary(result: Dict[str, Any]) -> Dict[str, Any]:
     return {k: result[k] for k in ('top1', 'top5', 'num_images')}
-
-
-def write_manifest_entry(release: Release, manifest_path: Path = MANIFEST_PATH) -> None:
-    """Add ``release`` to the manifest, replacing an earlier release of the same ``model.tag``."""
-    releases = [r for r in load_manifest.__wrapped__(manifest_path) if r.name != release.name] + [release]
-    releases.sort(key=lambda r: r.name)
-    tmp = manifest_path.with_name(manifest_path.name + '.tmp')
-    tmp.write_text(json.dumps({'releases': [r.to_dict() for r in releases]}, indent=2) + '\n')
-    tmp.replace(manifest_path)
-    load_manifest.cache_clear()

@@ -25,7 +25,7 @@ from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel
 
 from ..catalogue import CATALOGUE, get_entry
-from ..conversion.state import check_state_dict, read_state_dict
+from ..checkpoint import check_state_dict, read_state_dict
 from ..errors import UserError, unknown_model_message
 from .config import ATTENTIONS, TrainConfig
 from .data import class_names, eval_loader, load_split, train_loader
