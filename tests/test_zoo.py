@@ -10,7 +10,7 @@ import torch
 from timm.optim import create_optimizer_v2
 
 from srm_zoo.catalogue import CATALOGUE, get_entry
-from srm_zoo.cli import main
+from srm_zoo.cli import build_parser, main
 from srm_zoo.stats import model_stats
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,11 +94,13 @@ def test_cli_list_json(tmp_path, capsys):
     assert rows['srm_resnet50d']['paper_top1'] is None
 
 
-def test_cli_errors_and_help():
+def test_cli_errors_and_help(capsys):
     result = subprocess.run([sys.executable, '-m', 'srm_zoo', 'list', 'nothing_like_this'],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2 and 'No SRM model matches' in result.stderr and 'Traceback' not in result.stderr
-    for command in ([], ['list'], ['eval'], ['train'], ['export'], ['bench']):
-        help_run = subprocess.run([sys.executable, '-m', 'srm_zoo', *command, '--help'],
-                                  capture_output=True, text=True, cwd=ROOT)
-        assert help_run.returncode == 0 and 'usage: srm-zoo' in help_run.stdout
+    commands = [name for name in build_parser()._subparsers._group_actions[0].choices]
+    assert {'list', 'eval', 'train', 'convert', 'graft', 'export', 'publish', 'release', 'cards', 'bench'} <= set(commands)
+    for command in [[]] + [[name] for name in commands]:
+        with pytest.raises(SystemExit) as exit_info:
+            main([*command, '--help'])
+        assert exit_info.value.code == 0 and 'usage: srm-zoo' in capsys.readouterr().out
