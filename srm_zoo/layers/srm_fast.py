@@ -10,8 +10,9 @@
   kernels (:mod:`srm_zoo.layers.srm_kernels`), registered as ``torch.library`` custom ops.
 
 The one-pass variance loses precision when a map's mean is large against its standard deviation
-(relative error about ``1e-7 * (mean / std) ** 2`` in float32); SRM's inputs are BatchNorm outputs,
-where the ratio is of order one. The Triton kernels shift each map by its first value to avoid it.
+(relative error about ``1e-7 * (mean / std) ** 2`` in float32): the few maps where that matters are
+recomputed with the two-pass variance. The Triton kernels instead shift each map by its first
+value before accumulating. Under ``torch.compile`` the two-pass formulation is left to the compiler.
 """
 from typing import Tuple
 
@@ -34,16 +35,37 @@ def style_moments(x: torch.Tensor, eps: float) -> Tuple[torch.Tensor, torch.Tens
     if srm_kernels.applies(x):
         return srm_kernels.style_stats(x, eps)
     dtype = torch.promote_types(x.dtype, torch.float32)
-    num_values = x.shape[2] * x.shape[3]
-    total = x.sum(dim=(2, 3), dtype=dtype)
+    batch, channels, height, width = x.shape
+    num_values = height * width
+    # a contiguous map reduces fastest as one flat row
+    maps, dims = (x.view(batch, channels, num_values), -1) if x.is_contiguous() else (x, (2, 3))
+    total = maps.sum(dim=dims, dtype=dtype)
     mean = total / num_values
     if num_values == 1:
         return mean, torch.full_like(mean, eps ** 0.5)
+    if torch.compiler.is_compiling():  # the compiler fuses the two-pass variance into one loop
+        return mean, (maps.to(dtype).var(dim=dims) + eps).sqrt()
     # var = (sum(x^2) - n * mean^2) / (n - 1) = (a - b) * (a + b), which does not overflow where
     # the sum of squares would: a = ||x|| / sqrt(n - 1), b = mean * sqrt(n / (n - 1))
-    a = torch.linalg.vector_norm(x, dim=(2, 3), dtype=dtype) / (num_values - 1) ** 0.5
+    a = torch.linalg.vector_norm(maps, dim=dims, dtype=dtype) / (num_values - 1) ** 0.5
     b = mean * (num_values / (num_values - 1)) ** 0.5
     var = ((a - b) * (a + b)).clamp_min(0)
+    return mean, (_refine_cancelled(x, var, b * b) + eps).sqrt()
+
+
+def _refine_cancelled(x: torch.Tensor, var: torch.Tensor, mean_sq: torch.Tensor) -> torch.Tensor:
+    """``var`` with the two-pass variance where the one-pass one lost precision to cancellation.
+
+    The one-pass variance has a relative error of about ``eps(dtype) * mean^2 / var``; maps where
+    that exceeds 1e-5 (in float32: mean above ~9 standard deviations) are recomputed exactly.
+    """
+    cancelled = mean_sq > var * (1e-5 / torch.finfo(var.dtype).eps)
+    index = cancelled.view(-1).nonzero().squeeze(1)
+    if index.numel() == 0:
+        return var
+    channels = x.shape[1]
+    rows = x[index // channels, index % channels].flatten(1).to(var.dtype)
+    return var.reshape(-1).index_put((index,), rows.var(dim=-1)).view_as(var)
     return mean, (var + eps).sqrt()
 
 
