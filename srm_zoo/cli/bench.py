@@ -1,5 +1,6 @@
 """``srm-zoo bench``: throughput of SRM models against their baselines, interleaved in one process."""
 import argparse
+import sys
 from pathlib import Path
 
 from ..benchmark import BenchConfig, run_benchmark
@@ -17,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
         reference=args.reference, threads=args.threads)
     rows = run_benchmark(config)
     columns = [c.format(m=args.mode) for c in SUMMARY_COLUMNS]
-    write_rows([{c: row[c] for c in columns} for row in rows], 'table')
+    write_rows([{c: row[c] for c in columns} for row in rows], 'table', stream=sys.stdout)
     if args.results_file:
         fmt = args.results_format or ('json' if Path(args.results_file).suffix.lower() == '.json' else 'csv')
         write_rows(rows, fmt, args.results_file)

@@ -59,6 +59,8 @@ def _refine_cancelled(x: torch.Tensor, var: torch.Tensor, mean_sq: torch.Tensor)
     The one-pass variance has a relative error of about ``eps(dtype) * mean^2 / var``; maps where
     that exceeds 1e-5 (in float32: mean above ~9 standard deviations) are recomputed exactly.
     """
+    if var.device.type == 'meta':  # shapes only (model statistics): nothing to refine
+        return var
     cancelled = mean_sq > var * (1e-5 / torch.finfo(var.dtype).eps)
     index = cancelled.view(-1).nonzero().squeeze(1)
     if index.numel() == 0:
