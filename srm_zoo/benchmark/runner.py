@@ -186,6 +186,7 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda line:
 def _rows(config: BenchConfig, variants: List[ModelVariant]) -> List[Dict[str, Any]]:
     prefix = config.mode
     first_rate = statistics.median(variants[0].round_rates)
+    first_best = max(variants[0].round_rates)
     rows = []
     for variant in variants:
         rate = statistics.median(variant.round_rates)
@@ -196,6 +197,7 @@ def _rows(config: BenchConfig, variants: List[ModelVariant]) -> List[Dict[str, A
             'srm_path': variant.srm_path or '',
             f'{prefix}_samples_per_sec': round(rate, 2),
             f'{prefix}_ratio': round(rate / first_rate, 4),
+            f'{prefix}_ratio_best': round(max(variant.round_rates) / first_best, 4),
             f'{prefix}_step_time': round(1e3 * config.batch_size / rate, 3),
             f'{prefix}_samples_per_sec_min': round(min(variant.round_rates), 2),
             f'{prefix}_samples_per_sec_max': round(max(variant.round_rates), 2),
@@ -209,5 +211,6 @@ def _rows(config: BenchConfig, variants: List[ModelVariant]) -> List[Dict[str, A
             'channels_last': config.channels_last,
             'compile': config.compile,
             'rounds': config.rounds,
+            f'{prefix}_round_samples_per_sec': [round(r, 2) for r in variant.round_rates],
         })
     return rows

@@ -6,8 +6,8 @@ from pathlib import Path
 from ..benchmark import BenchConfig, run_benchmark
 from ._output import write_rows
 
-SUMMARY_COLUMNS = ('model', 'srm_path', '{m}_samples_per_sec', '{m}_ratio', '{m}_step_time', '{m}_samples_per_sec_min',
-                   '{m}_samples_per_sec_max', '{m}_peak_mem_mb', '{m}_gmacs', 'param_count')
+SUMMARY_COLUMNS = ('model', 'srm_path', '{m}_samples_per_sec', '{m}_ratio', '{m}_step_time', '{m}_samples_per_sec_max',
+                   '{m}_ratio_best', '{m}_peak_mem_mb', '{m}_gmacs', 'param_count')
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,7 +29,8 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         'bench', help='benchmark throughput (images/s) of models against each other',
         description=__doc__.split(':', 1)[1].strip() + ' Each round runs every model in turn (rotating the '
-        'order); a model\'s figure is its median round, and its ratio is relative to the first model. '
+        'order); a model\'s figure is its median round, and its ratio is relative to the first model '
+        '(the _max and _ratio_best columns use each model\'s best round, which resists other processes\' load). '
         'SRM models run their fast path; --reference adds a row for each on the reference path '
         '(SRM_ZOO_REFERENCE=1 forces the reference path everywhere).',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
