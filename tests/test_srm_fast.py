@@ -134,6 +134,18 @@ def test_large_mean_small_std_float32():
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
+def test_huge_values_stay_finite_float32():
+    """Sums of squares overflow float32 long before the variance does: no inf or nan."""
+    srm = random_srm(3, dtype=torch.float32).eval()
+    x = torch.randn(2, 3, 40, 40) * 1e18
+    with torch.no_grad():
+        out = srm(x)
+        with use_reference(True):
+            ref = srm(x)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=0)
+
+
 @pytest.mark.parametrize('amp_dtype', [torch.bfloat16, torch.float16])
 def test_autocast_fast_path(amp_dtype):
     srm = random_srm(6, dtype=torch.float32).eval()

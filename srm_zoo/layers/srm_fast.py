@@ -61,14 +61,16 @@ def _sqrt(t: torch.Tensor) -> torch.Tensor:
 
 
 def _refine_cancelled(x: torch.Tensor, var: torch.Tensor, mean_sq: torch.Tensor) -> torch.Tensor:
-    """``var`` with the two-pass variance where the one-pass one lost precision to cancellation.
+    """``var`` with the two-pass variance where the one-pass one lost precision to cancellation
+    or overflowed.
 
     The one-pass variance has a relative error of about ``eps(dtype) * mean^2 / var``; maps where
     that exceeds 1e-6 (in float32: mean above ~3 standard deviations) are recomputed exactly.
     """
     if var.device.type == 'meta':  # shapes only (model statistics): nothing to refine
         return var
-    cancelled = mean_sq > var * (1e-6 / torch.finfo(var.dtype).eps)
+    # also maps whose sum of squares overflowed (the two-pass variance stays finite longer)
+    cancelled = (mean_sq > var * (1e-6 / torch.finfo(var.dtype).eps)) | ~torch.isfinite(var)
     index = cancelled.view(-1).nonzero().squeeze(1)
     if index.numel() == 0:
         return var
