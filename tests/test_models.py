@@ -5,6 +5,7 @@ import torch
 from timm.models import get_pretrained_cfg
 
 from conftest import randomize_
+from srm_zoo.layers import use_reference
 
 MODELS = timm.list_models('srm_*')
 BIG_INPUT = 64  # small inputs keep the suite fast, as timm's own tests do
@@ -99,7 +100,7 @@ def test_torchscript(name):
     model = randomize_(timm.create_model(name)).eval()
     scripted = torch.jit.script(model)
     x = torch.randn(2, *small_input_size(name))
-    with torch.no_grad():
+    with torch.no_grad(), use_reference(True):  # TorchScript runs SRM's reference formulation
         torch.testing.assert_close(scripted(x), model(x))
 
 
@@ -111,7 +112,7 @@ def test_fx_feature_extraction(name):
     assert any('style_pool' in node for node in eval_nodes)
     extractor = create_feature_extractor(model, return_nodes={'layer1': 'layer1', 'fc': 'logits'})
     x = torch.randn(2, *small_input_size(name))
-    with torch.no_grad():
+    with torch.no_grad(), use_reference(True):  # the FX graph holds SRM's reference formulation
         out = extractor(x)
         torch.testing.assert_close(out['logits'], model(x))
     fx_features = timm.create_model(name, features_only=True, feature_cls='fx')

@@ -20,6 +20,11 @@ Behaviour the published maths leaves undefined:
   float64 for float64 inputs); the output has the input's dtype.
 * A batch of one in training mode cannot give BatchNorm statistics over one value per channel:
   SRM raises a :class:`ValueError` naming the remedies instead of a bare PyTorch error.
+
+Speed: ``SRM.forward`` runs the same maths through a fast path (:mod:`srm_zoo.layers.srm_fast`;
+Triton kernels on CUDA) wherever it applies. TorchScript, FX symbolic tracing and the switch of
+:mod:`srm_zoo.layers.reference_switch` (``SRM_ZOO_REFERENCE=1`` or ``use_reference(True)``) run
+the reference formulation written out in this module.
 """
 from typing import Optional, Tuple
 
@@ -27,6 +32,9 @@ import torch
 import torch.fx
 import torch.nn as nn
 from timm.layers import register_notrace_function
+
+from .reference_switch import reference_enabled
+from .srm_fast import fast_gate, gate_residual_relu
 
 __all__ = ['SRM', 'STYLE_POOLINGS', 'style_pool']
 
@@ -68,6 +76,12 @@ def _check_batch_statistics(batch_size: int, uses_batch_statistics: bool) -> Non
             'to eval mode (model.eval()), or freeze the BatchNorm layers '
             '(timm.layers.freeze_batch_norm_2d(model)).'
         )
+
+
+@torch.jit.ignore
+def _use_reference_path() -> bool:
+    """The reference formulation is forced, or FX is tracing (its graph shows the published maths)."""
+    return reference_enabled() or torch.fx._symbolic_trace.is_fx_symbolic_tracing()
 
 
 # Leaf calls under FX tracing (they branch on shapes and on the batch size).
@@ -121,8 +135,32 @@ class SRM(nn.Module):
         # SyncBatchNorm pools statistics across processes and FrozenBatchNorm2d has none.
         return isinstance(self.bn, nn.BatchNorm2d)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(x).to(x.dtype)
+    def forward(self, x: torch.Tensor, shortcut: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``x * gate(x)``; given a residual ``shortcut``, ``relu(x * gate(x) + shortcut)``.
+
+        The second form is a residual block's SRM, add and ReLU in one call, which the fast path
+        fuses into a single pass.
+        """
+        if torch.jit.is_scripting():
+            return self.forward_reference(x, shortcut)
+        if _use_reference_path():
+            return self.forward_reference(x, shortcut)
+        return self._forward_fast(x, shortcut)
+
+    def forward_reference(self, x: torch.Tensor, shortcut: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """:meth:`forward` in the published formulation, whatever the switch says."""
+        out = x * self.gate(x).to(x.dtype)
+        if shortcut is None:
+            return out
+        return torch.relu(out + shortcut)
+
+    @torch.jit.unused
+    def _forward_fast(self, x: torch.Tensor, shortcut: Optional[torch.Tensor] = None) -> torch.Tensor:
+        _check_batch_statistics(x.shape[0], self.training and self.bn.training and self._bn_uses_batch_stats())
+        gate = fast_gate(self, x)
+        if shortcut is None:
+            return x * gate.to(x.dtype)[:, :, None, None]
+        return gate_residual_relu(x, gate, shortcut)
 
     def extra_repr(self) -> str:
         return f'{self.cfc.shape[0]}, style_pooling={self.style_pooling!r}, eps={self.eps}'

@@ -6,16 +6,19 @@ turns each into a registered timm model (``timm.create_model('srm_resnet50')``).
 from functools import partial
 from typing import Any, Dict, Optional, Set, Union
 
+import torch.nn as nn
 from timm.models import build_model_with_cfg
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from ..catalogue import IMAGENET_RESNETS
 from ..layers import SRM
 from ._builder import default_cfgs_for, pretrained_kwargs, register_entrypoints
+from .srm_blocks import SRMBasicBlock, SRMBottleneck, fuses_srm
 
 __all__ = ['SRMResNet']
 
 BLOCKS = {'basic': BasicBlock, 'bottleneck': Bottleneck}
+SRM_BLOCKS = {BasicBlock: SRMBasicBlock, Bottleneck: SRMBottleneck}
 
 
 def srm_cfc_names(model) -> Set[str]:
@@ -29,6 +32,8 @@ class SRMResNet(ResNet):
     Takes every ResNet kwarg. ``block`` may also be ``'basic'`` or ``'bottleneck'``;
     ``srm_pooling`` picks the style pooling (``'mean_std'``, ``'mean'``, ``'std'``). A user
     ``block_args['attn_layer']`` replaces SRM (useful to build the plain or SE counterpart).
+    With SRM and ReLU, timm's blocks become their SRM-aware subclasses (same modules and keys),
+    whose SRM fuses the residual add and ReLU.
     """
 
     def __init__(
@@ -41,7 +46,10 @@ class SRMResNet(ResNet):
     ) -> None:
         block_args = dict(block_args or {})
         block_args.setdefault('attn_layer', partial(SRM, style_pooling=srm_pooling))
-        super().__init__(block=BLOCKS.get(block, block), layers=layers, block_args=block_args, **kwargs)
+        block = BLOCKS.get(block, block)
+        if fuses_srm(block_args['attn_layer'], kwargs.get('act_layer', nn.ReLU)):
+            block = SRM_BLOCKS.get(block, block)
+        super().__init__(block=block, layers=layers, block_args=block_args, **kwargs)
 
     def no_weight_decay(self) -> Set[str]:
         """SRM channel-wise weights: the authors train them without weight decay."""

@@ -19,6 +19,7 @@ from timm.models.resnet import BasicBlock
 from ..catalogue import CIFAR_RESNETS
 from ..layers import SRM
 from ._builder import default_cfgs_for, pretrained_kwargs, register_entrypoints
+from .srm_blocks import SRMBasicBlock, fuses_srm
 from .srm_resnet import srm_cfc_names
 
 __all__ = ['CifarResNet', 'PadShortcut']
@@ -74,6 +75,7 @@ class CifarResNet(nn.Module):
         dd = dict(device=device, dtype=dtype)
         blocks_per_stage = (depth - 2) // 6
         attn_layer = attn_layer or partial(SRM, style_pooling=srm_pooling)
+        block_cls = SRMBasicBlock if fuses_srm(attn_layer) else BasicBlock
         self.num_classes = num_classes
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
@@ -93,7 +95,7 @@ class CifarResNet(nn.Module):
                 block_stride = stride if i == 0 else 1
                 downsample = PadShortcut(inplanes, planes, block_stride) if block_stride != 1 or inplanes != planes else None
                 dpr = drop_path_rate * block_idx / max(total_blocks - 1, 1)
-                blocks.append(BasicBlock(
+                blocks.append(block_cls(
                     inplanes, planes, stride=block_stride, downsample=downsample, attn_layer=attn_layer,
                     drop_path=DropPath(dpr) if dpr > 0. else None, **dd))
                 inplanes = planes

@@ -1,0 +1,176 @@
+"""One-shot GPU check: SRM's Triton kernels against the reference, then the speed table.
+
+Run on a machine with a CUDA GPU (about 10 minutes on an H100)::
+
+    python -m srm_zoo.benchmark.gpu_check --out gpu_results
+
+It checks the kernels (statistics, fused apply and their gradients; NCHW and channels_last;
+float32, bfloat16 and float16; odd sizes and H*W = 1) and SRM-ResNet-50 end to end against the
+reference path, then benchmarks srm_resnet50 (fast and reference), resnet50 and seresnet50 with
+bf16 autocast and channels_last: inference eager and compiled at batch 256, a training step at
+batch 128. It writes ``checks.json``, one CSV per benchmark and ``speed_table.md`` under ``--out``.
+The exit status is non-zero when a check fails.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+import timm
+import torch
+
+from ..cli._output import write_rows
+from ..layers import srm_kernels, style_pool, use_reference
+from .runner import BenchConfig, run_benchmark
+
+MODELS = ('srm_resnet50', 'resnet50', 'seresnet50')
+SHAPES = ((2, 5, 3, 7), (3, 4, 1, 1), (2, 3, 1, 5), (4, 130, 9, 9), (8, 256, 56, 56), (16, 2048, 7, 7))
+RUNS = (
+    ('infer, eager, bs 256', dict(mode='infer', batch_size=256, reference=True)),
+    ('infer, torch.compile, bs 256', dict(mode='infer', batch_size=256, compile=True)),
+    ('train step, eager, bs 128', dict(mode='train', batch_size=128, reference=True)),
+)
+
+
+def _max_rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((actual.double() - expected).abs().max() / expected.abs().max().clamp_min(1e-12)).item()
+
+
+def kernel_checks(device: torch.device) -> List[Dict[str, Any]]:
+    """Relative errors of the kernels' outputs and gradients against float64 references."""
+    results = []
+    for shape in SHAPES:
+        for channels_last in (False, True):
+            for dtype in (torch.float32, torch.bfloat16, torch.float16):
+                gen = torch.Generator(device).manual_seed(0)
+                x = (torch.randn(shape, device=device, generator=gen) * 3 + 20).to(dtype)
+                shortcut = torch.randn(shape, device=device, generator=gen).to(dtype)
+                if channels_last:
+                    x, shortcut = (t.contiguous(memory_format=torch.channels_last) for t in (x, shortcut))
+                x.requires_grad_(True)
+                shortcut.requires_grad_(True)
+                mean, std = srm_kernels.style_stats(x, 1e-5)
+                x64 = x.detach().double().requires_grad_(True)
+                expected = style_pool(x64, 'mean_std', 1e-5)
+                weights = torch.randn(expected.shape, device=device, dtype=torch.float64, generator=gen)
+                (grad,) = torch.autograd.grad((torch.stack((mean, std), -1).double() * weights).sum(), x)
+                (grad_expected,) = torch.autograd.grad((expected * weights).sum(), x64)
+                gate = torch.rand(shape[:2], device=device, generator=gen, requires_grad=True)
+                out = srm_kernels.gate_residual_relu(x, gate, shortcut)
+                inputs64 = [t.detach().double().requires_grad_(True) for t in (x, gate, shortcut)]
+                out_expected = torch.relu(inputs64[0] * inputs64[1][:, :, None, None] + inputs64[2])
+                grad_out = torch.randn(shape, device=device, dtype=torch.float64, generator=gen)
+                grads = torch.autograd.grad((out.double() * grad_out).sum(), (x, gate, shortcut))
+                grads_expected = torch.autograd.grad((out_expected * grad_out).sum(), inputs64)
+                tol = 1e-4 if dtype == torch.float32 else 2e-2
+                errors = {
+                    'stats': _max_rel_err(torch.stack((mean, std), -1), expected),
+                    'stats_grad': _max_rel_err(grad, grad_expected),
+                    'apply': _max_rel_err(out, out_expected),
+                    **{f'apply_grad_{n}': _max_rel_err(g, e) for n, g, e in zip(('x', 'gate', 'shortcut'), grads, grads_expected)},
+                }
+                results.append(dict(check='kernels', shape=list(shape), channels_last=channels_last, dtype=str(dtype),
+                                    tolerance=tol, passed=all(v <= tol for v in errors.values()), **errors))
+    return results
+
+
+def model_checks(device: torch.device) -> List[Dict[str, Any]]:
+    """SRM-ResNet-50, fast against reference: eval logits under bf16 autocast and float32 gradients."""
+    torch.manual_seed(0)
+    model = timm.create_model('srm_resnet50').to(device).to(memory_format=torch.channels_last)
+    with torch.no_grad():  # non-degenerate SRMs and residual branches
+        for module in model.modules():
+            if hasattr(module, 'cfc'):
+                module.cfc.normal_()
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+    x = torch.randn(32, 3, 224, 224, device=device).contiguous(memory_format=torch.channels_last)
+    results = []
+    model.eval()
+    with torch.no_grad(), torch.autocast('cuda', dtype=torch.bfloat16):
+        with use_reference(True):
+            expected = model(x).float()
+        out = model(x).float()
+    err = _max_rel_err(out, expected.double())
+    results.append(dict(check='srm_resnet50 eval bf16 logits', error=err, tolerance=5e-2, passed=err <= 5e-2))
+    model.train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = []
+    for reference in (True, False):
+        model.load_state_dict(state)
+        model.zero_grad()
+        with use_reference(reference):
+            model(x).logsumexp(-1).mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]).double())
+    err = _max_rel_err(grads[1], grads[0])
+    results.append(dict(check='srm_resnet50 train float32 gradients', error=err, tolerance=1e-2, passed=err <= 1e-2))
+    return results
+
+
+def speed_table(rows_by_run: Dict[str, List[Dict[str, Any]]]) -> str:
+    """The README's markdown speed table: ratios to resnet50 plus its images/s."""
+    lines = ['| model | ' + ' | '.join(rows_by_run) + ' |', '|---|' + '---|' * len(rows_by_run)]
+    labels = []
+    for rows in rows_by_run.values():
+        for row in rows:
+            label = row['model'] + (' (reference SRM)' if row['srm_path'] == 'reference' else '')
+            if label not in labels:
+                labels.append(label)
+    for label in labels:
+        cells = []
+        for run_name, rows in rows_by_run.items():
+            mode = 'train' if run_name.startswith('train') else 'infer'
+            base = next(r for r in rows if r['model'] == 'resnet50')[f'{mode}_samples_per_sec']
+            row = next((r for r in rows if r['model'] + (' (reference SRM)' if r['srm_path'] == 'reference' else '') == label), None)
+            if row is None:
+                cells.append('')
+                continue
+            cell = f"{row[f'{mode}_samples_per_sec'] / base:.2f}"
+            if row['model'] == 'resnet50':
+                cell += f" ({row[f'{mode}_samples_per_sec']:,.0f} img/s)"
+            if mode == 'train' and row.get('train_peak_mem_mb') is not None:
+                mem = next(r for r in rows if r['model'] == 'resnet50')['train_peak_mem_mb']
+                cell += f", mem {row['train_peak_mem_mb'] / mem:.2f}x"
+            cells.append(cell)
+        lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog='python -m srm_zoo.benchmark.gpu_check', description=__doc__.split('\n\n')[0])
+    parser.add_argument('--out', default='gpu_results', help='folder for checks.json, CSVs and speed_table.md')
+    parser.add_argument('--rounds', type=int, default=5, help='interleaved rounds per benchmark')
+    parser.add_argument('--steps', type=int, default=20, help='timed steps per model and round')
+    parser.add_argument('--skip-bench', action='store_true', help='run the correctness checks only')
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available() or not srm_kernels.available():
+        print('gpu_check needs a CUDA device and triton.', file=sys.stderr)
+        return 2
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device('cuda')
+    checks = kernel_checks(device) + model_checks(device)
+    (out_dir / 'checks.json').write_text(json.dumps(checks, indent=2))
+    failed = [c for c in checks if not c['passed']]
+    print(f'{len(checks) - len(failed)}/{len(checks)} checks passed', file=sys.stderr)
+    for check in failed:
+        print(f'FAILED: {check}', file=sys.stderr)
+    if not args.skip_bench:
+        rows_by_run = {}
+        for run_name, options in RUNS:
+            config = BenchConfig(models=MODELS, device='cuda', amp='bf16', channels_last=True, rounds=args.rounds,
+                                 steps=args.steps, warmup_steps=5, **options)
+            rows = run_benchmark(config)
+            write_rows(rows, 'csv', str(out_dir / (run_name.split(',')[0].replace(' ', '_') + ('_compile' if options.get('compile') else '') + '.csv')))
+            rows_by_run[run_name] = rows
+        table = speed_table(rows_by_run)
+        header = (f'{torch.cuda.get_device_name()}, torch {torch.__version__}, timm {timm.__version__}, bf16 autocast, '
+                  f'channels_last; images/s relative to resnet50 in the same run (median of {args.rounds} interleaved rounds).\n\n')
+        (out_dir / 'speed_table.md').write_text(header + table + '\n')
+        print(header + table)
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""Interleaved throughput benchmark of several models in one process.
+
+Every model (and, on request, each SRM model again on its reference path) runs one timed round
+in turn, the order rotating from round to round, so that drifts in clock speed, temperature and
+other processes' load spread over all models alike. A model's throughput is its median round.
+"""
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import timm
+import torch
+import torch.nn as nn
+from timm.optim import create_optimizer_v2
+
+from ..errors import UserError, unknown_model_message
+from ..layers import SRM, use_reference
+from ..stats import model_stats
+
+__all__ = ['BenchConfig', 'ModelVariant', 'run_benchmark']
+
+AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+@dataclass
+class BenchConfig:
+    """What to run and how."""
+    models: Sequence[str]
+    mode: str = 'infer'
+    device: str = 'cpu'
+    amp: Optional[str] = None
+    channels_last: bool = False
+    compile: bool = False
+    batch_size: int = 8
+    img_size: Optional[int] = None
+    rounds: int = 5
+    steps: int = 5
+    warmup_steps: int = 3
+    reference: bool = False
+    threads: Optional[int] = None
+
+
+@dataclass
+class ModelVariant:
+    """One benchmarked model: a timm model on the fast or the reference SRM path.
+
+    ``peak_mem_mb`` (CUDA only) is the most memory its steps allocated above what was allocated
+    before them: activations, gradients and optimizer state, not the weights.
+    """
+    name: str
+    srm_path: Optional[str]
+    model: nn.Module
+    step: Callable[[], None]
+    round_rates: List[float] = field(default_factory=list)
+    peak_mem_mb: Optional[float] = None
+
+    @property
+    def label(self) -> str:
+        return f'{self.name} ({self.srm_path})' if self.srm_path == 'reference' else self.name
+
+    def path_context(self):
+        return use_reference(self.srm_path == 'reference') if self.srm_path else nullcontext()
+
+
+def _validate(config: BenchConfig) -> torch.device:
+    if config.mode not in ('infer', 'train'):
+        raise UserError(f'Unknown mode {config.mode!r}: use "infer" or "train".')
+    if config.amp is not None and config.amp not in AMP_DTYPES:
+        raise UserError(f'Unknown --amp {config.amp!r}: use one of {", ".join(AMP_DTYPES)}.')
+    if min(config.batch_size, config.rounds, config.steps) < 1 or config.warmup_steps < 0:
+        raise UserError('--batch-size, --rounds and --steps must be at least 1, --warmup-steps at least 0.')
+    if config.mode == 'train' and config.batch_size < 2:
+        raise UserError('Training needs a batch of at least 2 (BatchNorm statistics over one sample do not exist).')
+    try:
+        device = torch.device(config.device)
+    except RuntimeError as error:
+        raise UserError(f'Unknown device {config.device!r}: {error}') from None
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise UserError('--device cuda was asked for, but PyTorch sees no CUDA device here. Use --device cpu.')
+    if not config.models:
+        raise UserError('No model given: pass --models, e.g. --models srm_resnet50,resnet50.')
+    known = set(timm.list_models())
+    for name in config.models:
+        if name not in known:
+            raise UserError(unknown_model_message(name))
+    return device
+
+
+def _has_srm(model: nn.Module) -> bool:
+    return any(isinstance(m, SRM) for m in model.modules())
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def _make_step(model: nn.Module, config: BenchConfig, device: torch.device, input_size) -> Callable[[], None]:
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    x = torch.randn(config.batch_size, *input_size, device=device).contiguous(memory_format=memory_format)
+    autocast = (torch.autocast(device.type, dtype=AMP_DTYPES[config.amp]) if config.amp else nullcontext)
+    forward = torch.compile(model) if config.compile else model
+    if config.mode == 'infer':
+        model.eval()
+
+        def step() -> None:
+            with torch.inference_mode(), (autocast if config.amp else nullcontext()):
+                forward(x)
+        return step
+
+    model.train()
+    optimizer = create_optimizer_v2(model, 'sgd', lr=1e-4, momentum=0.9)
+    target = torch.randint(0, model.num_classes or 1, (config.batch_size,), device=device)
+    criterion = nn.CrossEntropyLoss()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with (autocast if config.amp else nullcontext()):
+            loss = criterion(forward(x), target)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def _build_variants(config: BenchConfig, device: torch.device) -> List[ModelVariant]:
+    variants = []
+    for name in config.models:
+        model = timm.create_model(name)
+        paths = [None]
+        if _has_srm(model):
+            paths = ['fast', 'reference'] if config.reference else ['fast']
+        for idx, path in enumerate(paths):
+            model = (model if idx == 0 else timm.create_model(name)).to(device)
+            if config.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            input_size = (3, config.img_size, config.img_size) if config.img_size else model.pretrained_cfg['input_size']
+            variants.append(ModelVariant(name, path, model, _make_step(model, config, device, input_size)))
+    return variants
+
+
+def _timed_round(variant: ModelVariant, steps: int, batch_size: int, device: torch.device) -> float:
+    with variant.path_context():
+        _synchronize(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            variant.step()
+        _synchronize(device)
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def _warm_up(variant: ModelVariant, steps: int, device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    with variant.path_context():
+        for _ in range(max(steps, 1)):
+            variant.step()
+    _synchronize(device)
+    if device.type == 'cuda':
+        variant.peak_mem_mb = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
+
+
+def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
+                  ) -> List[Dict[str, Any]]:
+    """Benchmark ``config.models`` in interleaved rounds; one row per model (and SRM path)."""
+    device = _validate(config)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(0)
+    variants = _build_variants(config, device)
+    for variant in variants:
+        log(f'warming up {variant.label}')
+        _warm_up(variant, config.warmup_steps, device)
+    for round_idx in range(config.rounds):
+        shift = round_idx % len(variants)
+        for variant in variants[shift:] + variants[:shift]:
+            variant.round_rates.append(_timed_round(variant, config.steps, config.batch_size, device))
+        log(f'round {round_idx + 1}/{config.rounds}: ' + ', '.join(
+            f'{v.label} {v.round_rates[-1]:.1f}' for v in variants) + ' img/s')
+    return _rows(config, variants)
+
+
+def _rows(config: BenchConfig, variants: List[ModelVariant]) -> List[Dict[str, Any]]:
+    prefix = config.mode
+    first_rate = statistics.median(variants[0].round_rates)
+    first_best = max(variants[0].round_rates)
+    rows = []
+    for variant in variants:
+        rate = statistics.median(variant.round_rates)
+        img_size = config.img_size or variant.model.pretrained_cfg['input_size'][-1]
+        stats = model_stats(variant.name, input_size=(3, img_size, img_size))
+        rows.append({
+            'model': variant.name,
+            'srm_path': variant.srm_path or '',
+            f'{prefix}_samples_per_sec': round(rate, 2),
+            f'{prefix}_ratio': round(rate / first_rate, 4),
+            f'{prefix}_ratio_best': round(max(variant.round_rates) / first_best, 4),
+            f'{prefix}_step_time': round(1e3 * config.batch_size / rate, 3),
+            f'{prefix}_samples_per_sec_min': round(min(variant.round_rates), 2),
+            f'{prefix}_samples_per_sec_max': round(max(variant.round_rates), 2),
+            f'{prefix}_batch_size': config.batch_size,
+            f'{prefix}_img_size': img_size,
+            f'{prefix}_peak_mem_mb': None if variant.peak_mem_mb is None else round(variant.peak_mem_mb, 1),
+            f'{prefix}_gmacs': round(stats.gmacs, 3),
+            'param_count': round(stats.params_m, 3),
+            'device': config.device,
+            'amp': config.amp or 'float32',
+            'channels_last': config.channels_last,
+            'compile': config.compile,
+            'rounds': config.rounds,
+            f'{prefix}_round_samples_per_sec': [round(r, 2) for r in variant.round_rates],
+        })
+    return rows

@@ -1,0 +1,56 @@
+"""``srm-zoo bench``: throughput of SRM models against their baselines, interleaved in one process."""
+import argparse
+import sys
+from pathlib import Path
+
+from ..benchmark import BenchConfig, run_benchmark
+from ._output import write_rows
+
+SUMMARY_COLUMNS = ('model', 'srm_path', '{m}_samples_per_sec', '{m}_ratio', '{m}_step_time', '{m}_samples_per_sec_max',
+                   '{m}_ratio_best', '{m}_peak_mem_mb', '{m}_gmacs', 'param_count')
+
+
+def run(args: argparse.Namespace) -> int:
+    config = BenchConfig(
+        models=[m.strip() for m in args.models.split(',') if m.strip()], mode=args.mode, device=args.device,
+        amp=args.amp, channels_last=args.channels_last, compile=args.compile, batch_size=args.batch_size,
+        img_size=args.img_size, rounds=args.rounds, steps=args.steps, warmup_steps=args.warmup_steps,
+        reference=args.reference, threads=args.threads)
+    rows = run_benchmark(config)
+    columns = [c.format(m=args.mode) for c in SUMMARY_COLUMNS]
+    write_rows([{c: row[c] for c in columns} for row in rows], 'table', stream=sys.stdout)
+    if args.results_file:
+        fmt = args.results_format or ('json' if Path(args.results_file).suffix.lower() == '.json' else 'csv')
+        write_rows(rows, fmt, args.results_file)
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        'bench', help='benchmark throughput (images/s) of models against each other',
+        description=__doc__.split(':', 1)[1].strip() + ' Each round runs every model in turn (rotating the '
+        'order); a model\'s figure is its median round, and its ratio is relative to the first model '
+        '(the _max and _ratio_best columns use each model\'s best round, which resists other processes\' load). '
+        'SRM models run their fast path; --reference adds a row for each on the reference path '
+        '(SRM_ZOO_REFERENCE=1 forces the reference path everywhere).',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--models', default='srm_resnet50,resnet50,seresnet50',
+                        help='comma-separated timm model names; ratios are relative to the first')
+    parser.add_argument('--mode', choices=('infer', 'train'), default='infer',
+                        help='inference (forward under inference_mode) or a training step (forward, backward, SGD)')
+    parser.add_argument('--device', default='cpu', help='torch device, e.g. cpu or cuda')
+    parser.add_argument('--amp', choices=('bf16', 'fp16'), default=None, help='autocast dtype (default: float32)')
+    parser.add_argument('--channels-last', action='store_true', help='channels_last memory format')
+    parser.add_argument('--compile', action='store_true', help='torch.compile every model')
+    parser.add_argument('--batch-size', '-b', type=int, default=8, help='images per step')
+    parser.add_argument('--img-size', type=int, default=None, help='square input size (default: the model\'s)')
+    parser.add_argument('--rounds', type=int, default=5, help='interleaved timed rounds')
+    parser.add_argument('--steps', type=int, default=5, help='timed steps per model and round')
+    parser.add_argument('--warmup-steps', type=int, default=3, help='untimed steps per model before the rounds')
+    parser.add_argument('--reference', action='store_true',
+                        help='also run each SRM model on the reference (unfused, published) SRM path')
+    parser.add_argument('--threads', type=int, default=None, help='CPU threads (torch.set_num_threads)')
+    parser.add_argument('--results-file', default=None, help='also write every column to this CSV or JSON file')
+    parser.add_argument('--results-format', choices=('csv', 'json'), default=None,
+                        help='format of --results-file (default: from its extension, else csv)')
+    parser.set_defaults(run=run)

@@ -1,0 +1,286 @@
+"""Triton kernels for SRM on CUDA, registered as ``torch.library`` custom ops.
+
+Ops (each with a fake implementation, so ``torch.compile`` keeps them in its graph, and the
+first two with autograd formulas):
+
+* ``srm_zoo::style_stats(x, eps) -> (mean, std)``: per-(n, c) statistics in one pass, accumulated
+  in float32 (float64 for float64 inputs) after shifting each map by its first value;
+* ``srm_zoo::gate_residual_relu(x, gate, shortcut) -> relu(x * gate + shortcut)``;
+* ``srm_zoo::style_stats_backward`` and ``srm_zoo::gate_residual_relu_backward``: their gradients.
+
+The kernels read NCHW and channels_last tensors alike: a map is addressed by its sample, channel
+and flattened spatial strides, and the tile shape follows the contiguous dimension.
+
+The kernels run on CUDA tensors. For tests without a GPU, Triton's interpreter runs them on CPU
+tensors when both ``TRITON_INTERPRET=1`` (set before triton is imported) and
+``SRM_ZOO_TRITON_ON_CPU=1`` are set.
+"""
+import os
+from typing import Optional, Tuple
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - triton ships with torch on x86_64 Linux
+    triton = None
+
+__all__ = ['CPU_TEST_ENV', 'available', 'applies', 'same_layout', 'style_stats', 'gate_residual_relu']
+
+CPU_TEST_ENV = 'SRM_ZOO_TRITON_ON_CPU'
+_TILE = 2048  # elements per program tile
+_TARGET_PROGRAMS = 1024  # reductions split the spatial axis until about this many programs run
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def available() -> bool:
+    """Whether triton can be imported."""
+    return triton is not None
+
+
+def _map_strides(x: torch.Tensor) -> Optional[Tuple[int, int, int]]:
+    """(sample, channel, spatial) strides where H and W flatten into one strided axis."""
+    _, _, height, width = x.shape
+    s_n, s_c, s_h, s_w = x.stride()
+    if height > 1 and width > 1 and s_h != width * s_w:
+        return None
+    return s_n, s_c, (s_w if width > 1 else s_h)
+
+
+def applies(x: torch.Tensor) -> bool:
+    """Whether the kernels take ``x``: a 4-d floating tensor on CUDA (or on the CPU in interpreter tests)."""
+    if triton is None or x.dim() != 4 or x.dtype not in _DTYPES or x.numel() == 0:
+        return False
+    if not x.is_cuda:
+        if x.device.type != 'cpu' or os.environ.get(CPU_TEST_ENV) != '1' or os.environ.get('TRITON_INTERPRET') != '1':
+            return False
+    return _map_strides(x) is not None
+
+
+def same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Same shape and strides (the fused apply reads both with one set of offsets)."""
+    return a.shape == b.shape and a.stride() == b.stride()
+
+
+def _like(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """``t`` with ``ref``'s strides (a copy only where they differ)."""
+    if same_layout(t, ref):
+        return t
+    return torch.empty_like(ref, dtype=t.dtype).copy_(t)
+
+
+def _tiles(x: torch.Tensor) -> Tuple[int, int, int, int, int, int, int]:
+    """Channels, spatial size, strides and the (channel, spatial) tile for ``x``."""
+    _, channels, height, width = x.shape
+    s_n, s_c, s_hw = _map_strides(x)
+    hw = height * width
+    if s_c == 1 and s_hw != 1:  # channels_last: channels are contiguous
+        block_c = min(triton.next_power_of_2(channels), 128)
+        block_hw = max(1, min(triton.next_power_of_2(hw), _TILE // block_c))
+    else:
+        block_hw = min(triton.next_power_of_2(hw), 512)
+        block_c = max(1, min(triton.next_power_of_2(channels), _TILE // block_hw))
+    return channels, hw, s_n, s_c, s_hw, block_c, block_hw
+
+
+def _acc_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+if triton is not None:
+    @triton.jit
+    def _stats_kernel(x_ptr, shift_ptr, sum_ptr, sum_sq_ptr, C, HW, s_n, s_c, s_hw, num_cblocks, split,
+                      BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+        pid = tl.program_id(0)
+        n = (pid // num_cblocks).to(tl.int64)
+        c = (pid % num_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
+        c_mask = c < C
+        shift = tl.load(shift_ptr + n * C + c, mask=c_mask, other=0.)
+        rows = x_ptr + n * s_n + c[:, None] * s_c
+        acc = tl.zeros((BLOCK_C, BLOCK_HW), dtype=shift.dtype)
+        acc_sq = tl.zeros((BLOCK_C, BLOCK_HW), dtype=shift.dtype)
+        for start in range(tl.program_id(1) * BLOCK_HW, HW, split * BLOCK_HW):
+            hw = start + tl.arange(0, BLOCK_HW)
+            mask = c_mask[:, None] & (hw[None, :] < HW)
+            v = tl.load(rows + hw[None, :] * s_hw, mask=mask, other=0.).to(shift.dtype)
+            v = tl.where(mask, v - shift[:, None], 0.)
+            acc += v
+            acc_sq += v * v
+        tl.atomic_add(sum_ptr + n * C + c, tl.sum(acc, 1), mask=c_mask)
+        tl.atomic_add(sum_sq_ptr + n * C + c, tl.sum(acc_sq, 1), mask=c_mask)
+
+    @triton.jit
+    def _affine_kernel(x_ptr, scale_ptr, bias_ptr, out_ptr, C, HW, s_n, s_c, s_hw, num_cblocks,
+                       BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+        pid = tl.program_id(0)
+        n = (pid // num_cblocks).to(tl.int64)
+        c = (pid % num_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
+        hw = tl.program_id(1) * BLOCK_HW + tl.arange(0, BLOCK_HW)
+        mask = (c[:, None] < C) & (hw[None, :] < HW)
+        offsets = n * s_n + c[:, None] * s_c + hw[None, :] * s_hw
+        scale = tl.load(scale_ptr + n * C + c, mask=c < C, other=0.)
+        bias = tl.load(bias_ptr + n * C + c, mask=c < C, other=0.)
+        v = tl.load(x_ptr + offsets, mask=mask, other=0.).to(scale.dtype)
+        out = v * scale[:, None] + bias[:, None]
+        tl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _gate_residual_relu_kernel(x_ptr, gate_ptr, shortcut_ptr, out_ptr, C, HW, s_n, s_c, s_hw, num_cblocks,
+                                   BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+        pid = tl.program_id(0)
+        n = (pid // num_cblocks).to(tl.int64)
+        c = (pid % num_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
+        hw = tl.program_id(1) * BLOCK_HW + tl.arange(0, BLOCK_HW)
+        mask = (c[:, None] < C) & (hw[None, :] < HW)
+        offsets = n * s_n + c[:, None] * s_c + hw[None, :] * s_hw
+        gate = tl.load(gate_ptr + n * C + c, mask=c < C, other=0.)
+        v = tl.load(x_ptr + offsets, mask=mask, other=0.).to(gate.dtype)
+        s = tl.load(shortcut_ptr + offsets, mask=mask, other=0.).to(gate.dtype)
+        out = tl.maximum(v * gate[:, None] + s, 0.)
+        tl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _gate_residual_relu_backward_kernel(grad_ptr, out_ptr, x_ptr, gate_ptr, grad_x_ptr, grad_shortcut_ptr,
+                                            grad_gate_ptr, C, HW, s_n, s_c, s_hw, num_cblocks, split,
+                                            BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+        pid = tl.program_id(0)
+        n = (pid // num_cblocks).to(tl.int64)
+        c = (pid % num_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
+        c_mask = c < C
+        gate = tl.load(gate_ptr + n * C + c, mask=c_mask, other=0.)
+        rows = n * s_n + c[:, None] * s_c
+        acc = tl.zeros((BLOCK_C, BLOCK_HW), dtype=gate.dtype)
+        for start in range(tl.program_id(1) * BLOCK_HW, HW, split * BLOCK_HW):
+            hw = start + tl.arange(0, BLOCK_HW)
+            mask = c_mask[:, None] & (hw[None, :] < HW)
+            offsets = rows + hw[None, :] * s_hw
+            grad = tl.load(grad_ptr + offsets, mask=mask, other=0.).to(gate.dtype)
+            out = tl.load(out_ptr + offsets, mask=mask, other=0.)
+            v = tl.load(x_ptr + offsets, mask=mask, other=0.).to(gate.dtype)
+            grad = tl.where(out > 0, grad, 0.)
+            tl.store(grad_shortcut_ptr + offsets, grad.to(grad_shortcut_ptr.dtype.element_ty), mask=mask)
+            tl.store(grad_x_ptr + offsets, (grad * gate[:, None]).to(grad_x_ptr.dtype.element_ty), mask=mask)
+            acc += grad * v
+        tl.atomic_add(grad_gate_ptr + n * C + c, tl.sum(acc, 1), mask=c_mask)
+
+
+def _split(num_programs: int, hw: int, block_hw: int) -> int:
+    return max(1, min(triton.cdiv(hw, block_hw), _TARGET_PROGRAMS // max(num_programs, 1)))
+
+
+@torch.library.custom_op('srm_zoo::style_stats', mutates_args=())
+def style_stats(x: torch.Tensor, eps: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-(n, c) mean and ``sqrt(unbiased var + eps)`` of ``x`` (N, C, H, W), float32 or float64."""
+    channels, hw, s_n, s_c, s_hw, block_c, block_hw = _tiles(x)
+    batch = x.shape[0]
+    dtype = _acc_dtype(x)
+    shift = x[:, :, 0, 0].to(dtype).contiguous()
+    total = torch.zeros(batch, channels, device=x.device, dtype=dtype)
+    total_sq = torch.zeros_like(total)
+    num_cblocks = triton.cdiv(channels, block_c)
+    split = _split(batch * num_cblocks, hw, block_hw)
+    _stats_kernel[(batch * num_cblocks, split)](
+        x, shift, total, total_sq, channels, hw, s_n, s_c, s_hw, num_cblocks, split,
+        BLOCK_C=block_c, BLOCK_HW=block_hw)
+    mean = shift + total / hw
+    if hw == 1:
+        return mean, torch.full_like(mean, eps ** 0.5)
+    var = ((total_sq - total * total / hw) / (hw - 1)).clamp_min(0)
+    return mean, (var + eps).sqrt()
+
+
+@style_stats.register_fake
+def _(x, eps):
+    shape = x.shape[:2]
+    dtype = _acc_dtype(x)
+    return x.new_empty(shape, dtype=dtype), x.new_empty(shape, dtype=dtype)
+
+
+@torch.library.custom_op('srm_zoo::style_stats_backward', mutates_args=())
+def style_stats_backward(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                         grad_mean: torch.Tensor, grad_std: torch.Tensor) -> torch.Tensor:
+    """Gradient of :func:`style_stats` with respect to ``x``: ``a * x + b`` per (n, c)."""
+    channels, hw, s_n, s_c, s_hw, block_c, block_hw = _tiles(x)
+    if hw > 1:
+        scale = grad_std / ((hw - 1) * std)
+    else:  # sigma = sqrt(eps) does not depend on x
+        scale = torch.zeros_like(grad_std)
+    bias = grad_mean / hw - scale * mean
+    grad_x = torch.empty_like(x)
+    num_cblocks = triton.cdiv(channels, block_c)
+    _affine_kernel[(x.shape[0] * num_cblocks, triton.cdiv(hw, block_hw))](
+        x, scale.contiguous(), bias.contiguous(), grad_x, channels, hw, s_n, s_c, s_hw, num_cblocks,
+        BLOCK_C=block_c, BLOCK_HW=block_hw)
+    return grad_x
+
+
+@style_stats_backward.register_fake
+def _(x, mean, std, grad_mean, grad_std):
+    return torch.empty_like(x)
+
+
+def _style_stats_setup(ctx, inputs, output) -> None:
+    ctx.save_for_backward(inputs[0], *output)
+
+
+def _style_stats_grad(ctx, grad_mean, grad_std):
+    x, mean, std = ctx.saved_tensors
+    grad_mean = torch.zeros_like(mean) if grad_mean is None else grad_mean
+    grad_std = torch.zeros_like(std) if grad_std is None else grad_std
+    return style_stats_backward(x, mean, std, grad_mean, grad_std), None
+
+
+style_stats.register_autograd(_style_stats_grad, setup_context=_style_stats_setup)
+
+
+@torch.library.custom_op('srm_zoo::gate_residual_relu', mutates_args=())
+def gate_residual_relu(x: torch.Tensor, gate: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+    """``relu(x * gate[:, :, None, None] + shortcut)`` in ``x``'s dtype; ``gate`` is (N, C)."""
+    channels, hw, s_n, s_c, s_hw, block_c, block_hw = _tiles(x)
+    out = torch.empty_like(x)
+    num_cblocks = triton.cdiv(channels, block_c)
+    _gate_residual_relu_kernel[(x.shape[0] * num_cblocks, triton.cdiv(hw, block_hw))](
+        x, gate.contiguous(), _like(shortcut, x), out, channels, hw, s_n, s_c, s_hw, num_cblocks,
+        BLOCK_C=block_c, BLOCK_HW=block_hw)
+    return out
+
+
+@gate_residual_relu.register_fake
+def _(x, gate, shortcut):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op('srm_zoo::gate_residual_relu_backward', mutates_args=())
+def gate_residual_relu_backward(grad: torch.Tensor, out: torch.Tensor, x: torch.Tensor, gate: torch.Tensor,
+                                shortcut_dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of :func:`gate_residual_relu` for ``x``, ``gate`` and ``shortcut``."""
+    channels, hw, s_n, s_c, s_hw, block_c, block_hw = _tiles(x)
+    grad_x = torch.empty_like(x)
+    grad_shortcut = torch.empty_like(x, dtype=shortcut_dtype)
+    grad_gate = torch.zeros(gate.shape, device=x.device, dtype=gate.dtype)
+    num_cblocks = triton.cdiv(channels, block_c)
+    split = _split(x.shape[0] * num_cblocks, hw, block_hw)
+    _gate_residual_relu_backward_kernel[(x.shape[0] * num_cblocks, split)](
+        _like(grad, x), out, x, gate.contiguous(), grad_x, grad_shortcut, grad_gate,
+        channels, hw, s_n, s_c, s_hw, num_cblocks, split, BLOCK_C=block_c, BLOCK_HW=block_hw)
+    return grad_x, grad_gate, grad_shortcut
+
+
+@gate_residual_relu_backward.register_fake
+def _(grad, out, x, gate, shortcut_dtype):
+    return torch.empty_like(x), torch.empty_like(gate), torch.empty_like(x, dtype=shortcut_dtype)
+
+
+def _gate_residual_relu_setup(ctx, inputs, output) -> None:
+    x, gate, shortcut = inputs
+    ctx.shortcut_dtype = shortcut.dtype
+    ctx.save_for_backward(x, gate, output)
+
+
+def _gate_residual_relu_grad(ctx, grad):
+    x, gate, out = ctx.saved_tensors
+    return gate_residual_relu_backward(grad, out, x, gate, ctx.shortcut_dtype)
+
+
+gate_residual_relu.register_autograd(_gate_residual_relu_grad, setup_context=_gate_residual_relu_setup)

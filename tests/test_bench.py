@@ -1,0 +1,65 @@
+"""`srm-zoo bench`: interleaved rounds, timm-style columns, clear errors."""
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from srm_zoo.cli import main
+from srm_zoo.stats import model_stats
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ['--img-size', '32', '--batch-size', '2', '--rounds', '2', '--steps', '1', '--warmup-steps', '1']
+
+
+def test_bench_infer_csv_with_reference_rows(tmp_path, capsys):
+    out = tmp_path / 'bench.csv'
+    assert main(['bench', '--models', 'srm_resnet20_cifar,resnet18', '--reference', *TINY,
+                 '--results-file', str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [(r['model'], r['srm_path']) for r in rows] == [
+        ('srm_resnet20_cifar', 'fast'), ('srm_resnet20_cifar', 'reference'), ('resnet18', '')]
+    first = float(rows[0]['infer_samples_per_sec'])
+    for row in rows:
+        rate = float(row['infer_samples_per_sec'])
+        assert float(row['infer_ratio']) == pytest.approx(rate / first, rel=1e-2)
+        assert float(row['infer_step_time']) == pytest.approx(1e3 * 2 / rate, rel=1e-2)
+        assert float(row['infer_samples_per_sec_min']) <= rate <= float(row['infer_samples_per_sec_max'])
+        assert row['infer_batch_size'] == '2' and row['infer_img_size'] == '32'
+        stats = model_stats(row['model'], input_size=(3, 32, 32))
+        assert float(row['param_count']) == pytest.approx(stats.params_m, abs=1e-3)
+        assert float(row['infer_gmacs']) == pytest.approx(stats.gmacs, abs=1e-3)
+    assert rows[0]['infer_ratio'] == '1.000'
+    table = capsys.readouterr().out
+    assert 'infer_samples_per_sec' in table and 'srm_resnet20_cifar' in table
+
+
+def test_bench_train_json(tmp_path):
+    out = tmp_path / 'bench.json'
+    assert main(['bench', '--models', 'srm_resnet20_cifar', '--mode', 'train', *TINY, '--results-file', str(out)]) == 0
+    (row,) = json.loads(out.read_text())
+    assert row['model'] == 'srm_resnet20_cifar' and row['srm_path'] == 'fast'
+    assert row['train_samples_per_sec'] > 0 and row['train_ratio'] == 1.0 and row['train_batch_size'] == 2
+    assert row['amp'] == 'float32' and row['device'] == 'cpu' and row['rounds'] == 2
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--models', 'srm_resnet05'], 'Unknown model'),
+    (['--models', 'resnet18', '--device', 'cuda:0'], 'no CUDA device'),
+    (['--models', 'resnet18', '--mode', 'train', '--batch-size', '1'], 'batch of at least 2'),
+    (['--models', 'resnet18', '--rounds', '0'], 'at least 1'),
+])
+def test_bench_errors_are_one_paragraph(args, message, capsys):
+    if 'cuda:0' in args and torch.cuda.is_available():
+        pytest.skip('a CUDA device is present')
+    assert main(['bench', *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('srm-zoo bench: error:') and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_bench_help():
+    result = subprocess.run([sys.executable, '-m', 'srm_zoo', 'bench', '--help'], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0 and '--channels-last' in result.stdout and '--reference' in result.stdout

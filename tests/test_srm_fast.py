@@ -1,0 +1,248 @@
+"""SRM's fast path against its reference formulation: layer, blocks and models, forward and gradients."""
+import pytest
+import timm
+import torch
+import torch.nn as nn
+from timm.models.resnet import BasicBlock, Bottleneck
+
+from conftest import randomize_
+from srm_zoo.layers import SRM, reference_enabled, use_reference
+from srm_zoo.models.srm_blocks import SRMBasicBlock, SRMBottleneck
+
+TOLERANCES = {torch.float64: dict(rtol=1e-10, atol=1e-12), torch.float32: dict(rtol=1e-4, atol=1e-5)}
+# gradients sum many terms of both signs: compare them relative to their largest entry
+GRAD_TOLERANCES = {torch.float64: dict(rtol=1e-7, atol=1e-8), torch.float32: dict(rtol=1e-3, atol=1e-4)}
+
+
+@pytest.fixture(autouse=True)
+def seeded():
+    torch.manual_seed(0)
+
+
+def assert_close_scaled(actual, expected, dtype, msg=None):
+    scale = expected.abs().max().clamp_min(1e-30)
+    torch.testing.assert_close(actual / scale, expected / scale, **GRAD_TOLERANCES[dtype], msg=msg)
+
+
+def random_srm(channels, style_pooling='mean_std', dtype=torch.float64, seed=0):
+    srm = randomize_(SRM(channels, style_pooling=style_pooling), seed=seed).to(dtype)
+    with torch.no_grad():
+        srm.cfc.mul_(20)  # a gate far from 1/2
+    return srm
+
+
+def autograd_ops(tensor):
+    """Names of the autograd nodes that produced ``tensor``."""
+    names, stack, seen = set(), [tensor.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(next_fn for next_fn, _ in node.next_functions)
+    return names
+
+
+def run_both(srm, x, shortcut, training):
+    """Output, input gradients and parameter gradients on the fast and on the reference path."""
+    results = []
+    initial_state = {k: v.clone() for k, v in srm.state_dict().items()}
+    for reference in (False, True):
+        srm.load_state_dict(initial_state)
+        srm.train(training).zero_grad()
+        inputs = [t.detach().clone().requires_grad_(True) for t in (x, shortcut) if t is not None]
+        with use_reference(reference):
+            out = srm(*inputs)
+        grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=out.dtype)
+        (out * grad_out).sum().backward()
+        results.append((out, [t.grad for t in inputs], [p.grad.clone() for p in srm.parameters()],
+                        srm.bn.running_var.clone()))
+    return results
+
+
+def test_switch_env_and_context(monkeypatch):
+    monkeypatch.delenv('SRM_ZOO_REFERENCE', raising=False)
+    assert not reference_enabled()
+    monkeypatch.setenv('SRM_ZOO_REFERENCE', '1')
+    assert reference_enabled()
+    with use_reference(False):
+        assert not reference_enabled()
+    assert reference_enabled()
+    monkeypatch.delenv('SRM_ZOO_REFERENCE')
+    switch = use_reference(True)  # a plain call switches at once
+    try:
+        assert reference_enabled()
+    finally:
+        switch.__exit__(None, None, None)
+    assert not reference_enabled()
+
+
+def test_switch_selects_the_formulation():
+    srm = random_srm(3).train()
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    fast_ops = autograd_ops(srm(x))
+    with use_reference(True):
+        reference_ops = autograd_ops(srm(x))
+    assert 'VarBackward0' in reference_ops and 'VarBackward0' not in fast_ops
+    assert 'LinalgVectorNormBackward0' in fast_ops
+
+
+@pytest.mark.parametrize('hw', [(1, 1), (1, 2), (3, 5), (9, 9)])
+@pytest.mark.parametrize('training', [False, True])
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('with_shortcut', [False, True])
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+def test_fast_matches_reference(hw, training, channels_last, with_shortcut, dtype):
+    srm = random_srm(5, dtype=dtype)
+    gen = torch.Generator().manual_seed(1)
+    x = (torch.randn(3, 5, *hw, generator=gen, dtype=torch.float64) * 2 + 0.5).to(dtype)
+    shortcut = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(dtype) if with_shortcut else None
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    (out, in_grads, grads, running_var), (ref, ref_in_grads, ref_grads, ref_running_var) = run_both(
+        srm, x, shortcut, training)
+    tol = TOLERANCES[dtype]
+    assert out.dtype == dtype
+    torch.testing.assert_close(out, ref, **tol)
+    torch.testing.assert_close(running_var, ref_running_var, **tol)
+    for grad, ref_grad in zip(in_grads + grads, ref_in_grads + ref_grads):
+        assert_close_scaled(grad, ref_grad, dtype)
+
+
+@pytest.mark.parametrize('style_pooling', ['mean', 'std'])
+def test_fast_matches_reference_pooling_ablations(style_pooling):
+    srm = random_srm(4, style_pooling)
+    x = torch.randn(2, 4, 3, 3, dtype=torch.float64)
+    for training in (False, True):
+        (out, in_grads, grads, _), (ref, ref_in_grads, ref_grads, _) = run_both(srm, x, x.flip(0), training)
+        torch.testing.assert_close(out, ref, **TOLERANCES[torch.float64])
+        for grad, ref_grad in zip(in_grads + grads, ref_in_grads + ref_grads):
+            torch.testing.assert_close(grad, ref_grad, **TOLERANCES[torch.float64])
+
+
+def test_large_mean_small_std_float32():
+    """Maps whose mean dwarfs their spread: the one-pass variance alone would cancel to noise."""
+    srm = random_srm(4, dtype=torch.float32).eval()
+    x = torch.randn(2, 4, 7, 7) * torch.tensor([1e-2, 1., 1e-3, 5.])[:, None, None] + torch.tensor([300., 2., -50., 0.])[:, None, None]
+    with torch.no_grad():
+        out = srm(x)
+        with use_reference(True):
+            ref = srm(x)
+        exact = srm.double().forward_reference(x.double())
+    torch.testing.assert_close(out.double(), exact, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_huge_values_stay_finite_float32():
+    """Sums of squares overflow float32 long before the variance does: no inf or nan."""
+    srm = random_srm(3, dtype=torch.float32).eval()
+    x = torch.randn(2, 3, 40, 40) * 1e18
+    with torch.no_grad():
+        out = srm(x)
+        with use_reference(True):
+            ref = srm(x)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize('amp_dtype', [torch.bfloat16, torch.float16])
+def test_autocast_fast_path(amp_dtype):
+    srm = random_srm(6, dtype=torch.float32).eval()
+    x = torch.randn(2, 6, 5, 5).to(amp_dtype)
+    shortcut = torch.randn(2, 6, 5, 5).to(amp_dtype)
+    with torch.autocast('cpu', dtype=amp_dtype), torch.no_grad():
+        out = srm(x.clone(), shortcut)
+    assert out.dtype == amp_dtype
+    expected = srm.double().forward_reference(x.double(), shortcut.double())
+    torch.testing.assert_close(out.double(), expected, rtol=2e-2, atol=2e-2)
+
+
+def test_inference_fused_apply_writes_into_block_output_only():
+    srm = random_srm(3, dtype=torch.float32).eval()
+    x, shortcut = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    shortcut_before = shortcut.clone()
+    with torch.no_grad():
+        with use_reference(True):
+            expected = srm(x.clone(), shortcut)
+        out = srm(x, shortcut)
+    torch.testing.assert_close(out, expected)
+    assert torch.equal(shortcut, shortcut_before)  # the block input stays intact
+
+
+def test_batch_of_one_in_training_fast_path():
+    srm = SRM(4).train()
+    with pytest.raises(ValueError, match='batch of one'):
+        srm(torch.randn(1, 4, 3, 3), torch.randn(1, 4, 3, 3))
+
+
+def test_blocks_are_srm_aware_with_timm_keys():
+    model = timm.create_model('srm_resnet50')
+    blocks = [m for m in model.modules() if isinstance(m, Bottleneck)]
+    assert len(blocks) == 16 and all(type(b) is SRMBottleneck for b in blocks)
+    plain_keys = set(timm.create_model('resnet50').state_dict())
+    assert {k for k in model.state_dict() if '.se.' not in k} == plain_keys
+    cifar = timm.create_model('srm_resnet20_cifar')
+    assert all(type(b) is SRMBasicBlock for b in cifar.modules() if isinstance(b, BasicBlock))
+    # another attention layer or activation keeps timm's own blocks
+    se = timm.create_model('srm_resnet18', block_args=dict(attn_layer='se'))
+    assert all(type(b) is BasicBlock for b in se.modules() if isinstance(b, BasicBlock))
+    silu = timm.create_model('srm_resnet18', act_layer=nn.SiLU)
+    assert all(type(b) is BasicBlock for b in silu.modules() if isinstance(b, BasicBlock))
+
+
+def test_block_with_drop_path_in_training_matches_timm_order():
+    block = randomize_(SRMBottleneck(16, 4, attn_layer=SRM, drop_path=timm.layers.DropPath(0.5))).double().train()
+    plain = Bottleneck(16, 4, attn_layer=SRM, drop_path=timm.layers.DropPath(0.5)).double().train()
+    plain.load_state_dict(block.state_dict())
+    x = torch.randn(4, 16, 5, 5, dtype=torch.float64)
+    torch.manual_seed(0)
+    out = block(x)
+    torch.manual_seed(0)
+    with use_reference(True):
+        expected = plain(x)
+    torch.testing.assert_close(out, expected, **TOLERANCES[torch.float64])
+
+
+def test_srm_resnet50_inference_matches_reference():
+    """Float32 fast path no further from the float64 truth than the float32 reference; float64 equal."""
+    model = randomize_(timm.create_model('srm_resnet50', num_classes=10)).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        with use_reference(True):
+            reference32 = model(x).double()
+        fast32 = model(x).double()
+        model.double()
+        with use_reference(True):
+            truth = model(x.double())
+        fast64 = model(x.double())
+    scale = truth.abs().max()
+    torch.testing.assert_close(fast64 / scale, truth / scale, **TOLERANCES[torch.float64])
+    reference_error = ((reference32 - truth).abs().max() / scale).item()
+    fast_error = ((fast32 - truth).abs().max() / scale).item()
+    assert fast_error <= max(2 * reference_error, 1e-5)
+
+
+# Training-mode BatchNorm over a batch of two amplifies rounding from block to block (by about
+# 1e6 over a full ResNet-50), so the gradient checks run in float64 on short networks.
+@pytest.mark.parametrize('name, kwargs, size', [('srm_resnet20_cifar', dict(depth=14), 16),
+                                                ('srm_resnet50', dict(layers=(1, 1, 1, 1)), 32)])
+def test_model_fast_matches_reference_float64(name, kwargs, size):
+    model = randomize_(timm.create_model(name, num_classes=10, **kwargs)).double()
+    x = torch.randn(2, 3, size, size, dtype=torch.float64)
+    with torch.no_grad():
+        model.eval()
+        with use_reference(True):
+            expected = model(x)
+        torch.testing.assert_close(model(x), expected, **TOLERANCES[torch.float64])
+    model.train()
+    grads = []
+    initial_state = {k: v.clone() for k, v in model.state_dict().items()}
+    for reference in (True, False):
+        model.load_state_dict(initial_state)
+        model.zero_grad()
+        with use_reference(reference):
+            model(x).logsumexp(-1).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    for param_name, grad in grads[1].items():
+        assert_close_scaled(grad, grads[0][param_name], torch.float64, msg=param_name)

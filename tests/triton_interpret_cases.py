@@ -1,0 +1,109 @@
+"""Triton kernel cases, run by tests/test_srm_kernels.py in a subprocess under Triton's interpreter.
+
+Needs ``TRITON_INTERPRET=1`` and ``SRM_ZOO_TRITON_ON_CPU=1`` in the environment before triton is
+imported; the kernels then run on CPU tensors. Sizes are tiny: the interpreter is slow.
+"""
+import os
+
+import pytest
+import timm
+import torch
+
+from conftest import randomize_
+from srm_zoo.layers import SRM, srm_kernels, style_pool, use_reference
+from srm_zoo.models.srm_blocks import SRMBasicBlock
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get('TRITON_INTERPRET') != '1' or not srm_kernels.available(),
+    reason='needs triton and TRITON_INTERPRET=1 (run through tests/test_srm_kernels.py)')
+
+EPS = 1e-5
+SHAPES = [(2, 5, 3, 7), (3, 4, 1, 1), (2, 3, 1, 5), (1, 130, 2, 3), (1, 2, 30, 30)]
+TOLERANCES = {torch.float64: dict(rtol=1e-12, atol=1e-12), torch.float32: dict(rtol=1e-5, atol=1e-5),
+              torch.bfloat16: dict(rtol=1e-5, atol=1e-5)}
+
+
+def _input(shape, dtype, channels_last, offset=1.0):
+    x = (torch.randn(shape, dtype=torch.float64) * 3 + offset).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def test_kernels_take_cpu_tensors_here():
+    assert srm_kernels.applies(torch.zeros(1, 2, 3, 3))
+    assert srm_kernels.applies(torch.zeros(1, 2, 3, 3).contiguous(memory_format=torch.channels_last))
+    assert not srm_kernels.applies(torch.zeros(1, 2, 4, 4)[:, :, ::2])  # H and W do not flatten
+
+
+@pytest.mark.parametrize('shape', SHAPES)
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32, torch.bfloat16])
+def test_style_stats_forward_and_gradient(shape, channels_last, dtype):
+    torch.manual_seed(0)
+    x = _input(shape, dtype, channels_last, offset=50.0).requires_grad_(True)
+    mean, std = srm_kernels.style_stats(x, EPS)
+    assert mean.dtype == std.dtype == torch.promote_types(dtype, torch.float32)
+    # the reference statistics of the very same values, in float64
+    x64 = x.detach().double().requires_grad_(True)
+    expected = style_pool(x64, 'mean_std', EPS)
+    torch.testing.assert_close(torch.stack((mean, std), -1).double(), expected, **TOLERANCES[dtype])
+    weights = torch.randn(expected.shape, dtype=torch.float64)
+    (grad,) = torch.autograd.grad((torch.stack((mean, std), -1).double() * weights).sum(), x)
+    (grad_expected,) = torch.autograd.grad((expected * weights).sum(), x64)
+    assert grad.dtype == dtype and grad.stride() == x.stride()
+    tol = TOLERANCES[dtype] if dtype != torch.bfloat16 else dict(rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(grad.double(), grad_expected, **tol)
+
+
+@pytest.mark.parametrize('shape', SHAPES)
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32, torch.bfloat16])
+def test_gate_residual_relu_forward_and_gradients(shape, channels_last, dtype):
+    torch.manual_seed(1)
+    x = _input(shape, dtype, channels_last, offset=0.0).requires_grad_(True)
+    shortcut = _input(shape, dtype, channels_last, offset=0.0).requires_grad_(True)
+    gate = torch.rand(shape[:2], dtype=torch.promote_types(dtype, torch.float32), requires_grad=True)
+    out = srm_kernels.gate_residual_relu(x, gate, shortcut)
+    assert out.dtype == dtype and out.stride() == x.stride()
+    inputs64 = [t.detach().double().requires_grad_(True) for t in (x, gate, shortcut)]
+    expected = torch.relu(inputs64[0] * inputs64[1][:, :, None, None] + inputs64[2])
+    tol = TOLERANCES[dtype] if dtype != torch.bfloat16 else dict(rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(out.double(), expected, **tol)
+    grad_out = torch.randn(shape, dtype=torch.float64)
+    grads = torch.autograd.grad((out.double() * grad_out).sum(), (x, gate, shortcut))
+    expected_grads = torch.autograd.grad((expected * grad_out).sum(), inputs64)
+    for grad, grad_expected, source in zip(grads, expected_grads, (x, gate, shortcut)):
+        assert grad.dtype == source.dtype
+        torch.testing.assert_close(grad.double(), grad_expected, **tol)
+
+
+def test_model_matches_reference_float64():
+    model = randomize_(timm.create_model('srm_resnet20_cifar', depth=8)).double()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        with use_reference(True):
+            expected = model.eval()(x)
+        torch.testing.assert_close(model(x), expected, rtol=1e-10, atol=1e-10)
+    model.train()
+    with use_reference(True):
+        expected = model(x)
+        expected.square().sum().backward()
+    expected_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    out = model(x)
+    out.square().sum().backward()
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+    for p, grad_expected in zip(model.parameters(), expected_grads):
+        torch.testing.assert_close(p.grad, grad_expected, rtol=1e-9, atol=1e-9)
+
+
+def test_compiled_block_keeps_kernels_in_one_graph():
+    block = SRMBasicBlock(4, 4, attn_layer=SRM)
+    block = randomize_(block).double().eval()
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    compiled = torch.compile(block, backend='aot_eager', fullgraph=True)
+    with torch.no_grad(), use_reference(True):
+        expected = block(x)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), expected, rtol=1e-10, atol=1e-10)
