@@ -134,10 +134,12 @@ def test_large_mean_small_std_float32():
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
-def test_huge_values_stay_finite_float32():
-    """Sums of squares overflow float32 long before the variance does: no inf or nan."""
+@pytest.mark.parametrize('scale', [1e18, 1e22])
+def test_huge_values_stay_finite_float32(scale):
+    """Sums of squares overflow float32 long before the variance does (1e18), and an infinite
+    standard deviation saturates the gate (1e22): neither gives inf or nan."""
     srm = random_srm(3, dtype=torch.float32).eval()
-    x = torch.randn(2, 3, 40, 40) * 1e18
+    x = torch.randn(2, 3, 40, 40) * scale
     with torch.no_grad():
         out = srm(x)
         with use_reference(True):

@@ -54,10 +54,10 @@ def style_moments(x: torch.Tensor, eps: float) -> Tuple[torch.Tensor, torch.Tens
 
 
 def _sqrt(t: torch.Tensor) -> torch.Tensor:
-    """``sqrt(t)`` for positive ``t`` as ``t * rsqrt(t)``: on the CPU, ``torch.sqrt`` goes through
-    MKL's vector maths, whose threads cost milliseconds per call on a busy machine, while ``rsqrt``
-    stays in PyTorch's own kernels."""
-    return t * torch.rsqrt(t)
+    """``sqrt(t)`` for positive ``t`` (inf included) as ``1 / rsqrt(t)``: on the CPU, ``torch.sqrt``
+    goes through MKL's vector maths, whose threads cost milliseconds per call on a busy machine,
+    while ``rsqrt`` and ``reciprocal`` stay in PyTorch's own kernels."""
+    return torch.rsqrt(t).reciprocal()
 
 
 def _refine_cancelled(x: torch.Tensor, var: torch.Tensor, mean_sq: torch.Tensor) -> torch.Tensor:
