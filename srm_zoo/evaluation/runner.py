@@ -11,7 +11,7 @@ from timm.data import create_transform, resolve_data_config
 from torch.utils.data import DataLoader, Subset
 
 from ..errors import UserError
-from . import distributed
+from .. import distributed
 from .data import EvalImageDataset, EvalImages, collate_skipping_bad, load_images
 from .labels import DATASETS, LabelSpace, label_space
 from .metrics import Counts, score_batch
@@ -119,7 +119,7 @@ def _run_loop(model: torch.nn.Module, loader: DataLoader, images: EvalImages, sp
     output_indices = torch.tensor(space.output_indices) if space.output_indices is not None else None
     amp = (torch.autocast(device_type=context.device.type, dtype=_AMP_DTYPES[options.amp]) if options.amp
            else contextlib.nullcontext())
-    progress = _Progress(len(loader), context.is_primary, options.log_interval)
+    progress = _Progress(len(loader), context.is_main, options.log_interval)
     try:
         with torch.inference_mode():
             for batch, targets, indices, bad_indices in loader:
@@ -162,11 +162,11 @@ def evaluate(options: EvalOptions) -> EvalRun:
             raise UserError(f'{flag} must be at least {low}, not {value}.')
     if options.crop_pct is not None and not 0 < options.crop_pct <= 1:
         raise UserError(f'--crop-pct must be in (0, 1], not {options.crop_pct}.')
-    context = distributed.setup(options.device)
+    context = distributed.init_distributed(options.device)
     try:
         return _evaluate(options, context)
     finally:
-        distributed.teardown(context)
+        distributed.close_distributed(context)
 
 
 def _evaluate(options: EvalOptions, context: distributed.DistContext) -> EvalRun:
@@ -176,7 +176,7 @@ def _evaluate(options: EvalOptions, context: distributed.DistContext) -> EvalRun
     config = _data_config(model, options)
     transform = create_transform(**config, is_training=False)
     images = load_images(options.data, space, options.split, options.labels, options.meta)
-    if context.is_primary:
+    if context.is_main:
         print(f'{loaded.name} ({loaded.weights}) on {space.dataset}/{images.split}: {len(images)} images in '
               f'{images.path} ({images.layout}; labels: {images.label_source})', file=sys.stderr)
         print('preprocessing: ' + ', '.join(f'{k}={v}' for k, v in config.items()), file=sys.stderr)
@@ -202,13 +202,13 @@ def _evaluate(options: EvalOptions, context: distributed.DistContext) -> EvalRun
         raise UserError(f'None of the {len(images)} images in {images.path} could be read.')
     if counts.scored == 0:
         raise UserError(f'None of the {counts.images} images has a label to score against.')
-    if counts.bad_images and context.is_primary:
+    if counts.bad_images and context.is_main:
         print(f'warning: skipped {counts.bad_images} unreadable images, e.g. '
               f'{", ".join(images.filenames[i] for i in bad[:5])}', file=sys.stderr)
 
     result = _result(loaded, options, space, images, config, counts, bad, elapsed, context)
     passed = _verify(result, options, counts, context) if options.verify else None
-    return EvalRun(result, passed, context.is_primary)
+    return EvalRun(result, passed, context.is_main)
 
 
 def _result(loaded: LoadedModel, options: EvalOptions, space: LabelSpace, images: EvalImages,
@@ -261,7 +261,7 @@ def _verify(result: Dict[str, Any], options: EvalOptions, counts: Counts, contex
         return False
     verdict = compare_with_reference(counts.top1, counts.top5, reference, options.tolerance)
     result['verify'] = verdict.to_dict()
-    if context.is_primary:
+    if context.is_main:
         print(format_verdict(verdict, counts.images))
     return verdict.passed
 

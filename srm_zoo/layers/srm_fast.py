@@ -77,7 +77,6 @@ def _refine_cancelled(x: torch.Tensor, var: torch.Tensor, mean_sq: torch.Tensor)
     channels = x.shape[1]
     rows = x[index // channels, index % channels].flatten(1).to(var.dtype)
     return var.reshape(-1).index_put((index,), rows.var(dim=-1)).view_as(var)
-    return mean, (var + eps).sqrt()
 
 
 def _folded_batchnorm(bn: nn.Module):

@@ -6,7 +6,7 @@ from timm.data import create_dataset, create_transform
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from ..errors import UserError
-from .distributed import DistContext
+from ..distributed import DistContext, shard_indices
 from .recipes import Recipe
 
 __all__ = ['load_split', 'class_names', 'train_loader', 'eval_loader']
@@ -55,6 +55,6 @@ def train_loader(dataset, recipe: Recipe, data_config: Dict[str, Any], batch_siz
 def eval_loader(dataset, data_config: Dict[str, Any], batch_size: int, workers: int, ctx: DistContext) -> DataLoader:
     """This process's disjoint share of the evaluation images (every image once over all processes)."""
     dataset.transform = create_transform(**data_config, is_training=False)
-    shard = Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))
+    shard = Subset(dataset, shard_indices(len(dataset), ctx))
     return DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=workers,
                       pin_memory=ctx.device.type == 'cuda')

@@ -29,7 +29,7 @@ from ..checkpoint import check_state_dict, read_state_dict
 from ..errors import UserError, unknown_model_message
 from .config import ATTENTIONS, TrainConfig
 from .data import class_names, eval_loader, load_split, train_loader
-from .distributed import DistContext, all_gather_objects, all_reduce_sum, barrier, close_distributed, init_distributed
+from ..distributed import DistContext, all_gather_objects, all_reduce_sum, barrier, close_distributed, init_distributed
 from .log import progress, write_log
 from .optim import create_optimizer, create_scheduler
 from .recipes import Recipe, get_recipe
