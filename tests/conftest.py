@@ -45,3 +45,12 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 @pytest.fixture
 def randomize():
     return randomize_
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest, and steadily on a busy machine, on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -22,13 +22,7 @@ MODEL_ARGS = ['--model', 'srm_resnet20_cifar', '--num-classes', '1000', '--img-s
               '--crop-pct', str(CROP_PCT), '--workers', '0', '--batch-size', '5']
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not stall on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')
