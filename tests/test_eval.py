@@ -335,3 +335,17 @@ def test_reference_lookup_by_dataset_and_split(monkeypatch):
     assert find_reference('srm_resnet20_cifar.cifar10', 'sklearn-digits', 'validation')[0] is None
     paper, _ = find_reference('srm_resnet56_cifar', 'cifar10', 'test')
     assert paper.top1 == 95.05 and paper.source.startswith('paper')
+
+
+def test_hugging_face_dataset(zoo, tmp_path):
+    """`hfds/` data (the `hf-datasets` extra): a local parquet dataset in the Hub's imagenet-1k layout."""
+    datasets = pytest.importorskip('datasets')
+    features = datasets.Features({'image': datasets.Image(),
+                                  'label': datasets.ClassLabel(names=imagenet_synsets())})
+    table = datasets.Dataset.from_dict(
+        {'image': [{'bytes': f.read_bytes(), 'path': f.name} for f in zoo['files']], 'label': zoo['targets']},
+        features=features)
+    table.to_parquet(str(tmp_path / 'imagenet-1k' / 'validation.parquet'))
+    result = run_eval(zoo, f'hfds/{tmp_path / "imagenet-1k"}', name='hf.json')
+    assert_matches(result, plain_scores(zoo['logits'], zoo['targets']))
+    assert (result['dataset'], result['split']) == ('imagenet-1k', 'validation')
