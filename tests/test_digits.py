@@ -99,3 +99,20 @@ def test_srm_zoo_eval_verifies_the_shipped_model(digits_root, tmp_path, capsys):
     assert (measured['dataset'], measured['split']) == (metric.dataset, metric.split)
     assert measured['num_images'] == metric.num_images
     assert round(measured['top1'], 4) == metric.top1 and round(measured['top5'], 4) == metric.top5
+
+
+def test_release_to_a_hub_folder(digits_root, tmp_path, capsys):
+    """`srm-zoo release --out`: measured, exported as a Hub repository folder, ready for `srm-zoo publish`."""
+    shipped = find_release('srm_resnet20_cifar', 'sklearn_digits')
+    out = tmp_path / 'hub'
+    assert main(['release', NAME, '--checkpoint', str(shipped.embedded_dir / 'model.safetensors'),
+                 '--data', str(digits_root), '--out', str(out), '--cards', str(tmp_path / 'cards')]) == 0
+    assert f'srm-zoo publish {out}' in capsys.readouterr().out
+    record = json.loads((out / 'srm_zoo_release.json').read_text())
+    assert record['sha256'] == shipped.sha256 == file_sha256(out / 'model.safetensors')
+    metric = record['metrics'][0]
+    assert (metric['top1'], metric['top5'], metric['num_images']) == (
+        shipped.metrics[0].top1, shipped.metrics[0].top5, shipped.metrics[0].num_images)
+    assert 'model-index' in (out / 'README.md').read_text()
+    assert main(['release', NAME, '--checkpoint', str(shipped.embedded_dir / 'model.safetensors'),
+                 '--data', str(digits_root)]) == 2

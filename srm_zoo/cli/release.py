@@ -1,11 +1,12 @@
-"""``srm-zoo release MODEL.TAG --checkpoint FILE --data PATH --embed``: measure trained weights and release them."""
+"""``srm-zoo release MODEL.TAG --checkpoint FILE --data PATH (--embed | --out DIR [--repo-id ORG/NAME])``: measure trained weights and release them in one step."""
 import argparse
 from pathlib import Path
 
 from ..errors import UserError
 from ..hub.cards import write_model_cards
 from ..manifest import reload_manifest, write_release
-from ..releasing import embed_release
+from ..hub.publish import publish_folder, release_json
+from ..releasing import embed_release, export_measured
 
 
 def _comparison(values):
@@ -19,20 +20,43 @@ def _comparison(values):
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.embed:
-        raise UserError('Only releases embedded in the package (--embed) are made by this command so far; '
-                        'Hub releases go through `srm-zoo export` and `srm-zoo publish`.')
+    if args.embed:
+        _embed(args)
+    elif args.out:
+        _hub(args)
+    else:
+        raise UserError('Say where the release goes: --embed (weights in the package) or --out DIR (a Hub '
+                        'repository folder; add --repo-id ORG/NAME to publish it).')
+    changed = write_model_cards(Path(args.cards))
+    print(f'Updated {len(changed)} model card(s): {", ".join(changed) or "none"}')
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> None:
     release = embed_release(args.model, args.checkpoint, args.data, args.split, _comparison(args.compare))
     write_release(release)
     reload_manifest()
-    changed = write_model_cards(Path(args.cards))
     metric = release.metrics[0]
     print(f'{release.name}: top-1 {metric.top1:.2f}, top-5 {metric.top5:.2f} on {metric.num_images} {metric.split} '
           f'images of {metric.dataset}; weights in srm_zoo/weights/{release.embedded}, sha256 {release.sha256}')
     for attention, result in release.provenance['comparison'].items():
         print(f'  {attention}: top-1 {result["top1"]:.2f}, top-5 {result["top5"]:.2f}')
-    print(f'Updated {len(changed)} model card(s): {", ".join(changed) or "none"}')
-    return 0
+
+
+def _hub(args: argparse.Namespace) -> None:
+    exported = export_measured(args.model, args.checkpoint, args.data, args.split, Path(args.out))
+    metric = exported.metrics[0]
+    print(f'{exported.model}.{exported.tag}: top-1 {metric.top1:.2f}, top-5 {metric.top5:.2f} on {metric.num_images} '
+          f'{metric.split} images of {metric.dataset}; Hub repository folder {args.out} (sha256 {exported.sha256})')
+    if not args.repo_id:
+        print(f'Publish it with: srm-zoo publish {args.out} --repo-id {exported.repo_id}')
+        return
+    published = publish_folder(args.out, args.repo_id)
+    reload_manifest()
+    where = published.manifest or 'the manifest (not writable here; entry below)'
+    print(f'Published {args.repo_id} at revision {published.release.revision}; recorded in {where}')
+    if published.manifest is None:
+        print(release_json(published.release))
 
 
 def add_parser(subparsers) -> None:
@@ -49,5 +73,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument('--embed', action='store_true', help='embed the weights in the package (srm_zoo/weights)')
     parser.add_argument('--compare', action='append', metavar='ATTENTION=CHECKPOINT',
                         help='a counterpart trained the same way (none or se) to measure alongside; repeatable')
+    parser.add_argument('--out', help='write a Hub repository folder here (instead of --embed)')
+    parser.add_argument('--repo-id', help='with --out: publish the folder to this Hub repository and record it')
     parser.add_argument('--cards', default='model_cards', help='folder of the model cards to regenerate')
     parser.set_defaults(run=run)

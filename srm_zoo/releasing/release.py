@@ -5,7 +5,9 @@ same files as a Hub repository, so one loader reads both. The manifest entry rec
 sha256 of ``model.safetensors``, the accuracy measured on the given data with timm's
 preprocessing, and the provenance (recipe, command, seed, counterpart comparison).
 """
+import json
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -15,13 +17,15 @@ from timm.models import save_for_hf
 
 from ..catalogue import get_entry
 from ..checkpoint import check_state_dict, file_sha256, read_state_dict
+from ..conversion.state import write_safetensors
 from ..errors import UserError
+from ..hub.export import ExportedRelease, export_release
 from ..manifest import WEIGHTS_DIR, Metric, Release
 from ..training import TrainConfig, attention_kwargs, get_recipe
 from ..training.state import load_checkpoint
 from .measure import measure_accuracy
 
-__all__ = ['load_trained', 'embed_release']
+__all__ = ['load_trained', 'embed_release', 'export_measured']
 
 
 def load_trained(name: str, checkpoint: str, attention: str = 'srm') -> Tuple[torch.nn.Module, Optional[TrainConfig]]:
@@ -86,3 +90,21 @@ def embed_release(name: str, checkpoint: str, data: str, split: str,
 
 def _summary(result: Dict[str, Any]) -> Dict[str, Any]:
     return {k: result[k] for k in ('top1', 'top5', 'num_images')}
+
+
+def export_measured(name: str, checkpoint: str, data: str, split: str, out: Path) -> ExportedRelease:
+    """Measure ``checkpoint`` as ``name`` on ``data``/``split`` and write its Hub repository folder to ``out``
+    (weights, config, model card with the measured results, release record for ``srm-zoo publish``)."""
+    entry = get_entry(name)
+    tag = entry.get_tag(name.split('.', 1)[1] if '.' in name else None)
+    model, config = load_trained(name, checkpoint)
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / 'model.safetensors'
+        write_safetensors(model.state_dict(), str(weights))
+        result = measure_accuracy(model, data, split)
+        result.update(model=f'{entry.name}.{tag.tag}', dataset=tag.dataset, split=split,
+                      checkpoint_sha256=file_sha256(weights))
+        results = Path(tmp) / 'results.json'
+        results.write_text(json.dumps(result))
+        source = 'trained from scratch by srm-zoo train' if config else f'weights file {Path(checkpoint).name}'
+        return export_release(f'{entry.name}.{tag.tag}', weights, out, results=results, source=source)
