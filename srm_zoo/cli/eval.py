@@ -2,6 +2,7 @@
 classes) and, with --verify, check it against the zoo's published figures. Runs under torchrun too."""
 import argparse
 import dataclasses
+import os
 
 from ..errors import UserError
 from ..evaluation import DATASETS, EvalOptions, evaluate, summary_line, write_results
@@ -56,7 +57,8 @@ def add_parser(subparsers) -> None:
 
     speed = parser.add_argument_group('speed')
     speed.add_argument('--batch-size', '-b', type=int, default=64, help='images per batch (per process)')
-    speed.add_argument('--workers', '-j', type=int, default=4, help='data loading processes (per process)')
+    speed.add_argument('--workers', '-j', type=int, default=min(4, os.cpu_count() or 1),
+                       help='data loading processes (per process; default: up to 4, no more than the CPUs)')
     speed.add_argument('--amp', choices=('bf16', 'fp16'), help='mixed precision')
     speed.add_argument('--channels-last', action='store_true', help='channels-last memory layout')
     speed.add_argument('--compile', action='store_true', help='torch.compile the model')
