@@ -111,14 +111,19 @@ if triton is not None:
         tl.atomic_add(sum_sq_ptr + n * C + c, tl.sum(acc_sq, 1), mask=c_mask)
 
     @triton.jit
-    def _affine_kernel(x_ptr, scale_ptr, bias_ptr, out_ptr, C, HW, s_n, s_c, s_hw, num_cblocks,
-                       BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    def _elementwise_tile(C, HW, s_n, s_c, s_hw, num_cblocks, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+        """This program's (sample, channel block, spatial block) tile: sample, channels, mask, element offsets."""
         pid = tl.program_id(0)
         n = (pid // num_cblocks).to(tl.int64)
         c = (pid % num_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
         hw = tl.program_id(1) * BLOCK_HW + tl.arange(0, BLOCK_HW)
         mask = (c[:, None] < C) & (hw[None, :] < HW)
-        offsets = n * s_n + c[:, None] * s_c + hw[None, :] * s_hw
+        return n, c, mask, n * s_n + c[:, None] * s_c + hw[None, :] * s_hw
+
+    @triton.jit
+    def _affine_kernel(x_ptr, scale_ptr, bias_ptr, out_ptr, C, HW, s_n, s_c, s_hw, num_cblocks,
+                       BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+        n, c, mask, offsets = _elementwise_tile(C, HW, s_n, s_c, s_hw, num_cblocks, BLOCK_C, BLOCK_HW)
         scale = tl.load(scale_ptr + n * C + c, mask=c < C, other=0.)
         bias = tl.load(bias_ptr + n * C + c, mask=c < C, other=0.)
         v = tl.load(x_ptr + offsets, mask=mask, other=0.).to(scale.dtype)
@@ -128,12 +133,7 @@ if triton is not None:
     @triton.jit
     def _gate_residual_relu_kernel(x_ptr, gate_ptr, shortcut_ptr, out_ptr, C, HW, s_n, s_c, s_hw, num_cblocks,
                                    BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
-        pid = tl.program_id(0)
-        n = (pid // num_cblocks).to(tl.int64)
-        c = (pid % num_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
-        hw = tl.program_id(1) * BLOCK_HW + tl.arange(0, BLOCK_HW)
-        mask = (c[:, None] < C) & (hw[None, :] < HW)
-        offsets = n * s_n + c[:, None] * s_c + hw[None, :] * s_hw
+        n, c, mask, offsets = _elementwise_tile(C, HW, s_n, s_c, s_hw, num_cblocks, BLOCK_C, BLOCK_HW)
         gate = tl.load(gate_ptr + n * C + c, mask=c < C, other=0.)
         v = tl.load(x_ptr + offsets, mask=mask, other=0.).to(gate.dtype)
         s = tl.load(shortcut_ptr + offsets, mask=mask, other=0.).to(gate.dtype)
