@@ -10,7 +10,8 @@ import timm
 import torch
 
 from conftest import randomize_
-from srm_zoo.layers import SRM, srm_kernels, style_pool, use_reference
+from srm_zoo.benchmark.gpu_check import kernel_errors
+from srm_zoo.layers import SRM, srm_kernels, use_reference
 from srm_zoo.models.srm_blocks import SRMBasicBlock
 
 pytestmark = pytest.mark.skipif(
@@ -19,8 +20,7 @@ pytestmark = pytest.mark.skipif(
 
 EPS = 1e-5
 SHAPES = [(2, 5, 3, 7), (3, 4, 1, 1), (2, 3, 1, 5), (1, 130, 2, 3), (1, 2, 30, 30)]
-TOLERANCES = {torch.float64: dict(rtol=1e-12, atol=1e-12), torch.float32: dict(rtol=1e-5, atol=1e-5),
-              torch.bfloat16: dict(rtol=1e-5, atol=1e-5)}
+TOLERANCES = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-5}  # relative to the largest value
 
 
 def _input(shape, dtype, channels_last, offset=1.0):
@@ -39,43 +39,15 @@ def test_kernels_take_cpu_tensors_here():
 @pytest.mark.parametrize('shape', SHAPES)
 @pytest.mark.parametrize('channels_last', [False, True])
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32, torch.bfloat16])
-def test_style_stats_forward_and_gradient(shape, channels_last, dtype):
-    torch.manual_seed(0)
-    x = _input(shape, dtype, channels_last, offset=50.0).requires_grad_(True)
-    mean, std = srm_kernels.style_stats(x, EPS)
-    assert mean.dtype == std.dtype == torch.promote_types(dtype, torch.float32)
-    # the reference statistics of the very same values, in float64
-    x64 = x.detach().double().requires_grad_(True)
-    expected = style_pool(x64, 'mean_std', EPS)
-    torch.testing.assert_close(torch.stack((mean, std), -1).double(), expected, **TOLERANCES[dtype])
-    weights = torch.randn(expected.shape, dtype=torch.float64)
-    (grad,) = torch.autograd.grad((torch.stack((mean, std), -1).double() * weights).sum(), x)
-    (grad_expected,) = torch.autograd.grad((expected * weights).sum(), x64)
-    assert grad.dtype == dtype and grad.stride() == x.stride()
-    tol = TOLERANCES[dtype] if dtype != torch.bfloat16 else dict(rtol=1e-2, atol=1e-2)
-    torch.testing.assert_close(grad.double(), grad_expected, **tol)
-
-
-@pytest.mark.parametrize('shape', SHAPES)
-@pytest.mark.parametrize('channels_last', [False, True])
-@pytest.mark.parametrize('dtype', [torch.float64, torch.float32, torch.bfloat16])
-def test_gate_residual_relu_forward_and_gradients(shape, channels_last, dtype):
-    torch.manual_seed(1)
-    x = _input(shape, dtype, channels_last, offset=0.0).requires_grad_(True)
-    shortcut = _input(shape, dtype, channels_last, offset=0.0).requires_grad_(True)
-    gate = torch.rand(shape[:2], dtype=torch.promote_types(dtype, torch.float32), requires_grad=True)
-    out = srm_kernels.gate_residual_relu(x, gate, shortcut)
-    assert out.dtype == dtype and out.stride() == x.stride()
-    inputs64 = [t.detach().double().requires_grad_(True) for t in (x, gate, shortcut)]
-    expected = torch.relu(inputs64[0] * inputs64[1][:, :, None, None] + inputs64[2])
-    tol = TOLERANCES[dtype] if dtype != torch.bfloat16 else dict(rtol=1e-2, atol=1e-2)
-    torch.testing.assert_close(out.double(), expected, **tol)
-    grad_out = torch.randn(shape, dtype=torch.float64)
-    grads = torch.autograd.grad((out.double() * grad_out).sum(), (x, gate, shortcut))
-    expected_grads = torch.autograd.grad((expected * grad_out).sum(), inputs64)
-    for grad, grad_expected, source in zip(grads, expected_grads, (x, gate, shortcut)):
-        assert grad.dtype == source.dtype
-        torch.testing.assert_close(grad.double(), grad_expected, **tol)
+def test_kernels_forward_and_gradients(shape, channels_last, dtype):
+    generator = torch.Generator().manual_seed(0)
+    x = _input(shape, dtype, channels_last, offset=50.0)
+    shortcut = _input(shape, dtype, channels_last, offset=0.0)
+    errors = kernel_errors(x, shortcut, generator)
+    tolerance = TOLERANCES[dtype]
+    for name, error in errors.items():
+        # bfloat16 gradients and outputs are rounded to 8 bits; the statistics accumulate in float32
+        assert error <= (tolerance if dtype != torch.bfloat16 or name == 'stats' else 1e-2), (name, error)
 
 
 def test_model_matches_reference_float64():

@@ -37,8 +37,42 @@ def _max_rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return ((actual.double() - expected).abs().max() / expected.abs().max().clamp_min(1e-12)).item()
 
 
+def kernel_errors(x: torch.Tensor, shortcut: torch.Tensor, generator: torch.Generator) -> Dict[str, float]:
+    """Relative errors of the kernels' outputs and gradients for inputs ``x`` and ``shortcut``
+    against float64 references: the statistics against SRM's published style pooling, the fused
+    apply against ``relu(x * scale + bias + shortcut)``."""
+    device, shape = x.device, x.shape
+    x = x.detach().requires_grad_(True)
+    shortcut = shortcut.detach().requires_grad_(True)
+    mean, var = srm_kernels.style_moments(x)
+    x64 = x.detach().double().requires_grad_(True)
+    styles = style_pool(x64, 'mean_std', 1e-5)
+    expected = torch.stack((styles[..., 0], styles[..., 1].square() - 1e-5), -1)
+    weights = torch.randn(expected.shape, device=device, dtype=torch.float64, generator=generator)
+    (grad,) = torch.autograd.grad((torch.stack((mean, var), -1).double() * weights).sum(), x)
+    (grad_expected,) = torch.autograd.grad((expected * weights).sum(), x64)
+    acc_dtype = mean.dtype
+    scale = torch.rand(shape[:2], device=device, dtype=acc_dtype, generator=generator).requires_grad_(True)
+    bias = torch.randn(shape[:2], device=device, dtype=acc_dtype, generator=generator).requires_grad_(True)
+    out = srm_kernels.affine_residual_relu(x, scale, bias, shortcut)
+    inputs64 = [t.detach().double().requires_grad_(True) for t in (x, scale, bias, shortcut)]
+    out_expected = torch.relu(inputs64[0] * inputs64[1][:, :, None, None] + inputs64[2][:, :, None, None] + inputs64[3])
+    grad_out = torch.randn(shape, device=device, dtype=torch.float64, generator=generator)
+    grads = torch.autograd.grad((out.double() * grad_out).sum(), (x, scale, bias, shortcut))
+    grads_expected = torch.autograd.grad((out_expected * grad_out).sum(), inputs64)
+    if grad.stride() != x.stride() or out.stride() != x.stride() or grads[0].dtype != x.dtype:
+        raise AssertionError('the kernels must keep the input layout and dtype')
+    return {
+        'stats': _max_rel_err(torch.stack((mean, var), -1), expected),
+        'stats_grad': _max_rel_err(grad, grad_expected),
+        'apply': _max_rel_err(out, out_expected),
+        **{f'apply_grad_{n}': _max_rel_err(g, e)
+           for n, g, e in zip(('x', 'scale', 'bias', 'shortcut'), grads, grads_expected)},
+    }
+
+
 def kernel_checks(device: torch.device) -> List[Dict[str, Any]]:
-    """Relative errors of the kernels' outputs and gradients against float64 references."""
+    """:func:`kernel_errors` over sizes, layouts and dtypes."""
     results = []
     for shape in SHAPES:
         for channels_last in (False, True):
@@ -48,28 +82,8 @@ def kernel_checks(device: torch.device) -> List[Dict[str, Any]]:
                 shortcut = torch.randn(shape, device=device, generator=gen).to(dtype)
                 if channels_last:
                     x, shortcut = (t.contiguous(memory_format=torch.channels_last) for t in (x, shortcut))
-                x.requires_grad_(True)
-                shortcut.requires_grad_(True)
-                mean, std = srm_kernels.style_stats(x, 1e-5)
-                x64 = x.detach().double().requires_grad_(True)
-                expected = style_pool(x64, 'mean_std', 1e-5)
-                weights = torch.randn(expected.shape, device=device, dtype=torch.float64, generator=gen)
-                (grad,) = torch.autograd.grad((torch.stack((mean, std), -1).double() * weights).sum(), x)
-                (grad_expected,) = torch.autograd.grad((expected * weights).sum(), x64)
-                gate = torch.rand(shape[:2], device=device, generator=gen, requires_grad=True)
-                out = srm_kernels.gate_residual_relu(x, gate, shortcut)
-                inputs64 = [t.detach().double().requires_grad_(True) for t in (x, gate, shortcut)]
-                out_expected = torch.relu(inputs64[0] * inputs64[1][:, :, None, None] + inputs64[2])
-                grad_out = torch.randn(shape, device=device, dtype=torch.float64, generator=gen)
-                grads = torch.autograd.grad((out.double() * grad_out).sum(), (x, gate, shortcut))
-                grads_expected = torch.autograd.grad((out_expected * grad_out).sum(), inputs64)
+                errors = kernel_errors(x, shortcut, gen)
                 tol = 1e-4 if dtype == torch.float32 else 2e-2
-                errors = {
-                    'stats': _max_rel_err(torch.stack((mean, std), -1), expected),
-                    'stats_grad': _max_rel_err(grad, grad_expected),
-                    'apply': _max_rel_err(out, out_expected),
-                    **{f'apply_grad_{n}': _max_rel_err(g, e) for n, g, e in zip(('x', 'gate', 'shortcut'), grads, grads_expected)},
-                }
                 results.append(dict(check='kernels', shape=list(shape), channels_last=channels_last, dtype=str(dtype),
                                     tolerance=tol, passed=all(v <= tol for v in errors.values()), **errors))
     return results

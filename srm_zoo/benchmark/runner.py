@@ -9,7 +9,7 @@ import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import timm
 import torch
@@ -19,6 +19,7 @@ from timm.optim import create_optimizer_v2
 from ..errors import UserError, unknown_model_message
 from ..layers import SRM, use_reference
 from ..stats import model_stats
+from .memory import saved_activation_bytes
 
 __all__ = ['BenchConfig', 'ModelVariant', 'run_benchmark']
 
@@ -48,14 +49,17 @@ class ModelVariant:
     """One benchmarked model: a timm model on the fast or the reference SRM path.
 
     ``peak_mem_mb`` (CUDA only) is the most memory its steps allocated above what was allocated
-    before them: activations, gradients and optimizer state, not the weights.
+    before them: activations, gradients and optimizer state, not the weights. ``activation_mb``
+    (training, any device) is what one eager forward pass keeps for the backward pass.
     """
     name: str
     srm_path: Optional[str]
     model: nn.Module
     step: Callable[[], None]
+    measure_activations: Optional[Callable[[], int]] = None
     round_rates: List[float] = field(default_factory=list)
     peak_mem_mb: Optional[float] = None
+    activation_mb: Optional[float] = None
 
     @property
     def label(self) -> str:
@@ -98,7 +102,9 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _make_step(model: nn.Module, config: BenchConfig, device: torch.device, input_size) -> Callable[[], None]:
+def _make_step(model: nn.Module, config: BenchConfig, device: torch.device, input_size
+               ) -> Tuple[Callable[[], None], Optional[Callable[[], int]]]:
+    """The timed step and, in training, a measure of the activations its forward pass saves."""
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     x = torch.randn(config.batch_size, *input_size, device=device).contiguous(memory_format=memory_format)
     autocast = (torch.autocast(device.type, dtype=AMP_DTYPES[config.amp]) if config.amp else nullcontext)
@@ -109,7 +115,7 @@ def _make_step(model: nn.Module, config: BenchConfig, device: torch.device, inpu
         def step() -> None:
             with torch.inference_mode(), (autocast if config.amp else nullcontext()):
                 forward(x)
-        return step
+        return step, None
 
     model.train()
     optimizer = create_optimizer_v2(model, 'sgd', lr=1e-4, momentum=0.9)
@@ -122,7 +128,11 @@ def _make_step(model: nn.Module, config: BenchConfig, device: torch.device, inpu
             loss = criterion(forward(x), target)
         loss.backward()
         optimizer.step()
-    return step
+
+    def measure_activations() -> int:
+        with (autocast if config.amp else nullcontext()):
+            return saved_activation_bytes(model, x)
+    return step, measure_activations
 
 
 def _build_variants(config: BenchConfig, device: torch.device) -> List[ModelVariant]:
@@ -137,7 +147,7 @@ def _build_variants(config: BenchConfig, device: torch.device) -> List[ModelVari
             if config.channels_last:
                 model = model.to(memory_format=torch.channels_last)
             input_size = (3, config.img_size, config.img_size) if config.img_size else model.pretrained_cfg['input_size']
-            variants.append(ModelVariant(name, path, model, _make_step(model, config, device, input_size)))
+            variants.append(ModelVariant(name, path, model, *_make_step(model, config, device, input_size)))
     return variants
 
 
@@ -158,6 +168,8 @@ def _warm_up(variant: ModelVariant, steps: int, device: torch.device) -> None:
     with variant.path_context():
         for _ in range(max(steps, 1)):
             variant.step()
+        if variant.measure_activations is not None:
+            variant.activation_mb = variant.measure_activations() / 2 ** 20
     _synchronize(device)
     if device.type == 'cuda':
         variant.peak_mem_mb = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
@@ -204,6 +216,7 @@ def _rows(config: BenchConfig, variants: List[ModelVariant]) -> List[Dict[str, A
             f'{prefix}_batch_size': config.batch_size,
             f'{prefix}_img_size': img_size,
             f'{prefix}_peak_mem_mb': None if variant.peak_mem_mb is None else round(variant.peak_mem_mb, 1),
+            f'{prefix}_activation_mb': None if variant.activation_mb is None else round(variant.activation_mb, 1),
             f'{prefix}_gmacs': round(stats.gmacs, 3),
             'param_count': round(stats.params_m, 3),
             'device': config.device,

@@ -7,7 +7,7 @@ from ..benchmark import BenchConfig, run_benchmark
 from ._output import write_rows
 
 SUMMARY_COLUMNS = ('model', 'srm_path', '{m}_samples_per_sec', '{m}_ratio', '{m}_step_time', '{m}_samples_per_sec_max',
-                   '{m}_ratio_best', '{m}_peak_mem_mb', '{m}_gmacs', 'param_count')
+                   '{m}_ratio_best', '{m}_peak_mem_mb', '{m}_activation_mb', '{m}_gmacs', 'param_count')
 
 
 def run(args: argparse.Namespace) -> int:

@@ -34,9 +34,9 @@ import torch.nn as nn
 from timm.layers import register_notrace_function
 
 from .reference_switch import reference_enabled
-from .srm_fast import fast_gate, gate_residual_relu
+from .srm_fast import fast_gate, gate_residual_relu, norm_gate_residual_relu
 
-__all__ = ['SRM', 'STYLE_POOLINGS', 'style_pool']
+__all__ = ['SRM', 'STYLE_POOLINGS', 'style_pool', 'use_reference_path']
 
 STYLE_POOLINGS: Tuple[str, ...] = ('mean_std', 'mean', 'std')
 """Style pooling variants of the paper's ablation: mean and standard deviation, or one of them."""
@@ -79,7 +79,7 @@ def _check_batch_statistics(batch_size: int, uses_batch_statistics: bool) -> Non
 
 
 @torch.jit.ignore
-def _use_reference_path() -> bool:
+def use_reference_path() -> bool:
     """The reference formulation is forced, or FX is tracing (its graph shows the published maths)."""
     return reference_enabled() or torch.fx._symbolic_trace.is_fx_symbolic_tracing()
 
@@ -125,7 +125,7 @@ class SRM(nn.Module):
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The (N, C, 1, 1) gate ``sigmoid(BN(z))`` in the statistics' dtype (float32 or wider)."""
-        _check_batch_statistics(x.shape[0], self.training and self.bn.training and self._bn_uses_batch_stats())
+        self._check_batch_size(x)
         styles = style_pool(x, self.style_pooling, self.eps)
         z = (styles * self.cfc.to(styles.dtype)).sum(dim=-1)
         z_hat = self.bn(z[:, :, None, None])
@@ -143,7 +143,7 @@ class SRM(nn.Module):
         """
         if torch.jit.is_scripting():
             return self.forward_reference(x, shortcut)
-        if _use_reference_path():
+        if use_reference_path():
             return self.forward_reference(x, shortcut)
         return self._forward_fast(x, shortcut)
 
@@ -156,11 +156,21 @@ class SRM(nn.Module):
 
     @torch.jit.unused
     def _forward_fast(self, x: torch.Tensor, shortcut: Optional[torch.Tensor] = None) -> torch.Tensor:
-        _check_batch_statistics(x.shape[0], self.training and self.bn.training and self._bn_uses_batch_stats())
+        self._check_batch_size(x)
         gate = fast_gate(self, x)
         if shortcut is None:
             return x * gate.to(x.dtype)[:, :, None, None]
         return gate_residual_relu(x, gate, shortcut)
+
+    @torch.jit.unused
+    def forward_after_norm(self, norm: nn.Module, y: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        """``relu(self(norm(y)) + shortcut)`` on the fast path, with the BatchNorm ``norm`` folded into
+        SRM's pass (see :func:`~srm_zoo.layers.srm_fast.norm_folds_into_srm` for which norms fold)."""
+        self._check_batch_size(y)
+        return norm_gate_residual_relu(norm, self, y, shortcut)
+
+    def _check_batch_size(self, x: torch.Tensor) -> None:
+        _check_batch_statistics(x.shape[0], self.training and self.bn.training and self._bn_uses_batch_stats())
 
     def extra_repr(self) -> str:
         return f'{self.cfc.shape[0]}, style_pooling={self.style_pooling!r}, eps={self.eps}'

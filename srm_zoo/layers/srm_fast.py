@@ -2,10 +2,16 @@
 
 * Statistics in one pass each (a sum and a Euclidean norm, accumulated in float32 or wider)
   instead of the two-pass (Welford) variance; ``var = (sum(x^2) - HW * mean^2) / (HW - 1)``.
-* In eval mode the BatchNorm is folded into the (C, S) channel-wise weights, so the gate is
+* In eval mode SRM's BatchNorm is folded into the (C, S) channel-wise weights, so the gate is
   ``sigmoid(a0 * mean + a1 * std + b)``.
 * Inside a residual block the gate multiply, the residual add and the ReLU are one operation,
   ``relu(x * gate + shortcut)`` (``torch.addcmul`` then an in-place ReLU on the CPU).
+* The block's BatchNorm before SRM is folded into the same pass: SRM's statistics of
+  ``x = a * y + b`` (per channel) follow from those of the convolution output ``y``, and so do
+  BatchNorm's batch statistics in training (the mean and variance of N maps follow from each
+  map's). The block tail reads ``y`` once for the statistics and once for
+  ``relu(y * gate * a + gate * b + shortcut)``, and keeps only ``y`` and the output for the
+  backward pass, as a plain ResNet block does.
 * On CUDA with Triton the statistics, the fused apply and their backward passes are Triton
   kernels (:mod:`srm_zoo.layers.srm_kernels`), registered as ``torch.library`` custom ops.
 
@@ -14,7 +20,7 @@ The one-pass variance loses precision when a map's mean is large against its sta
 recomputed with the two-pass variance. The Triton kernels instead shift each map by its first
 value before accumulating. Under ``torch.compile`` the two-pass formulation is left to the compiler.
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -22,18 +28,18 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from . import srm_kernels
 
-__all__ = ['style_moments', 'fast_gate', 'gate_residual_relu']
+__all__ = ['style_moments', 'fast_gate', 'gate_residual_relu', 'norm_folds_into_srm', 'norm_gate_residual_relu']
 
 
 def _needs_grad(*tensors: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
-def style_moments(x: torch.Tensor, eps: float) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Per-(sample, channel) mean and ``sqrt(unbiased var + eps)`` of ``x`` (N, C, H, W) as (N, C)
-    tensors in float32 (float64 for float64 inputs); the variance of a single value is 0."""
+def style_moments(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-(sample, channel) mean and unbiased variance of ``x`` (N, C, H, W) as (N, C) tensors in
+    float32 (float64 for float64 inputs); the variance of a single value is 0."""
     if srm_kernels.applies(x):
-        return srm_kernels.style_stats(x, eps)
+        return srm_kernels.style_moments(x)
     dtype = torch.promote_types(x.dtype, torch.float32)
     batch, channels, height, width = x.shape
     num_values = height * width
@@ -42,15 +48,15 @@ def style_moments(x: torch.Tensor, eps: float) -> Tuple[torch.Tensor, torch.Tens
     total = maps.sum(dim=dims, dtype=dtype)
     mean = total / num_values
     if num_values == 1:
-        return mean, torch.full_like(mean, eps ** 0.5)
+        return mean, torch.zeros_like(mean)
     if torch.compiler.is_compiling():  # the compiler fuses the two-pass variance into one loop
-        return mean, _sqrt(maps.to(dtype).var(dim=dims) + eps)
+        return mean, maps.to(dtype).var(dim=dims)
     # var = (sum(x^2) - n * mean^2) / (n - 1) = (a - b) * (a + b), which does not overflow where
     # the sum of squares would: a = ||x|| / sqrt(n - 1), b = mean * sqrt(n / (n - 1))
     a = torch.linalg.vector_norm(maps, dim=dims, dtype=dtype) / (num_values - 1) ** 0.5
     b = mean * (num_values / (num_values - 1)) ** 0.5
     var = ((a - b) * (a + b)).clamp_min(0)
-    return mean, _sqrt(_refine_cancelled(x, var, b * b) + eps)
+    return mean, _refine_cancelled(x, var, b * b)
 
 
 def _sqrt(t: torch.Tensor) -> torch.Tensor:
@@ -79,17 +85,19 @@ def _refine_cancelled(x: torch.Tensor, var: torch.Tensor, mean_sq: torch.Tensor)
     return var.reshape(-1).index_put((index,), rows.var(dim=-1)).view_as(var)
 
 
-def _folded_batchnorm(bn: nn.Module):
-    """``(scale, shift)`` of a BatchNorm that normalises with fixed statistics, else None."""
-    if isinstance(bn, nn.modules.batchnorm._BatchNorm):
-        if bn.training or bn.running_mean is None or bn.running_var is None:
-            return None
-    elif not isinstance(bn, FrozenBatchNorm2d):
-        return None
-    scale = torch.rsqrt(bn.running_var + bn.eps)
+def _uses_running_statistics(bn: nn.Module) -> bool:
+    """Whether a BatchNorm normalises with its running statistics (eval mode, or frozen)."""
+    if isinstance(bn, FrozenBatchNorm2d):
+        return True
+    return not bn.training and bn.running_mean is not None and bn.running_var is not None
+
+
+def _affine(bn: nn.Module, mean: torch.Tensor, var: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(scale, shift)`` with ``bn(x) = x * scale + shift`` when ``bn`` normalises with ``mean``, ``var``."""
+    scale = torch.rsqrt(var + bn.eps)
     if bn.weight is not None:
         scale = scale * bn.weight
-    shift = -bn.running_mean * scale
+    shift = -mean * scale
     if bn.bias is not None:
         shift = shift + bn.bias
     return scale, shift
@@ -97,12 +105,16 @@ def _folded_batchnorm(bn: nn.Module):
 
 def fast_gate(srm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The (N, C) gate ``sigmoid(BN(z))`` of SRM module ``srm`` in float32 (or float64)."""
-    mean, std = style_moments(x, srm.eps)
+    mean, var = style_moments(x)
+    return _gate_from_styles(srm, mean, _sqrt(var + srm.eps))
+
+
+def _gate_from_styles(srm: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """SRM's gate from the (N, C) style statistics of its input."""
     styles = {'mean_std': (mean, std), 'mean': (mean,), 'std': (std,)}[srm.style_pooling]
     cfc = srm.cfc.to(mean.dtype)
-    folded = _folded_batchnorm(srm.bn)
-    if folded is not None:
-        scale, shift = (t.to(mean.dtype) for t in folded)
+    if _uses_running_statistics(srm.bn):
+        scale, shift = (t.to(mean.dtype) for t in _affine(srm.bn, srm.bn.running_mean, srm.bn.running_var))
         weights = cfc * scale[:, None]
         z = shift + styles[0] * weights[:, 0]
         if len(styles) == 2:
@@ -114,14 +126,76 @@ def fast_gate(srm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(srm.bn(z[:, :, None, None]).flatten(1))
 
 
-def gate_residual_relu(x: torch.Tensor, gate: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
-    """``relu(x * gate + shortcut)`` with an (N, C) ``gate``, in ``x``'s dtype.
+def gate_residual_relu(x: torch.Tensor, gate: torch.Tensor, shortcut: torch.Tensor,
+                       bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``relu(x * gate + bias + shortcut)`` with (N, C) ``gate`` and ``bias``, in ``x``'s dtype.
 
     Without autograd the result overwrites ``x`` (as the residual add of timm's blocks does).
     """
     if srm_kernels.applies(x) and srm_kernels.same_layout(x, shortcut):
-        return srm_kernels.gate_residual_relu(x, gate, shortcut)
+        return srm_kernels.affine_residual_relu(x, gate, torch.zeros_like(gate) if bias is None else bias, shortcut)
     scale = gate.to(x.dtype)[:, :, None, None]
-    if _needs_grad(x, gate, shortcut):
-        return torch.relu(torch.addcmul(shortcut, x, scale))
-    return torch.addcmul(shortcut, x, scale, out=x).relu_()
+    if _needs_grad(x, gate, shortcut) or (bias is not None and bias.requires_grad):
+        out = torch.addcmul(shortcut, x, scale)
+        return torch.relu(out if bias is None else out + bias.to(x.dtype)[:, :, None, None])
+    out = torch.addcmul(shortcut, x, scale, out=x)
+    if bias is not None:
+        out += bias.to(x.dtype)[:, :, None, None]
+    return out.relu_()
+
+
+def norm_folds_into_srm(norm: nn.Module, y: torch.Tensor) -> bool:
+    """Whether ``norm`` (the layer before SRM) folds into SRM's pass over its input ``y``.
+
+    ``norm`` must be a plain BatchNorm2d, a SyncBatchNorm in eval mode or a frozen BatchNorm,
+    without hooks that expect it to run. Folding pays where the Triton kernels take ``y`` (their
+    shifted one-pass statistics stay exact on the raw convolution output) and where autograd
+    records (the norm's output is then not kept). Elsewhere, CPU inference, a separate BatchNorm
+    costs the same passes as the folded apply, while the one-pass statistics of the raw
+    convolution output need the two-pass refinement far more often than those of its normalised
+    output.
+    """
+    if norm._forward_hooks or norm._forward_pre_hooks:
+        return False
+    if not (srm_kernels.applies(y) or _needs_grad(y, *norm.parameters())):
+        return False
+    if type(norm) is nn.BatchNorm2d or isinstance(norm, FrozenBatchNorm2d):
+        return True
+    return isinstance(norm, nn.SyncBatchNorm) and _uses_running_statistics(norm)
+
+
+def _batch_statistics(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor, num_values: int
+                      ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """BatchNorm's per-channel batch mean and (biased) variance from the per-map moments of N maps
+    of ``num_values`` values; updates the running statistics as :class:`~torch.nn.BatchNorm2d` does."""
+    batch_mean = mean.mean(dim=0)
+    # the variance of the union of equally sized maps: within-map plus between-map variance
+    batch_var = (var * ((num_values - 1) / num_values)).mean(dim=0) + (mean - batch_mean).square().mean(dim=0)
+    if bn.training and bn.running_mean is not None:
+        count = mean.shape[0] * num_values
+        if count < 2:
+            raise ValueError(f'Expected more than 1 value per channel when training, got {count}')
+        factor = 0.0 if bn.momentum is None else bn.momentum
+        if bn.num_batches_tracked is not None:
+            bn.num_batches_tracked.add_(1)
+            factor = 1.0 / bn.num_batches_tracked.item() if bn.momentum is None else bn.momentum
+        with torch.no_grad():
+            bn.running_mean.lerp_(batch_mean.to(bn.running_mean.dtype), factor)
+            bn.running_var.lerp_((batch_var * (count / (count - 1))).to(bn.running_var.dtype), factor)
+    return batch_mean, batch_var
+
+
+def norm_gate_residual_relu(norm: nn.Module, srm: nn.Module, y: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+    """``relu(srm(norm(y)) + shortcut)`` in two passes over ``y``, for a ``norm`` that
+    :func:`norm_folds_into_srm`: the statistics of ``y``, then the fused apply."""
+    mean_y, var_y = style_moments(y)
+    if _uses_running_statistics(norm):
+        center, variance = norm.running_mean, norm.running_var
+    else:
+        center, variance = _batch_statistics(norm, mean_y, var_y, y.shape[2] * y.shape[3])
+    scale, shift = (t.to(mean_y.dtype) for t in _affine(norm, center, variance))
+    # SRM's statistics of x = y * scale + shift
+    mean = mean_y * scale + shift
+    std = _sqrt(var_y * scale.square() + srm.eps)
+    gate = _gate_from_styles(srm, mean, std)
+    return gate_residual_relu(y, gate * scale, shortcut, bias=gate * shift)

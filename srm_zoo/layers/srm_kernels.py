@@ -3,10 +3,11 @@
 Ops (each with a fake implementation, so ``torch.compile`` keeps them in its graph, and the
 first two with autograd formulas):
 
-* ``srm_zoo::style_stats(x, eps) -> (mean, std)``: per-(n, c) statistics in one pass, accumulated
-  in float32 (float64 for float64 inputs) after shifting each map by its first value;
-* ``srm_zoo::gate_residual_relu(x, gate, shortcut) -> relu(x * gate + shortcut)``;
-* ``srm_zoo::style_stats_backward`` and ``srm_zoo::gate_residual_relu_backward``: their gradients.
+* ``srm_zoo::style_moments(x) -> (mean, var)``: per-(n, c) mean and unbiased variance in one pass,
+  accumulated in float32 (float64 for float64 inputs) after shifting each map by its first value;
+* ``srm_zoo::affine_residual_relu(x, scale, bias, shortcut) -> relu(x * scale + bias + shortcut)``
+  with per-(n, c) ``scale`` and ``bias`` (SRM's gate, with the block's BatchNorm folded in);
+* ``srm_zoo::style_moments_backward`` and ``srm_zoo::affine_residual_relu_backward``: their gradients.
 
 The kernels read NCHW and channels_last tensors alike: a map is addressed by its sample, channel
 and flattened spatial strides, and the tile shape follows the contiguous dimension.
@@ -26,7 +27,7 @@ try:
 except ImportError:  # pragma: no cover - triton ships with torch on x86_64 Linux
     triton = None
 
-__all__ = ['CPU_TEST_ENV', 'available', 'applies', 'same_layout', 'style_stats', 'gate_residual_relu']
+__all__ = ['CPU_TEST_ENV', 'available', 'applies', 'same_layout', 'style_moments', 'affine_residual_relu']
 
 CPU_TEST_ENV = 'SRM_ZOO_TRITON_ON_CPU'
 _TILE = 2048  # elements per program tile
@@ -131,47 +132,52 @@ if triton is not None:
         tl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def _gate_residual_relu_kernel(x_ptr, gate_ptr, shortcut_ptr, out_ptr, C, HW, s_n, s_c, s_hw, num_cblocks,
-                                   BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    def _affine_residual_relu_kernel(x_ptr, scale_ptr, bias_ptr, shortcut_ptr, out_ptr, C, HW, s_n, s_c, s_hw,
+                                     num_cblocks, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
         n, c, mask, offsets = _elementwise_tile(C, HW, s_n, s_c, s_hw, num_cblocks, BLOCK_C, BLOCK_HW)
-        gate = tl.load(gate_ptr + n * C + c, mask=c < C, other=0.)
-        v = tl.load(x_ptr + offsets, mask=mask, other=0.).to(gate.dtype)
-        s = tl.load(shortcut_ptr + offsets, mask=mask, other=0.).to(gate.dtype)
-        out = tl.maximum(v * gate[:, None] + s, 0.)
+        scale = tl.load(scale_ptr + n * C + c, mask=c < C, other=0.)
+        bias = tl.load(bias_ptr + n * C + c, mask=c < C, other=0.)
+        v = tl.load(x_ptr + offsets, mask=mask, other=0.).to(scale.dtype)
+        s = tl.load(shortcut_ptr + offsets, mask=mask, other=0.).to(scale.dtype)
+        out = tl.maximum(v * scale[:, None] + bias[:, None] + s, 0.)
         tl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def _gate_residual_relu_backward_kernel(grad_ptr, out_ptr, x_ptr, gate_ptr, grad_x_ptr, grad_shortcut_ptr,
-                                            grad_gate_ptr, C, HW, s_n, s_c, s_hw, num_cblocks, split,
-                                            BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    def _affine_residual_relu_backward_kernel(grad_ptr, out_ptr, x_ptr, scale_ptr, grad_x_ptr, grad_shortcut_ptr,
+                                              grad_scale_ptr, grad_bias_ptr, C, HW, s_n, s_c, s_hw, num_cblocks,
+                                              split, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
         pid = tl.program_id(0)
         n = (pid // num_cblocks).to(tl.int64)
         c = (pid % num_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
         c_mask = c < C
-        gate = tl.load(gate_ptr + n * C + c, mask=c_mask, other=0.)
+        scale = tl.load(scale_ptr + n * C + c, mask=c_mask, other=0.)
         rows = n * s_n + c[:, None] * s_c
-        acc = tl.zeros((BLOCK_C, BLOCK_HW), dtype=gate.dtype)
+        acc_scale = tl.zeros((BLOCK_C, BLOCK_HW), dtype=scale.dtype)
+        acc_bias = tl.zeros((BLOCK_C, BLOCK_HW), dtype=scale.dtype)
         for start in range(tl.program_id(1) * BLOCK_HW, HW, split * BLOCK_HW):
             hw = start + tl.arange(0, BLOCK_HW)
             mask = c_mask[:, None] & (hw[None, :] < HW)
             offsets = rows + hw[None, :] * s_hw
-            grad = tl.load(grad_ptr + offsets, mask=mask, other=0.).to(gate.dtype)
+            grad = tl.load(grad_ptr + offsets, mask=mask, other=0.).to(scale.dtype)
             out = tl.load(out_ptr + offsets, mask=mask, other=0.)
-            v = tl.load(x_ptr + offsets, mask=mask, other=0.).to(gate.dtype)
+            v = tl.load(x_ptr + offsets, mask=mask, other=0.).to(scale.dtype)
             grad = tl.where(out > 0, grad, 0.)
             tl.store(grad_shortcut_ptr + offsets, grad.to(grad_shortcut_ptr.dtype.element_ty), mask=mask)
-            tl.store(grad_x_ptr + offsets, (grad * gate[:, None]).to(grad_x_ptr.dtype.element_ty), mask=mask)
-            acc += grad * v
-        tl.atomic_add(grad_gate_ptr + n * C + c, tl.sum(acc, 1), mask=c_mask)
+            tl.store(grad_x_ptr + offsets, (grad * scale[:, None]).to(grad_x_ptr.dtype.element_ty), mask=mask)
+            acc_scale += grad * v
+            acc_bias += grad
+        tl.atomic_add(grad_scale_ptr + n * C + c, tl.sum(acc_scale, 1), mask=c_mask)
+        tl.atomic_add(grad_bias_ptr + n * C + c, tl.sum(acc_bias, 1), mask=c_mask)
 
 
 def _split(num_programs: int, hw: int, block_hw: int) -> int:
     return max(1, min(triton.cdiv(hw, block_hw), _TARGET_PROGRAMS // max(num_programs, 1)))
 
 
-@torch.library.custom_op('srm_zoo::style_stats', mutates_args=())
-def style_stats(x: torch.Tensor, eps: float) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Per-(n, c) mean and ``sqrt(unbiased var + eps)`` of ``x`` (N, C, H, W), float32 or float64."""
+@torch.library.custom_op('srm_zoo::style_moments', mutates_args=())
+def style_moments(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-(n, c) mean and unbiased variance of ``x`` (N, C, H, W), float32 or float64; the variance
+    of a single value is 0."""
     channels, hw, s_n, s_c, s_hw, block_c, block_hw = _tiles(x)
     batch = x.shape[0]
     dtype = _acc_dtype(x)
@@ -185,27 +191,24 @@ def style_stats(x: torch.Tensor, eps: float) -> Tuple[torch.Tensor, torch.Tensor
         BLOCK_C=block_c, BLOCK_HW=block_hw)
     mean = shift + total / hw
     if hw == 1:
-        return mean, torch.full_like(mean, eps ** 0.5)
-    var = ((total_sq - total * total / hw) / (hw - 1)).clamp_min(0)
-    return mean, (var + eps).sqrt()
+        return mean, torch.zeros_like(mean)
+    return mean, ((total_sq - total * total / hw) / (hw - 1)).clamp_min(0)
 
 
-@style_stats.register_fake
-def _(x, eps):
+@style_moments.register_fake
+def _(x):
     shape = x.shape[:2]
     dtype = _acc_dtype(x)
     return x.new_empty(shape, dtype=dtype), x.new_empty(shape, dtype=dtype)
 
 
-@torch.library.custom_op('srm_zoo::style_stats_backward', mutates_args=())
-def style_stats_backward(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                         grad_mean: torch.Tensor, grad_std: torch.Tensor) -> torch.Tensor:
-    """Gradient of :func:`style_stats` with respect to ``x``: ``a * x + b`` per (n, c)."""
+@torch.library.custom_op('srm_zoo::style_moments_backward', mutates_args=())
+def style_moments_backward(x: torch.Tensor, mean: torch.Tensor, grad_mean: torch.Tensor,
+                           grad_var: torch.Tensor) -> torch.Tensor:
+    """Gradient of :func:`style_moments` with respect to ``x``: ``a * x + b`` per (n, c)."""
     channels, hw, s_n, s_c, s_hw, block_c, block_hw = _tiles(x)
-    if hw > 1:
-        scale = grad_std / ((hw - 1) * std)
-    else:  # sigma = sqrt(eps) does not depend on x
-        scale = torch.zeros_like(grad_std)
+    # d var / dx = 2 (x - mean) / (HW - 1); a single value's variance is the constant 0
+    scale = grad_var * (2 / (hw - 1)) if hw > 1 else torch.zeros_like(grad_var)
     bias = grad_mean / hw - scale * mean
     grad_x = torch.empty_like(x)
     num_cblocks = triton.cdiv(channels, block_c)
@@ -215,72 +218,79 @@ def style_stats_backward(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
     return grad_x
 
 
-@style_stats_backward.register_fake
-def _(x, mean, std, grad_mean, grad_std):
+@style_moments_backward.register_fake
+def _(x, mean, grad_mean, grad_var):
     return torch.empty_like(x)
 
 
-def _style_stats_setup(ctx, inputs, output) -> None:
-    ctx.save_for_backward(inputs[0], *output)
+def _style_moments_setup(ctx, inputs, output) -> None:
+    ctx.save_for_backward(inputs[0], output[0])
 
 
-def _style_stats_grad(ctx, grad_mean, grad_std):
-    x, mean, std = ctx.saved_tensors
+def _style_moments_grad(ctx, grad_mean, grad_var):
+    x, mean = ctx.saved_tensors
     grad_mean = torch.zeros_like(mean) if grad_mean is None else grad_mean
-    grad_std = torch.zeros_like(std) if grad_std is None else grad_std
-    return style_stats_backward(x, mean, std, grad_mean, grad_std), None
+    grad_var = torch.zeros_like(mean) if grad_var is None else grad_var
+    return style_moments_backward(x, mean, grad_mean, grad_var)
 
 
-style_stats.register_autograd(_style_stats_grad, setup_context=_style_stats_setup)
+style_moments.register_autograd(_style_moments_grad, setup_context=_style_moments_setup)
 
 
-@torch.library.custom_op('srm_zoo::gate_residual_relu', mutates_args=())
-def gate_residual_relu(x: torch.Tensor, gate: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
-    """``relu(x * gate[:, :, None, None] + shortcut)`` in ``x``'s dtype; ``gate`` is (N, C)."""
+@torch.library.custom_op('srm_zoo::affine_residual_relu', mutates_args=())
+def affine_residual_relu(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor,
+                         shortcut: torch.Tensor) -> torch.Tensor:
+    """``relu(x * scale + bias + shortcut)`` in ``x``'s dtype, with (N, C) ``scale`` and ``bias``."""
     channels, hw, s_n, s_c, s_hw, block_c, block_hw = _tiles(x)
     out = torch.empty_like(x)
     num_cblocks = triton.cdiv(channels, block_c)
-    _gate_residual_relu_kernel[(x.shape[0] * num_cblocks, triton.cdiv(hw, block_hw))](
-        x, gate.contiguous(), _like(shortcut, x), out, channels, hw, s_n, s_c, s_hw, num_cblocks,
-        BLOCK_C=block_c, BLOCK_HW=block_hw)
+    _affine_residual_relu_kernel[(x.shape[0] * num_cblocks, triton.cdiv(hw, block_hw))](
+        x, scale.contiguous(), bias.to(scale.dtype).contiguous(), _like(shortcut, x), out,
+        channels, hw, s_n, s_c, s_hw, num_cblocks, BLOCK_C=block_c, BLOCK_HW=block_hw)
     return out
 
 
-@gate_residual_relu.register_fake
-def _(x, gate, shortcut):
+@affine_residual_relu.register_fake
+def _(x, scale, bias, shortcut):
     return torch.empty_like(x)
 
 
-@torch.library.custom_op('srm_zoo::gate_residual_relu_backward', mutates_args=())
-def gate_residual_relu_backward(grad: torch.Tensor, out: torch.Tensor, x: torch.Tensor, gate: torch.Tensor,
-                                shortcut_dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients of :func:`gate_residual_relu` for ``x``, ``gate`` and ``shortcut``."""
+@torch.library.custom_op('srm_zoo::affine_residual_relu_backward', mutates_args=())
+def affine_residual_relu_backward(grad: torch.Tensor, out: torch.Tensor, x: torch.Tensor, scale: torch.Tensor,
+                                  shortcut_dtype: torch.dtype
+                                  ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of :func:`affine_residual_relu` for ``x``, ``scale``, ``bias`` and ``shortcut``."""
     channels, hw, s_n, s_c, s_hw, block_c, block_hw = _tiles(x)
     grad_x = torch.empty_like(x)
     grad_shortcut = torch.empty_like(x, dtype=shortcut_dtype)
-    grad_gate = torch.zeros(gate.shape, device=x.device, dtype=gate.dtype)
+    grad_scale = torch.zeros(scale.shape, device=x.device, dtype=scale.dtype)
+    grad_bias = torch.zeros_like(grad_scale)
     num_cblocks = triton.cdiv(channels, block_c)
     split = _split(x.shape[0] * num_cblocks, hw, block_hw)
-    _gate_residual_relu_backward_kernel[(x.shape[0] * num_cblocks, split)](
-        _like(grad, x), out, x, gate.contiguous(), grad_x, grad_shortcut, grad_gate,
+    _affine_residual_relu_backward_kernel[(x.shape[0] * num_cblocks, split)](
+        _like(grad, x), out, x, scale.contiguous(), grad_x, grad_shortcut, grad_scale, grad_bias,
         channels, hw, s_n, s_c, s_hw, num_cblocks, split, BLOCK_C=block_c, BLOCK_HW=block_hw)
-    return grad_x, grad_gate, grad_shortcut
+    return grad_x, grad_scale, grad_bias, grad_shortcut
 
 
-@gate_residual_relu_backward.register_fake
-def _(grad, out, x, gate, shortcut_dtype):
-    return torch.empty_like(x), torch.empty_like(gate), torch.empty_like(x, dtype=shortcut_dtype)
+@affine_residual_relu_backward.register_fake
+def _(grad, out, x, scale, shortcut_dtype):
+    return (torch.empty_like(x), torch.empty_like(scale), torch.empty_like(scale),
+            torch.empty_like(x, dtype=shortcut_dtype))
 
 
-def _gate_residual_relu_setup(ctx, inputs, output) -> None:
-    x, gate, shortcut = inputs
+def _affine_residual_relu_setup(ctx, inputs, output) -> None:
+    x, scale, bias, shortcut = inputs
+    ctx.bias_dtype = bias.dtype
     ctx.shortcut_dtype = shortcut.dtype
-    ctx.save_for_backward(x, gate, output)
+    ctx.save_for_backward(x, scale, output)
 
 
-def _gate_residual_relu_grad(ctx, grad):
-    x, gate, out = ctx.saved_tensors
-    return gate_residual_relu_backward(grad, out, x, gate, ctx.shortcut_dtype)
+def _affine_residual_relu_grad(ctx, grad):
+    x, scale, out = ctx.saved_tensors
+    grad_x, grad_scale, grad_bias, grad_shortcut = affine_residual_relu_backward(
+        grad, out, x, scale, ctx.shortcut_dtype)
+    return grad_x, grad_scale, grad_bias.to(ctx.bias_dtype), grad_shortcut
 
 
-gate_residual_relu.register_autograd(_gate_residual_relu_grad, setup_context=_gate_residual_relu_setup)
+affine_residual_relu.register_autograd(_affine_residual_relu_grad, setup_context=_affine_residual_relu_setup)

@@ -1,10 +1,11 @@
-"""timm's residual blocks with SRM's gate, residual add and ReLU as one call.
+"""timm's residual blocks whose last BatchNorm, SRM, residual add and ReLU run as one block tail.
 
 :class:`SRMBasicBlock` and :class:`SRMBottleneck` keep timm's submodules (and so its state-dict
-keys and initialisation) and only change ``forward``: the block ends in
-``self.se(x, shortcut)``, which SRM computes as ``relu(x * gate + shortcut)`` in one pass on its
-fast path. With stochastic depth active in training, the block runs timm's order of operations
-(SRM, drop path, add, ReLU) instead.
+keys and initialisation) and only change ``forward``. On SRM's fast path the block's last
+BatchNorm is folded into SRM's pass (:meth:`~srm_zoo.layers.SRM.forward_after_norm`); otherwise
+the block ends in ``self.se(bn(x), shortcut)``, which SRM computes as ``relu(x * gate + shortcut)``.
+With stochastic depth active in training, the block runs timm's order of operations
+(BatchNorm, SRM, drop path, add, ReLU) instead.
 """
 from functools import partial
 from typing import Any
@@ -14,6 +15,8 @@ import torch.nn as nn
 from timm.models.resnet import BasicBlock, Bottleneck
 
 from ..layers import SRM
+from ..layers.srm import use_reference_path
+from ..layers.srm_fast import norm_folds_into_srm
 
 __all__ = ['SRMBasicBlock', 'SRMBottleneck', 'fuses_srm']
 
@@ -26,8 +29,41 @@ def fuses_srm(attn_layer: Any, act_layer: Any = nn.ReLU) -> bool:
     return is_srm and act_layer in (nn.ReLU, 'relu')
 
 
-class SRMBasicBlock(BasicBlock):
-    """timm's :class:`~timm.models.resnet.BasicBlock` whose SRM also adds the shortcut and applies the ReLU."""
+class _SRMTail:
+    """The tail shared by the SRM blocks: ``relu(SRM(norm(x)) + shortcut)`` after the last convolution.
+
+    ``last_norm`` names the block's BatchNorm before SRM.
+    """
+    last_norm: str
+
+    def _tail(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():
+            if self._tail_folds_norm(x):
+                return self._folded_tail(x, shortcut)
+        x = self._last_norm(x)
+        if self.drop_path is None or not self.training:
+            return self.se(x, shortcut)
+        x = self.drop_path(self.se(x))
+        x += shortcut
+        return torch.relu(x)
+
+    @torch.jit.unused
+    def _tail_folds_norm(self, x: torch.Tensor) -> bool:
+        if self.drop_path is not None and self.training:
+            return False
+        return not use_reference_path() and norm_folds_into_srm(getattr(self, self.last_norm), x)
+
+    @torch.jit.unused
+    def _folded_tail(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        return self.se.forward_after_norm(getattr(self, self.last_norm), x, shortcut)
+
+
+class SRMBasicBlock(_SRMTail, BasicBlock):
+    """timm's :class:`~timm.models.resnet.BasicBlock` ending in SRM's fused tail."""
+    last_norm = 'bn2'
+
+    def _last_norm(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn2(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
@@ -39,19 +75,18 @@ class SRMBasicBlock(BasicBlock):
         x = self.aa(x)
 
         x = self.conv2(x)
-        x = self.bn2(x)
 
         if self.downsample is not None:
             shortcut = self.downsample(shortcut)
-        if self.drop_path is None or not self.training:
-            return self.se(x, shortcut)
-        x = self.drop_path(self.se(x))
-        x += shortcut
-        return self.act2(x)
+        return self._tail(x, shortcut)
 
 
-class SRMBottleneck(Bottleneck):
-    """timm's :class:`~timm.models.resnet.Bottleneck` whose SRM also adds the shortcut and applies the ReLU."""
+class SRMBottleneck(_SRMTail, Bottleneck):
+    """timm's :class:`~timm.models.resnet.Bottleneck` ending in SRM's fused tail."""
+    last_norm = 'bn3'
+
+    def _last_norm(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn3(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
@@ -67,12 +102,7 @@ class SRMBottleneck(Bottleneck):
         x = self.aa(x)
 
         x = self.conv3(x)
-        x = self.bn3(x)
 
         if self.downsample is not None:
             shortcut = self.downsample(shortcut)
-        if self.drop_path is None or not self.training:
-            return self.se(x, shortcut)
-        x = self.drop_path(self.se(x))
-        x += shortcut
-        return self.act3(x)
+        return self._tail(x, shortcut)
