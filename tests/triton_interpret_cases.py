@@ -18,7 +18,6 @@ pytestmark = pytest.mark.skipif(
     os.environ.get('TRITON_INTERPRET') != '1' or not srm_kernels.available(),
     reason='needs triton and TRITON_INTERPRET=1 (run through tests/test_srm_kernels.py)')
 
-EPS = 1e-5
 SHAPES = [(2, 5, 3, 7), (3, 4, 1, 1), (2, 3, 1, 5), (1, 130, 2, 3), (1, 2, 30, 30)]
 TOLERANCES = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-5}  # relative to the largest value
 

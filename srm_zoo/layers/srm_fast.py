@@ -6,12 +6,12 @@
   ``sigmoid(a0 * mean + a1 * std + b)``.
 * Inside a residual block the gate multiply, the residual add and the ReLU are one operation,
   ``relu(x * gate + shortcut)`` (``torch.addcmul`` then an in-place ReLU on the CPU).
-* The block's BatchNorm before SRM is folded into the same pass: SRM's statistics of
-  ``x = a * y + b`` (per channel) follow from those of the convolution output ``y``, and so do
-  BatchNorm's batch statistics in training (the mean and variance of N maps follow from each
-  map's). The block tail reads ``y`` once for the statistics and once for
-  ``relu(y * gate * a + gate * b + shortcut)``, and keeps only ``y`` and the output for the
-  backward pass, as a plain ResNet block does.
+* In training, and wherever the Triton kernels run, the block's BatchNorm before SRM is folded
+  into the same passes: SRM's statistics of ``x = a * y + b`` (per channel) follow from those of
+  the convolution output ``y``, and so do BatchNorm's batch statistics in training (the mean and
+  variance of N maps follow from each map's). The block tail reads ``y`` once for the statistics
+  and once for ``relu(y * gate * a + gate * b + shortcut)``, and keeps only ``y`` and the output
+  for the backward pass, as a plain ResNet block does.
 * On CUDA with Triton the statistics, the fused apply and their backward passes are Triton
   kernels (:mod:`srm_zoo.layers.srm_kernels`), registered as ``torch.library`` custom ops.
 

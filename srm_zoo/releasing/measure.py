@@ -7,6 +7,7 @@ from timm.data import create_dataset, create_transform, resolve_data_config
 from torch.utils.data import DataLoader
 
 from ..errors import UserError
+from ..evaluation.metrics import Counts, score_batch
 
 __all__ = ['measure_accuracy']
 
@@ -30,14 +31,9 @@ def measure_accuracy(model: torch.nn.Module, root: str, split: str, batch_size: 
     if len(dataset) == 0:
         raise UserError(f'Split {split!r} under {root} holds no images.')
     model.eval()
-    top1 = top5 = count = 0
+    counts = Counts()
     for images, targets in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
-        logits = model(images)
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        hits = top == targets[:, None]
-        top1 += int(hits[:, 0].sum())
-        top5 += int(hits.any(dim=1).sum())
-        count += len(targets)
-    return dict(top1=round(100.0 * top1 / count, 4), top5=round(100.0 * top5 / count, 4), num_images=count,
+        counts += score_batch(model(images), targets)
+    return dict(top1=round(counts.top1, 4), top5=round(counts.top5, 4), num_images=counts.images,
                 img_size=data_config['input_size'][-1], crop_pct=data_config['crop_pct'],
                 interpolation=data_config['interpolation'])
