@@ -6,8 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import timm
 import torch
 
+from srm_zoo.benchmark.memory import saved_activation_bytes
 from srm_zoo.cli import main
 from srm_zoo.stats import model_stats
 
@@ -39,11 +41,17 @@ def test_bench_infer_csv_with_reference_rows(tmp_path, capsys):
 
 def test_bench_train_json(tmp_path):
     out = tmp_path / 'bench.json'
-    assert main(['bench', '--models', 'srm_resnet20_cifar', '--mode', 'train', *TINY, '--results-file', str(out)]) == 0
-    (row,) = json.loads(out.read_text())
+    assert main(['bench', '--models', 'srm_resnet20_cifar', '--mode', 'train', '--reference', *TINY,
+                 '--results-file', str(out)]) == 0
+    row, reference_row = json.loads(out.read_text())
     assert row['model'] == 'srm_resnet20_cifar' and row['srm_path'] == 'fast'
     assert row['train_samples_per_sec'] > 0 and row['train_ratio'] == 1.0 and row['train_batch_size'] == 2
     assert row['amp'] == 'float32' and row['device'] == 'cpu' and row['rounds'] == 2
+    # what one forward keeps for backward: the fast path does not keep SRM's input, the reference does
+    model = timm.create_model('srm_resnet20_cifar').train()
+    expected_mb = saved_activation_bytes(model, torch.randn(2, 3, 32, 32)) / 2 ** 20
+    assert row['train_activation_mb'] == pytest.approx(expected_mb, abs=0.05)
+    assert reference_row['train_activation_mb'] > 1.1 * row['train_activation_mb']
 
 
 @pytest.mark.parametrize('args, message', [

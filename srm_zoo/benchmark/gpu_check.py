@@ -110,15 +110,19 @@ def model_checks(device: torch.device) -> List[Dict[str, Any]]:
     results.append(dict(check='srm_resnet50 eval bf16 logits', error=err, tolerance=5e-2, passed=err <= 5e-2))
     model.train()
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    grads = []
+    grads, running_stats = [], []
     for reference in (True, False):
         model.load_state_dict(state)
         model.zero_grad()
         with use_reference(reference):
             model(x).logsumexp(-1).mean().backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]).double())
+        running_stats.append(torch.cat([b.flatten().double() for n, b in model.named_buffers() if 'running' in n]))
     err = _max_rel_err(grads[1], grads[0])
     results.append(dict(check='srm_resnet50 train float32 gradients', error=err, tolerance=1e-2, passed=err <= 1e-2))
+    err = _max_rel_err(running_stats[1], running_stats[0])
+    results.append(dict(check='srm_resnet50 train BatchNorm running statistics', error=err, tolerance=1e-4,
+                        passed=err <= 1e-4))
     return results
 
 
