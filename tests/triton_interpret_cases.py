@@ -3,6 +3,7 @@
 Needs ``TRITON_INTERPRET=1`` and ``SRM_ZOO_TRITON_ON_CPU=1`` in the environment before triton is
 imported; the kernels then run on CPU tensors. Sizes are tiny: the interpreter is slow.
 """
+import copy
 import os
 
 import pytest
@@ -78,3 +79,19 @@ def test_compiled_block_keeps_kernels_in_one_graph():
         expected = block(x)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_compiled_training_block_folds_its_norm_in_one_graph():
+    block = randomize_(SRMBasicBlock(4, 4, attn_layer=SRM)).double().train()
+    plain = copy.deepcopy(block)
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    compiled = torch.compile(block, backend='aot_eager', fullgraph=True)
+    results = []
+    for module, reference in ((compiled, False), (plain, True)):
+        inputs = x.clone().requires_grad_(True)
+        with use_reference(reference):
+            out = module(inputs)
+        out.square().sum().backward()
+        results.append((out, inputs.grad, [p.grad for p in module.parameters()], list(module.buffers())))
+    for actual, expected in zip(*results):
+        torch.testing.assert_close(actual, expected, rtol=1e-9, atol=1e-9)
