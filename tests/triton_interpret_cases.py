@@ -5,6 +5,7 @@ imported; the kernels then run on CPU tensors. Sizes are tiny: the interpreter i
 """
 import copy
 import os
+from functools import partial
 
 import pytest
 import timm
@@ -13,7 +14,7 @@ import torch
 from conftest import randomize_
 from srm_zoo.benchmark.gpu_check import kernel_errors
 from srm_zoo.layers import SRM, srm_kernels, use_reference
-from srm_zoo.models.srm_blocks import SRMBasicBlock
+from srm_zoo.models.srm_blocks import SRMBasicBlock, SRMBottleneck
 
 pytestmark = pytest.mark.skipif(
     os.environ.get('TRITON_INTERPRET') != '1' or not srm_kernels.available(),
@@ -95,3 +96,26 @@ def test_compiled_training_block_folds_its_norm_in_one_graph():
         results.append((out, inputs.grad, [p.grad for p in module.parameters()], list(module.buffers())))
     for actual, expected in zip(*results):
         torch.testing.assert_close(actual, expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize('style_pooling', ['mean_std', 'mean', 'std'])
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('dtype, size', [(torch.float64, 5), (torch.float32, 1)])
+def test_inference_block_tail_is_one_folded_op(monkeypatch, style_pooling, channels_last, dtype, size):
+    """In eval mode without autograd a block's BatchNorm, SRM, add and ReLU run as ``folded_block_tail``."""
+    calls = []
+    folded = srm_kernels.folded_block_tail
+    monkeypatch.setattr(srm_kernels, 'folded_block_tail', lambda *args: calls.append(1) or folded(*args))
+    block = SRMBottleneck(132, 33, attn_layer=partial(SRM, style_pooling=style_pooling))
+    block = randomize_(block).to(dtype).eval()
+    x = torch.randn(2, 132, size, size, dtype=dtype)
+    if channels_last:
+        x, block = x.contiguous(memory_format=torch.channels_last), block.to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        out = block(x)
+        with use_reference(True):
+            expected = block(x)
+    assert calls == [1]
+    scale = expected.abs().max()
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(out / scale, expected / scale, rtol=tolerance, atol=tolerance)

@@ -185,9 +185,23 @@ def _batch_statistics(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor,
     return batch_mean, batch_var
 
 
+def _takes_folded_kernel(norm: nn.Module, srm: nn.Module, y: torch.Tensor, shortcut: torch.Tensor) -> bool:
+    """Whether the block tail runs as :func:`~srm_zoo.layers.srm_kernels.folded_block_tail`: Triton
+    takes ``y``, nothing needs gradients and both BatchNorms are affine with running statistics."""
+    if not srm_kernels.applies(y) or _needs_grad(y, shortcut, srm.cfc, *norm.parameters(), *srm.bn.parameters()):
+        return False
+    norms = (norm, srm.bn)
+    return all(_uses_running_statistics(bn) and bn.weight is not None and bn.bias is not None for bn in norms)
+
+
 def norm_gate_residual_relu(norm: nn.Module, srm: nn.Module, y: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
     """``relu(srm(norm(y)) + shortcut)`` in two passes over ``y``, for a ``norm`` that
     :func:`norm_folds_into_srm`: the statistics of ``y``, then the fused apply."""
+    if _takes_folded_kernel(norm, srm, y, shortcut):
+        return srm_kernels.folded_block_tail(
+            y, shortcut, norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps, srm.cfc,
+            srm.bn.weight, srm.bn.bias, srm.bn.running_mean, srm.bn.running_var, srm.bn.eps, srm.eps,
+            srm.style_pooling)
     mean_y, var_y = style_moments(y)
     if _uses_running_statistics(norm):
         center, variance = norm.running_mean, norm.running_var

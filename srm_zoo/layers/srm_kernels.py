@@ -7,7 +7,10 @@ first two with autograd formulas):
   accumulated in float32 (float64 for float64 inputs) after shifting each map by its first value;
 * ``srm_zoo::affine_residual_relu(x, scale, bias, shortcut) -> relu(x * scale + bias + shortcut)``
   with per-(n, c) ``scale`` and ``bias`` (SRM's gate, with the block's BatchNorm folded in);
-* ``srm_zoo::style_moments_backward`` and ``srm_zoo::affine_residual_relu_backward``: their gradients.
+* ``srm_zoo::style_moments_backward`` and ``srm_zoo::affine_residual_relu_backward``: their gradients;
+* ``srm_zoo::folded_block_tail``: a block's inference tail, ``relu(SRM(BN(y)) + shortcut)``, as the
+  statistics kernel, one kernel for every (n, c) gate with both BatchNorms folded in, and the
+  fused apply.
 
 The kernels read NCHW and channels_last tensors alike: a map is addressed by its sample, channel
 and flattened spatial strides, and the tile shape follows the contiguous dimension.
@@ -27,7 +30,8 @@ try:
 except ImportError:  # pragma: no cover - triton ships with torch on x86_64 Linux
     triton = None
 
-__all__ = ['CPU_TEST_ENV', 'available', 'applies', 'same_layout', 'style_moments', 'affine_residual_relu']
+__all__ = ['CPU_TEST_ENV', 'available', 'applies', 'same_layout', 'style_moments', 'affine_residual_relu',
+           'folded_block_tail']
 
 CPU_TEST_ENV = 'SRM_ZOO_TRITON_ON_CPU'
 _TILE = 2048  # elements per program tile
@@ -91,25 +95,83 @@ def _acc_dtype(x: torch.Tensor) -> torch.dtype:
 
 if triton is not None:
     @triton.jit
-    def _stats_kernel(x_ptr, shift_ptr, sum_ptr, sum_sq_ptr, C, HW, s_n, s_c, s_hw, num_cblocks, split,
+    def _stats_kernel(x_ptr, sums_ptr, C, NC, HW, s_n, s_c, s_hw, num_cblocks, split,
                       BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+        """Adds each map's sum and sum of squares, after subtracting its first value, into ``sums``
+        (2, N, C); the spatial axis may be split over ``split`` programs."""
         pid = tl.program_id(0)
         n = (pid // num_cblocks).to(tl.int64)
         c = (pid % num_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
         c_mask = c < C
-        shift = tl.load(shift_ptr + n * C + c, mask=c_mask, other=0.)
-        rows = x_ptr + n * s_n + c[:, None] * s_c
-        acc = tl.zeros((BLOCK_C, BLOCK_HW), dtype=shift.dtype)
-        acc_sq = tl.zeros((BLOCK_C, BLOCK_HW), dtype=shift.dtype)
+        acc_dtype = sums_ptr.dtype.element_ty
+        starts = x_ptr + n * s_n + c * s_c
+        shift = tl.load(starts, mask=c_mask, other=0.).to(acc_dtype)
+        acc = tl.zeros((BLOCK_C, BLOCK_HW), dtype=acc_dtype)
+        acc_sq = tl.zeros((BLOCK_C, BLOCK_HW), dtype=acc_dtype)
         for start in range(tl.program_id(1) * BLOCK_HW, HW, split * BLOCK_HW):
             hw = start + tl.arange(0, BLOCK_HW)
             mask = c_mask[:, None] & (hw[None, :] < HW)
-            v = tl.load(rows + hw[None, :] * s_hw, mask=mask, other=0.).to(shift.dtype)
+            v = tl.load(starts[:, None] + hw[None, :] * s_hw, mask=mask, other=0.).to(acc_dtype)
             v = tl.where(mask, v - shift[:, None], 0.)
             acc += v
             acc_sq += v * v
-        tl.atomic_add(sum_ptr + n * C + c, tl.sum(acc, 1), mask=c_mask)
-        tl.atomic_add(sum_sq_ptr + n * C + c, tl.sum(acc_sq, 1), mask=c_mask)
+        tl.atomic_add(sums_ptr + n * C + c, tl.sum(acc, 1), mask=c_mask)
+        tl.atomic_add(sums_ptr + NC + n * C + c, tl.sum(acc_sq, 1), mask=c_mask)
+
+    @triton.jit
+    def _load_moments(x_ptr, sums_ptr, index, mask, C, NC, HW, s_n, s_c):
+        """Mean and unbiased variance (0 for a single value) of the maps ``index`` (flat n * C + c)."""
+        acc_dtype = sums_ptr.dtype.element_ty
+        n = (index // C).to(tl.int64)
+        shift = tl.load(x_ptr + n * s_n + (index % C) * s_c, mask=mask, other=0.).to(acc_dtype)
+        total = tl.load(sums_ptr + index, mask=mask, other=0.)
+        total_sq = tl.load(sums_ptr + NC + index, mask=mask, other=0.)
+        mean = shift + total / HW
+        var = tl.maximum((total_sq - total * total / HW) / tl.maximum(HW - 1, 1), 0.)
+        return mean, var
+
+    @triton.jit
+    def _moments_kernel(x_ptr, sums_ptr, mean_ptr, var_ptr, C, NC, HW, s_n, s_c, BLOCK: tl.constexpr):
+        index = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        mask = index < NC
+        mean, var = _load_moments(x_ptr, sums_ptr, index, mask, C, NC, HW, s_n, s_c)
+        tl.store(mean_ptr + index, mean, mask=mask)
+        tl.store(var_ptr + index, var, mask=mask)
+
+    @triton.jit
+    def _running_affine(weight_ptr, bias_ptr, mean_ptr, var_ptr, c, mask, eps, acc_dtype: tl.constexpr):
+        """``(scale, shift)`` of a BatchNorm that normalises with its running statistics."""
+        weight = tl.load(weight_ptr + c, mask=mask, other=0.).to(acc_dtype)
+        bias = tl.load(bias_ptr + c, mask=mask, other=0.).to(acc_dtype)
+        mean = tl.load(mean_ptr + c, mask=mask, other=0.).to(acc_dtype)
+        var = tl.load(var_ptr + c, mask=mask, other=1.).to(acc_dtype)
+        scale = weight / tl.sqrt(var + eps)
+        return scale, bias - mean * scale
+
+    @triton.jit
+    def _folded_gate_kernel(x_ptr, sums_ptr, norm_weight_ptr, norm_bias_ptr, norm_mean_ptr, norm_var_ptr,
+                            cfc_ptr, srm_weight_ptr, srm_bias_ptr, srm_mean_ptr, srm_var_ptr, scale_ptr, bias_ptr,
+                            C, NC, HW, s_n, s_c, norm_eps, srm_bn_eps, srm_eps,
+                            USE_MEAN: tl.constexpr, USE_STD: tl.constexpr, BLOCK: tl.constexpr):
+        """Per (n, c): ``k = gate * a`` and ``b = gate * d`` for ``relu(y * k + b + shortcut)``, where
+        ``a * y + d`` is the norm before SRM and ``gate`` SRM's (both normalising with running statistics)."""
+        acc_dtype = sums_ptr.dtype.element_ty
+        index = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        mask = index < NC
+        c = index % C
+        mean_y, var_y = _load_moments(x_ptr, sums_ptr, index, mask, C, NC, HW, s_n, s_c)
+        a, d = _running_affine(norm_weight_ptr, norm_bias_ptr, norm_mean_ptr, norm_var_ptr, c, mask, norm_eps, acc_dtype)
+        z = tl.zeros_like(mean_y)
+        if USE_MEAN:  # the first channel-wise weight belongs to the mean
+            z += tl.load(cfc_ptr + c * (USE_MEAN + USE_STD), mask=mask, other=0.).to(acc_dtype) * (mean_y * a + d)
+        if USE_STD:
+            weight = tl.load(cfc_ptr + c * (USE_MEAN + USE_STD) + USE_MEAN, mask=mask, other=0.).to(acc_dtype)
+            z += weight * tl.sqrt(var_y * a * a + srm_eps)
+        srm_scale, srm_shift = _running_affine(srm_weight_ptr, srm_bias_ptr, srm_mean_ptr, srm_var_ptr, c, mask,
+                                               srm_bn_eps, acc_dtype)
+        gate = tl.sigmoid(z * srm_scale + srm_shift)
+        tl.store(scale_ptr + index, gate * a, mask=mask)
+        tl.store(bias_ptr + index, gate * d, mask=mask)
 
     @triton.jit
     def _elementwise_tile(C, HW, s_n, s_c, s_hw, num_cblocks, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
@@ -122,13 +184,16 @@ if triton is not None:
         return n, c, mask, n * s_n + c[:, None] * s_c + hw[None, :] * s_hw
 
     @triton.jit
-    def _affine_kernel(x_ptr, scale_ptr, bias_ptr, out_ptr, C, HW, s_n, s_c, s_hw, num_cblocks,
-                       BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    def _moments_backward_kernel(x_ptr, mean_ptr, grad_mean_ptr, grad_var_ptr, out_ptr, C, HW, s_n, s_c, s_hw,
+                                 num_cblocks, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+        """``d/dx = grad_mean / HW + grad_var * 2 (x - mean) / (HW - 1)`` (no variance term for HW = 1)."""
         n, c, mask, offsets = _elementwise_tile(C, HW, s_n, s_c, s_hw, num_cblocks, BLOCK_C, BLOCK_HW)
-        scale = tl.load(scale_ptr + n * C + c, mask=c < C, other=0.)
-        bias = tl.load(bias_ptr + n * C + c, mask=c < C, other=0.)
-        v = tl.load(x_ptr + offsets, mask=mask, other=0.).to(scale.dtype)
-        out = v * scale[:, None] + bias[:, None]
+        mean = tl.load(mean_ptr + n * C + c, mask=c < C, other=0.)
+        grad_mean = tl.load(grad_mean_ptr + n * C + c, mask=c < C, other=0.).to(mean.dtype)
+        grad_var = tl.load(grad_var_ptr + n * C + c, mask=c < C, other=0.).to(mean.dtype)
+        scale = tl.where(HW > 1, grad_var * 2 / tl.maximum(HW - 1, 1), 0.)
+        v = tl.load(x_ptr + offsets, mask=mask, other=0.).to(mean.dtype)
+        out = (v - mean[:, None]) * scale[:, None] + grad_mean[:, None] / HW
         tl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
@@ -174,25 +239,33 @@ def _split(num_programs: int, hw: int, block_hw: int) -> int:
     return max(1, min(triton.cdiv(hw, block_hw), _TARGET_PROGRAMS // max(num_programs, 1)))
 
 
+def _sums(x: torch.Tensor) -> torch.Tensor:
+    """(2, N, C) shifted sums and sums of squares of ``x``'s maps (see ``_stats_kernel``)."""
+    channels, hw, s_n, s_c, s_hw, block_c, block_hw = _tiles(x)
+    batch = x.shape[0]
+    sums = torch.zeros(2, batch, channels, device=x.device, dtype=_acc_dtype(x))
+    num_cblocks = triton.cdiv(channels, block_c)
+    split = _split(batch * num_cblocks, hw, block_hw)
+    _stats_kernel[(batch * num_cblocks, split)](
+        x, sums, channels, batch * channels, hw, s_n, s_c, s_hw, num_cblocks, split,
+        BLOCK_C=block_c, BLOCK_HW=block_hw)
+    return sums
+
+
+_FINALIZE_BLOCK = 256  # (n, c) pairs per program of the per-map kernels
+
+
 @torch.library.custom_op('srm_zoo::style_moments', mutates_args=())
 def style_moments(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Per-(n, c) mean and unbiased variance of ``x`` (N, C, H, W), float32 or float64; the variance
     of a single value is 0."""
-    channels, hw, s_n, s_c, s_hw, block_c, block_hw = _tiles(x)
-    batch = x.shape[0]
-    dtype = _acc_dtype(x)
-    shift = x[:, :, 0, 0].to(dtype).contiguous()
-    total = torch.zeros(batch, channels, device=x.device, dtype=dtype)
-    total_sq = torch.zeros_like(total)
-    num_cblocks = triton.cdiv(channels, block_c)
-    split = _split(batch * num_cblocks, hw, block_hw)
-    _stats_kernel[(batch * num_cblocks, split)](
-        x, shift, total, total_sq, channels, hw, s_n, s_c, s_hw, num_cblocks, split,
-        BLOCK_C=block_c, BLOCK_HW=block_hw)
-    mean = shift + total / hw
-    if hw == 1:
-        return mean, torch.zeros_like(mean)
-    return mean, ((total_sq - total * total / hw) / (hw - 1)).clamp_min(0)
+    sums = _sums(x)
+    batch, channels, height, width = x.shape
+    mean, var = torch.empty_like(sums[0]), torch.empty_like(sums[1])  # outputs may not alias each other
+    num_maps = batch * channels
+    _moments_kernel[(triton.cdiv(num_maps, _FINALIZE_BLOCK),)](
+        x, sums, mean, var, channels, num_maps, height * width, x.stride(0), x.stride(1), BLOCK=_FINALIZE_BLOCK)
+    return mean, var
 
 
 @style_moments.register_fake
@@ -205,15 +278,12 @@ def _(x):
 @torch.library.custom_op('srm_zoo::style_moments_backward', mutates_args=())
 def style_moments_backward(x: torch.Tensor, mean: torch.Tensor, grad_mean: torch.Tensor,
                            grad_var: torch.Tensor) -> torch.Tensor:
-    """Gradient of :func:`style_moments` with respect to ``x``: ``a * x + b`` per (n, c)."""
+    """Gradient of :func:`style_moments` with respect to ``x``."""
     channels, hw, s_n, s_c, s_hw, block_c, block_hw = _tiles(x)
-    # d var / dx = 2 (x - mean) / (HW - 1); a single value's variance is the constant 0
-    scale = grad_var * (2 / (hw - 1)) if hw > 1 else torch.zeros_like(grad_var)
-    bias = grad_mean / hw - scale * mean
     grad_x = torch.empty_like(x)
     num_cblocks = triton.cdiv(channels, block_c)
-    _affine_kernel[(x.shape[0] * num_cblocks, triton.cdiv(hw, block_hw))](
-        x, scale.contiguous(), bias.contiguous(), grad_x, channels, hw, s_n, s_c, s_hw, num_cblocks,
+    _moments_backward_kernel[(x.shape[0] * num_cblocks, triton.cdiv(hw, block_hw))](
+        x, mean.contiguous(), grad_mean.contiguous(), grad_var.contiguous(), grad_x, channels, hw, s_n, s_c, s_hw, num_cblocks,
         BLOCK_C=block_c, BLOCK_HW=block_hw)
     return grad_x
 
@@ -237,10 +307,8 @@ def _style_moments_grad(ctx, grad_mean, grad_var):
 style_moments.register_autograd(_style_moments_grad, setup_context=_style_moments_setup)
 
 
-@torch.library.custom_op('srm_zoo::affine_residual_relu', mutates_args=())
-def affine_residual_relu(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor,
-                         shortcut: torch.Tensor) -> torch.Tensor:
-    """``relu(x * scale + bias + shortcut)`` in ``x``'s dtype, with (N, C) ``scale`` and ``bias``."""
+def _launch_affine_residual_relu(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor,
+                                 shortcut: torch.Tensor) -> torch.Tensor:
     channels, hw, s_n, s_c, s_hw, block_c, block_hw = _tiles(x)
     out = torch.empty_like(x)
     num_cblocks = triton.cdiv(channels, block_c)
@@ -248,6 +316,13 @@ def affine_residual_relu(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tenso
         x, scale.contiguous(), bias.to(scale.dtype).contiguous(), _like(shortcut, x), out,
         channels, hw, s_n, s_c, s_hw, num_cblocks, BLOCK_C=block_c, BLOCK_HW=block_hw)
     return out
+
+
+@torch.library.custom_op('srm_zoo::affine_residual_relu', mutates_args=())
+def affine_residual_relu(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor,
+                         shortcut: torch.Tensor) -> torch.Tensor:
+    """``relu(x * scale + bias + shortcut)`` in ``x``'s dtype, with (N, C) ``scale`` and ``bias``."""
+    return _launch_affine_residual_relu(x, scale, bias, shortcut)
 
 
 @affine_residual_relu.register_fake
@@ -294,3 +369,31 @@ def _affine_residual_relu_grad(ctx, grad):
 
 
 affine_residual_relu.register_autograd(_affine_residual_relu_grad, setup_context=_affine_residual_relu_setup)
+
+
+@torch.library.custom_op('srm_zoo::folded_block_tail', mutates_args=())
+def folded_block_tail(y: torch.Tensor, shortcut: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor,
+                      norm_mean: torch.Tensor, norm_var: torch.Tensor, norm_eps: float, cfc: torch.Tensor,
+                      srm_weight: torch.Tensor, srm_bias: torch.Tensor, srm_mean: torch.Tensor, srm_var: torch.Tensor,
+                      srm_bn_eps: float, srm_eps: float, style_pooling: str) -> torch.Tensor:
+    """Inference tail of an SRM block in three kernels: ``relu(SRM(norm(y)) + shortcut)`` for a
+    BatchNorm ``norm`` and an SRM whose BatchNorm both normalise with running statistics.
+
+    The statistics of ``y``; then, per (n, c), the gate with both BatchNorms folded in; then the
+    fused apply. Forward only: training takes the differentiable ops.
+    """
+    sums = _sums(y)
+    batch, channels, height, width = y.shape
+    scale, bias = torch.empty_like(sums[0]), torch.empty_like(sums[1])
+    num_maps = batch * channels
+    _folded_gate_kernel[(triton.cdiv(num_maps, _FINALIZE_BLOCK),)](
+        y, sums, norm_weight, norm_bias, norm_mean, norm_var, cfc.contiguous(), srm_weight, srm_bias, srm_mean, srm_var,
+        scale, bias, channels, num_maps, height * width, y.stride(0), y.stride(1), norm_eps, srm_bn_eps, srm_eps,
+        USE_MEAN=style_pooling != 'std', USE_STD=style_pooling != 'mean', BLOCK=_FINALIZE_BLOCK)
+    return _launch_affine_residual_relu(y, scale, bias, shortcut)
+
+
+@folded_block_tail.register_fake
+def _(y, shortcut, norm_weight, norm_bias, norm_mean, norm_var, norm_eps, cfc, srm_weight, srm_bias, srm_mean,
+      srm_var, srm_bn_eps, srm_eps, style_pooling):
+    return torch.empty_like(y)
