@@ -175,10 +175,10 @@ def _batch_statistics(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor,
         count = mean.shape[0] * num_values
         if count < 2:
             raise ValueError(f'Expected more than 1 value per channel when training, got {count}')
-        factor = 0.0 if bn.momentum is None else bn.momentum
         if bn.num_batches_tracked is not None:
-            bn.num_batches_tracked.add_(1)
-            factor = 1.0 / bn.num_batches_tracked.item() if bn.momentum is None else bn.momentum
+            factor = _momentum_step(bn)
+        else:
+            factor = 0.0 if bn.momentum is None else bn.momentum
         with torch.no_grad():
             bn.running_mean.lerp_(batch_mean.to(bn.running_mean.dtype), factor)
             bn.running_var.lerp_((batch_var * (count / (count - 1))).to(bn.running_var.dtype), factor)
@@ -194,6 +194,23 @@ def _takes_folded_kernel(norm: nn.Module, srm: nn.Module, y: torch.Tensor, short
     return all(_uses_running_statistics(bn) and bn.weight is not None and bn.bias is not None for bn in norms)
 
 
+def _takes_gate_train_kernel(norm: nn.Module, srm: nn.Module, y: torch.Tensor) -> bool:
+    """Whether the training gate runs as :func:`~srm_zoo.layers.srm_kernels.folded_gate_train`: Triton
+    takes ``y`` and both BatchNorms are plain, affine, in training and tracking running statistics."""
+    if not srm_kernels.applies(y) or y.shape[0] > srm_kernels.GATE_TRAIN_MAX_BATCH:
+        return False
+    return all(type(bn) is nn.BatchNorm2d and bn.training and bn.affine and bn.track_running_stats
+               and bn.running_mean is not None for bn in (norm, srm.bn))
+
+
+def _momentum_step(bn: nn.BatchNorm2d) -> float:
+    """Counts a training batch of ``bn`` and returns its running-statistics momentum for it."""
+    bn.num_batches_tracked.add_(1)
+    if bn.momentum is None:  # cumulative moving average
+        return 1.0 / bn.num_batches_tracked.item()
+    return bn.momentum
+
+
 def norm_gate_residual_relu(norm: nn.Module, srm: nn.Module, y: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
     """``relu(srm(norm(y)) + shortcut)`` in two passes over ``y``, for a ``norm`` that
     :func:`norm_folds_into_srm`: the statistics of ``y``, then the fused apply."""
@@ -203,6 +220,15 @@ def norm_gate_residual_relu(norm: nn.Module, srm: nn.Module, y: torch.Tensor, sh
             srm.bn.weight, srm.bn.bias, srm.bn.running_mean, srm.bn.running_var, srm.bn.eps, srm.eps,
             srm.style_pooling)
     mean_y, var_y = style_moments(y)
+    if _takes_gate_train_kernel(norm, srm, y):
+        num_values = y.shape[2] * y.shape[3]
+        scale, bias, batch_stats = srm_kernels.folded_gate_train(
+            mean_y, var_y, norm.weight, norm.bias, srm.cfc, srm.bn.weight, srm.bn.bias, num_values,
+            norm.eps, srm.bn.eps, srm.eps, srm.style_pooling)
+        srm_kernels.update_running_stats(
+            batch_stats, norm.running_mean, norm.running_var, srm.bn.running_mean, srm.bn.running_var,
+            y.shape[0] * num_values, y.shape[0], _momentum_step(norm), _momentum_step(srm.bn))
+        return gate_residual_relu(y, scale, shortcut, bias=bias)
     if _uses_running_statistics(norm):
         center, variance = norm.running_mean, norm.running_var
     else:

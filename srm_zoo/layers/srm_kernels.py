@@ -1,13 +1,16 @@
 """Triton kernels for SRM on CUDA, registered as ``torch.library`` custom ops.
 
-Ops (each with a fake implementation, so ``torch.compile`` keeps them in its graph, and the
-first two with autograd formulas):
+Ops (each with a fake implementation, so ``torch.compile`` keeps them in its graph; the
+differentiable ones with autograd formulas):
 
 * ``srm_zoo::style_moments(x) -> (mean, var)``: per-(n, c) mean and unbiased variance in one pass,
   accumulated in float32 (float64 for float64 inputs) after shifting each map by its first value;
 * ``srm_zoo::affine_residual_relu(x, scale, bias, shortcut) -> relu(x * scale + bias + shortcut)``
   with per-(n, c) ``scale`` and ``bias`` (SRM's gate, with the block's BatchNorm folded in);
 * ``srm_zoo::style_moments_backward`` and ``srm_zoo::affine_residual_relu_backward``: their gradients;
+* ``srm_zoo::folded_gate_train`` (with its backward): a block's training-mode gate from the moments
+  of its convolution output, both BatchNorms on batch statistics, in one kernel per direction, and
+  ``srm_zoo::update_running_stats`` for both BatchNorms' running statistics in one more;
 * ``srm_zoo::folded_block_tail``: a block's inference tail, ``relu(SRM(BN(y)) + shortcut)``, as the
   statistics kernel, one kernel for every (n, c) gate with both BatchNorms folded in, and the
   fused apply.
@@ -19,6 +22,7 @@ The kernels run on CUDA tensors. For tests without a GPU, Triton's interpreter r
 tensors when both ``TRITON_INTERPRET=1`` (set before triton is imported) and
 ``SRM_ZOO_TRITON_ON_CPU=1`` are set.
 """
+import functools
 import os
 from typing import Optional, Tuple
 
@@ -30,8 +34,8 @@ try:
 except ImportError:  # pragma: no cover - triton ships with torch on x86_64 Linux
     triton = None
 
-__all__ = ['CPU_TEST_ENV', 'available', 'applies', 'same_layout', 'style_moments', 'affine_residual_relu',
-           'folded_block_tail']
+__all__ = ['CPU_TEST_ENV', 'GATE_TRAIN_MAX_BATCH', 'available', 'applies', 'same_layout', 'style_moments',
+           'affine_residual_relu', 'folded_block_tail', 'folded_gate_train', 'update_running_stats']
 
 CPU_TEST_ENV = 'SRM_ZOO_TRITON_ON_CPU'
 _TILE = 2048  # elements per program tile
@@ -93,6 +97,17 @@ def _acc_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
+def _constants(like: torch.Tensor, *values: float) -> torch.Tensor:
+    """``values`` as a tensor of ``like``'s dtype and device (Triton passes Python floats as float32,
+    which would round epsilons and momenta of float64 models)."""
+    return _cached_constants(values, like.dtype, like.device)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_constants(values: Tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.tensor(values, dtype=dtype, device=device)
+
+
 if triton is not None:
     @triton.jit
     def _stats_kernel(x_ptr, sums_ptr, C, NC, HW, s_n, s_c, s_hw, num_cblocks, split,
@@ -151,10 +166,13 @@ if triton is not None:
     @triton.jit
     def _folded_gate_kernel(x_ptr, sums_ptr, norm_weight_ptr, norm_bias_ptr, norm_mean_ptr, norm_var_ptr,
                             cfc_ptr, srm_weight_ptr, srm_bias_ptr, srm_mean_ptr, srm_var_ptr, scale_ptr, bias_ptr,
-                            C, NC, HW, s_n, s_c, norm_eps, srm_bn_eps, srm_eps,
+                            C, NC, HW, s_n, s_c, eps_ptr,
                             USE_MEAN: tl.constexpr, USE_STD: tl.constexpr, BLOCK: tl.constexpr):
         """Per (n, c): ``k = gate * a`` and ``b = gate * d`` for ``relu(y * k + b + shortcut)``, where
         ``a * y + d`` is the norm before SRM and ``gate`` SRM's (both normalising with running statistics)."""
+        norm_eps = tl.load(eps_ptr)
+        srm_bn_eps = tl.load(eps_ptr + 1)
+        srm_eps = tl.load(eps_ptr + 2)
         acc_dtype = sums_ptr.dtype.element_ty
         index = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         mask = index < NC
@@ -182,6 +200,154 @@ if triton is not None:
         hw = tl.program_id(1) * BLOCK_HW + tl.arange(0, BLOCK_HW)
         mask = (c[:, None] < C) & (hw[None, :] < HW)
         return n, c, mask, n * s_n + c[:, None] * s_c + hw[None, :] * s_hw
+
+    @triton.jit
+    def _gate_train_forward(m, v, mask, norm_weight, norm_bias, cfc_mean, cfc_std, srm_weight, srm_bias,
+                            N, HW, norm_eps, srm_bn_eps, srm_eps, USE_MEAN: tl.constexpr, USE_STD: tl.constexpr):
+        """Training-mode gate for a (N, C-block) tile of map moments ``m``, ``v``: the norm's batch
+        statistics from the moments, SRM's statistics of the normalised maps, SRM's BatchNorm over N."""
+        mu = tl.sum(m, 0) / N
+        centered = tl.where(mask, m - mu[None, :], 0.)
+        var = tl.sum(v, 0) * (HW - 1) / HW / N + tl.sum(centered * centered, 0) / N
+        r = 1 / tl.sqrt(var + norm_eps)
+        a = norm_weight * r
+        mean_x = a[None, :] * centered + norm_bias[None, :]
+        std_x = tl.sqrt(a[None, :] * a[None, :] * v + srm_eps)
+        z = tl.zeros_like(m)
+        if USE_MEAN:
+            z += cfc_mean[None, :] * mean_x
+        if USE_STD:
+            z += cfc_std[None, :] * std_x
+        z = tl.where(mask, z, 0.)
+        mu_z = tl.sum(z, 0) / N
+        z_centered = tl.where(mask, z - mu_z[None, :], 0.)
+        var_z = tl.sum(z_centered * z_centered, 0) / N
+        r_z = 1 / tl.sqrt(var_z + srm_bn_eps)
+        z_hat = z_centered * r_z[None, :]
+        gate = tl.sigmoid(z_hat * srm_weight[None, :] + srm_bias[None, :])
+        return mu, centered, var, r, a, mean_x, std_x, mu_z, var_z, r_z, z_hat, gate
+
+    @triton.jit
+    def _gate_train_tile(mean_ptr, var_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr, srm_weight_ptr, srm_bias_ptr,
+                         N, C, USE_MEAN: tl.constexpr, USE_STD: tl.constexpr,
+                         BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
+        """This program's channels and its (N, C-block) tile of moments and per-channel parameters."""
+        c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+        n = tl.arange(0, BLOCK_N)
+        c_mask = c < C
+        mask = (n[:, None] < N) & c_mask[None, :]
+        index = n[:, None] * C + c[None, :]
+        m = tl.load(mean_ptr + index, mask=mask, other=0.)
+        v = tl.load(var_ptr + index, mask=mask, other=0.)
+        acc_dtype = m.dtype
+        norm_weight = tl.load(norm_weight_ptr + c, mask=c_mask, other=0.).to(acc_dtype)
+        norm_bias = tl.load(norm_bias_ptr + c, mask=c_mask, other=0.).to(acc_dtype)
+        srm_weight = tl.load(srm_weight_ptr + c, mask=c_mask, other=0.).to(acc_dtype)
+        srm_bias = tl.load(srm_bias_ptr + c, mask=c_mask, other=0.).to(acc_dtype)
+        num_styles = USE_MEAN + USE_STD
+        cfc_mean = tl.load(cfc_ptr + c * num_styles, mask=c_mask & USE_MEAN, other=0.).to(acc_dtype)
+        cfc_std = tl.load(cfc_ptr + c * num_styles + USE_MEAN, mask=c_mask & USE_STD, other=0.).to(acc_dtype)
+        return c, c_mask, mask, index, m, v, norm_weight, norm_bias, cfc_mean, cfc_std, srm_weight, srm_bias
+
+    @triton.jit
+    def _gate_train_kernel(mean_ptr, var_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr, srm_weight_ptr, srm_bias_ptr,
+                           scale_ptr, bias_ptr, stats_ptr, N, C, HW, eps_ptr,
+                           USE_MEAN: tl.constexpr, USE_STD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
+        """``k = gate * a`` and ``b = gate * d`` per (n, c) in training, and the batch statistics of both
+        BatchNorms as rows of ``stats`` (4, C): mean and biased variance of the norm, then of SRM's."""
+        norm_eps = tl.load(eps_ptr)
+        srm_bn_eps = tl.load(eps_ptr + 1)
+        srm_eps = tl.load(eps_ptr + 2)
+        c, c_mask, mask, index, m, v, norm_weight, norm_bias, cfc_mean, cfc_std, srm_weight, srm_bias = \
+            _gate_train_tile(mean_ptr, var_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr, srm_weight_ptr,
+                             srm_bias_ptr, N, C, USE_MEAN, USE_STD, BLOCK_N, BLOCK_C)
+        mu, centered, var, r, a, mean_x, std_x, mu_z, var_z, r_z, z_hat, gate = _gate_train_forward(
+            m, v, mask, norm_weight, norm_bias, cfc_mean, cfc_std, srm_weight, srm_bias,
+            N, HW, norm_eps, srm_bn_eps, srm_eps, USE_MEAN, USE_STD)
+        d = norm_bias - mu * a
+        tl.store(scale_ptr + index, gate * a[None, :], mask=mask)
+        tl.store(bias_ptr + index, gate * d[None, :], mask=mask)
+        tl.store(stats_ptr + c, mu, mask=c_mask)
+        tl.store(stats_ptr + C + c, var, mask=c_mask)
+        tl.store(stats_ptr + 2 * C + c, mu_z, mask=c_mask)
+        tl.store(stats_ptr + 3 * C + c, var_z, mask=c_mask)
+
+    @triton.jit
+    def _running_stats_kernel(stats_ptr, norm_mean_ptr, norm_var_ptr, srm_mean_ptr, srm_var_ptr, C, norm_count,
+                              srm_count, factors_ptr, BLOCK: tl.constexpr):
+        """Both BatchNorms' running statistics moved towards the batch statistics as
+        :class:`torch.nn.BatchNorm2d` does (with unbiased variances)."""
+        c = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        mask = c < C
+        targets = (norm_mean_ptr, norm_var_ptr, srm_mean_ptr, srm_var_ptr)
+        for row in tl.static_range(4):
+            running_ptr = targets[row]
+            batch_value = tl.load(stats_ptr + row * C + c, mask=mask, other=0.)
+            if row == 1:
+                batch_value = batch_value * norm_count / (norm_count - 1)
+            if row == 3:
+                batch_value = batch_value * srm_count / (srm_count - 1)
+            factor = tl.load(factors_ptr + row // 2)
+            running = tl.load(running_ptr + c, mask=mask, other=0.)
+            tl.store(running_ptr + c, running + factor * (batch_value.to(running.dtype) - running), mask=mask)
+
+    @triton.jit
+    def _gate_train_backward_kernel(grad_scale_ptr, grad_bias_ptr, mean_ptr, var_ptr, norm_weight_ptr, norm_bias_ptr,
+                                    cfc_ptr, srm_weight_ptr, srm_bias_ptr, grad_mean_ptr, grad_var_ptr,
+                                    grad_params_ptr, N, C, HW, eps_ptr,
+                                    USE_MEAN: tl.constexpr, USE_STD: tl.constexpr,
+                                    BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
+        """Gradients of ``_gate_train_kernel``'s ``k`` and ``b`` for the moments and the parameters; the
+        parameter gradients go to rows of ``grad_params`` (6, C): norm weight, norm bias, cfc mean, cfc std,
+        SRM BatchNorm weight and bias."""
+        norm_eps = tl.load(eps_ptr)
+        srm_bn_eps = tl.load(eps_ptr + 1)
+        srm_eps = tl.load(eps_ptr + 2)
+        c, c_mask, mask, index, m, v, norm_weight, norm_bias, cfc_mean, cfc_std, srm_weight, srm_bias = \
+            _gate_train_tile(mean_ptr, var_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr, srm_weight_ptr,
+                             srm_bias_ptr, N, C, USE_MEAN, USE_STD, BLOCK_N, BLOCK_C)
+        mu, centered, var, r, a, mean_x, std_x, mu_z, var_z, r_z, z_hat, gate = _gate_train_forward(
+            m, v, mask, norm_weight, norm_bias, cfc_mean, cfc_std, srm_weight, srm_bias,
+            N, HW, norm_eps, srm_bn_eps, srm_eps, USE_MEAN, USE_STD)
+        d = norm_bias - mu * a
+        grad_k = tl.load(grad_scale_ptr + index, mask=mask, other=0.).to(m.dtype)
+        grad_b = tl.load(grad_bias_ptr + index, mask=mask, other=0.).to(m.dtype)
+        # k = gate * a, b = gate * d
+        grad_gate = grad_k * a[None, :] + grad_b * d[None, :]
+        grad_a = tl.sum(grad_k * gate, 0)
+        grad_d = tl.sum(grad_b * gate, 0)
+        # gate = sigmoid(z_hat * w + b_srm), z_hat = (z - mu_z) * r_z
+        grad_pre = tl.where(mask, grad_gate * gate * (1 - gate), 0.)
+        grad_srm_weight = tl.sum(grad_pre * z_hat, 0)
+        grad_srm_bias = tl.sum(grad_pre, 0)
+        grad_z_hat = grad_pre * srm_weight[None, :]
+        grad_z = r_z[None, :] * (grad_z_hat - tl.sum(grad_z_hat, 0)[None, :] / N
+                                 - z_hat * (tl.sum(grad_z_hat * z_hat, 0) / N)[None, :])
+        grad_z = tl.where(mask, grad_z, 0.)
+        # z = cfc_mean * mean_x + cfc_std * std_x
+        grad_mean_x = grad_z * cfc_mean[None, :]
+        grad_std_x = grad_z * cfc_std[None, :]
+        # mean_x = a * (m - mu) + norm_bias; std_x = sqrt(a^2 v + eps); d = norm_bias - mu * a
+        grad_norm_bias = tl.sum(grad_mean_x, 0) + grad_d
+        grad_mu = -a * (tl.sum(grad_mean_x, 0) + grad_d)
+        grad_a += tl.sum(grad_mean_x * centered, 0) - mu * grad_d
+        grad_a += tl.sum(tl.where(mask, grad_std_x * a[None, :] * v / std_x, 0.), 0)
+        grad_m = grad_mean_x * a[None, :]
+        grad_v = grad_std_x * (a * a)[None, :] / (2 * std_x)
+        # a = norm_weight * r, r = (var + eps)^(-1/2)
+        grad_norm_weight = grad_a * r
+        grad_var = -0.5 * grad_a * norm_weight * r * r * r
+        # var = mean(v) (HW - 1) / HW + mean((m - mu)^2), mu = mean(m)
+        grad_v += (grad_var * (HW - 1) / HW / N)[None, :]
+        grad_m += centered * (2 * grad_var / N)[None, :] + (grad_mu / N)[None, :]
+        tl.store(grad_mean_ptr + index, grad_m, mask=mask)
+        tl.store(grad_var_ptr + index, grad_v, mask=mask)
+        tl.store(grad_params_ptr + c, grad_norm_weight, mask=c_mask)
+        tl.store(grad_params_ptr + C + c, grad_norm_bias, mask=c_mask)
+        tl.store(grad_params_ptr + 2 * C + c, tl.sum(grad_z * mean_x, 0), mask=c_mask)
+        tl.store(grad_params_ptr + 3 * C + c, tl.sum(tl.where(mask, grad_z * std_x, 0.), 0), mask=c_mask)
+        tl.store(grad_params_ptr + 4 * C + c, grad_srm_weight, mask=c_mask)
+        tl.store(grad_params_ptr + 5 * C + c, grad_srm_bias, mask=c_mask)
 
     @triton.jit
     def _moments_backward_kernel(x_ptr, mean_ptr, grad_mean_ptr, grad_var_ptr, out_ptr, C, HW, s_n, s_c, s_hw,
@@ -388,8 +554,8 @@ def folded_block_tail(y: torch.Tensor, shortcut: torch.Tensor, norm_weight: torc
     num_maps = batch * channels
     _folded_gate_kernel[(triton.cdiv(num_maps, _FINALIZE_BLOCK),)](
         y, sums, norm_weight, norm_bias, norm_mean, norm_var, cfc.contiguous(), srm_weight, srm_bias, srm_mean, srm_var,
-        scale, bias, channels, num_maps, height * width, y.stride(0), y.stride(1), norm_eps, srm_bn_eps, srm_eps,
-        USE_MEAN=style_pooling != 'std', USE_STD=style_pooling != 'mean', BLOCK=_FINALIZE_BLOCK)
+        scale, bias, channels, num_maps, height * width, y.stride(0), y.stride(1),
+        _constants(sums, norm_eps, srm_bn_eps, srm_eps), USE_MEAN=style_pooling != 'std', USE_STD=style_pooling != 'mean', BLOCK=_FINALIZE_BLOCK)
     return _launch_affine_residual_relu(y, scale, bias, shortcut)
 
 
@@ -397,3 +563,97 @@ def folded_block_tail(y: torch.Tensor, shortcut: torch.Tensor, norm_weight: torc
 def _(y, shortcut, norm_weight, norm_bias, norm_mean, norm_var, norm_eps, cfc, srm_weight, srm_bias, srm_mean,
       srm_var, srm_bn_eps, srm_eps, style_pooling):
     return torch.empty_like(y)
+
+
+GATE_TRAIN_MAX_BATCH = 2048  # the training gate kernel holds a channel's whole batch in one tile
+
+
+def _gate_train_blocks(batch: int, channels: int) -> Tuple[int, int]:
+    block_n = triton.next_power_of_2(batch)
+    return block_n, max(1, min(triton.next_power_of_2(channels), 2048 // block_n))
+
+
+@torch.library.custom_op('srm_zoo::folded_gate_train', mutates_args=())
+def folded_gate_train(mean: torch.Tensor, var: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor,
+                      cfc: torch.Tensor, srm_weight: torch.Tensor, srm_bias: torch.Tensor, num_values: int,
+                      norm_eps: float, srm_bn_eps: float, srm_eps: float, style_pooling: str
+                      ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Training-mode ``(k, b)`` per (n, c) for ``relu(y * k + b + shortcut)`` from the moments of ``y``
+    (N, C), with the norm before SRM and SRM's BatchNorm both on batch statistics, in one kernel; and
+    those batch statistics (4, C) for :func:`update_running_stats`."""
+    batch, channels = mean.shape
+    scale, bias = torch.empty_like(mean), torch.empty_like(mean)
+    stats = mean.new_empty(4, channels)
+    block_n, block_c = _gate_train_blocks(batch, channels)
+    _gate_train_kernel[(triton.cdiv(channels, block_c),)](
+        mean, var, norm_weight, norm_bias, cfc.contiguous(), srm_weight, srm_bias, scale, bias, stats,
+        batch, channels, num_values, _constants(mean, norm_eps, srm_bn_eps, srm_eps), USE_MEAN=style_pooling != 'std',
+        USE_STD=style_pooling != 'mean', BLOCK_N=block_n, BLOCK_C=block_c)
+    return scale, bias, stats
+
+
+@folded_gate_train.register_fake
+def _(mean, var, norm_weight, norm_bias, cfc, srm_weight, srm_bias, num_values, norm_eps, srm_bn_eps, srm_eps,
+      style_pooling):
+    return torch.empty_like(mean), torch.empty_like(mean), mean.new_empty(4, mean.shape[1])
+
+
+@torch.library.custom_op('srm_zoo::update_running_stats', mutates_args=(
+    'norm_running_mean', 'norm_running_var', 'srm_running_mean', 'srm_running_var'))
+def update_running_stats(stats: torch.Tensor, norm_running_mean: torch.Tensor, norm_running_var: torch.Tensor,
+                         srm_running_mean: torch.Tensor, srm_running_var: torch.Tensor, norm_count: int,
+                         srm_count: int, norm_factor: float, srm_factor: float) -> None:
+    """Moves both BatchNorms' running statistics towards the batch statistics of :func:`folded_gate_train`
+    (momentum ``norm_factor``, ``srm_factor``; variances made unbiased over ``norm_count``, ``srm_count`` values)."""
+    channels = stats.shape[1]
+    _running_stats_kernel[(triton.cdiv(channels, _FINALIZE_BLOCK),)](
+        stats, norm_running_mean, norm_running_var, srm_running_mean, srm_running_var, channels, norm_count,
+        srm_count, _constants(norm_running_mean, norm_factor, srm_factor), BLOCK=_FINALIZE_BLOCK)
+
+
+@torch.library.custom_op('srm_zoo::folded_gate_train_backward', mutates_args=())
+def folded_gate_train_backward(grad_scale: torch.Tensor, grad_bias: torch.Tensor, mean: torch.Tensor,
+                               var: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor,
+                               cfc: torch.Tensor, srm_weight: torch.Tensor, srm_bias: torch.Tensor, num_values: int,
+                               norm_eps: float, srm_bn_eps: float, srm_eps: float, style_pooling: str
+                               ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of :func:`folded_gate_train` for ``mean``, ``var`` and, as rows of a (6, C) tensor, the norm's
+    weight and bias, the mean and std columns of ``cfc`` and SRM's BatchNorm weight and bias."""
+    batch, channels = mean.shape
+    grad_mean, grad_var = torch.empty_like(mean), torch.empty_like(mean)
+    grad_params = mean.new_empty(6, channels)
+    block_n, block_c = _gate_train_blocks(batch, channels)
+    _gate_train_backward_kernel[(triton.cdiv(channels, block_c),)](
+        grad_scale.contiguous(), grad_bias.contiguous(), mean, var, norm_weight, norm_bias, cfc.contiguous(),
+        srm_weight, srm_bias, grad_mean, grad_var, grad_params, batch, channels, num_values,
+        _constants(mean, norm_eps, srm_bn_eps, srm_eps), USE_MEAN=style_pooling != 'std', USE_STD=style_pooling != 'mean', BLOCK_N=block_n, BLOCK_C=block_c)
+    return grad_mean, grad_var, grad_params
+
+
+@folded_gate_train_backward.register_fake
+def _(grad_scale, grad_bias, mean, var, norm_weight, norm_bias, cfc, srm_weight, srm_bias, num_values, norm_eps,
+      srm_bn_eps, srm_eps, style_pooling):
+    return torch.empty_like(mean), torch.empty_like(mean), mean.new_empty(6, mean.shape[1])
+
+
+def _folded_gate_train_setup(ctx, inputs, output) -> None:
+    mean, var, norm_weight, norm_bias, cfc, srm_weight, srm_bias = inputs[:7]
+    ctx.constants = inputs[7:]
+    ctx.mark_non_differentiable(output[2])
+    ctx.save_for_backward(mean, var, norm_weight, norm_bias, cfc, srm_weight, srm_bias)
+
+
+def _folded_gate_train_grad(ctx, grad_scale, grad_bias, grad_stats):
+    mean, var, norm_weight, norm_bias, cfc, srm_weight, srm_bias = ctx.saved_tensors
+    style_pooling = ctx.constants[-1]
+    grad_scale = torch.zeros_like(mean) if grad_scale is None else grad_scale
+    grad_bias = torch.zeros_like(mean) if grad_bias is None else grad_bias
+    grad_mean, grad_var, grad_params = folded_gate_train_backward(
+        grad_scale, grad_bias, mean, var, norm_weight, norm_bias, cfc, srm_weight, srm_bias, *ctx.constants)
+    cfc_rows = {'mean_std': slice(2, 4), 'mean': slice(2, 3), 'std': slice(3, 4)}[style_pooling]
+    grad_cfc = grad_params[cfc_rows].t().to(cfc.dtype)
+    return (grad_mean, grad_var, grad_params[0].to(norm_weight.dtype), grad_params[1].to(norm_bias.dtype), grad_cfc,
+            grad_params[4].to(srm_weight.dtype), grad_params[5].to(srm_bias.dtype)) + (None,) * 5
+
+
+folded_gate_train.register_autograd(_folded_gate_train_grad, setup_context=_folded_gate_train_setup)
