@@ -13,7 +13,9 @@
   and once for ``relu(y * gate * a + gate * b + shortcut)``, and keeps only ``y`` and the output
   for the backward pass, as a plain ResNet block does.
 * On CUDA with Triton the statistics, the fused apply and their backward passes are Triton
-  kernels (:mod:`srm_zoo.layers.srm_kernels`), registered as ``torch.library`` custom ops.
+  kernels (:mod:`srm_zoo.layers.srm_kernels`), registered as ``torch.library`` custom ops; so is
+  the (N, C) gate between them (both BatchNorms folded in), forward and backward, which keeps a
+  block tail at a handful of kernel launches instead of dozens of small ones.
 
 The one-pass variance loses precision when a map's mean is large against its standard deviation
 (relative error about ``1e-7 * (mean / std) ** 2`` in float32): the few maps where that matters are
@@ -213,7 +215,11 @@ def _momentum_step(bn: nn.BatchNorm2d) -> float:
 
 def norm_gate_residual_relu(norm: nn.Module, srm: nn.Module, y: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
     """``relu(srm(norm(y)) + shortcut)`` in two passes over ``y``, for a ``norm`` that
-    :func:`norm_folds_into_srm`: the statistics of ``y``, then the fused apply."""
+    :func:`norm_folds_into_srm`: the statistics of ``y``, then the fused apply.
+
+    Between the two, the (N, C) gate runs as one Triton kernel on CUDA (inference, or training with
+    plain BatchNorms), else as differentiable PyTorch ops over (N, C) tensors.
+    """
     if _takes_folded_kernel(norm, srm, y, shortcut):
         return srm_kernels.folded_block_tail(
             y, shortcut, norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps, srm.cfc,
