@@ -1,4 +1,4 @@
-"""Triton kernel cases, run by tests/test_srm_kernels.py in a subprocess under Triton's interpreter.
+"""Triton kernel cases, run by tests/test_srm_kernels in a subprocess under Triton's interpreter.
 
 Needs ``TRITON_INTERPRET=1`` and ``SRM_ZOO_TRITON_ON_CPU=1`` in the environment before triton is
 imported; the kernels then run on CPU tensors. Sizes are tiny: the interpreter is slow.
@@ -18,7 +18,7 @@ from srm_zoo.models.srm_blocks import SRMBasicBlock, SRMBottleneck
 
 pytestmark = pytest.mark.skipif(
     os.environ.get('TRITON_INTERPRET') != '1' or not srm_kernels.available(),
-    reason='needs triton and TRITON_INTERPRET=1 (run through tests/test_srm_kernels.py)')
+    reason='needs triton and TRITON_INTERPRET=1 (run through tests/test_srm_kernels)')
 
 SHAPES = [(2, 5, 3, 7), (3, 4, 1, 1), (2, 3, 1, 5), (1, 130, 2, 3), (1, 2, 30, 30)]
 TOLERANCES = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-5}  # relative to the largest value
@@ -127,8 +127,8 @@ def test_training_gate_kernel_matches_reference_float64(monkeypatch, style_pooli
     """The training gate (both BatchNorms on batch statistics, one kernel each way): outputs, gradients
     and running statistics against timm's block on the reference path, over several channel blocks."""
     calls = []
-    kernel = srm_kernels.folded_gate_train
-    monkeypatch.setattr(srm_kernels, 'folded_gate_train', lambda *args: calls.append(1) or kernel(*args))
+    tail = srm_kernels.folded_block_tail_train
+    monkeypatch.setattr(srm_kernels, 'folded_block_tail_train', lambda *args: calls.append(1) or tail(*args))
     block = SRMBottleneck(channels, channels // 4, attn_layer=partial(SRM, style_pooling=style_pooling))
     block = randomize_(block).double().train()
     for bn in (block.bn3, block.se.bn):

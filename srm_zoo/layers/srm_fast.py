@@ -196,10 +196,10 @@ def _takes_folded_kernel(norm: nn.Module, srm: nn.Module, y: torch.Tensor, short
     return all(_uses_running_statistics(bn) and bn.weight is not None and bn.bias is not None for bn in norms)
 
 
-def _takes_gate_train_kernel(norm: nn.Module, srm: nn.Module, y: torch.Tensor) -> bool:
-    """Whether the training gate runs as :func:`~srm_zoo.layers.srm_kernels.folded_gate_train`: Triton
+def _takes_train_kernels(norm: nn.Module, srm: nn.Module, y: torch.Tensor, shortcut: torch.Tensor) -> bool:
+    """Whether the block tail runs as :func:`~srm_zoo.layers.srm_kernels.folded_block_tail_train`: Triton
     takes ``y`` and both BatchNorms are plain, affine, in training and tracking running statistics."""
-    if not srm_kernels.applies(y) or y.shape[0] > srm_kernels.GATE_TRAIN_MAX_BATCH:
+    if not srm_kernels.applies(y) or y.shape[0] > srm_kernels.GATE_TRAIN_MAX_BATCH or y.shape != shortcut.shape:
         return False
     return all(type(bn) is nn.BatchNorm2d and bn.training and bn.affine and bn.track_running_stats
                and bn.running_mean is not None for bn in (norm, srm.bn))
@@ -217,24 +217,24 @@ def norm_gate_residual_relu(norm: nn.Module, srm: nn.Module, y: torch.Tensor, sh
     """``relu(srm(norm(y)) + shortcut)`` in two passes over ``y``, for a ``norm`` that
     :func:`norm_folds_into_srm`: the statistics of ``y``, then the fused apply.
 
-    Between the two, the (N, C) gate runs as one Triton kernel on CUDA (inference, or training with
-    plain BatchNorms), else as differentiable PyTorch ops over (N, C) tensors.
+    On CUDA the whole tail is one custom op (inference, or training with plain BatchNorms) whose
+    (N, C) gate is one Triton kernel; elsewhere the gate is differentiable PyTorch ops over (N, C)
+    tensors between the two passes.
     """
     if _takes_folded_kernel(norm, srm, y, shortcut):
         return srm_kernels.folded_block_tail(
             y, shortcut, norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps, srm.cfc,
             srm.bn.weight, srm.bn.bias, srm.bn.running_mean, srm.bn.running_var, srm.bn.eps, srm.eps,
             srm.style_pooling)
-    mean_y, var_y = style_moments(y)
-    if _takes_gate_train_kernel(norm, srm, y):
-        num_values = y.shape[2] * y.shape[3]
-        scale, bias, batch_stats = srm_kernels.folded_gate_train(
-            mean_y, var_y, norm.weight, norm.bias, srm.cfc, srm.bn.weight, srm.bn.bias, num_values,
-            norm.eps, srm.bn.eps, srm.eps, srm.style_pooling)
+    if _takes_train_kernels(norm, srm, y, shortcut):
+        out, batch_stats, *_ = srm_kernels.folded_block_tail_train(
+            y, shortcut, norm.weight, norm.bias, srm.cfc, srm.bn.weight, srm.bn.bias, norm.eps, srm.bn.eps,
+            srm.eps, srm.style_pooling)
         srm_kernels.update_running_stats(
             batch_stats, norm.running_mean, norm.running_var, srm.bn.running_mean, srm.bn.running_var,
-            y.shape[0] * num_values, y.shape[0], _momentum_step(norm), _momentum_step(srm.bn))
-        return gate_residual_relu(y, scale, shortcut, bias=bias)
+            y.numel() // y.shape[1], y.shape[0], _momentum_step(norm), _momentum_step(srm.bn))
+        return out
+    mean_y, var_y = style_moments(y)
     if _uses_running_statistics(norm):
         center, variance = norm.running_mean, norm.running_var
     else:

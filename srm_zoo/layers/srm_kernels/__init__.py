@@ -1,0 +1,30 @@
+"""Triton kernels for SRM on CUDA, registered as ``torch.library`` custom ops.
+
+Ops (each with a fake implementation, so ``torch.compile`` keeps them in its graph; the
+differentiable ones with autograd formulas):
+
+* ``srm_zoo::style_moments(x) -> (mean, var)``: per-(n, c) mean and unbiased variance in one pass,
+  accumulated in float32 (float64 for float64 inputs) after shifting each map by its first value;
+* ``srm_zoo::affine_residual_relu(x, scale, bias, shortcut) -> relu(x * scale + bias + shortcut)``
+  with per-(n, c) ``scale`` and ``bias`` (SRM's gate, with the block's BatchNorm folded in);
+* ``srm_zoo::style_moments_backward`` and ``srm_zoo::affine_residual_relu_backward``: their gradients;
+* ``srm_zoo::folded_block_tail``: a block's inference tail, ``relu(SRM(BN(y)) + shortcut)``, as the
+  statistics kernel, one kernel for every (n, c) gate with both BatchNorms folded in, and the
+  fused apply;
+* ``srm_zoo::folded_block_tail_train`` (and its backward): the same tail in training, both
+  BatchNorms on batch statistics (the gate and its gradient one kernel each way), with
+  ``srm_zoo::update_running_stats`` for both BatchNorms' running statistics.
+
+The kernels (:mod:`._kernels`) read NCHW and channels_last tensors alike: a map is addressed by its
+sample, channel and flattened spatial strides, and the tile shape (:mod:`.launch`) follows the
+contiguous dimension.
+
+The kernels run on CUDA tensors. For tests without a GPU, Triton's interpreter runs them on CPU
+tensors when both ``TRITON_INTERPRET=1`` (set before triton is imported) and
+``SRM_ZOO_TRITON_ON_CPU=1`` are set.
+"""
+from .launch import CPU_TEST_ENV, GATE_TRAIN_MAX_BATCH, applies, available, same_layout
+from .ops import affine_residual_relu, folded_block_tail, folded_block_tail_train, style_moments, update_running_stats
+
+__all__ = ['CPU_TEST_ENV', 'GATE_TRAIN_MAX_BATCH', 'available', 'applies', 'same_layout', 'style_moments',
+           'affine_residual_relu', 'folded_block_tail', 'folded_block_tail_train', 'update_running_stats']

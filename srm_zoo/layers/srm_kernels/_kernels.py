@@ -1,0 +1,322 @@
+"""SRM's Triton kernels (device code); :mod:`.launch` sizes and starts them.
+
+A map is one (sample, channel) plane of an (N, C, H, W) tensor, addressed by the sample, channel and
+flattened spatial strides, so NCHW and channels_last tensors take the same kernels. Statistics
+accumulate in float32 (float64 for float64 inputs), whatever the input dtype.
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def stats_kernel(x_ptr, sums_ptr, C, NC, HW, s_n, s_c, s_hw, num_cblocks, split,
+                 BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    """Adds each map's sum and sum of squares, after subtracting its first value, into ``sums``
+    (2, N, C); the spatial axis may be split over ``split`` programs."""
+    pid = tl.program_id(0)
+    n = (pid // num_cblocks).to(tl.int64)
+    c = (pid % num_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_mask = c < C
+    acc_dtype = sums_ptr.dtype.element_ty
+    starts = x_ptr + n * s_n + c * s_c
+    shift = tl.load(starts, mask=c_mask, other=0.).to(acc_dtype)
+    acc = tl.zeros((BLOCK_C, BLOCK_HW), dtype=acc_dtype)
+    acc_sq = tl.zeros((BLOCK_C, BLOCK_HW), dtype=acc_dtype)
+    for start in range(tl.program_id(1) * BLOCK_HW, HW, split * BLOCK_HW):
+        hw = start + tl.arange(0, BLOCK_HW)
+        mask = c_mask[:, None] & (hw[None, :] < HW)
+        v = tl.load(starts[:, None] + hw[None, :] * s_hw, mask=mask, other=0.).to(acc_dtype)
+        v = tl.where(mask, v - shift[:, None], 0.)
+        acc += v
+        acc_sq += v * v
+    tl.atomic_add(sums_ptr + n * C + c, tl.sum(acc, 1), mask=c_mask)
+    tl.atomic_add(sums_ptr + NC + n * C + c, tl.sum(acc_sq, 1), mask=c_mask)
+
+
+@triton.jit
+def _load_moments(x_ptr, sums_ptr, index, mask, C, NC, HW, s_n, s_c):
+    """Mean and unbiased variance (0 for a single value) of the maps ``index`` (flat n * C + c)."""
+    acc_dtype = sums_ptr.dtype.element_ty
+    n = (index // C).to(tl.int64)
+    shift = tl.load(x_ptr + n * s_n + (index % C) * s_c, mask=mask, other=0.).to(acc_dtype)
+    total = tl.load(sums_ptr + index, mask=mask, other=0.)
+    total_sq = tl.load(sums_ptr + NC + index, mask=mask, other=0.)
+    mean = shift + total / HW
+    var = tl.maximum((total_sq - total * total / HW) / tl.maximum(HW - 1, 1), 0.)
+    return mean, var
+
+
+@triton.jit
+def moments_kernel(x_ptr, sums_ptr, mean_ptr, var_ptr, C, NC, HW, s_n, s_c, BLOCK: tl.constexpr):
+    index = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = index < NC
+    mean, var = _load_moments(x_ptr, sums_ptr, index, mask, C, NC, HW, s_n, s_c)
+    tl.store(mean_ptr + index, mean, mask=mask)
+    tl.store(var_ptr + index, var, mask=mask)
+
+
+@triton.jit
+def _running_affine(weight_ptr, bias_ptr, mean_ptr, var_ptr, c, mask, eps, acc_dtype: tl.constexpr):
+    """``(scale, shift)`` of a BatchNorm that normalises with its running statistics."""
+    weight = tl.load(weight_ptr + c, mask=mask, other=0.).to(acc_dtype)
+    bias = tl.load(bias_ptr + c, mask=mask, other=0.).to(acc_dtype)
+    mean = tl.load(mean_ptr + c, mask=mask, other=0.).to(acc_dtype)
+    var = tl.load(var_ptr + c, mask=mask, other=1.).to(acc_dtype)
+    scale = weight / tl.sqrt(var + eps)
+    return scale, bias - mean * scale
+
+
+@triton.jit
+def folded_gate_kernel(x_ptr, sums_ptr, norm_weight_ptr, norm_bias_ptr, norm_mean_ptr, norm_var_ptr,
+                       cfc_ptr, srm_weight_ptr, srm_bias_ptr, srm_mean_ptr, srm_var_ptr, scale_ptr, bias_ptr,
+                       C, NC, HW, s_n, s_c, eps_ptr,
+                       USE_MEAN: tl.constexpr, USE_STD: tl.constexpr, BLOCK: tl.constexpr):
+    """Per (n, c): ``k = gate * a`` and ``b = gate * d`` for ``relu(y * k + b + shortcut)``, where
+    ``a * y + d`` is the norm before SRM and ``gate`` SRM's (both normalising with running statistics)."""
+    norm_eps = tl.load(eps_ptr)
+    srm_bn_eps = tl.load(eps_ptr + 1)
+    srm_eps = tl.load(eps_ptr + 2)
+    acc_dtype = sums_ptr.dtype.element_ty
+    index = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = index < NC
+    c = index % C
+    mean_y, var_y = _load_moments(x_ptr, sums_ptr, index, mask, C, NC, HW, s_n, s_c)
+    a, d = _running_affine(norm_weight_ptr, norm_bias_ptr, norm_mean_ptr, norm_var_ptr, c, mask, norm_eps, acc_dtype)
+    z = tl.zeros_like(mean_y)
+    if USE_MEAN:  # the first channel-wise weight belongs to the mean
+        z += tl.load(cfc_ptr + c * (USE_MEAN + USE_STD), mask=mask, other=0.).to(acc_dtype) * (mean_y * a + d)
+    if USE_STD:
+        weight = tl.load(cfc_ptr + c * (USE_MEAN + USE_STD) + USE_MEAN, mask=mask, other=0.).to(acc_dtype)
+        z += weight * tl.sqrt(var_y * a * a + srm_eps)
+    srm_scale, srm_shift = _running_affine(srm_weight_ptr, srm_bias_ptr, srm_mean_ptr, srm_var_ptr, c, mask,
+                                           srm_bn_eps, acc_dtype)
+    gate = tl.sigmoid(z * srm_scale + srm_shift)
+    tl.store(scale_ptr + index, gate * a, mask=mask)
+    tl.store(bias_ptr + index, gate * d, mask=mask)
+
+
+@triton.jit
+def _elementwise_tile(C, HW, s_n, s_c, s_hw, num_cblocks, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    """This program's (sample, channel block, spatial block) tile: sample, channels, mask, element offsets."""
+    pid = tl.program_id(0)
+    n = (pid // num_cblocks).to(tl.int64)
+    c = (pid % num_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
+    hw = tl.program_id(1) * BLOCK_HW + tl.arange(0, BLOCK_HW)
+    mask = (c[:, None] < C) & (hw[None, :] < HW)
+    return n, c, mask, n * s_n + c[:, None] * s_c + hw[None, :] * s_hw
+
+
+@triton.jit
+def _gate_train_forward(m, v, mask, norm_weight, norm_bias, cfc_mean, cfc_std, srm_weight, srm_bias,
+                        N, HW, norm_eps, srm_bn_eps, srm_eps, USE_MEAN: tl.constexpr, USE_STD: tl.constexpr):
+    """Training-mode gate for a (N, C-block) tile of map moments ``m``, ``v``: the norm's batch
+    statistics from the moments, SRM's statistics of the normalised maps, SRM's BatchNorm over N."""
+    mu = tl.sum(m, 0) / N
+    centered = tl.where(mask, m - mu[None, :], 0.)
+    var = tl.sum(v, 0) * (HW - 1) / HW / N + tl.sum(centered * centered, 0) / N
+    r = 1 / tl.sqrt(var + norm_eps)
+    a = norm_weight * r
+    mean_x = a[None, :] * centered + norm_bias[None, :]
+    std_x = tl.sqrt(a[None, :] * a[None, :] * v + srm_eps)
+    z = tl.zeros_like(m)
+    if USE_MEAN:
+        z += cfc_mean[None, :] * mean_x
+    if USE_STD:
+        z += cfc_std[None, :] * std_x
+    z = tl.where(mask, z, 0.)
+    mu_z = tl.sum(z, 0) / N
+    z_centered = tl.where(mask, z - mu_z[None, :], 0.)
+    var_z = tl.sum(z_centered * z_centered, 0) / N
+    r_z = 1 / tl.sqrt(var_z + srm_bn_eps)
+    z_hat = z_centered * r_z[None, :]
+    gate = tl.sigmoid(z_hat * srm_weight[None, :] + srm_bias[None, :])
+    return mu, centered, var, r, a, mean_x, std_x, mu_z, var_z, r_z, z_hat, gate
+
+
+@triton.jit
+def _gate_train_tile(mean_ptr, var_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr, srm_weight_ptr, srm_bias_ptr,
+                     N, C, USE_MEAN: tl.constexpr, USE_STD: tl.constexpr,
+                     BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
+    """This program's channels and its (N, C-block) tile of moments and per-channel parameters."""
+    c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    n = tl.arange(0, BLOCK_N)
+    c_mask = c < C
+    mask = (n[:, None] < N) & c_mask[None, :]
+    index = n[:, None] * C + c[None, :]
+    m = tl.load(mean_ptr + index, mask=mask, other=0.)
+    v = tl.load(var_ptr + index, mask=mask, other=0.)
+    acc_dtype = m.dtype
+    norm_weight = tl.load(norm_weight_ptr + c, mask=c_mask, other=0.).to(acc_dtype)
+    norm_bias = tl.load(norm_bias_ptr + c, mask=c_mask, other=0.).to(acc_dtype)
+    srm_weight = tl.load(srm_weight_ptr + c, mask=c_mask, other=0.).to(acc_dtype)
+    srm_bias = tl.load(srm_bias_ptr + c, mask=c_mask, other=0.).to(acc_dtype)
+    num_styles = USE_MEAN + USE_STD
+    cfc_mean = tl.load(cfc_ptr + c * num_styles, mask=c_mask & USE_MEAN, other=0.).to(acc_dtype)
+    cfc_std = tl.load(cfc_ptr + c * num_styles + USE_MEAN, mask=c_mask & USE_STD, other=0.).to(acc_dtype)
+    return c, c_mask, mask, index, m, v, norm_weight, norm_bias, cfc_mean, cfc_std, srm_weight, srm_bias
+
+
+@triton.jit
+def gate_train_kernel(mean_ptr, var_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr, srm_weight_ptr, srm_bias_ptr,
+                      scale_ptr, bias_ptr, stats_ptr, N, C, HW, eps_ptr,
+                      USE_MEAN: tl.constexpr, USE_STD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
+    """``k = gate * a`` and ``b = gate * d`` per (n, c) in training, and the batch statistics of both
+    BatchNorms as rows of ``stats`` (4, C): mean and biased variance of the norm, then of SRM's."""
+    norm_eps = tl.load(eps_ptr)
+    srm_bn_eps = tl.load(eps_ptr + 1)
+    srm_eps = tl.load(eps_ptr + 2)
+    c, c_mask, mask, index, m, v, norm_weight, norm_bias, cfc_mean, cfc_std, srm_weight, srm_bias = \
+        _gate_train_tile(mean_ptr, var_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr, srm_weight_ptr,
+                         srm_bias_ptr, N, C, USE_MEAN, USE_STD, BLOCK_N, BLOCK_C)
+    mu, centered, var, r, a, mean_x, std_x, mu_z, var_z, r_z, z_hat, gate = _gate_train_forward(
+        m, v, mask, norm_weight, norm_bias, cfc_mean, cfc_std, srm_weight, srm_bias,
+        N, HW, norm_eps, srm_bn_eps, srm_eps, USE_MEAN, USE_STD)
+    d = norm_bias - mu * a
+    tl.store(scale_ptr + index, gate * a[None, :], mask=mask)
+    tl.store(bias_ptr + index, gate * d[None, :], mask=mask)
+    tl.store(stats_ptr + c, mu, mask=c_mask)
+    tl.store(stats_ptr + C + c, var, mask=c_mask)
+    tl.store(stats_ptr + 2 * C + c, mu_z, mask=c_mask)
+    tl.store(stats_ptr + 3 * C + c, var_z, mask=c_mask)
+
+
+@triton.jit
+def running_stats_kernel(stats_ptr, norm_mean_ptr, norm_var_ptr, srm_mean_ptr, srm_var_ptr, C, norm_count,
+                         srm_count, factors_ptr, BLOCK: tl.constexpr):
+    """Both BatchNorms' running statistics moved towards the batch statistics as
+    :class:`torch.nn.BatchNorm2d` does (with unbiased variances)."""
+    c = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = c < C
+    targets = (norm_mean_ptr, norm_var_ptr, srm_mean_ptr, srm_var_ptr)
+    for row in tl.static_range(4):
+        running_ptr = targets[row]
+        batch_value = tl.load(stats_ptr + row * C + c, mask=mask, other=0.)
+        if row == 1:
+            batch_value = batch_value * norm_count / (norm_count - 1)
+        if row == 3:
+            batch_value = batch_value * srm_count / (srm_count - 1)
+        factor = tl.load(factors_ptr + row // 2)
+        running = tl.load(running_ptr + c, mask=mask, other=0.)
+        tl.store(running_ptr + c, running + factor * (batch_value.to(running.dtype) - running), mask=mask)
+
+
+@triton.jit
+def gate_train_backward_kernel(grad_scale_ptr, grad_bias_ptr, mean_ptr, var_ptr, norm_weight_ptr, norm_bias_ptr,
+                               cfc_ptr, srm_weight_ptr, srm_bias_ptr, grad_mean_ptr, grad_var_ptr,
+                               grad_params_ptr, N, C, HW, eps_ptr,
+                               USE_MEAN: tl.constexpr, USE_STD: tl.constexpr,
+                               BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Gradients of ``gate_train_kernel``'s ``k`` and ``b`` for the moments and the parameters; the
+    parameter gradients go to rows of ``grad_params`` (6, C): norm weight, norm bias, cfc mean, cfc std,
+    SRM BatchNorm weight and bias."""
+    norm_eps = tl.load(eps_ptr)
+    srm_bn_eps = tl.load(eps_ptr + 1)
+    srm_eps = tl.load(eps_ptr + 2)
+    c, c_mask, mask, index, m, v, norm_weight, norm_bias, cfc_mean, cfc_std, srm_weight, srm_bias = \
+        _gate_train_tile(mean_ptr, var_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr, srm_weight_ptr,
+                         srm_bias_ptr, N, C, USE_MEAN, USE_STD, BLOCK_N, BLOCK_C)
+    mu, centered, var, r, a, mean_x, std_x, mu_z, var_z, r_z, z_hat, gate = _gate_train_forward(
+        m, v, mask, norm_weight, norm_bias, cfc_mean, cfc_std, srm_weight, srm_bias,
+        N, HW, norm_eps, srm_bn_eps, srm_eps, USE_MEAN, USE_STD)
+    d = norm_bias - mu * a
+    grad_k = tl.load(grad_scale_ptr + index, mask=mask, other=0.).to(m.dtype)
+    grad_b = tl.load(grad_bias_ptr + index, mask=mask, other=0.).to(m.dtype)
+    # k = gate * a, b = gate * d
+    grad_gate = grad_k * a[None, :] + grad_b * d[None, :]
+    grad_a = tl.sum(grad_k * gate, 0)
+    grad_d = tl.sum(grad_b * gate, 0)
+    # gate = sigmoid(z_hat * w + b_srm), z_hat = (z - mu_z) * r_z
+    grad_pre = tl.where(mask, grad_gate * gate * (1 - gate), 0.)
+    grad_srm_weight = tl.sum(grad_pre * z_hat, 0)
+    grad_srm_bias = tl.sum(grad_pre, 0)
+    grad_z_hat = grad_pre * srm_weight[None, :]
+    grad_z = r_z[None, :] * (grad_z_hat - tl.sum(grad_z_hat, 0)[None, :] / N
+                             - z_hat * (tl.sum(grad_z_hat * z_hat, 0) / N)[None, :])
+    grad_z = tl.where(mask, grad_z, 0.)
+    # z = cfc_mean * mean_x + cfc_std * std_x
+    grad_mean_x = grad_z * cfc_mean[None, :]
+    grad_std_x = grad_z * cfc_std[None, :]
+    # mean_x = a * (m - mu) + norm_bias; std_x = sqrt(a^2 v + eps); d = norm_bias - mu * a
+    grad_norm_bias = tl.sum(grad_mean_x, 0) + grad_d
+    grad_mu = -a * (tl.sum(grad_mean_x, 0) + grad_d)
+    grad_a += tl.sum(grad_mean_x * centered, 0) - mu * grad_d
+    grad_a += tl.sum(tl.where(mask, grad_std_x * a[None, :] * v / std_x, 0.), 0)
+    grad_m = grad_mean_x * a[None, :]
+    grad_v = grad_std_x * (a * a)[None, :] / (2 * std_x)
+    # a = norm_weight * r, r = (var + eps)^(-1/2)
+    grad_norm_weight = grad_a * r
+    grad_var = -0.5 * grad_a * norm_weight * r * r * r
+    # var = mean(v) (HW - 1) / HW + mean((m - mu)^2), mu = mean(m)
+    grad_v += (grad_var * (HW - 1) / HW / N)[None, :]
+    grad_m += centered * (2 * grad_var / N)[None, :] + (grad_mu / N)[None, :]
+    tl.store(grad_mean_ptr + index, grad_m, mask=mask)
+    tl.store(grad_var_ptr + index, grad_v, mask=mask)
+    tl.store(grad_params_ptr + c, grad_norm_weight, mask=c_mask)
+    tl.store(grad_params_ptr + C + c, grad_norm_bias, mask=c_mask)
+    tl.store(grad_params_ptr + 2 * C + c, tl.sum(grad_z * mean_x, 0), mask=c_mask)
+    tl.store(grad_params_ptr + 3 * C + c, tl.sum(tl.where(mask, grad_z * std_x, 0.), 0), mask=c_mask)
+    tl.store(grad_params_ptr + 4 * C + c, grad_srm_weight, mask=c_mask)
+    tl.store(grad_params_ptr + 5 * C + c, grad_srm_bias, mask=c_mask)
+
+
+@triton.jit
+def input_grad_kernel(x_ptr, mean_ptr, grad_mean_ptr, grad_var_ptr, grad_out_ptr, scale_ptr, out_ptr,
+                      C, HW, s_n, s_c, s_hw, num_cblocks, HAS_GRAD_OUT: tl.constexpr,
+                      BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    """Gradient for ``x`` through its map moments, ``grad_mean / HW + grad_var * 2 (x - mean) / (HW - 1)``
+    (no variance term for HW = 1), plus ``grad_out * scale`` where ``x`` was also scaled per (n, c)."""
+    n, c, mask, offsets = _elementwise_tile(C, HW, s_n, s_c, s_hw, num_cblocks, BLOCK_C, BLOCK_HW)
+    mean = tl.load(mean_ptr + n * C + c, mask=c < C, other=0.)
+    grad_mean = tl.load(grad_mean_ptr + n * C + c, mask=c < C, other=0.).to(mean.dtype)
+    grad_var = tl.load(grad_var_ptr + n * C + c, mask=c < C, other=0.).to(mean.dtype)
+    var_scale = tl.where(HW > 1, grad_var * 2 / tl.maximum(HW - 1, 1), 0.)
+    v = tl.load(x_ptr + offsets, mask=mask, other=0.).to(mean.dtype)
+    out = (v - mean[:, None]) * var_scale[:, None] + grad_mean[:, None] / HW
+    if HAS_GRAD_OUT:
+        scale = tl.load(scale_ptr + n * C + c, mask=c < C, other=0.).to(mean.dtype)
+        out += tl.load(grad_out_ptr + offsets, mask=mask, other=0.).to(mean.dtype) * scale[:, None]
+    tl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def affine_residual_relu_kernel(x_ptr, scale_ptr, bias_ptr, shortcut_ptr, out_ptr, C, HW, s_n, s_c, s_hw,
+                                num_cblocks, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    n, c, mask, offsets = _elementwise_tile(C, HW, s_n, s_c, s_hw, num_cblocks, BLOCK_C, BLOCK_HW)
+    scale = tl.load(scale_ptr + n * C + c, mask=c < C, other=0.)
+    bias = tl.load(bias_ptr + n * C + c, mask=c < C, other=0.)
+    v = tl.load(x_ptr + offsets, mask=mask, other=0.).to(scale.dtype)
+    s = tl.load(shortcut_ptr + offsets, mask=mask, other=0.).to(scale.dtype)
+    out = tl.maximum(v * scale[:, None] + bias[:, None] + s, 0.)
+    tl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def affine_residual_relu_backward_kernel(grad_ptr, out_ptr, x_ptr, scale_ptr, grad_x_ptr, grad_shortcut_ptr,
+                                         grad_scale_ptr, grad_bias_ptr, C, HW, s_n, s_c, s_hw, num_cblocks,
+                                         split, WRITE_GRAD_X: tl.constexpr,
+                                         BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    """Gradients of ``relu(x * scale + bias + shortcut)``: the shortcut's (the output gradient where the
+    output is positive), ``x``'s unless ``WRITE_GRAD_X`` is off, and per-(n, c) sums for scale and bias."""
+    pid = tl.program_id(0)
+    n = (pid // num_cblocks).to(tl.int64)
+    c = (pid % num_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_mask = c < C
+    scale = tl.load(scale_ptr + n * C + c, mask=c_mask, other=0.)
+    rows = n * s_n + c[:, None] * s_c
+    acc_scale = tl.zeros((BLOCK_C, BLOCK_HW), dtype=scale.dtype)
+    acc_bias = tl.zeros((BLOCK_C, BLOCK_HW), dtype=scale.dtype)
+    for start in range(tl.program_id(1) * BLOCK_HW, HW, split * BLOCK_HW):
+        hw = start + tl.arange(0, BLOCK_HW)
+        mask = c_mask[:, None] & (hw[None, :] < HW)
+        offsets = rows + hw[None, :] * s_hw
+        grad = tl.load(grad_ptr + offsets, mask=mask, other=0.).to(scale.dtype)
+        out = tl.load(out_ptr + offsets, mask=mask, other=0.)
+        v = tl.load(x_ptr + offsets, mask=mask, other=0.).to(scale.dtype)
+        grad = tl.where(out > 0, grad, 0.)
+        tl.store(grad_shortcut_ptr + offsets, grad.to(grad_shortcut_ptr.dtype.element_ty), mask=mask)
+        if WRITE_GRAD_X:
+            tl.store(grad_x_ptr + offsets, (grad * scale[:, None]).to(grad_x_ptr.dtype.element_ty), mask=mask)
+        acc_scale += grad * v
+        acc_bias += grad
+    tl.atomic_add(grad_scale_ptr + n * C + c, tl.sum(acc_scale, 1), mask=c_mask)
+    tl.atomic_add(grad_bias_ptr + n * C + c, tl.sum(acc_bias, 1), mask=c_mask)

@@ -1,0 +1,201 @@
+"""SRM's Triton kernels as ``torch.library`` custom ops: fake implementations for ``torch.compile``
+and autograd formulas for the differentiable ones."""
+from typing import Tuple
+
+import torch
+
+from . import launch
+
+__all__ = ['style_moments', 'affine_residual_relu', 'folded_block_tail', 'folded_block_tail_train',
+           'update_running_stats']
+
+
+@torch.library.custom_op('srm_zoo::style_moments', mutates_args=())
+def style_moments(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-(n, c) mean and unbiased variance of ``x`` (N, C, H, W), float32 or float64; the variance
+    of a single value is 0."""
+    return launch.moments(x)
+
+
+@style_moments.register_fake
+def _(x):
+    shape, dtype = x.shape[:2], launch.acc_dtype(x)
+    return x.new_empty(shape, dtype=dtype), x.new_empty(shape, dtype=dtype)
+
+
+@torch.library.custom_op('srm_zoo::style_moments_backward', mutates_args=())
+def style_moments_backward(x: torch.Tensor, mean: torch.Tensor, grad_mean: torch.Tensor,
+                           grad_var: torch.Tensor) -> torch.Tensor:
+    """Gradient of :func:`style_moments` with respect to ``x``."""
+    return launch.input_grad(x, mean, grad_mean, grad_var)
+
+
+@style_moments_backward.register_fake
+def _(x, mean, grad_mean, grad_var):
+    return torch.empty_like(x)
+
+
+def _style_moments_setup(ctx, inputs, output) -> None:
+    ctx.save_for_backward(inputs[0], output[0])
+
+
+def _style_moments_grad(ctx, grad_mean, grad_var):
+    x, mean = ctx.saved_tensors
+    grad_mean = torch.zeros_like(mean) if grad_mean is None else grad_mean
+    grad_var = torch.zeros_like(mean) if grad_var is None else grad_var
+    return style_moments_backward(x, mean, grad_mean, grad_var)
+
+
+style_moments.register_autograd(_style_moments_grad, setup_context=_style_moments_setup)
+
+
+@torch.library.custom_op('srm_zoo::affine_residual_relu', mutates_args=())
+def affine_residual_relu(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor,
+                         shortcut: torch.Tensor) -> torch.Tensor:
+    """``relu(x * scale + bias + shortcut)`` in ``x``'s dtype, with (N, C) ``scale`` and ``bias``."""
+    return launch.affine_residual_relu(x, scale, bias, shortcut)
+
+
+@affine_residual_relu.register_fake
+def _(x, scale, bias, shortcut):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op('srm_zoo::affine_residual_relu_backward', mutates_args=())
+def affine_residual_relu_backward(grad: torch.Tensor, out: torch.Tensor, x: torch.Tensor, scale: torch.Tensor,
+                                  shortcut_dtype: torch.dtype
+                                  ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of :func:`affine_residual_relu` for ``x``, ``scale``, ``bias`` and ``shortcut``."""
+    return launch.affine_residual_relu_backward(grad, out, x, scale, shortcut_dtype)
+
+
+@affine_residual_relu_backward.register_fake
+def _(grad, out, x, scale, shortcut_dtype):
+    return (torch.empty_like(x), torch.empty_like(scale), torch.empty_like(scale),
+            torch.empty_like(x, dtype=shortcut_dtype))
+
+
+def _affine_residual_relu_setup(ctx, inputs, output) -> None:
+    x, scale, bias, shortcut = inputs
+    ctx.bias_dtype = bias.dtype
+    ctx.shortcut_dtype = shortcut.dtype
+    ctx.save_for_backward(x, scale, output)
+
+
+def _affine_residual_relu_grad(ctx, grad):
+    x, scale, out = ctx.saved_tensors
+    grad_x, grad_scale, grad_bias, grad_shortcut = affine_residual_relu_backward(
+        grad, out, x, scale, ctx.shortcut_dtype)
+    return grad_x, grad_scale, grad_bias.to(ctx.bias_dtype), grad_shortcut
+
+
+affine_residual_relu.register_autograd(_affine_residual_relu_grad, setup_context=_affine_residual_relu_setup)
+
+
+@torch.library.custom_op('srm_zoo::folded_block_tail', mutates_args=())
+def folded_block_tail(y: torch.Tensor, shortcut: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor,
+                      norm_mean: torch.Tensor, norm_var: torch.Tensor, norm_eps: float, cfc: torch.Tensor,
+                      srm_weight: torch.Tensor, srm_bias: torch.Tensor, srm_mean: torch.Tensor, srm_var: torch.Tensor,
+                      srm_bn_eps: float, srm_eps: float, style_pooling: str) -> torch.Tensor:
+    """Inference tail of an SRM block, ``relu(SRM(norm(y)) + shortcut)``, for a BatchNorm ``norm`` and an
+    SRM whose BatchNorm both normalise with running statistics: the statistics of ``y``, the (n, c)
+    gate with both BatchNorms folded in, the fused apply. Forward only."""
+    sums = launch.map_sums(y)
+    scale, bias = launch.folded_gate(y, sums, (norm_weight, norm_bias, norm_mean, norm_var), norm_eps, cfc,
+                                     (srm_weight, srm_bias, srm_mean, srm_var), srm_bn_eps, srm_eps, style_pooling)
+    return launch.affine_residual_relu(y, scale, bias, shortcut)
+
+
+@folded_block_tail.register_fake
+def _(y, shortcut, norm_weight, norm_bias, norm_mean, norm_var, norm_eps, cfc, srm_weight, srm_bias, srm_mean,
+      srm_var, srm_bn_eps, srm_eps, style_pooling):
+    return torch.empty_like(y)
+
+
+@torch.library.custom_op('srm_zoo::folded_block_tail_train', mutates_args=())
+def folded_block_tail_train(y: torch.Tensor, shortcut: torch.Tensor, norm_weight: torch.Tensor,
+                            norm_bias: torch.Tensor, cfc: torch.Tensor, srm_weight: torch.Tensor,
+                            srm_bias: torch.Tensor, norm_eps: float, srm_bn_eps: float, srm_eps: float,
+                            style_pooling: str
+                            ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Training tail of an SRM block, ``relu(SRM(norm(y)) + shortcut)`` with both BatchNorms on batch
+    statistics: the moments of ``y``, the (n, c) gate ``k``, ``b`` in one kernel, the fused apply.
+
+    Returns the output, the batch statistics (4, C) for :func:`update_running_stats`, and the moments
+    and ``k`` its backward pass reuses. The backward pass reads the output gradient once for the
+    shortcut's gradient and the gate's, and ``y`` once more for ``y``'s whole gradient.
+    """
+    mean, var = launch.moments(y)
+    params = (norm_weight, norm_bias, cfc, srm_weight, srm_bias)
+    num_values = y.shape[2] * y.shape[3]
+    scale, bias, stats = launch.gate_train(mean, var, params, num_values, (norm_eps, srm_bn_eps, srm_eps),
+                                           style_pooling)
+    return launch.affine_residual_relu(y, scale, bias, shortcut), stats, mean, var, scale
+
+
+@folded_block_tail_train.register_fake
+def _(y, shortcut, norm_weight, norm_bias, cfc, srm_weight, srm_bias, norm_eps, srm_bn_eps, srm_eps, style_pooling):
+    per_map = y.new_empty(y.shape[:2], dtype=launch.acc_dtype(y))
+    return (torch.empty_like(y), per_map.new_empty(4, y.shape[1]), per_map, torch.empty_like(per_map),
+            torch.empty_like(per_map))
+
+
+@torch.library.custom_op('srm_zoo::folded_block_tail_train_backward', mutates_args=())
+def folded_block_tail_train_backward(grad: torch.Tensor, out: torch.Tensor, y: torch.Tensor, mean: torch.Tensor,
+                                     var: torch.Tensor, scale: torch.Tensor, norm_weight: torch.Tensor,
+                                     norm_bias: torch.Tensor, cfc: torch.Tensor, srm_weight: torch.Tensor,
+                                     srm_bias: torch.Tensor, norm_eps: float, srm_bn_eps: float, srm_eps: float,
+                                     style_pooling: str, shortcut_dtype: torch.dtype
+                                     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of :func:`folded_block_tail_train` for ``y``, ``shortcut`` and, as rows of a (6, C)
+    tensor, the norm's weight and bias, the mean and std columns of ``cfc``, SRM's BatchNorm weight and bias."""
+    _, grad_scale, grad_bias, grad_shortcut = launch.affine_residual_relu_backward(
+        grad, out, y, scale, shortcut_dtype, write_grad_x=False)
+    params = (norm_weight, norm_bias, cfc, srm_weight, srm_bias)
+    grad_mean, grad_var, grad_params = launch.gate_train_backward(
+        grad_scale, grad_bias, mean, var, params, y.shape[2] * y.shape[3], (norm_eps, srm_bn_eps, srm_eps),
+        style_pooling)
+    grad_y = launch.input_grad(y, mean, grad_mean, grad_var, grad_out=grad_shortcut, scale=scale)
+    return grad_y, grad_shortcut, grad_params
+
+
+@folded_block_tail_train_backward.register_fake
+def _(grad, out, y, mean, var, scale, norm_weight, norm_bias, cfc, srm_weight, srm_bias, norm_eps, srm_bn_eps,
+      srm_eps, style_pooling, shortcut_dtype):
+    return torch.empty_like(y), torch.empty_like(y, dtype=shortcut_dtype), mean.new_empty(6, y.shape[1])
+
+
+def _folded_block_tail_train_setup(ctx, inputs, output) -> None:
+    y, shortcut, norm_weight, norm_bias, cfc, srm_weight, srm_bias = inputs[:7]
+    out, stats, mean, var, scale = output
+    ctx.constants = inputs[7:]
+    ctx.shortcut_dtype = shortcut.dtype
+    ctx.mark_non_differentiable(stats, mean, var, scale)
+    ctx.save_for_backward(out, y, mean, var, scale, norm_weight, norm_bias, cfc, srm_weight, srm_bias)
+
+
+def _folded_block_tail_train_grad(ctx, grad, *unused_grads):
+    out, y, mean, var, scale, norm_weight, norm_bias, cfc, srm_weight, srm_bias = ctx.saved_tensors
+    grad_y, grad_shortcut, grad_params = folded_block_tail_train_backward(
+        grad, out, y, mean, var, scale, norm_weight, norm_bias, cfc, srm_weight, srm_bias, *ctx.constants,
+        ctx.shortcut_dtype)
+    style_pooling = ctx.constants[-1]
+    cfc_rows = {'mean_std': slice(2, 4), 'mean': slice(2, 3), 'std': slice(3, 4)}[style_pooling]
+    return (grad_y, grad_shortcut, grad_params[0].to(norm_weight.dtype), grad_params[1].to(norm_bias.dtype),
+            grad_params[cfc_rows].t().to(cfc.dtype), grad_params[4].to(srm_weight.dtype),
+            grad_params[5].to(srm_bias.dtype), None, None, None, None)
+
+
+folded_block_tail_train.register_autograd(_folded_block_tail_train_grad, setup_context=_folded_block_tail_train_setup)
+
+
+@torch.library.custom_op('srm_zoo::update_running_stats', mutates_args=(
+    'norm_running_mean', 'norm_running_var', 'srm_running_mean', 'srm_running_var'))
+def update_running_stats(stats: torch.Tensor, norm_running_mean: torch.Tensor, norm_running_var: torch.Tensor,
+                         srm_running_mean: torch.Tensor, srm_running_var: torch.Tensor, norm_count: int,
+                         srm_count: int, norm_factor: float, srm_factor: float) -> None:
+    """Moves both BatchNorms' running statistics towards the batch statistics of
+    :func:`folded_block_tail_train` (momentum ``norm_factor``, ``srm_factor``; variances made unbiased
+    over ``norm_count``, ``srm_count`` values) in one kernel."""
+    launch.update_running_stats(stats, (norm_running_mean, norm_running_var, srm_running_mean, srm_running_var),
+                                (norm_count, srm_count), (norm_factor, srm_factor))
