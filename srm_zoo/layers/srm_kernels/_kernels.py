@@ -107,37 +107,12 @@ def _elementwise_tile(C, HW, s_n, s_c, s_hw, num_cblocks, BLOCK_C: tl.constexpr,
 
 
 @triton.jit
-def _gate_train_forward(m, v, mask, norm_weight, norm_bias, cfc_mean, cfc_std, srm_weight, srm_bias,
-                        N, HW, norm_eps, srm_bn_eps, srm_eps, USE_MEAN: tl.constexpr, USE_STD: tl.constexpr):
-    """Training-mode gate for a (N, C-block) tile of map moments ``m``, ``v``: the norm's batch
-    statistics from the moments, SRM's statistics of the normalised maps, SRM's BatchNorm over N."""
-    mu = tl.sum(m, 0) / N
-    centered = tl.where(mask, m - mu[None, :], 0.)
-    var = tl.sum(v, 0) * (HW - 1) / HW / N + tl.sum(centered * centered, 0) / N
-    r = 1 / tl.sqrt(var + norm_eps)
-    a = norm_weight * r
-    mean_x = a[None, :] * centered + norm_bias[None, :]
-    std_x = tl.sqrt(a[None, :] * a[None, :] * v + srm_eps)
-    z = tl.zeros_like(m)
-    if USE_MEAN:
-        z += cfc_mean[None, :] * mean_x
-    if USE_STD:
-        z += cfc_std[None, :] * std_x
-    z = tl.where(mask, z, 0.)
-    mu_z = tl.sum(z, 0) / N
-    z_centered = tl.where(mask, z - mu_z[None, :], 0.)
-    var_z = tl.sum(z_centered * z_centered, 0) / N
-    r_z = 1 / tl.sqrt(var_z + srm_bn_eps)
-    z_hat = z_centered * r_z[None, :]
-    gate = tl.sigmoid(z_hat * srm_weight[None, :] + srm_bias[None, :])
-    return mu, centered, var, r, a, mean_x, std_x, mu_z, var_z, r_z, z_hat, gate
-
-
-@triton.jit
 def _gate_train_tile(mean_ptr, var_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr, srm_weight_ptr, srm_bias_ptr,
-                     N, C, USE_MEAN: tl.constexpr, USE_STD: tl.constexpr,
+                     eps_ptr, N, C, HW, USE_MEAN: tl.constexpr, USE_STD: tl.constexpr,
                      BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
-    """This program's channels and its (N, C-block) tile of moments and per-channel parameters."""
+    """Training-mode gate for this program's channels and their (N, C-block) tile of map moments
+    ``m``, ``v``: the norm's batch statistics from the moments, SRM's statistics of the normalised
+    maps, SRM's BatchNorm over N. Returns the tile's addressing, inputs and intermediates."""
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     n = tl.arange(0, BLOCK_N)
     c_mask = c < C
@@ -153,7 +128,32 @@ def _gate_train_tile(mean_ptr, var_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr,
     num_styles = USE_MEAN + USE_STD
     cfc_mean = tl.load(cfc_ptr + c * num_styles, mask=c_mask & USE_MEAN, other=0.).to(acc_dtype)
     cfc_std = tl.load(cfc_ptr + c * num_styles + USE_MEAN, mask=c_mask & USE_STD, other=0.).to(acc_dtype)
-    return c, c_mask, mask, index, m, v, norm_weight, norm_bias, cfc_mean, cfc_std, srm_weight, srm_bias
+    norm_eps = tl.load(eps_ptr)
+    srm_bn_eps = tl.load(eps_ptr + 1)
+    srm_eps = tl.load(eps_ptr + 2)
+
+    mu = tl.sum(m, 0) / N
+    centered = tl.where(mask, m - mu[None, :], 0.)
+    var = tl.sum(v, 0) * (HW - 1) / HW / N + tl.sum(centered * centered, 0) / N
+    r = 1 / tl.sqrt(var + norm_eps)
+    a = norm_weight * r
+    d = norm_bias - mu * a
+    mean_x = a[None, :] * centered + norm_bias[None, :]
+    std_x = tl.sqrt(a[None, :] * a[None, :] * v + srm_eps)
+    z = tl.zeros_like(m)
+    if USE_MEAN:
+        z += cfc_mean[None, :] * mean_x
+    if USE_STD:
+        z += cfc_std[None, :] * std_x
+    z = tl.where(mask, z, 0.)
+    mu_z = tl.sum(z, 0) / N
+    z_centered = tl.where(mask, z - mu_z[None, :], 0.)
+    var_z = tl.sum(z_centered * z_centered, 0) / N
+    r_z = 1 / tl.sqrt(var_z + srm_bn_eps)
+    z_hat = z_centered * r_z[None, :]
+    gate = tl.sigmoid(z_hat * srm_weight[None, :] + srm_bias[None, :])
+    return (c, c_mask, mask, index, m, v, norm_weight, cfc_mean, cfc_std, srm_weight,
+            mu, centered, var, r, a, d, mean_x, std_x, mu_z, var_z, r_z, z_hat, gate)
 
 
 @triton.jit
@@ -162,16 +162,10 @@ def gate_train_kernel(mean_ptr, var_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr
                       USE_MEAN: tl.constexpr, USE_STD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
     """``k = gate * a`` and ``b = gate * d`` per (n, c) in training, and the batch statistics of both
     BatchNorms as rows of ``stats`` (4, C): mean and biased variance of the norm, then of SRM's."""
-    norm_eps = tl.load(eps_ptr)
-    srm_bn_eps = tl.load(eps_ptr + 1)
-    srm_eps = tl.load(eps_ptr + 2)
-    c, c_mask, mask, index, m, v, norm_weight, norm_bias, cfc_mean, cfc_std, srm_weight, srm_bias = \
-        _gate_train_tile(mean_ptr, var_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr, srm_weight_ptr,
-                         srm_bias_ptr, N, C, USE_MEAN, USE_STD, BLOCK_N, BLOCK_C)
-    mu, centered, var, r, a, mean_x, std_x, mu_z, var_z, r_z, z_hat, gate = _gate_train_forward(
-        m, v, mask, norm_weight, norm_bias, cfc_mean, cfc_std, srm_weight, srm_bias,
-        N, HW, norm_eps, srm_bn_eps, srm_eps, USE_MEAN, USE_STD)
-    d = norm_bias - mu * a
+    (c, c_mask, mask, index, m, v, norm_weight, cfc_mean, cfc_std, srm_weight,
+     mu, centered, var, r, a, d, mean_x, std_x, mu_z, var_z, r_z, z_hat, gate) = _gate_train_tile(
+        mean_ptr, var_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr, srm_weight_ptr, srm_bias_ptr, eps_ptr,
+        N, C, HW, USE_MEAN, USE_STD, BLOCK_N, BLOCK_C)
     tl.store(scale_ptr + index, gate * a[None, :], mask=mask)
     tl.store(bias_ptr + index, gate * d[None, :], mask=mask)
     tl.store(stats_ptr + c, mu, mask=c_mask)
@@ -201,24 +195,18 @@ def running_stats_kernel(stats_ptr, norm_mean_ptr, norm_var_ptr, srm_mean_ptr, s
 
 
 @triton.jit
-def gate_train_backward_kernel(grad_scale_ptr, grad_bias_ptr, mean_ptr, var_ptr, norm_weight_ptr, norm_bias_ptr,
-                               cfc_ptr, srm_weight_ptr, srm_bias_ptr, grad_mean_ptr, grad_var_ptr,
+def gate_train_backward_kernel(mean_ptr, var_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr, srm_weight_ptr,
+                               srm_bias_ptr, grad_scale_ptr, grad_bias_ptr, grad_mean_ptr, grad_var_ptr,
                                grad_params_ptr, N, C, HW, eps_ptr,
                                USE_MEAN: tl.constexpr, USE_STD: tl.constexpr,
                                BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
     """Gradients of ``gate_train_kernel``'s ``k`` and ``b`` for the moments and the parameters; the
     parameter gradients go to rows of ``grad_params`` (6, C): norm weight, norm bias, cfc mean, cfc std,
     SRM BatchNorm weight and bias."""
-    norm_eps = tl.load(eps_ptr)
-    srm_bn_eps = tl.load(eps_ptr + 1)
-    srm_eps = tl.load(eps_ptr + 2)
-    c, c_mask, mask, index, m, v, norm_weight, norm_bias, cfc_mean, cfc_std, srm_weight, srm_bias = \
-        _gate_train_tile(mean_ptr, var_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr, srm_weight_ptr,
-                         srm_bias_ptr, N, C, USE_MEAN, USE_STD, BLOCK_N, BLOCK_C)
-    mu, centered, var, r, a, mean_x, std_x, mu_z, var_z, r_z, z_hat, gate = _gate_train_forward(
-        m, v, mask, norm_weight, norm_bias, cfc_mean, cfc_std, srm_weight, srm_bias,
-        N, HW, norm_eps, srm_bn_eps, srm_eps, USE_MEAN, USE_STD)
-    d = norm_bias - mu * a
+    (c, c_mask, mask, index, m, v, norm_weight, cfc_mean, cfc_std, srm_weight,
+     mu, centered, var, r, a, d, mean_x, std_x, mu_z, var_z, r_z, z_hat, gate) = _gate_train_tile(
+        mean_ptr, var_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr, srm_weight_ptr, srm_bias_ptr, eps_ptr,
+        N, C, HW, USE_MEAN, USE_STD, BLOCK_N, BLOCK_C)
     grad_k = tl.load(grad_scale_ptr + index, mask=mask, other=0.).to(m.dtype)
     grad_b = tl.load(grad_bias_ptr + index, mask=mask, other=0.).to(m.dtype)
     # k = gate * a, b = gate * d

@@ -198,11 +198,19 @@ def folded_gate(y: torch.Tensor, sums: torch.Tensor, norm: Tuple[torch.Tensor, .
     return scale, bias
 
 
-def _gate_train_grid(mean: torch.Tensor) -> Tuple[Tuple[int], dict]:
+def _launch_gate_train(kernel, mean: torch.Tensor, var: torch.Tensor, params: Tuple[torch.Tensor, ...],
+                       tensors: Tuple[torch.Tensor, ...], num_values: int, eps: Tuple[float, float, float],
+                       style_pooling: str) -> None:
+    """``kernel(moments, params, tensors, sizes, eps)`` with one program per block of channels, each
+    holding the whole batch."""
     batch, channels = mean.shape
     block_n = triton.next_power_of_2(batch)
     block_c = max(1, min(triton.next_power_of_2(channels), 2048 // block_n))
-    return (triton.cdiv(channels, block_c),), dict(BLOCK_N=block_n, BLOCK_C=block_c)
+    norm_weight, norm_bias, cfc, srm_weight, srm_bias = params
+    kernel[(triton.cdiv(channels, block_c),)](
+        mean, var, norm_weight, norm_bias, cfc.contiguous(), srm_weight, srm_bias, *tensors,
+        batch, channels, num_values, _constants(mean, *eps), USE_MEAN=style_pooling != 'std',
+        USE_STD=style_pooling != 'mean', BLOCK_N=block_n, BLOCK_C=block_c)
 
 
 def gate_train(mean: torch.Tensor, var: torch.Tensor, params: Tuple[torch.Tensor, ...], num_values: int,
@@ -211,15 +219,10 @@ def gate_train(mean: torch.Tensor, var: torch.Tensor, params: Tuple[torch.Tensor
     """Training ``(k, b)`` per (n, c) from the map moments (N, C) of the convolution output, and the
     batch statistics (4, C) of both BatchNorms. ``params``: the norm's weight and bias, ``cfc``,
     SRM's BatchNorm weight and bias; ``eps``: the norm's, SRM's BatchNorm's and SRM's."""
-    batch, channels = mean.shape
     scale, bias = torch.empty_like(mean), torch.empty_like(mean)
-    stats = mean.new_empty(4, channels)
-    norm_weight, norm_bias, cfc, srm_weight, srm_bias = params
-    grid, blocks = _gate_train_grid(mean)
-    _kernels.gate_train_kernel[grid](
-        mean, var, norm_weight, norm_bias, cfc.contiguous(), srm_weight, srm_bias, scale, bias, stats,
-        batch, channels, num_values, _constants(mean, *eps), USE_MEAN=style_pooling != 'std',
-        USE_STD=style_pooling != 'mean', **blocks)
+    stats = mean.new_empty(4, mean.shape[1])
+    _launch_gate_train(_kernels.gate_train_kernel, mean, var, params, (scale, bias, stats), num_values, eps,
+                       style_pooling)
     return scale, bias, stats
 
 
@@ -228,15 +231,11 @@ def gate_train_backward(grad_scale: torch.Tensor, grad_bias: torch.Tensor, mean:
                         style_pooling: str) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of :func:`gate_train` for ``mean``, ``var`` and, as rows of a (6, C) tensor, the norm's
     weight and bias, the mean and std columns of ``cfc`` and SRM's BatchNorm weight and bias."""
-    batch, channels = mean.shape
     grad_mean, grad_var = torch.empty_like(mean), torch.empty_like(mean)
-    grad_params = mean.new_empty(6, channels)
-    norm_weight, norm_bias, cfc, srm_weight, srm_bias = params
-    grid, blocks = _gate_train_grid(mean)
-    _kernels.gate_train_backward_kernel[grid](
-        grad_scale.contiguous(), grad_bias.contiguous(), mean, var, norm_weight, norm_bias, cfc.contiguous(),
-        srm_weight, srm_bias, grad_mean, grad_var, grad_params, batch, channels, num_values,
-        _constants(mean, *eps), USE_MEAN=style_pooling != 'std', USE_STD=style_pooling != 'mean', **blocks)
+    grad_params = mean.new_empty(6, mean.shape[1])
+    tensors = (grad_scale.contiguous(), grad_bias.contiguous(), grad_mean, grad_var, grad_params)
+    _launch_gate_train(_kernels.gate_train_backward_kernel, mean, var, params, tensors, num_values, eps,
+                       style_pooling)
     return grad_mean, grad_var, grad_params
 
 
