@@ -1,5 +1,8 @@
-"""SRM's Triton kernels, checked on the CPU through Triton's interpreter (in a subprocess, since
-``TRITON_INTERPRET`` must be set before triton is imported). The cases: triton_interpret_cases.py."""
+"""SRM's Triton kernels without a GPU: their results through Triton's interpreter (in a subprocess,
+since ``TRITON_INTERPRET`` must be set before triton is imported; the cases are in
+triton_interpret_cases.py), and their compilation to Hopper (sm_90) machine code, which the
+interpreter does not exercise."""
+import itertools
 import os
 import subprocess
 import sys
@@ -22,3 +25,39 @@ def test_triton_kernels_under_interpreter():
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert ' passed' in result.stdout and 'skipped' not in result.stdout
+
+
+# sizes of the tiles; every combination of the boolean switches is compiled
+BLOCK_SIZES = {'BLOCK_C': 16, 'BLOCK_HW': 64, 'BLOCK': 256, 'BLOCK_N': 128}
+DATA_POINTERS = {'x_ptr', 'grad_ptr', 'out_ptr', 'shortcut_ptr', 'grad_x_ptr', 'grad_shortcut_ptr', 'grad_out_ptr'}
+
+
+def _compile_cases():
+    from srm_zoo.layers.srm_kernels import _kernels
+    kernels = [k for name, k in vars(_kernels).items() if not name.startswith('_') and hasattr(k, 'arg_names')]
+    for kernel in kernels:
+        switches = [p.name for p in kernel.params if p.is_constexpr and p.name not in BLOCK_SIZES]
+        for values in itertools.product((True, False), repeat=len(switches)):
+            flags = dict(zip(switches, values))
+            if flags.get('USE_MEAN') is False and flags.get('USE_STD') is False:
+                continue  # no style pooling uses neither statistic
+            for data, accumulate in (('*bf16', '*fp32'), ('*fp64', '*fp64')):
+                yield kernel, flags, data, accumulate
+
+
+@pytest.mark.skipif(not srm_kernels.available(), reason='triton is not installed')
+def test_kernels_compile_for_sm90():
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    compiled = []
+    for kernel, flags, data, accumulate in _compile_cases():
+        constexprs = {**{n: v for n, v in BLOCK_SIZES.items() if n in kernel.arg_names}, **flags}
+        signature = {name: 'constexpr' if name in constexprs else
+                     (data if name in DATA_POINTERS else accumulate) if name.endswith('_ptr') else 'i32'
+                     for name in kernel.arg_names}
+        source = ASTSource(kernel, signature, constexprs={(kernel.arg_names.index(n),): v for n, v in constexprs.items()})
+        binary = triton.compile(source, target=GPUTarget('cuda', 90, 32))
+        assert binary.asm['cubin'], (kernel.__name__, flags, data)
+        compiled.append(kernel.__name__)
+    assert len(set(compiled)) >= 9

@@ -175,23 +175,26 @@ def gate_train_kernel(mean_ptr, var_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr
 
 
 @triton.jit
+def _move_running(running_ptr, batch_value, c, mask, factor):
+    running = tl.load(running_ptr + c, mask=mask, other=0.)
+    tl.store(running_ptr + c, running + factor * (batch_value.to(running.dtype) - running), mask=mask)
+
+
+@triton.jit
 def running_stats_kernel(stats_ptr, norm_mean_ptr, norm_var_ptr, srm_mean_ptr, srm_var_ptr, C, norm_count,
                          srm_count, factors_ptr, BLOCK: tl.constexpr):
     """Both BatchNorms' running statistics moved towards the batch statistics as
     :class:`torch.nn.BatchNorm2d` does (with unbiased variances)."""
     c = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = c < C
-    targets = (norm_mean_ptr, norm_var_ptr, srm_mean_ptr, srm_var_ptr)
-    for row in tl.static_range(4):
-        running_ptr = targets[row]
-        batch_value = tl.load(stats_ptr + row * C + c, mask=mask, other=0.)
-        if row == 1:
-            batch_value = batch_value * norm_count / (norm_count - 1)
-        if row == 3:
-            batch_value = batch_value * srm_count / (srm_count - 1)
-        factor = tl.load(factors_ptr + row // 2)
-        running = tl.load(running_ptr + c, mask=mask, other=0.)
-        tl.store(running_ptr + c, running + factor * (batch_value.to(running.dtype) - running), mask=mask)
+    norm_factor = tl.load(factors_ptr)
+    srm_factor = tl.load(factors_ptr + 1)
+    _move_running(norm_mean_ptr, tl.load(stats_ptr + c, mask=mask, other=0.), c, mask, norm_factor)
+    norm_var = tl.load(stats_ptr + C + c, mask=mask, other=0.) * norm_count / (norm_count - 1)
+    _move_running(norm_var_ptr, norm_var, c, mask, norm_factor)
+    _move_running(srm_mean_ptr, tl.load(stats_ptr + 2 * C + c, mask=mask, other=0.), c, mask, srm_factor)
+    srm_var = tl.load(stats_ptr + 3 * C + c, mask=mask, other=0.) * srm_count / (srm_count - 1)
+    _move_running(srm_var_ptr, srm_var, c, mask, srm_factor)
 
 
 @triton.jit
