@@ -32,7 +32,8 @@ def fuses_srm(attn_layer: Any, act_layer: Any = nn.ReLU) -> bool:
 class _SRMTail:
     """The tail shared by the SRM blocks: ``relu(SRM(norm(x)) + shortcut)`` after the last convolution.
 
-    ``last_norm`` names the block's BatchNorm before SRM.
+    ``last_norm`` names the block's BatchNorm before SRM, and ``_last_norm(x)`` applies it (TorchScript
+    cannot look a module up by name).
     """
     last_norm: str
 
