@@ -32,7 +32,9 @@ def add_parser(subparsers) -> None:
         'order); a model\'s figure is its median round, and its ratio is relative to the first model '
         '(the _max and _ratio_best columns use each model\'s best round, which resists other processes\' load). '
         'SRM models run their fast path; --reference adds a row for each on the reference path '
-        '(SRM_ZOO_REFERENCE=1 forces the reference path everywhere).',
+        '(SRM_ZOO_REFERENCE=1 forces the reference path everywhere). Memory: peak CUDA memory of the steps '
+        '(_peak_mem_mb) and, in training on any device, what one forward pass keeps for the backward pass '
+        '(_activation_mb).',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--models', default='srm_resnet50,resnet50,seresnet50',
                         help='comma-separated timm model names; ratios are relative to the first')
