@@ -12,7 +12,7 @@ import timm
 import torch
 
 from conftest import randomize_
-from srm_zoo.benchmark.gpu_check import kernel_errors
+from srm_zoo.benchmark.gpu_check import BF16_CHECKED, block_tail_errors, kernel_errors, randomize_srm_
 from srm_zoo.layers import SRM, srm_kernels, use_reference
 from srm_zoo.models.srm_blocks import SRMBasicBlock, SRMBottleneck
 
@@ -148,3 +148,18 @@ def test_training_gate_kernel_matches_reference_float64(monkeypatch, style_pooli
         # with H*W = 1 and std pooling SRM's input is constant over the batch: cfc's gradient is 0 up to rounding
         scale = expected.abs().max().clamp_min(1e-4)
         torch.testing.assert_close(actual / scale, expected / scale, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize('amp_dtype, tolerance', [(None, 1e-5), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('training', [False, True])
+def test_block_tail_in_float32_and_bf16_autocast(amp_dtype, tolerance, channels_last, training):
+    """The GPU check's block-tail comparison (gpu_check.block_tail_errors) on tiny sizes."""
+    generator = torch.Generator().manual_seed(0)
+    block = randomize_srm_(SRMBottleneck(32, 8, attn_layer=SRM), generator)
+    x = torch.randn(4, 32, 5, 5, generator=generator)
+    if channels_last:
+        block, x = block.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    errors = block_tail_errors(block, x, training, amp_dtype)
+    checked = {k: v for k, v in errors.items() if amp_dtype is None or k in BF16_CHECKED}
+    assert max(checked.values()) <= tolerance, errors

@@ -5,23 +5,27 @@ Run on a machine with a CUDA GPU (about 10 minutes on an H100)::
     python -m srm_zoo.benchmark.gpu_check --out gpu_results
 
 It checks the kernels (statistics, fused apply and their gradients; NCHW and channels_last;
-float32, bfloat16 and float16; odd sizes and H*W = 1) and SRM-ResNet-50 end to end against the
-reference path, then benchmarks srm_resnet50 (fast and reference), resnet50 and seresnet50 with
+float32, bfloat16 and float16; odd sizes and H*W = 1), an SRM bottleneck's fused tail (eval and
+training, float32 and bf16 autocast) against a float64 reference, and SRM-ResNet-50 end to end
+against the reference path, then benchmarks srm_resnet50 (fast and reference), resnet50 and seresnet50 with
 bf16 autocast and channels_last: inference eager and compiled at batch 256, a training step at
 batch 128. It writes ``checks.json``, one CSV per benchmark and ``speed_table.md`` under ``--out``.
 The exit status is non-zero when a check fails.
 """
 import argparse
+import copy
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import timm
 import torch
 
 from ..cli._output import write_rows
-from ..layers import srm_kernels, style_pool, use_reference
+from ..layers import SRM, srm_kernels, style_pool, use_reference
+from ..models.srm_blocks import SRMBottleneck
 from .runner import BenchConfig, run_benchmark
 
 MODELS = ('srm_resnet50', 'resnet50', 'seresnet50')
@@ -35,6 +39,10 @@ RUNS = (
 
 def _max_rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return ((actual.double() - expected).abs().max() / expected.abs().max().clamp_min(1e-12)).item()
+
+
+def _norm_rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((actual.double() - expected).norm() / expected.norm().clamp_min(1e-12)).item()
 
 
 def kernel_errors(x: torch.Tensor, shortcut: torch.Tensor, generator: torch.Generator) -> Dict[str, float]:
@@ -89,16 +97,85 @@ def kernel_checks(device: torch.device) -> List[Dict[str, Any]]:
     return results
 
 
+def randomize_srm_(model: torch.nn.Module, generator: torch.Generator) -> torch.nn.Module:
+    """Non-degenerate SRMs and residual branches, drawn from ``generator`` alone: He-initialised
+    convolutions, random channel-wise weights and BatchNorm states."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                fan_in = module.weight[0].numel()
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * (2 / fan_in) ** 0.5)
+            if hasattr(module, 'cfc'):
+                module.cfc.copy_(torch.randn(module.cfc.shape, generator=generator))
+            if isinstance(module, torch.nn.BatchNorm2d):
+                channels = module.num_features
+                module.weight.copy_(torch.rand(channels, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(channels, generator=generator) * 0.1)
+                module.running_mean.copy_(torch.randn(channels, generator=generator) * 0.1)
+                module.running_var.copy_(torch.rand(channels, generator=generator) + 0.5)
+    return model
+
+
+def block_tail_errors(block: torch.nn.Module, x: torch.Tensor, training: bool,
+                      amp_dtype: Optional[torch.dtype] = None) -> Dict[str, float]:
+    """Relative errors of an SRM block on the fast path (under ``amp_dtype`` autocast when given)
+    against a float64 copy on the reference path: output, gradients, running statistics.
+
+    Errors are relative Euclidean norms: in bf16 a few pre-activations near zero change sign, which
+    makes any elementwise maximum of a gradient error meaningless.
+    """
+    reference = copy.deepcopy(block).double().train(training)
+    block.train(training)
+    inputs = x.detach().clone().requires_grad_(True)
+    inputs64 = x.detach().double().requires_grad_(True)
+    autocast = torch.autocast(x.device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+    with autocast:
+        out = block(inputs)
+    with use_reference(True):
+        expected = reference(inputs64)
+    grad_out = torch.randn(expected.shape, dtype=torch.float64, device=x.device,
+                           generator=torch.Generator(x.device).manual_seed(1))
+    (out.double() * grad_out).sum().backward()
+    (expected * grad_out).sum().backward()
+    errors = {'output': _norm_rel_err(out, expected.detach()), 'input_grad': _norm_rel_err(inputs.grad, inputs64.grad)}
+    # all parameters together: a few (an SRM BatchNorm's bias in training) get a gradient of about 0
+    errors['param_grads'] = _norm_rel_err(torch.cat([p.grad.flatten().double() for p in block.parameters()]),
+                                          torch.cat([p.grad.flatten() for p in reference.parameters()]))
+    if training:
+        errors['running_stats'] = max(_norm_rel_err(b, b64) for b, b64 in zip(block.buffers(), reference.buffers())
+                                      if b.is_floating_point())
+    return errors
+
+
+BF16_CHECKED = ('output', 'running_stats')
+"""What bf16 checks hold to a tolerance: its gradients (reported too) differ from float64 by as much
+on the reference path, and from run to run, as the fast path's do."""
+
+
+def tail_checks(device: torch.device) -> List[Dict[str, Any]]:
+    """:func:`block_tail_errors` of an SRM bottleneck, float32 and bf16 autocast, both layouts, eval and train."""
+    results = []
+    for amp_dtype, tolerance in ((None, 1e-4), (torch.bfloat16, 2e-2)):
+        for channels_last in (False, True):
+            for training in (False, True):
+                generator = torch.Generator().manual_seed(0)
+                block = randomize_srm_(SRMBottleneck(256, 64, attn_layer=SRM), generator).to(device)
+                x = torch.randn(16, 256, 14, 14, generator=generator).to(device)
+                if channels_last:
+                    block, x = block.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+                errors = block_tail_errors(block, x, training, amp_dtype)
+                checked = [v for k, v in errors.items() if amp_dtype is None or k in BF16_CHECKED]
+                results.append(dict(check='block tail', amp=str(amp_dtype), channels_last=channels_last,
+                                    training=training, tolerance=tolerance,
+                                    passed=all(v <= tolerance for v in checked), **errors))
+    return results
+
+
 def model_checks(device: torch.device) -> List[Dict[str, Any]]:
     """SRM-ResNet-50, fast against reference: eval logits under bf16 autocast and float32 gradients."""
     torch.manual_seed(0)
-    model = timm.create_model('srm_resnet50').to(device).to(memory_format=torch.channels_last)
-    with torch.no_grad():  # non-degenerate SRMs and residual branches
-        for module in model.modules():
-            if hasattr(module, 'cfc'):
-                module.cfc.normal_()
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.weight.uniform_(0.5, 1.5)
+    model = timm.create_model('srm_resnet50')
+    model = randomize_srm_(model, torch.Generator().manual_seed(0)).to(device).to(memory_format=torch.channels_last)
     x = torch.randn(32, 3, 224, 224, device=device).contiguous(memory_format=torch.channels_last)
     results = []
     model.eval()
@@ -168,7 +245,7 @@ def main(argv=None) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device('cuda')
-    checks = kernel_checks(device) + model_checks(device)
+    checks = kernel_checks(device) + tail_checks(device) + model_checks(device)
     (out_dir / 'checks.json').write_text(json.dumps(checks, indent=2))
     failed = [c for c in checks if not c['passed']]
     print(f'{len(checks) - len(failed)}/{len(checks)} checks passed', file=sys.stderr)

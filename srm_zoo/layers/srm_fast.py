@@ -42,23 +42,45 @@ def style_moments(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     float32 (float64 for float64 inputs); the variance of a single value is 0."""
     if srm_kernels.applies(x):
         return srm_kernels.style_moments(x)
-    dtype = torch.promote_types(x.dtype, torch.float32)
-    batch, channels, height, width = x.shape
-    num_values = height * width
-    # a contiguous map reduces fastest as one flat row
-    maps, dims = (x.view(batch, channels, num_values), -1) if x.is_contiguous() else (x, (2, 3))
-    total = maps.sum(dim=dims, dtype=dtype)
-    mean = total / num_values
+    num_values = x.shape[2] * x.shape[3]
     if num_values == 1:
+        mean = x.flatten(1).to(torch.promote_types(x.dtype, torch.float32))
         return mean, torch.zeros_like(mean)
     if torch.compiler.is_compiling():  # the compiler fuses the two-pass variance into one loop
-        return mean, maps.to(dtype).var(dim=dims)
-    # var = (sum(x^2) - n * mean^2) / (n - 1) = (a - b) * (a + b), which does not overflow where
-    # the sum of squares would: a = ||x|| / sqrt(n - 1), b = mean * sqrt(n / (n - 1))
-    a = torch.linalg.vector_norm(maps, dim=dims, dtype=dtype) / (num_values - 1) ** 0.5
-    b = mean * (num_values / (num_values - 1)) ** 0.5
-    var = ((a - b) * (a + b)).clamp_min(0)
-    return mean, _refine_cancelled(x, var, b * b)
+        maps = x.to(torch.promote_types(x.dtype, torch.float32))
+        return maps.mean(dim=(2, 3)), maps.var(dim=(2, 3))
+    return _OnePassMoments.apply(x)
+
+
+class _OnePassMoments(torch.autograd.Function):
+    """Moments from a sum and a Euclidean norm, with the exact gradient
+    ``grad_mean / n + grad_var * 2 (x - mean) / (n - 1)``, taken around the mean in float32 or wider
+    (differentiating the one-pass formula would subtract two terms of the size of the mean)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        batch, channels, height, width = x.shape
+        num_values = height * width
+        # a contiguous map reduces fastest as one flat row
+        maps, dims = (x.view(batch, channels, num_values), -1) if x.is_contiguous() else (x, (2, 3))
+        mean = maps.sum(dim=dims, dtype=dtype) / num_values
+        # var = (sum(x^2) - n * mean^2) / (n - 1) = (a - b) * (a + b), which does not overflow where
+        # the sum of squares would: a = ||x|| / sqrt(n - 1), b = mean * sqrt(n / (n - 1))
+        a = torch.linalg.vector_norm(maps, dim=dims, dtype=dtype) / (num_values - 1) ** 0.5
+        b = mean * (num_values / (num_values - 1)) ** 0.5
+        var = ((a - b) * (a + b)).clamp_min(0)
+        ctx.save_for_backward(x, mean)
+        return mean, _refine_cancelled(x, var, b * b)
+
+    @staticmethod
+    def backward(ctx, grad_mean: torch.Tensor, grad_var: torch.Tensor) -> torch.Tensor:
+        x, mean = ctx.saved_tensors
+        num_values = x.shape[2] * x.shape[3]
+        centered = x.to(mean.dtype) - mean[:, :, None, None]
+        grad = torch.addcmul((grad_mean / num_values)[:, :, None, None], centered,
+                             (grad_var * (2 / (num_values - 1)))[:, :, None, None])
+        return grad.to(x.dtype)
 
 
 def _sqrt(t: torch.Tensor) -> torch.Tensor:
@@ -136,6 +158,9 @@ def gate_residual_relu(x: torch.Tensor, gate: torch.Tensor, shortcut: torch.Tens
     """
     if srm_kernels.applies(x) and srm_kernels.same_layout(x, shortcut):
         return srm_kernels.affine_residual_relu(x, gate, torch.zeros_like(gate) if bias is None else bias, shortcut)
+    if bias is not None and x.element_size() < 4:
+        # with a norm folded in, x * gate * a and gate * b nearly cancel: keep float32 until the end
+        return torch.addcmul(bias[:, :, None, None], x, gate[:, :, None, None]).add_(shortcut).relu_().to(x.dtype)
     scale = gate.to(x.dtype)[:, :, None, None]
     if _needs_grad(x, gate, shortcut) or (bias is not None and bias.requires_grad):
         out = torch.addcmul(shortcut, x, scale)
