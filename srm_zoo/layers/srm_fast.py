@@ -1,7 +1,8 @@
 """SRM's fast path: the same maths as :mod:`srm_zoo.layers.srm` with fewer passes over memory.
 
 * Statistics in one pass each (a sum and a Euclidean norm, accumulated in float32 or wider)
-  instead of the two-pass (Welford) variance; ``var = (sum(x^2) - HW * mean^2) / (HW - 1)``.
+  instead of the two-pass (Welford) variance; ``var = (sum(x^2) - HW * mean^2) / (HW - 1)``. Their
+  gradient is the exact one, taken around the mean.
 * In eval mode SRM's BatchNorm is folded into the (C, S) channel-wise weights, so the gate is
   ``sigmoid(a0 * mean + a1 * std + b)``.
 * Inside a residual block the gate multiply, the residual add and the ReLU are one operation,
@@ -11,7 +12,8 @@
   the convolution output ``y``, and so do BatchNorm's batch statistics in training (the mean and
   variance of N maps follow from each map's). The block tail reads ``y`` once for the statistics
   and once for ``relu(y * gate * a + gate * b + shortcut)``, and keeps only ``y`` and the output
-  for the backward pass, as a plain ResNet block does.
+  for the backward pass, as a plain ResNet block does. (``y * gate * a`` and ``gate * b`` nearly
+  cancel where the norm's mean is large: in bf16 or fp16 that sum stays in float32.)
 * On CUDA with Triton the statistics, the fused apply and their backward passes are Triton
   kernels (:mod:`srm_zoo.layers.srm_kernels`), registered as ``torch.library`` custom ops; so is
   the (N, C) gate between them (both BatchNorms folded in), forward and backward, which keeps a
