@@ -7,10 +7,11 @@ Run on a machine with a CUDA GPU (about 10 minutes on an H100)::
 It checks the kernels (statistics, fused apply and their gradients; NCHW and channels_last;
 float32, bfloat16 and float16; odd sizes and H*W = 1), an SRM bottleneck's fused tail (eval and
 training, float32 and bf16 autocast) against a float64 reference, and SRM-ResNet-50 end to end
-against the reference path, then benchmarks srm_resnet50 (fast and reference), resnet50 and seresnet50 with
-bf16 autocast and channels_last: inference eager and compiled at batch 256, a training step at
-batch 128. It writes ``checks.json``, one CSV per benchmark and ``speed_table.md`` under ``--out``.
-The exit status is non-zero when a check fails.
+against the reference path. Then it benchmarks srm_resnet50 (fast and reference), resnet50 and
+seresnet50 with bf16 autocast and channels_last: inference eager and compiled at batch 256, a
+training step at batch 128 (``--benchmarks eager,compile,train`` picks some; an empty list runs
+the checks only). It writes ``checks.json``, one CSV per benchmark and ``speed_table.md`` under
+``--out``. The exit status is non-zero when a check fails.
 """
 import argparse
 import copy
@@ -30,11 +31,11 @@ from .runner import BenchConfig, run_benchmark
 
 MODELS = ('srm_resnet50', 'resnet50', 'seresnet50')
 SHAPES = ((2, 5, 3, 7), (3, 4, 1, 1), (2, 3, 1, 5), (4, 130, 9, 9), (8, 256, 56, 56), (16, 2048, 7, 7))
-RUNS = (
-    ('infer, eager, bs 256', dict(mode='infer', batch_size=256, reference=True)),
-    ('infer, torch.compile, bs 256', dict(mode='infer', batch_size=256, compile=True)),
-    ('train step, eager, bs 128', dict(mode='train', batch_size=128, reference=True)),
-)
+BENCHMARKS = {  # name: (table column, settings)
+    'eager': ('infer, eager, bs 256', dict(mode='infer', batch_size=256, reference=True)),
+    'compile': ('infer, torch.compile, bs 256', dict(mode='infer', batch_size=256, compile=True)),
+    'train': ('train step, eager, bs 128', dict(mode='train', batch_size=128, reference=True)),
+}
 
 
 def _max_rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -237,8 +238,14 @@ def main(argv=None) -> int:
     parser.add_argument('--out', default='gpu_results', help='folder for checks.json, CSVs and speed_table.md')
     parser.add_argument('--rounds', type=int, default=5, help='interleaved rounds per benchmark')
     parser.add_argument('--steps', type=int, default=20, help='timed steps per model and round')
-    parser.add_argument('--skip-bench', action='store_true', help='run the correctness checks only')
+    parser.add_argument('--benchmarks', default=','.join(BENCHMARKS),
+                        help=f'comma-separated benchmarks to run after the checks, of {", ".join(BENCHMARKS)} '
+                        '(empty: the checks only)')
     args = parser.parse_args(argv)
+    benchmarks = [name.strip() for name in args.benchmarks.split(',') if name.strip()]
+    unknown = sorted(set(benchmarks) - set(BENCHMARKS))
+    if unknown:
+        parser.error(f'unknown benchmarks {unknown}: choose from {", ".join(BENCHMARKS)}')
     if not torch.cuda.is_available() or not srm_kernels.available():
         print('gpu_check needs a CUDA device and triton.', file=sys.stderr)
         return 2
@@ -251,13 +258,14 @@ def main(argv=None) -> int:
     print(f'{len(checks) - len(failed)}/{len(checks)} checks passed', file=sys.stderr)
     for check in failed:
         print(f'FAILED: {check}', file=sys.stderr)
-    if not args.skip_bench:
+    if benchmarks:
         rows_by_run = {}
-        for run_name, options in RUNS:
+        for name in benchmarks:
+            run_name, options = BENCHMARKS[name]
             config = BenchConfig(models=MODELS, device='cuda', amp='bf16', channels_last=True, rounds=args.rounds,
                                  steps=args.steps, warmup_steps=5, **options)
             rows = run_benchmark(config)
-            write_rows(rows, 'csv', str(out_dir / (run_name.split(',')[0].replace(' ', '_') + ('_compile' if options.get('compile') else '') + '.csv')))
+            write_rows(rows, 'csv', str(out_dir / f'{name}.csv'))
             rows_by_run[run_name] = rows
         table = speed_table(rows_by_run)
         header = (f'{torch.cuda.get_device_name()}, torch {torch.__version__}, timm {timm.__version__}, bf16 autocast, '
