@@ -71,3 +71,22 @@ def test_bench_errors_are_one_paragraph(args, message, capsys):
 def test_bench_help():
     result = subprocess.run([sys.executable, '-m', 'srm_zoo', 'bench', '--help'], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0 and '--channels-last' in result.stdout and '--reference' in result.stdout
+
+
+def test_gpu_check_speed_table_from_real_rows():
+    """The README's speed table, built by the GPU check from bench rows (here from a tiny CPU run)."""
+    from srm_zoo.benchmark import BenchConfig, run_benchmark
+    from srm_zoo.benchmark.gpu_check import speed_table
+    settings = dict(models=['resnet50', 'srm_resnet50'], img_size=32, batch_size=2, rounds=1, steps=1,
+                    warmup_steps=0, reference=True)
+    rows_by_run = {'infer, eager': run_benchmark(BenchConfig(mode='infer', **settings), log=lambda line: None),
+                   'train step, eager': run_benchmark(BenchConfig(mode='train', **settings), log=lambda line: None)}
+    lines = speed_table(rows_by_run).splitlines()
+    assert lines[0] == '| model | infer, eager | train step, eager |'
+    rows = {line.split(' | ')[0].lstrip('| '): line for line in lines[2:]}
+    assert set(rows) == {'resnet50', 'srm_resnet50', 'srm_resnet50 (reference SRM)'}
+    infer = rows_by_run['infer, eager']
+    base = next(r for r in infer if r['model'] == 'resnet50')['infer_samples_per_sec']
+    fast = next(r for r in infer if r['srm_path'] == 'fast')['infer_samples_per_sec']
+    assert f'| srm_resnet50 | {fast / base:.2f} |' in rows['srm_resnet50']
+    assert rows['resnet50'].startswith('| resnet50 | 1.00 (')
