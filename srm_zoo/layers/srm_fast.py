@@ -156,7 +156,7 @@ def gate_residual_relu(x: torch.Tensor, gate: torch.Tensor, shortcut: torch.Tens
                        bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``relu(x * gate + bias + shortcut)`` with (N, C) ``gate`` and ``bias``, in ``x``'s dtype.
 
-    Without autograd the result overwrites ``x`` (as the residual add of timm's blocks does).
+    Without autograd the result may overwrite ``x`` (as the residual add of timm's blocks does).
     """
     if srm_kernels.applies(x) and srm_kernels.same_layout(x, shortcut):
         return srm_kernels.affine_residual_relu(x, gate, torch.zeros_like(gate) if bias is None else bias, shortcut)
@@ -217,7 +217,9 @@ def _batch_statistics(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor,
 def _takes_folded_kernel(norm: nn.Module, srm: nn.Module, y: torch.Tensor, shortcut: torch.Tensor) -> bool:
     """Whether the block tail runs as :func:`~srm_zoo.layers.srm_kernels.folded_block_tail`: Triton
     takes ``y``, nothing needs gradients and both BatchNorms are affine with running statistics."""
-    if not srm_kernels.applies(y) or _needs_grad(y, shortcut, srm.cfc, *norm.parameters(), *srm.bn.parameters()):
+    if not srm_kernels.applies(y) or y.shape != shortcut.shape:
+        return False
+    if _needs_grad(y, shortcut, srm.cfc, *norm.parameters(), *srm.bn.parameters()):
         return False
     norms = (norm, srm.bn)
     return all(_uses_running_statistics(bn) and bn.weight is not None and bn.bias is not None for bn in norms)
