@@ -107,13 +107,14 @@ def _make_step(model: nn.Module, config: BenchConfig, device: torch.device, inpu
     """The timed step and, in training, a measure of the activations its forward pass saves."""
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     x = torch.randn(config.batch_size, *input_size, device=device).contiguous(memory_format=memory_format)
-    autocast = (torch.autocast(device.type, dtype=AMP_DTYPES[config.amp]) if config.amp else nullcontext)
+    # one reusable context for every step (torch.autocast and nullcontext may be entered again)
+    autocast = torch.autocast(device.type, dtype=AMP_DTYPES[config.amp]) if config.amp else nullcontext()
     forward = torch.compile(model) if config.compile else model
     if config.mode == 'infer':
         model.eval()
 
         def step() -> None:
-            with torch.inference_mode(), (autocast if config.amp else nullcontext()):
+            with torch.inference_mode(), autocast:
                 forward(x)
         return step, None
 
@@ -124,13 +125,13 @@ def _make_step(model: nn.Module, config: BenchConfig, device: torch.device, inpu
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        with (autocast if config.amp else nullcontext()):
+        with autocast:
             loss = criterion(forward(x), target)
         loss.backward()
         optimizer.step()
 
     def measure_activations() -> int:
-        with (autocast if config.amp else nullcontext()):
+        with autocast:
             return saved_activation_bytes(model, x)
     return step, measure_activations
 
