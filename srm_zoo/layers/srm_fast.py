@@ -215,20 +215,17 @@ def _batch_statistics(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor,
 
 
 def _takes_folded_kernel(norm: nn.Module, srm: nn.Module, y: torch.Tensor, shortcut: torch.Tensor) -> bool:
-    """Whether the block tail runs as :func:`~srm_zoo.layers.srm_kernels.folded_block_tail`: Triton
-    takes ``y``, nothing needs gradients and both BatchNorms are affine with running statistics."""
-    if not srm_kernels.applies(y) or y.shape != shortcut.shape:
-        return False
+    """Whether the tail runs as :func:`~srm_zoo.layers.srm_kernels.folded_block_tail`: nothing needs
+    gradients and both BatchNorms are affine with running statistics."""
     if _needs_grad(y, shortcut, srm.cfc, *norm.parameters(), *srm.bn.parameters()):
         return False
-    norms = (norm, srm.bn)
-    return all(_uses_running_statistics(bn) and bn.weight is not None and bn.bias is not None for bn in norms)
+    return all(_uses_running_statistics(bn) and bn.weight is not None and bn.bias is not None for bn in (norm, srm.bn))
 
 
-def _takes_train_kernels(norm: nn.Module, srm: nn.Module, y: torch.Tensor, shortcut: torch.Tensor) -> bool:
-    """Whether the block tail runs as :func:`~srm_zoo.layers.srm_kernels.folded_block_tail_train`: Triton
-    takes ``y`` and both BatchNorms are plain, affine, in training and tracking running statistics."""
-    if not srm_kernels.applies(y) or y.shape[0] > srm_kernels.GATE_TRAIN_MAX_BATCH or y.shape != shortcut.shape:
+def _takes_train_kernels(norm: nn.Module, srm: nn.Module, y: torch.Tensor) -> bool:
+    """Whether the tail runs as :func:`~srm_zoo.layers.srm_kernels.folded_block_tail_train`: a batch the
+    gate kernel holds, and both BatchNorms plain, affine, in training and tracking running statistics."""
+    if y.shape[0] > srm_kernels.GATE_TRAIN_MAX_BATCH:
         return False
     return all(type(bn) is nn.BatchNorm2d and bn.training and bn.affine and bn.track_running_stats
                and bn.running_mean is not None for bn in (norm, srm.bn))
@@ -250,12 +247,13 @@ def norm_gate_residual_relu(norm: nn.Module, srm: nn.Module, y: torch.Tensor, sh
     (N, C) gate is one Triton kernel; elsewhere the gate is differentiable PyTorch ops over (N, C)
     tensors between the two passes.
     """
-    if _takes_folded_kernel(norm, srm, y, shortcut):
+    on_triton = srm_kernels.applies(y) and y.shape == shortcut.shape
+    if on_triton and _takes_folded_kernel(norm, srm, y, shortcut):
         return srm_kernels.folded_block_tail(
             y, shortcut, norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps, srm.cfc,
             srm.bn.weight, srm.bn.bias, srm.bn.running_mean, srm.bn.running_var, srm.bn.eps, srm.eps,
             srm.style_pooling)
-    if _takes_train_kernels(norm, srm, y, shortcut):
+    if on_triton and _takes_train_kernels(norm, srm, y):
         out, batch_stats, *_ = srm_kernels.folded_block_tail_train(
             y, shortcut, norm.weight, norm.bias, srm.cfc, srm.bn.weight, srm.bn.bias, norm.eps, srm.bn.eps,
             srm.eps, srm.style_pooling)

@@ -114,6 +114,11 @@ class _Grid:
         return dict(BLOCK_C=self.block_c, BLOCK_HW=self.block_hw)
 
 
+def _style_switches(style_pooling: str) -> dict:
+    """The gate kernels' switches for SRM's style pooling: which statistics it uses."""
+    return dict(USE_MEAN=style_pooling != 'std', USE_STD=style_pooling != 'mean')
+
+
 def _per_map_grid(num_maps: int) -> Tuple[int]:
     return (triton.cdiv(num_maps, _MAPS_PER_PROGRAM),)
 
@@ -194,7 +199,7 @@ def folded_gate(y: torch.Tensor, sums: torch.Tensor, norm: Tuple[torch.Tensor, .
     _kernels.folded_gate_kernel[_per_map_grid(batch * channels)](
         y, sums, *norm, cfc.contiguous(), *srm_norm, scale, bias, channels, batch * channels, height * width,
         y.stride(0), y.stride(1), _constants(sums, norm_eps, srm_bn_eps, srm_eps),
-        USE_MEAN=style_pooling != 'std', USE_STD=style_pooling != 'mean', BLOCK=_MAPS_PER_PROGRAM)
+        BLOCK=_MAPS_PER_PROGRAM, **_style_switches(style_pooling))
     return scale, bias
 
 
@@ -209,8 +214,8 @@ def _launch_gate_train(kernel, mean: torch.Tensor, var: torch.Tensor, params: Tu
     norm_weight, norm_bias, cfc, srm_weight, srm_bias = params
     kernel[(triton.cdiv(channels, block_c),)](
         mean, var, norm_weight, norm_bias, cfc.contiguous(), srm_weight, srm_bias, *tensors,
-        batch, channels, num_values, _constants(mean, *eps), USE_MEAN=style_pooling != 'std',
-        USE_STD=style_pooling != 'mean', BLOCK_N=block_n, BLOCK_C=block_c)
+        batch, channels, num_values, _constants(mean, *eps), BLOCK_N=block_n, BLOCK_C=block_c,
+        **_style_switches(style_pooling))
 
 
 def gate_train(mean: torch.Tensor, var: torch.Tensor, params: Tuple[torch.Tensor, ...], num_values: int,
