@@ -78,10 +78,14 @@ def _check_batch_statistics(batch_size: int, uses_batch_statistics: bool) -> Non
         )
 
 
+# older torch has only is_fx_tracing, which is true under FX symbolic tracing alone there
+_fx_symbolic_tracing = getattr(torch.fx._symbolic_trace, 'is_fx_symbolic_tracing', torch.fx._symbolic_trace.is_fx_tracing)
+
+
 @torch.jit.ignore
 def use_reference_path() -> bool:
     """The reference formulation is forced, or FX is tracing (its graph shows the published maths)."""
-    return reference_enabled() or torch.fx._symbolic_trace.is_fx_symbolic_tracing()
+    return reference_enabled() or _fx_symbolic_tracing()
 
 
 # Leaf calls under FX tracing (they branch on shapes and on the batch size).
