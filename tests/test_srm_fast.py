@@ -8,7 +8,7 @@ import torch.nn as nn
 from timm.models.resnet import BasicBlock, Bottleneck
 
 from conftest import randomize_
-from srm_zoo.benchmark.gpu_check import randomize_srm_
+from srm_zoo.benchmark.gpu_check import block_tail_errors, randomize_srm_
 from srm_zoo.layers import SRM, reference_enabled, use_reference
 from srm_zoo.models.srm_blocks import SRMBasicBlock, SRMBottleneck
 
@@ -351,7 +351,6 @@ def test_folded_norm_keeps_bf16_autocast_accurate(training):
     """Folding a BatchNorm whose mean is far from zero into ``y * gate * a + gate * b`` cancels two
     large terms: the CPU path keeps them in float32, so bf16 outputs stay as close to float64 as
     the reference path's."""
-    from srm_zoo.benchmark.gpu_check import block_tail_errors, randomize_srm_
     block = randomize_srm_(SRMBottleneck(32, 8, attn_layer=SRM), torch.Generator().manual_seed(0))
     x = torch.rand(4, 32, 5, 5, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():  # convolution outputs with a large mean, as in trained networks
