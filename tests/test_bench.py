@@ -90,3 +90,19 @@ def test_gpu_check_speed_table_from_real_rows():
     fast = next(r for r in infer if r['srm_path'] == 'fast')['infer_samples_per_sec']
     assert f'| srm_resnet50 | {fast / base:.2f} |' in rows['srm_resnet50']
     assert rows['resnet50'].startswith('| resnet50 | 1.00 (')
+
+
+def test_gpu_check_records_a_raising_check_group_and_runs_the_rest():
+    """A check group that raises becomes one failed check with its traceback; later groups still run."""
+    from srm_zoo.benchmark.gpu_check import run_checks
+
+    def broken_group(device):
+        raise RuntimeError('kernel launch failed')
+
+    def passing_group(device):
+        return [dict(check='passing', device=str(device), passed=True)]
+
+    results = run_checks(torch.device('cpu'), groups=(broken_group, passing_group))
+    assert [r['check'] for r in results] == ['broken_group', 'passing']
+    assert results[0]['passed'] is False and 'RuntimeError: kernel launch failed' in results[0]['error']
+    assert results[1] == dict(check='passing', device='cpu', passed=True)

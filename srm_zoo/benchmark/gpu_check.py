@@ -11,15 +11,17 @@ against the reference path. Then it benchmarks srm_resnet50 (fast and reference)
 seresnet50 with bf16 autocast and channels_last: inference eager and compiled at batch 256, a
 training step at batch 128 (``--benchmarks eager,compile,train`` picks some; an empty list runs
 the checks only; ``--no-checks`` runs the benchmarks only). It writes ``checks.json``, one CSV per
-benchmark and ``speed_table.md`` under ``--out``. The exit status is non-zero when a check fails.
+benchmark and ``speed_table.md`` under ``--out``. A check or benchmark that raises is
+reported and the rest still run; the exit status is non-zero when any check or benchmark fails.
 """
 import argparse
 import copy
 import json
 import sys
+import traceback
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import timm
 import torch
@@ -204,6 +206,22 @@ def model_checks(device: torch.device) -> List[Dict[str, Any]]:
     return results
 
 
+CHECK_GROUPS = (kernel_checks, tail_checks, model_checks)
+
+
+def run_checks(device: torch.device, groups: Sequence[Callable[[torch.device], List[Dict[str, Any]]]] = CHECK_GROUPS
+               ) -> List[Dict[str, Any]]:
+    """The results of every check group; a group that raises becomes one failed check holding its
+    traceback, so that the groups and benchmarks after it still run."""
+    results = []
+    for group in groups:
+        try:
+            results += group(device)
+        except Exception:
+            results.append(dict(check=group.__name__, passed=False, error=traceback.format_exc()))
+    return results
+
+
 def speed_table(rows_by_run: Dict[str, List[Dict[str, Any]]]) -> str:
     """The README's markdown speed table: ratios to resnet50 plus its images/s."""
     lines = ['| model | ' + ' | '.join(rows_by_run) + ' |', '|---|' + '---|' * len(rows_by_run)]
@@ -254,30 +272,36 @@ def main(argv=None) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device('cuda')
-    failed = []
+    failed_checks, failed_benchmarks = [], []
     if args.checks:
-        checks = kernel_checks(device) + tail_checks(device) + model_checks(device)
+        checks = run_checks(device)
         (out_dir / 'checks.json').write_text(json.dumps(checks, indent=2))
-        failed = [c for c in checks if not c['passed']]
-        print(f'{len(checks) - len(failed)}/{len(checks)} checks passed', file=sys.stderr)
-        for check in failed:
+        failed_checks = [c for c in checks if not c['passed']]
+        print(f'{len(checks) - len(failed_checks)}/{len(checks)} checks passed', file=sys.stderr)
+        for check in failed_checks:
             print(f'FAILED: {check}', file=sys.stderr)
-    if benchmarks:
-        rows_by_run = {}
-        for name in benchmarks:
-            run_name, options = BENCHMARKS[name]
-            config = BenchConfig(models=MODELS, device='cuda', amp='bf16', channels_last=True, rounds=args.rounds,
-                                 steps=args.steps, warmup_steps=5, **options)
+    rows_by_run = {}
+    for name in benchmarks:
+        run_name, options = BENCHMARKS[name]
+        config = BenchConfig(models=MODELS, device='cuda', amp='bf16', channels_last=True, rounds=args.rounds,
+                             steps=args.steps, warmup_steps=5, **options)
+        try:
             rows = run_benchmark(config)
-            write_rows(rows, 'csv', str(out_dir / f'{name}.csv'))
-            rows_by_run[run_name] = rows
+        except Exception:  # the other benchmarks of a one-shot device run still count
+            traceback.print_exc()
+            failed_benchmarks.append(name)
+            continue
+        write_rows(rows, 'csv', str(out_dir / f'{name}.csv'))
+        rows_by_run[run_name] = rows
+    if rows_by_run:
         table = speed_table(rows_by_run)
         header = (f'{torch.cuda.get_device_name()}, torch {torch.__version__}, timm {timm.__version__}, bf16 autocast, '
                   f'channels_last; images/s relative to resnet50 in the same run (median of {args.rounds} interleaved rounds).\n\n')
         (out_dir / 'speed_table.md').write_text(header + table + '\n')
         print(header + table)
-    return 1 if failed else 0
-
+    if failed_benchmarks:
+        print(f'FAILED benchmarks: {", ".join(failed_benchmarks)}', file=sys.stderr)
+    return 1 if failed_checks or failed_benchmarks else 0
 
 if __name__ == '__main__':
     sys.exit(main())
