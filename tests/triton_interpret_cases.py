@@ -10,9 +10,11 @@ from functools import partial
 import pytest
 import timm
 import torch
+from timm.models.resnet import Bottleneck
 
 from conftest import randomize_
 from srm_zoo.benchmark.gpu_check import BF16_CHECKED, block_tail_errors, kernel_errors, randomize_srm_
+from srm_zoo.benchmark.memory import saved_activation_bytes
 from srm_zoo.layers import SRM, srm_kernels, use_reference
 from srm_zoo.models.srm_blocks import SRMBasicBlock, SRMBottleneck
 
@@ -119,6 +121,25 @@ def test_inference_block_tail_is_one_folded_op(monkeypatch, style_pooling, chann
     scale = expected.abs().max()
     tolerance = 1e-12 if dtype == torch.float64 else 1e-5
     torch.testing.assert_close(out / scale, expected / scale, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_training_kernel_tail_keeps_what_a_plain_bottleneck_keeps(monkeypatch, channels_last):
+    """On the kernel path (the GPU's) a training SRM bottleneck saves for backward what timm's plain
+    bottleneck saves, plus SRM's per-(n, c) and per-channel tensors: the peak-memory target's basis."""
+    calls = []
+    tail = srm_kernels.folded_block_tail_train
+    monkeypatch.setattr(srm_kernels, 'folded_block_tail_train', lambda *args: calls.append(1) or tail(*args))
+    plain, block = Bottleneck(64, 16).train(), SRMBottleneck(64, 16, attn_layer=SRM).train()
+    x = torch.randn(4, 64, 16, 16)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+        plain, block = (m.to(memory_format=torch.channels_last) for m in (plain, block))
+    plain_bytes = saved_activation_bytes(plain, x)
+    srm_bytes = saved_activation_bytes(block, x)
+    assert calls == [1]
+    srm_extra_bytes = (2 * 4 * 64 + 4 * 64 + 64 * 2) * 4  # gates, batch statistics, cfc (float32)
+    assert plain_bytes < srm_bytes <= plain_bytes + 2 * srm_extra_bytes
 
 
 @pytest.mark.parametrize('style_pooling', ['mean_std', 'mean', 'std'])
