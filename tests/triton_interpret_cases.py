@@ -16,6 +16,7 @@ from conftest import randomize_
 from srm_zoo.benchmark.gpu_check import BF16_CHECKED, block_tail_errors, kernel_errors, randomize_srm_
 from srm_zoo.benchmark.memory import saved_activation_bytes
 from srm_zoo.layers import SRM, srm_kernels, use_reference
+from srm_zoo.layers.srm_kernels import launch
 from srm_zoo.models.srm_blocks import SRMBasicBlock, SRMBottleneck
 
 pytestmark = pytest.mark.skipif(
@@ -96,6 +97,32 @@ def test_compiled_training_block_folds_its_norm_in_one_graph():
             out = module(inputs)
         out.square().sum().backward()
         results.append((out, inputs.grad, [p.grad for p in module.parameters()], list(module.buffers())))
+    for actual, expected in zip(*results):
+        torch.testing.assert_close(actual, expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize('training', [False, True])
+def test_inductor_compiled_block_runs_the_kernels(monkeypatch, training):
+    """Under torch.compile's default backend (Inductor, as in the GPU benchmark) the block tail's
+    kernels run inside the compiled graph, with the reference's outputs, gradients and running statistics."""
+    launched = []
+    for name in ('map_sums', 'affine_residual_relu'):
+        monkeypatch.setattr(launch, name, partial(lambda fn, *args: launched.append(fn.__name__) or fn(*args),
+                                                  getattr(launch, name)))
+    block = randomize_(SRMBottleneck(16, 4, attn_layer=SRM)).double().train(training)
+    reference = copy.deepcopy(block)
+    compiled = torch.compile(block, fullgraph=True)
+    x = torch.randn(2, 16, 5, 5, dtype=torch.float64)
+    results = []
+    for module, use_ref in ((compiled, False), (reference, True)):
+        inputs = x.clone().requires_grad_(training)
+        with use_reference(use_ref), torch.set_grad_enabled(training):
+            out = module(inputs)
+            if training:
+                out.square().sum().backward()
+        results.append([out] + ([inputs.grad] + [p.grad for p in module.parameters()] if training else [])
+                       + list(module.buffers()))
+    assert launched == ['map_sums', 'affine_residual_relu']
     for actual, expected in zip(*results):
         torch.testing.assert_close(actual, expected, rtol=1e-9, atol=1e-9)
 
