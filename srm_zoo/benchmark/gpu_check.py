@@ -303,5 +303,6 @@ def main(argv=None) -> int:
         print(f'FAILED benchmarks: {", ".join(failed_benchmarks)}', file=sys.stderr)
     return 1 if failed_checks or failed_benchmarks else 0
 
+
 if __name__ == '__main__':
     sys.exit(main())
