@@ -15,9 +15,10 @@ import torch
 from safetensors.torch import load_file
 from timm.models import clean_state_dict
 
-from .errors import UserError
+from .errors import UserError, error_reason
 
-__all__ = ['file_sha256', 'read_state_dict', 'state_dict_mismatches', 'check_state_dict', 'load_checkpoint_for']
+__all__ = ['file_sha256', 'read_state_dict', 'state_dict_mismatches', 'check_state_dict', 'load_state_dict_for',
+           'load_checkpoint_for']
 
 MAX_LISTED = 5
 """How many mismatching keys of each kind an error message names."""
@@ -64,7 +65,7 @@ def _read_file(path: Path):
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        reason = error_reason(error)
         raise UserError(
             f'Checkpoint {str(path)!r} cannot be read safely: it holds Python objects beyond tensors, and '
             f'srm-zoo only loads checkpoints with torch.load(weights_only=True) ({reason}). Save its '
@@ -90,21 +91,27 @@ def state_dict_mismatches(expected: Mapping[str, torch.Tensor], state_dict: Mapp
     return problems
 
 
-def check_state_dict(expected: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor], what: str) -> None:
-    """Raise a :class:`UserError` naming the first mismatches when ``state_dict`` does not fit ``expected``."""
+def check_state_dict(expected: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor], what: str,
+                     hint: str = '') -> None:
+    """Raise a :class:`UserError`, ``what`` (e.g. "X does not fit Y") and the first mismatches, followed by
+    ``hint``, when ``state_dict`` does not fit ``expected``."""
     problems = state_dict_mismatches(expected, state_dict)
     if problems:
-        raise UserError(f'{what} does not fit: ' + '; '.join(problems) + '.')
+        raise UserError(f'{what}: ' + '; '.join(problems) + '.' + hint)
+
+
+def load_state_dict_for(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str,
+                        model_name: str = '') -> torch.nn.Module:
+    """Load ``state_dict`` (from ``source``, for messages) into ``model`` strictly; refuse it, naming the
+    first mismatches, if it does not fit."""
+    name = model_name or getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
+    check_state_dict(model.state_dict(), state_dict, f'{source} does not fit {name}',
+                     hint=' Check the model name and its kwargs (num_classes, in_chans, ...).')
+    model.load_state_dict(state_dict, strict=False)  # only optional buffers may be missing
+    return model
 
 
 def load_checkpoint_for(model: torch.nn.Module, path: Union[str, Path], use_ema: bool = False,
                         model_name: str = '') -> torch.nn.Module:
-    """Load a checkpoint file into ``model`` strictly; refuse it, naming the first mismatches, if it does not fit."""
-    state_dict = read_state_dict(path, use_ema=use_ema)
-    problems = state_dict_mismatches(model.state_dict(), state_dict)
-    if problems:
-        name = model_name or getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
-        raise UserError(f'Checkpoint {str(path)!r} does not fit {name}: ' + '; '.join(problems) +
-                        '. Check the model name and its kwargs (num_classes, in_chans, ...).')
-    model.load_state_dict(state_dict, strict=False)
-    return model
+    """Read the checkpoint file ``path`` and load it into ``model`` as :func:`load_state_dict_for` does."""
+    return load_state_dict_for(model, read_state_dict(path, use_ema=use_ema), f'Checkpoint {str(path)!r}', model_name)

@@ -2,11 +2,16 @@
 import difflib
 from typing import Iterable
 
-__all__ = ['UserError', 'unknown_model_message']
+__all__ = ['UserError', 'error_reason', 'unknown_model_message']
 
 
 class UserError(Exception):
     """Bad input from a user (unknown name, missing file, mismatching checkpoint, ...)."""
+
+
+def error_reason(error: BaseException) -> str:
+    """The first line of a library's error message (its type name when it has none), for quoting in a UserError."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def unknown_model_message(name: str, known: Iterable[str] = ()) -> str:

@@ -19,7 +19,6 @@ import torch.nn as nn
 from ..errors import UserError
 from ..layers import SRM
 from ..checkpoint import check_state_dict, read_state_dict
-from .state import strip_prefix
 
 __all__ = ['GRAFT_GATE', 'load_source_state', 'graft_state', 'graft']
 
@@ -29,7 +28,7 @@ GRAFT_GATE = 0.5
 def load_source_state(source: str) -> Dict[str, torch.Tensor]:
     """The plain ResNet's state dict from a checkpoint file or a timm model name (pretrained weights)."""
     if Path(source).exists():
-        return strip_prefix(read_state_dict(source))
+        return read_state_dict(source)
     if not timm.is_model(source.split('.', 1)[0]):
         raise UserError(f'--from {source!r} is neither a checkpoint file nor a timm model name.')
     try:
@@ -55,7 +54,7 @@ def graft_state(model: nn.Module, source: Dict[str, torch.Tensor]) -> Dict[str, 
     fed_by = _srm_inputs(model)
     srm_keys = {k for k in target if any(k.startswith(f'{srm}.') for srm in fed_by)}
     check_state_dict({k: v for k, v in target.items() if k not in srm_keys}, source,
-                     'The source network (a plain ResNet of the same shape is needed)')
+                     'The source network (a plain ResNet of the same shape is needed) does not fit')
     state = {k: source[k].clone() for k in target if k not in srm_keys}
     for srm, bn in fed_by.items():
         for affine in ('weight', 'bias'):

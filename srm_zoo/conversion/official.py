@@ -10,9 +10,9 @@ from typing import Dict
 
 import timm
 import torch
+from timm.models import clean_state_dict
 
-from ..checkpoint import check_state_dict, read_state_dict
-from .state import strip_prefix
+from ..checkpoint import load_state_dict_for, read_state_dict
 
 __all__ = ['official_to_zoo', 'convert_official']
 
@@ -21,7 +21,7 @@ _SRM_KEY = re.compile(r'^(layer\d+\.\d+)\.rclb\.')
 
 def official_to_zoo(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """The authors' state dict (with or without ``module.``) renamed to this zoo's keys."""
-    return {_SRM_KEY.sub(r'\1.se.', key): value for key, value in strip_prefix(state).items()}
+    return {_SRM_KEY.sub(r'\1.se.', key): value for key, value in clean_state_dict(state).items()}
 
 
 def convert_official(checkpoint: str, model_name: str) -> torch.nn.Module:
@@ -33,6 +33,4 @@ def convert_official(checkpoint: str, model_name: str) -> torch.nn.Module:
     state = official_to_zoo(read_state_dict(checkpoint))
     num_classes = state['fc.weight'].shape[0] if 'fc.weight' in state else None
     model = timm.create_model(model_name, **({'num_classes': num_classes} if num_classes else {}))
-    check_state_dict(model.state_dict(), state, f'{checkpoint} (as {model_name})')
-    model.load_state_dict(state)
-    return model.eval()
+    return load_state_dict_for(model, state, str(checkpoint), model_name).eval()

@@ -1,4 +1,4 @@
-"""Rewriting and writing state dicts (safetensors out, atomically)."""
+"""Writing state dicts as safetensors, atomically."""
 import os
 from pathlib import Path
 from typing import Dict, Mapping, Optional
@@ -6,12 +6,7 @@ from typing import Dict, Mapping, Optional
 import torch
 from safetensors.torch import save_file
 
-__all__ = ['strip_prefix', 'write_safetensors']
-
-
-def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str = 'module.') -> Dict[str, torch.Tensor]:
-    """``state`` with ``prefix`` (DataParallel's ``module.``) removed wherever keys start with it."""
-    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
+__all__ = ['write_safetensors']
 
 
 def write_safetensors(state: Mapping[str, torch.Tensor], path: str, metadata: Optional[Dict[str, str]] = None) -> None:

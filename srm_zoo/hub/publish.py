@@ -9,7 +9,7 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
 from ..checkpoint import file_sha256
-from ..errors import UserError
+from ..errors import UserError, error_reason
 from ..manifest import Release, active_manifest_path, write_release
 from .export import HUB_FILES, WEIGHTS_FILE, read_exported_release
 
@@ -74,7 +74,7 @@ def publish_folder(
             repo_id=repo_id, repo_type='model', folder_path=str(folder), allow_patterns=list(HUB_FILES),
             commit_message=commit_message or f'Add {release.name} weights (srm-zoo export)')
     except HfHubHTTPError as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        reason = error_reason(error)
         raise UserError(f'Uploading {str(folder)!r} to {repo_id} failed: {reason}. Log in with `hf auth login` '
                         'or set HF_TOKEN to a token with write access.') from None
     release = replace(release, revision=commit.oid)

@@ -14,7 +14,7 @@ from timm.models import resolve_pretrained_cfg
 
 from ..catalogue import CATALOGUE
 from ..checkpoint import file_sha256
-from ..errors import UserError
+from ..errors import UserError, error_reason
 from ..manifest import Release, find_release, load_manifest, releases_of
 
 __all__ = ['MissingWeightsError', 'IntegrityError', 'WeightsUnavailableError', 'missing_weights_message',
@@ -65,7 +65,7 @@ def fetch_release_file(release: Release, cache_dir: Optional[Union[str, Path]] =
         return Path(hf_hub_download(release.hf_hub_id, release.filename, revision=release.revision,
                                     cache_dir=cache_dir))
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        reason = error_reason(error)
         raise WeightsUnavailableError(
             f'Could not fetch the weights of {release.name} ({release.filename} of {release.location}) from the '
             f'Hugging Face Hub: {reason}. Check the network (or HF_ENDPOINT); offline (HF_HUB_OFFLINE=1) they load '

@@ -16,7 +16,7 @@ import torch
 from timm.models import save_for_hf
 
 from ..catalogue import get_entry
-from ..checkpoint import check_state_dict, file_sha256, read_state_dict
+from ..checkpoint import file_sha256, load_state_dict_for, read_state_dict
 from ..conversion.state import write_safetensors
 from ..errors import UserError
 from ..hub.export import ExportedRelease, export_release
@@ -46,9 +46,7 @@ def load_trained(name: str, checkpoint: str, attention: str = 'srm') -> Tuple[to
     else:
         state = read_state_dict(checkpoint)
     model = timm.create_model(name, **attention_kwargs(name, attention))
-    check_state_dict(model.state_dict(), state, f'{checkpoint} (as {name})')
-    model.load_state_dict(state)
-    return model.eval(), config
+    return load_state_dict_for(model, state, str(checkpoint), name).eval(), config
 
 
 def embed_release(name: str, checkpoint: str, data: str, split: str,

@@ -25,7 +25,7 @@ from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel
 
 from ..catalogue import CATALOGUE, get_entry
-from ..checkpoint import check_state_dict, read_state_dict
+from ..checkpoint import load_state_dict_for, read_state_dict
 from ..errors import UserError, unknown_model_message
 from .config import ATTENTIONS, TrainConfig
 from .data import class_names, eval_loader, load_split, train_loader
@@ -147,8 +147,7 @@ class _Run:
                                   **attention_kwargs(config.model, config.attention))
         if config.initial_checkpoint:
             state = read_state_dict(config.initial_checkpoint)
-            check_state_dict(model.state_dict(), state, f'--initial-checkpoint {config.initial_checkpoint}')
-            model.load_state_dict(state)
+            load_state_dict_for(model, state, f'--initial-checkpoint {config.initial_checkpoint}', config.model)
         model.to(self.ctx.device)
         if config.channels_last:
             model.to(memory_format=torch.channels_last)
