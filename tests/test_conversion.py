@@ -155,6 +155,22 @@ def test_graft_basic_block_cifar_resnet_preserves_the_function(tmp_path):
     _graft_and_compare(tmp_path, plain, 'srm_resnet20_cifar', 16)
 
 
+def test_graft_takes_a_source_without_num_batches_tracked(tmp_path):
+    """Checkpoints saved before BatchNorm counted its batches lack ``num_batches_tracked``; the check
+    accepts them, so the graft must too."""
+    source = randomize_(timm.create_model('resnet18', num_classes=7), seed=3).eval()
+    source_file = tmp_path / 'old_resnet18.safetensors'
+    save_file({k: v.contiguous() for k, v in source.state_dict().items() if not k.endswith('num_batches_tracked')},
+              str(source_file))
+    out = tmp_path / 'srm_resnet18.safetensors'
+    assert main(['graft', '--from', str(source_file), '--model', 'srm_resnet18', '--out', str(out)]) == 0
+    grafted = timm.create_model('srm_resnet18', num_classes=7)
+    grafted.load_state_dict(load_file(str(out)))
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        torch.testing.assert_close(grafted.eval()(images), source(images), rtol=1e-5, atol=1e-5)
+
+
 def test_graft_refuses_a_different_shape(tmp_path, capsys):
     source_file = tmp_path / 'resnet34.safetensors'
     save_file({k: v.contiguous() for k, v in timm.create_model('resnet34').state_dict().items()}, str(source_file))

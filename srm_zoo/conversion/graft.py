@@ -55,7 +55,8 @@ def graft_state(model: nn.Module, source: Dict[str, torch.Tensor]) -> Dict[str, 
     srm_keys = {k for k in target if any(k.startswith(f'{srm}.') for srm in fed_by)}
     check_state_dict({k: v for k, v in target.items() if k not in srm_keys}, source,
                      'The source network (a plain ResNet of the same shape is needed) does not fit')
-    state = {k: source[k].clone() for k in target if k not in srm_keys}
+    # keys the check lets a source lack (num_batches_tracked) keep the model's value
+    state = {k: (source[k] if k in source else v).clone() for k, v in target.items() if k not in srm_keys}
     for srm, bn in fed_by.items():
         for affine in ('weight', 'bias'):
             state[f'{bn}.{affine}'] = state[f'{bn}.{affine}'] * 2
