@@ -116,3 +116,23 @@ def test_release_to_a_hub_folder(digits_root, tmp_path, capsys):
     assert 'model-index' in (out / 'README.md').read_text()
     assert main(['release', NAME, '--checkpoint', str(shipped.embedded_dir / 'model.safetensors'),
                  '--data', str(digits_root)]) == 2
+
+
+def test_release_takes_a_plain_state_dict_and_refuses_unknown_names(digits_root, tmp_path, capsys):
+    """A torch state dict saved as .pth (not a training checkpoint) is a weights file too; an unknown
+    model or tag is a clear error, not a traceback."""
+    shipped = find_release('srm_resnet20_cifar', 'sklearn_digits')
+    model = timm.create_model(NAME, pretrained=True)
+    weights = tmp_path / 'weights.pth'
+    torch.save(model.state_dict(), weights)
+    out = tmp_path / 'hub'
+    assert main(['release', NAME, '--checkpoint', str(weights), '--data', str(digits_root), '--out', str(out),
+                 '--cards', str(tmp_path / 'cards')]) == 0
+    record = json.loads((out / 'srm_zoo_release.json').read_text())
+    assert record['sha256'] == shipped.sha256 and record['provenance']['source'] == 'weights file weights.pth'
+    for name, expected in (('srm_resnet51.sklearn_digits', "Unknown model 'srm_resnet51.sklearn_digits'"),
+                           ('srm_resnet20_cifar.nope', "has no tag 'nope'")):
+        for where in (['--embed'], ['--out', str(tmp_path / 'other')]):
+            assert main(['release', name, '--checkpoint', str(weights), '--data', str(digits_root), *where]) == 2
+            assert expected in capsys.readouterr().err
+

@@ -15,11 +15,11 @@ import timm
 import torch
 from timm.models import save_for_hf
 
-from ..catalogue import get_entry
+from ..catalogue import ModelEntry, WeightTag, get_entry
 from ..checkpoint import file_sha256, load_state_dict_for, read_state_dict
 from ..conversion.state import write_safetensors
 from ..errors import UserError
-from ..hub.export import ExportedRelease, export_release
+from ..hub.export import EVAL_SETTING_KEYS, ExportedRelease, export_release
 from ..manifest import WEIGHTS_DIR, Metric, Release
 from ..training import TrainConfig, attention_kwargs, get_recipe
 from ..training.state import load_checkpoint
@@ -28,23 +28,43 @@ from .measure import measure_accuracy
 __all__ = ['load_trained', 'embed_release', 'export_measured']
 
 
+def _entry_and_tag(name: str) -> Tuple[ModelEntry, WeightTag]:
+    """The catalogue entry and weight tag of ``name`` (``model.tag``); a :class:`UserError` for unknown ones."""
+    try:
+        entry = get_entry(name)
+        return entry, entry.get_tag(name.split('.', 1)[1] if '.' in name else None)
+    except KeyError as error:
+        raise UserError(error.args[0]) from None
+
+
+def _read_weights(checkpoint: str) -> Tuple[Dict[str, torch.Tensor], Optional[TrainConfig]]:
+    """The weights of ``checkpoint`` (an ``srm-zoo train`` checkpoint's EMA weights when it kept them)
+    and, for such a checkpoint, its training settings."""
+    if Path(checkpoint).suffix == '.pth':
+        try:
+            run = load_checkpoint(Path(checkpoint))
+        except UserError:  # not a training checkpoint: read it as a weights file below
+            run = {}
+        if 'config' in run:
+            return (run.get('ema') or run['model']), TrainConfig(**run['config'])
+    return read_state_dict(checkpoint), None
+
+
+def _source(config: Optional[TrainConfig], checkpoint: str) -> str:
+    """Where released weights come from, for the provenance record."""
+    return 'trained from scratch by srm-zoo train' if config else f'weights file {Path(checkpoint).name}'
+
+
 def load_trained(name: str, checkpoint: str, attention: str = 'srm') -> Tuple[torch.nn.Module, Optional[TrainConfig]]:
     """``name`` (``model.tag``) with the weights of ``checkpoint``, and the training settings when known.
 
     ``checkpoint`` is an ``srm-zoo train`` checkpoint (its EMA weights when it kept one; its settings
     give the provenance), or any weights file (``.safetensors`` or torch state dict).
     """
-    try:
-        get_entry(name)
-    except KeyError as error:
-        raise UserError(error.args[0]) from None
-    config = None
-    if Path(checkpoint).suffix == '.pth' and 'config' in (run := load_checkpoint(Path(checkpoint))):
-        config = TrainConfig(**run['config'])
+    _entry_and_tag(name)
+    state, config = _read_weights(checkpoint)
+    if config:
         attention = config.attention
-        state = run['ema'] if run.get('ema') else run['model']
-    else:
-        state = read_state_dict(checkpoint)
     model = timm.create_model(name, **attention_kwargs(name, attention))
     return load_state_dict_for(model, state, str(checkpoint), name).eval(), config
 
@@ -56,9 +76,8 @@ def embed_release(name: str, checkpoint: str, data: str, split: str,
     ``compare`` maps counterpart attentions (``none``, ``se``) to their checkpoints, trained the same
     way; their accuracies on the same data go into the provenance.
     """
-    entry = get_entry(name)
+    entry, tag = _entry_and_tag(name)
     model, config = load_trained(name, checkpoint)
-    tag = entry.get_tag(name.split('.', 1)[1] if '.' in name else None)
     result = measure_accuracy(model, data, split)
     comparison = {'srm': _summary(result)}
     for attention, other in (compare or {}).items():
@@ -72,7 +91,7 @@ def embed_release(name: str, checkpoint: str, data: str, split: str,
                 model_config=dict(label_names=list(label_names)) if label_names else None)
     provenance: Dict[str, Any] = dict(
         recipe=config.recipe if config else tag.recipe,
-        source='trained from scratch by srm-zoo train' if config else f'weights file {Path(checkpoint).name}',
+        source=_source(config, checkpoint),
         comparison=comparison,
     )
     if config:
@@ -81,7 +100,7 @@ def embed_release(name: str, checkpoint: str, data: str, split: str,
                           weights='EMA' if get_recipe(config.recipe).ema_decay else 'last epoch')
     metric = Metric(dataset=tag.dataset, split=split, top1=result['top1'], top5=result['top5'],
                     num_images=result['num_images'],
-                    eval_settings={k: result[k] for k in ('img_size', 'crop_pct', 'interpolation')})
+                    eval_settings={k: result[k] for k in EVAL_SETTING_KEYS})
     return Release(model=entry.name, tag=tag.tag, sha256=file_sha256(folder / 'model.safetensors'), metrics=(metric,),
                    provenance=provenance, embedded=folder.name)
 
@@ -93,8 +112,7 @@ def _summary(result: Dict[str, Any]) -> Dict[str, Any]:
 def export_measured(name: str, checkpoint: str, data: str, split: str, out: Path) -> ExportedRelease:
     """Measure ``checkpoint`` as ``name`` on ``data``/``split`` and write its Hub repository folder to ``out``
     (weights, config, model card with the measured results, release record for ``srm-zoo publish``)."""
-    entry = get_entry(name)
-    tag = entry.get_tag(name.split('.', 1)[1] if '.' in name else None)
+    entry, tag = _entry_and_tag(name)
     model, config = load_trained(name, checkpoint)
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / 'model.safetensors'
@@ -104,5 +122,5 @@ def export_measured(name: str, checkpoint: str, data: str, split: str, out: Path
                       checkpoint_sha256=file_sha256(weights))
         results = Path(tmp) / 'results.json'
         results.write_text(json.dumps(result))
-        source = 'trained from scratch by srm-zoo train' if config else f'weights file {Path(checkpoint).name}'
-        return export_release(f'{entry.name}.{tag.tag}', weights, out, results=results, source=source)
+        return export_release(f'{entry.name}.{tag.tag}', weights, out, results=results,
+                              source=_source(config, checkpoint))
