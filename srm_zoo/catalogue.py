@@ -6,9 +6,13 @@ accuracy verification are all derived from the tables below. Add a model by addi
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+import timm
+
+from .errors import UnknownNameError, unknown_model_message
+
 __all__ = [
     'PAPER', 'PaperResult', 'WeightTag', 'ModelEntry', 'IMAGENET_RESNETS', 'CIFAR_RESNETS',
-    'FAMILIES', 'CATALOGUE', 'get_entry',
+    'FAMILIES', 'CATALOGUE', 'get_entry', 'resolve_name',
 ]
 
 PAPER = {
@@ -85,7 +89,7 @@ class ModelEntry:
             if weight_tag.tag == (tag or self.default_tag):
                 return weight_tag
         known = ', '.join(t.tag for t in self.tags)
-        raise KeyError(f'{self.name} has no tag {tag!r}; its tags are: {known}')
+        raise UnknownNameError(f'{self.name} has no tag {tag!r}; its tags are: {known}')
 
     def docstring(self) -> str:
         """Entry-point docstring: what the model is, its tags and the paper's figures."""
@@ -180,9 +184,21 @@ CATALOGUE: Dict[str, ModelEntry] = {entry.name: entry for family in FAMILIES.val
 
 
 def get_entry(name: str) -> ModelEntry:
-    """The catalogue entry of ``name`` (``arch`` or ``arch.tag``); a clear KeyError for unknown names."""
+    """The catalogue entry of ``name`` (``arch`` or ``arch.tag``); an :class:`UnknownNameError` (a KeyError)
+    suggesting close names for unknown ones."""
     arch = name.split('.', 1)[0]
     if arch.startswith('hf-hub:') or arch not in CATALOGUE:
-        from .errors import unknown_model_message
-        raise KeyError(unknown_model_message(name))
+        raise UnknownNameError(unknown_model_message(name))
     return CATALOGUE[arch]
+
+
+def resolve_name(name: str) -> str:
+    """``arch.tag`` for ``name`` (the default tag added for zoo models); an :class:`UnknownNameError` for unknown
+    timm models and catalogue tags."""
+    arch, _, tag = name.partition('.')
+    if not timm.is_model(arch):
+        raise UnknownNameError(unknown_model_message(name))
+    entry = CATALOGUE.get(arch)
+    if entry is not None:
+        return f'{arch}.{entry.get_tag(tag).tag}'
+    return name

@@ -2,11 +2,18 @@
 import difflib
 from typing import Iterable
 
-__all__ = ['UserError', 'error_reason', 'unknown_model_message']
+__all__ = ['UserError', 'UnknownNameError', 'error_reason', 'unknown_model_message']
 
 
 class UserError(Exception):
     """Bad input from a user (unknown name, missing file, mismatching checkpoint, ...)."""
+
+
+class UnknownNameError(UserError, KeyError):
+    """A model or weight tag the catalogue does not hold: a lookup's KeyError and a message for users."""
+
+    def __str__(self) -> str:  # the message itself, not KeyError's quoted repr
+        return str(self.args[0]) if self.args else ''
 
 
 def error_reason(error: BaseException) -> str:

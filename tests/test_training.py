@@ -99,6 +99,10 @@ def test_output_is_never_overwritten_and_resume_checks_settings(tiny_folder, tmp
     assert "recipe='official'" in capsys.readouterr().err
     assert main(_train_args(tiny_folder / 'nowhere', tmp_path / 'other', *args)) == 2
     assert 'does not exist' in capsys.readouterr().err
+    for model, message in (('srm_resnet51', "Unknown model 'srm_resnet51'"),
+                           ('srm_resnet20_cifar.nope', "has no tag 'nope'")):
+        assert main(_train_args(tiny_folder, tmp_path / 'other', *args, '--model', model)) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_torchrun_two_cpu_processes_leave_one_complete_checkpoint(tiny_folder, tmp_path):

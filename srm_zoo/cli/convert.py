@@ -3,14 +3,10 @@ import argparse
 
 from ..catalogue import get_entry
 from ..conversion import convert_official, write_safetensors
-from ..errors import UserError
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        get_entry(args.model)
-    except KeyError as error:
-        raise UserError(error.args[0]) from None
+    get_entry(args.model)  # an unknown name fails here, before any file is read
     model = convert_official(args.checkpoint, args.model)
     write_safetensors(model.state_dict(), args.out, metadata={
         'format': 'pt', 'source': 'srm-authors', 'architecture': args.model})

@@ -7,8 +7,8 @@ import timm
 import torch
 from timm.models import get_pretrained_cfg
 
-from ..catalogue import CATALOGUE
-from ..errors import UserError, unknown_model_message
+from ..catalogue import CATALOGUE, resolve_name
+from ..errors import UserError
 from .checkpoint import file_sha256, load_weights
 
 __all__ = ['LoadedModel', 'resolve_name', 'build_model']
@@ -22,20 +22,6 @@ class LoadedModel:
     weights: str
     sha256: Optional[str]
     trained_on: Optional[str]
-
-
-def resolve_name(name: str) -> str:
-    """``arch.tag`` for ``name`` (the default tag added for zoo models); a UserError for unknown names or tags."""
-    arch, _, tag = name.partition('.')
-    if not timm.is_model(arch):
-        raise UserError(unknown_model_message(name))
-    entry = CATALOGUE.get(arch)
-    if entry is not None:
-        try:
-            return f'{arch}.{entry.get_tag(tag).tag}'
-        except KeyError as error:
-            raise UserError(str(error.args[0])) from None
-    return name
 
 
 def _published_weights(name: str):

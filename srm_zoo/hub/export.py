@@ -116,11 +116,8 @@ def export_release(
         use_ema: bool = False,
 ) -> ExportedRelease:
     """Write the Hub repository folder of ``model_name`` (``arch`` or ``arch.tag``) from ``checkpoint``."""
-    try:
-        entry = get_entry(model_name)
-        tag = entry.get_tag(split_model_name_tag(model_name)[1]).tag
-    except KeyError as error:
-        raise UserError(error.args[0]) from None
+    entry = get_entry(model_name)
+    tag = entry.get_tag(split_model_name_tag(model_name)[1]).tag
     checkpoint, out = Path(checkpoint), Path(out)
     result_rows = read_results(results) if results else []
     model = timm.create_model(f'{entry.name}.{tag}')

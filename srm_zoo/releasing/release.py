@@ -29,12 +29,9 @@ __all__ = ['load_trained', 'embed_release', 'export_measured']
 
 
 def _entry_and_tag(name: str) -> Tuple[ModelEntry, WeightTag]:
-    """The catalogue entry and weight tag of ``name`` (``model.tag``); a :class:`UserError` for unknown ones."""
-    try:
-        entry = get_entry(name)
-        return entry, entry.get_tag(name.split('.', 1)[1] if '.' in name else None)
-    except KeyError as error:
-        raise UserError(error.args[0]) from None
+    """The catalogue entry and weight tag of ``name`` (``model.tag``)."""
+    entry = get_entry(name)
+    return entry, entry.get_tag(name.split('.', 1)[1] if '.' in name else None)
 
 
 def _read_weights(checkpoint: str) -> Tuple[Dict[str, torch.Tensor], Optional[TrainConfig]]:

@@ -24,9 +24,9 @@ from timm.models import save_for_hf
 from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel
 
-from ..catalogue import CATALOGUE, get_entry
+from ..catalogue import CATALOGUE, get_entry, resolve_name
 from ..checkpoint import load_state_dict_for, read_state_dict
-from ..errors import UserError, unknown_model_message
+from ..errors import UserError
 from .config import ATTENTIONS, TrainConfig
 from .data import class_names, eval_loader, load_split, train_loader
 from ..distributed import DistContext, all_gather_objects, all_reduce_sum, barrier, close_distributed, init_distributed
@@ -140,8 +140,7 @@ class _Run:
 
     def _create_model(self) -> nn.Module:
         config = self.config
-        if not timm.is_model(config.model.split('.', 1)[0]):
-            raise UserError(unknown_model_message(config.model))
+        resolve_name(config.model)  # an unknown model or tag is a clear error
         model = timm.create_model(config.model, num_classes=len(self.class_names),
                                   zero_init_last=self.recipe.zero_init_last,
                                   **attention_kwargs(config.model, config.attention))
