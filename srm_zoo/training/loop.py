@@ -26,10 +26,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..catalogue import CATALOGUE, get_entry, resolve_name
 from ..checkpoint import load_state_dict_for, read_state_dict
+from ..distributed import (DistContext, all_gather_objects, all_reduce_sum, all_sum, barrier, close_distributed,
+                           init_distributed)
 from ..errors import UserError
+from ..evaluation.metrics import Counts, score_batch
 from .config import ATTENTIONS, TrainConfig
 from .data import class_names, eval_loader, load_split, train_loader
-from ..distributed import DistContext, all_gather_objects, all_reduce_sum, barrier, close_distributed, init_distributed
 from .log import progress, write_log
 from .optim import create_optimizer, create_scheduler
 from .recipes import Recipe, get_recipe
@@ -272,23 +274,16 @@ def evaluate(model: nn.Module, loader, ctx: DistContext, amp_dtype: Optional[tor
     """Loss, top-1 and top-5 (percent) over every image of the loader's dataset (all processes)."""
     was_training = model.training
     model.eval()
-    totals = torch.zeros(4, dtype=torch.float64, device=ctx.device)
+    counts = Counts()
     for images, targets in loader:
-        images, targets = images.to(ctx.device), targets.to(ctx.device)
+        images = images.to(ctx.device)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(ctx.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(images).float()
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        hits = top == targets[:, None]
-        totals += torch.tensor([nn.functional.cross_entropy(logits, targets, reduction='sum').item(),
-                                hits[:, 0].sum().item(), hits.any(dim=1).sum().item(), len(targets)],
-                               dtype=torch.float64, device=ctx.device)
-    all_reduce_sum(totals, ctx)
+            counts += score_batch(model(images), targets)
     model.train(was_training)
-    count = float(totals[3])
-    return dict(loss=float(totals[0]) / count, top1=100.0 * float(totals[1]) / count,
-                top5=100.0 * float(totals[2]) / count)
+    counts = Counts.from_tensor(all_sum(counts.to_tensor(), ctx))
+    return dict(loss=counts.loss, top1=counts.top1, top5=counts.top5)
 
 
 def _describe(row: Dict[str, Any], epochs: int) -> str:
