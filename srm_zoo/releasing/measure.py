@@ -1,13 +1,12 @@
 """Accuracy of a model on an image folder split, with the preprocessing of its timm pretrained cfg."""
-from pathlib import Path
 from typing import Any, Dict
 
 import torch
-from timm.data import create_dataset, create_transform, resolve_data_config
+from timm.data import create_transform, resolve_data_config
 from torch.utils.data import DataLoader
 
-from ..errors import UserError
 from ..evaluation.metrics import Counts, score_batch
+from ..training.data import load_split
 
 __all__ = ['measure_accuracy']
 
@@ -22,14 +21,8 @@ def measure_accuracy(model: torch.nn.Module, root: str, split: str, batch_size: 
     (``resolve_data_config`` + ``create_transform(is_training=False)``).
     """
     data_config = resolve_data_config(model=model)
-    if not Path(root).is_dir():
-        raise UserError(f'Data folder {root} does not exist.')
-    try:
-        dataset = create_dataset('', root=root, split=split, transform=create_transform(**data_config))
-    except (RuntimeError, FileNotFoundError, OSError) as error:
-        raise UserError(f'No images for split {split!r} under {root}: {error}') from None
-    if len(dataset) == 0:
-        raise UserError(f'Split {split!r} under {root} holds no images.')
+    dataset = load_split(root, split, is_training=False)
+    dataset.transform = create_transform(**data_config)
     model.eval()
     counts = Counts()
     for images, targets in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
