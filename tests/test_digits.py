@@ -135,4 +135,8 @@ def test_release_takes_a_plain_state_dict_and_refuses_unknown_names(digits_root,
         for where in (['--embed'], ['--out', str(tmp_path / 'other')]):
             assert main(['release', name, '--checkpoint', str(weights), '--data', str(digits_root), *where]) == 2
             assert expected in capsys.readouterr().err
+    # a split without its folder would measure every image under --data, training images included
+    assert main(['release', NAME, '--checkpoint', str(weights), '--data', str(digits_root), '--split', 'valid',
+                 '--out', str(tmp_path / 'other')]) == 2
+    assert "No folder for split 'valid'" in capsys.readouterr().err and not (tmp_path / 'other').exists()
 

@@ -240,6 +240,7 @@ def test_verify_without_reference_says_so(zoo, tmp_path, capsys):
     ('not_synsets', 'not ImageNet-1k WordNet synsets'),
     ('flat_no_truth', 'no ground truth was found'),
     ('hf_without_datasets', 'datasets'),
+    ('only_train_split', 'has no validation or test split folder, only train'),
 ])
 def test_bad_data(zoo, tmp_path, capsys, case, message):
     data = tmp_path / 'data'
@@ -252,6 +253,8 @@ def test_bad_data(zoo, tmp_path, capsys, case, message):
         place(zoo['files'][:2], ['cat', 'dog'], data)
     elif case == 'flat_no_truth':
         place(zoo['files'][:2], ['', ''], data, _flat_names(2))
+    elif case == 'only_train_split':  # reading the root would evaluate on training images
+        place(zoo['files'][:2], imagenet_synsets()[:2], data / 'train')
     elif case == 'hf_without_datasets':
         try:
             import datasets  # noqa: F401

@@ -103,6 +103,9 @@ def test_output_is_never_overwritten_and_resume_checks_settings(tiny_folder, tmp
                            ('srm_resnet20_cifar.nope', "has no tag 'nope'")):
         assert main(_train_args(tiny_folder, tmp_path / 'other', *args, '--model', model)) == 2
         assert message in capsys.readouterr().err
+    # a split without its folder: timm would read every image of the root, training images included
+    assert main(_train_args(tiny_folder, tmp_path / 'other', *args, '--val-split', 'test')) == 2
+    assert "No folder for split 'test'" in capsys.readouterr().err
 
 
 def test_torchrun_two_cpu_processes_leave_one_complete_checkpoint(tiny_folder, tmp_path):

@@ -28,6 +28,7 @@ SPLIT_SYNONYMS = {
     'test': ('test', 'testing'),
     'train': ('train', 'training'),
 }
+_SPLIT_NAMES = {name for synonyms in SPLIT_SYNONYMS.values() for name in synonyms}
 HF_PREFIX = 'hfds/'
 _FLAT_KINDS = ('imagenet', 'imagenet-real')
 
@@ -41,7 +42,8 @@ def resolve_split(root: Path, split: Optional[str]) -> Tuple[Path, str]:
     """The folder (or ``.tar``) holding ``split`` under ``root``, and the split's canonical name.
 
     Without ``split`` the validation folders are tried, then ``test``; when ``root`` has no split
-    folder it is the split itself (recorded as ``split``, or ``validation`` when none was given).
+    folder at all it is the split itself (recorded as ``split``, or ``validation`` when none was given).
+    A ``root`` that holds other splits only (``train``, ...) is refused: reading it would mix them in.
     """
     if root.is_file():
         return root, canonical_split(split or 'validation')
@@ -53,6 +55,10 @@ def resolve_split(root: Path, split: Optional[str]) -> Tuple[Path, str]:
         for candidate in (root / name, root / f'{name}.tar'):
             if candidate.exists():
                 return candidate, canonical_split(name)
+    other_splits = sorted(p.name for p in root.iterdir() if p.name.removesuffix('.tar').lower() in _SPLIT_NAMES)
+    if other_splits:  # root holds other splits, not the one asked for: reading it would mix them in
+        raise UserError(f'{root} has no {split or "validation or test"} split folder, only {", ".join(other_splits)}; '
+                        'pass --split with the one to evaluate.')
     return root, canonical_split(split or 'validation')
 
 

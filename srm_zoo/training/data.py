@@ -13,7 +13,8 @@ __all__ = ['load_split', 'class_names', 'train_loader', 'eval_loader']
 
 
 def load_split(root: str, split: str, is_training: bool):
-    """timm's image-folder dataset for ``root``/``split`` (timm's split-name synonyms apply)."""
+    """timm's image-folder dataset for ``root``/``split`` (timm's split-name synonyms apply); a split
+    without its folder is refused (timm would read every image under ``root``, other splits included)."""
     if not Path(root).is_dir():
         raise UserError(f'Data folder {root} does not exist.')
     try:
@@ -21,6 +22,9 @@ def load_split(root: str, split: str, is_training: bool):
     except (RuntimeError, FileNotFoundError, OSError) as error:
         raise UserError(f'No images for split {split!r} under {root}: {error} Expected an image folder '
                         f'such as {root}/{split}/<class>/<image>.') from None
+    if Path(dataset.reader.root).resolve() == Path(root).resolve():  # timm reads the whole root instead
+        raise UserError(f'No folder for split {split!r} under {root} (nor for a timm synonym of it, such as val '
+                        f'for validation): expected {root}/{split}/<class>/<image>.')
     if len(dataset) == 0:
         raise UserError(f'Split {split!r} under {root} holds no images.')
     return dataset
