@@ -200,11 +200,13 @@ def _rows(config: BenchConfig, variants: List[ModelVariant]) -> List[Dict[str, A
     prefix = config.mode
     first_rate = statistics.median(variants[0].round_rates)
     first_best = max(variants[0].round_rates)
-    rows = []
+    rows, stats_of = [], {}
     for variant in variants:
         rate = statistics.median(variant.round_rates)
         img_size = config.img_size or variant.model.pretrained_cfg['input_size'][-1]
-        stats = model_stats(variant.name, input_size=(3, img_size, img_size))
+        if variant.name not in stats_of:  # an SRM model's fast and reference rows share them
+            stats_of[variant.name] = model_stats(variant.name, input_size=(3, img_size, img_size))
+        stats = stats_of[variant.name]
         rows.append({
             'model': variant.name,
             'srm_path': variant.srm_path or '',

@@ -42,8 +42,8 @@ def digits_split() -> Dict[str, Tuple[np.ndarray, np.ndarray, np.ndarray]]:
     indices = np.arange(len(digits.target))
     train, test = train_test_split(indices, test_size=DIGITS_TEST_FRACTION, stratify=digits.target,
                                    random_state=DIGITS_SPLIT_SEED)
-    return {name: (np.sort(idx), digits.images[np.sort(idx)], digits.target[np.sort(idx)])
-            for name, idx in (('train', train), ('test', test))}
+    return {name: (idx, digits.images[idx], digits.target[idx])
+            for name, idx in (('train', np.sort(train)), ('test', np.sort(test)))}
 
 
 def _to_image(scan: np.ndarray) -> Image.Image:
