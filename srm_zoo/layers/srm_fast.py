@@ -204,10 +204,7 @@ def _batch_statistics(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor,
         count = mean.shape[0] * num_values
         if count < 2:
             raise ValueError(f'Expected more than 1 value per channel when training, got {count}')
-        if bn.num_batches_tracked is not None:
-            factor = _momentum_step(bn)
-        else:
-            factor = 0.0 if bn.momentum is None else bn.momentum
+        factor = _momentum_step(bn)
         with torch.no_grad():
             bn.running_mean.lerp_(batch_mean.to(bn.running_mean.dtype), factor)
             bn.running_var.lerp_((batch_var * (count / (count - 1))).to(bn.running_var.dtype), factor)
@@ -232,7 +229,10 @@ def _takes_train_kernels(norm: nn.Module, srm: nn.Module, y: torch.Tensor) -> bo
 
 
 def _momentum_step(bn: nn.BatchNorm2d) -> float:
-    """Counts a training batch of ``bn`` and returns its running-statistics momentum for it."""
+    """Counts a training batch of ``bn`` (where it counts them) and returns its running-statistics
+    momentum for it, as :class:`~torch.nn.BatchNorm2d` does."""
+    if bn.num_batches_tracked is None:
+        return 0.0 if bn.momentum is None else bn.momentum
     bn.num_batches_tracked.add_(1)
     if bn.momentum is None:  # cumulative moving average
         return 1.0 / bn.num_batches_tracked.item()
