@@ -12,7 +12,7 @@ from .errors import UnknownNameError, unknown_model_message
 
 __all__ = [
     'PAPER', 'PaperResult', 'WeightTag', 'ModelEntry', 'IMAGENET_RESNETS', 'CIFAR_RESNETS',
-    'FAMILIES', 'CATALOGUE', 'get_entry', 'resolve_name',
+    'FAMILIES', 'CATALOGUE', 'get_entry', 'get_entry_and_tag', 'resolve_name',
 ]
 
 PAPER = {
@@ -192,13 +192,19 @@ def get_entry(name: str) -> ModelEntry:
     return CATALOGUE[arch]
 
 
+def get_entry_and_tag(name: str) -> Tuple[ModelEntry, WeightTag]:
+    """The catalogue entry and weight tag of ``name`` (``arch.tag``, or ``arch`` for its default tag); an
+    :class:`UnknownNameError` for unknown models and tags."""
+    entry = get_entry(name)
+    return entry, entry.get_tag(name.partition('.')[2])
+
+
 def resolve_name(name: str) -> str:
     """``arch.tag`` for ``name`` (the default tag added for zoo models); an :class:`UnknownNameError` for unknown
     timm models and catalogue tags."""
-    arch, _, tag = name.partition('.')
+    arch = name.partition('.')[0]
     if not timm.is_model(arch):
         raise UnknownNameError(unknown_model_message(name))
-    entry = CATALOGUE.get(arch)
-    if entry is not None:
-        return f'{arch}.{entry.get_tag(tag).tag}'
+    if arch in CATALOGUE:
+        return f'{arch}.{get_entry_and_tag(name)[1].tag}'
     return name

@@ -17,7 +17,7 @@ from timm.data import ImageNetInfo
 from timm.models import save_for_hf, split_model_name_tag
 
 from .. import __version__
-from ..catalogue import get_entry
+from ..catalogue import get_entry_and_tag
 from ..checkpoint import file_sha256, load_checkpoint_for
 from ..errors import UserError
 from ..manifest import Metric, hub_repo_id
@@ -116,14 +116,13 @@ def export_release(
         use_ema: bool = False,
 ) -> ExportedRelease:
     """Write the Hub repository folder of ``model_name`` (``arch`` or ``arch.tag``) from ``checkpoint``."""
-    entry = get_entry(model_name)
-    tag = entry.get_tag(split_model_name_tag(model_name)[1]).tag
+    entry, weight_tag = get_entry_and_tag(model_name)
+    tag = weight_tag.tag
     checkpoint, out = Path(checkpoint), Path(out)
     result_rows = read_results(results) if results else []
     model = timm.create_model(f'{entry.name}.{tag}')
     load_checkpoint_for(model, checkpoint, use_ema=use_ema, model_name=entry.name)
     checkpoint_sha256 = file_sha256(checkpoint)
-    weight_tag = entry.get_tag(tag)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix='.export-') as staging:
         staging = Path(staging)

@@ -15,7 +15,7 @@ import timm
 import torch
 from timm.models import save_for_hf
 
-from ..catalogue import ModelEntry, WeightTag, get_entry
+from ..catalogue import get_entry_and_tag
 from ..checkpoint import file_sha256, load_state_dict_for, read_state_dict
 from ..conversion.state import write_safetensors
 from ..errors import UserError
@@ -26,12 +26,6 @@ from ..training.state import load_checkpoint
 from .measure import measure_accuracy
 
 __all__ = ['load_trained', 'embed_release', 'export_measured']
-
-
-def _entry_and_tag(name: str) -> Tuple[ModelEntry, WeightTag]:
-    """The catalogue entry and weight tag of ``name`` (``model.tag``)."""
-    entry = get_entry(name)
-    return entry, entry.get_tag(name.split('.', 1)[1] if '.' in name else None)
 
 
 def _read_weights(checkpoint: str) -> Tuple[Dict[str, torch.Tensor], Optional[TrainConfig]]:
@@ -58,7 +52,7 @@ def load_trained(name: str, checkpoint: str, attention: str = 'srm') -> Tuple[to
     ``checkpoint`` is an ``srm-zoo train`` checkpoint (its EMA weights when it kept one; its settings
     give the provenance), or any weights file (``.safetensors`` or torch state dict).
     """
-    _entry_and_tag(name)
+    get_entry_and_tag(name)  # an unknown model or tag fails before any file is read
     state, config = _read_weights(checkpoint)
     if config:
         attention = config.attention
@@ -73,7 +67,7 @@ def embed_release(name: str, checkpoint: str, data: str, split: str,
     ``compare`` maps counterpart attentions (``none``, ``se``) to their checkpoints, trained the same
     way; their accuracies on the same data go into the provenance.
     """
-    entry, tag = _entry_and_tag(name)
+    entry, tag = get_entry_and_tag(name)
     model, config = load_trained(name, checkpoint)
     result = measure_accuracy(model, data, split)
     comparison = {'srm': _summary(result)}
@@ -109,7 +103,7 @@ def _summary(result: Dict[str, Any]) -> Dict[str, Any]:
 def export_measured(name: str, checkpoint: str, data: str, split: str, out: Path) -> ExportedRelease:
     """Measure ``checkpoint`` as ``name`` on ``data``/``split`` and write its Hub repository folder to ``out``
     (weights, config, model card with the measured results, release record for ``srm-zoo publish``)."""
-    entry, tag = _entry_and_tag(name)
+    entry, tag = get_entry_and_tag(name)
     model, config = load_trained(name, checkpoint)
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / 'model.safetensors'
