@@ -7,9 +7,10 @@ provenance); when the manifest is not writable, prints the entry to add by hand.
 as weights shipped inside the package instead of uploading it.
 """
 import argparse
+from typing import Optional
 
 from ..errors import UserError
-from ..hub.publish import publish_folder, record_embedded, release_json
+from ..hub.publish import PublishResult, publish_folder, record_embedded, release_json
 from ..manifest import active_manifest_path
 
 
@@ -23,15 +24,23 @@ def run(args: argparse.Namespace) -> int:
         raise UserError('--repo-id ORG/NAME is required (or --embedded for weights shipped in the package).')
     result = publish_folder(args.folder, args.repo_id, manifest=args.manifest, token=args.token,
                             private=args.private, commit_message=args.message)
+    report_published(result, args.manifest)
+    if result.manifest:
+        print('Regenerate the model cards with `srm-zoo cards`.')
+    return 0
+
+
+def report_published(result: PublishResult, manifest: Optional[str] = None) -> None:
+    """Print where a release went and where it is recorded, or the manifest entry to add by hand when the
+    manifest (``manifest``, or the active one) was not writable."""
     release = result.release
     print(f'Published {release.name} to {release.hf_hub_id} at revision {release.revision}.')
     if result.manifest:
-        print(f'Recorded the release in {result.manifest}; regenerate the model cards with `srm-zoo cards`.')
+        print(f'Recorded the release in {result.manifest}.')
     else:
-        print(f'The manifest {args.manifest or active_manifest_path()} is not writable; add this entry to its '
+        print(f'The manifest {manifest or active_manifest_path()} is not writable; add this entry to its '
               '"releases" list:')
         print(release_json(release))
-    return 0
 
 
 def add_parser(subparsers) -> None:

@@ -5,8 +5,9 @@ from pathlib import Path
 from ..errors import UserError
 from ..hub.cards import write_model_cards
 from ..manifest import reload_manifest, write_release
-from ..hub.publish import publish_folder, release_json
+from ..hub.publish import publish_folder
 from ..releasing import embed_release, export_measured
+from .publish import report_published
 
 
 def _comparison(values):
@@ -51,12 +52,8 @@ def _hub(args: argparse.Namespace) -> None:
     if not args.repo_id:
         print(f'Publish it with: srm-zoo publish {args.out} --repo-id {exported.repo_id}')
         return
-    published = publish_folder(args.out, args.repo_id)
+    report_published(publish_folder(args.out, args.repo_id))
     reload_manifest()
-    where = published.manifest or 'the manifest (not writable here; entry below)'
-    print(f'Published {args.repo_id} at revision {published.release.revision}; recorded in {where}')
-    if published.manifest is None:
-        print(release_json(published.release))
 
 
 def add_parser(subparsers) -> None:

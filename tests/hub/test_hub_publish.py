@@ -10,7 +10,7 @@ import timm
 from srm_zoo.checkpoint import file_sha256
 from srm_zoo.cli import main
 from srm_zoo.hub import publish
-from srm_zoo.manifest import load_manifest, use_manifest
+from srm_zoo.manifest import find_release, load_manifest, use_manifest
 
 from .helpers import MODEL, TAG
 
@@ -75,6 +75,25 @@ def test_publish_uploads_the_folder_and_records_the_release(hf_api, export_dir, 
         assert timm.list_pretrained('srm_*') == [f'{MODEL}.{TAG}']
         assert timm.get_pretrained_cfg(MODEL).hf_hub_id == f'{REPO_ID}@{COMMIT}'
     assert release.metrics[0].num_images == 10000
+
+
+def test_release_measures_exports_and_publishes_in_one_step(hf_api, tmp_path, capsys):
+    """`srm-zoo release --out DIR --repo-id`: the measured folder is uploaded and recorded like `srm-zoo publish`'s."""
+    name, repo_id = 'srm_resnet20_cifar.sklearn_digits', 'srm-zoo/srm_resnet20_cifar.sklearn_digits'
+    shipped = find_release(*name.split('.'))
+    digits, out, manifest = tmp_path / 'digits', tmp_path / 'hub', tmp_path / 'manifest.json'
+    assert main(['digits', '--out', str(digits)]) == 0
+    with use_manifest(manifest):
+        rc = main(['release', name, '--checkpoint', str(shipped.embedded_dir / 'model.safetensors'), '--data',
+                   str(digits), '--out', str(out), '--repo-id', repo_id, '--cards', str(tmp_path / 'cards')])
+        assert rc == 0, capsys.readouterr().err
+        (release,) = load_manifest()
+    (_, upload) = hf_api.calls
+    assert upload[1] == repo_id and upload[2]['uploaded']['model.safetensors'] == (out / 'model.safetensors').read_bytes()
+    assert (release.hf_hub_id, release.revision, release.sha256) == (repo_id, COMMIT, shipped.sha256)
+    assert (release.metrics[0].top1, release.metrics[0].num_images) == (shipped.metrics[0].top1,
+                                                                        shipped.metrics[0].num_images)
+    assert f'Recorded the release in {manifest.resolve()}' in capsys.readouterr().out
 
 
 def test_unwritable_manifest_prints_the_entry(hf_api, export_dir, tmp_path, capsys):
