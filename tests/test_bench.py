@@ -106,3 +106,22 @@ def test_gpu_check_records_a_raising_check_group_and_runs_the_rest():
     assert [r['check'] for r in results] == ['broken_group', 'passing']
     assert results[0]['passed'] is False and 'RuntimeError: kernel launch failed' in results[0]['error']
     assert results[1] == dict(check='passing', device='cpu', passed=True)
+
+
+def test_gpu_check_block_tails_pass_on_the_cpu_path_and_fail_a_wrong_gate(monkeypatch):
+    """The GPU check's block-tail comparison, run here on the CPU fast path: every case passes (in
+    float32 both paths' errors against float64 are reported), and a gate whose standard deviation is
+    1% off fails the float32 cases, however close the reference path's own error is."""
+    from srm_zoo.benchmark import gpu_check
+    from srm_zoo.layers import srm_fast
+
+    tf32 = torch.backends.cudnn.allow_tf32
+    results = gpu_check.run_checks(torch.device('cpu'), groups=(gpu_check.tail_checks,))
+    assert torch.backends.cudnn.allow_tf32 == tf32  # the checks' float32 setting is undone
+    assert len(results) == 8 and all(r['passed'] for r in results), results
+    assert all('reference_output' in r and r['output'] < 1e-5 for r in results if r['amp'] == 'None')
+
+    sqrt = srm_fast._sqrt
+    monkeypatch.setattr(srm_fast, '_sqrt', lambda t: sqrt(t) * 1.01)
+    broken = gpu_check.run_checks(torch.device('cpu'), groups=(gpu_check.tail_checks,))
+    assert not any(r['passed'] for r in broken if r['amp'] == 'None'), broken

@@ -61,3 +61,14 @@ def test_kernels_compile_for_sm90():
         assert binary.asm['cubin'], (kernel.__name__, flags, data)
         compiled.append(kernel.__name__)
     assert len(set(compiled)) >= 9
+
+
+@pytest.mark.skipif(not srm_kernels.available(), reason='triton is not installed')
+def test_host_tile_arithmetic_matches_triton():
+    """The launch code's integer helpers (plain Python: triton's are slow to call from host code)."""
+    import triton
+    from srm_zoo.layers.srm_kernels.launch import _cdiv, _next_power_of_2
+    for n in range(1, 600):
+        assert _next_power_of_2(n) == triton.next_power_of_2(n)
+        for d in (1, 3, 16, 128):
+            assert _cdiv(n, d) == triton.cdiv(n, d)

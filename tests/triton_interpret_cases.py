@@ -155,8 +155,8 @@ def test_training_kernel_tail_keeps_what_a_plain_bottleneck_keeps(monkeypatch, c
     """On the kernel path (the GPU's) a training SRM bottleneck saves for backward what timm's plain
     bottleneck saves, plus SRM's per-(n, c) and per-channel tensors: the peak-memory target's basis."""
     calls = []
-    tail = srm_kernels.folded_block_tail_train
-    monkeypatch.setattr(srm_kernels, 'folded_block_tail_train', lambda *args: calls.append(1) or tail(*args))
+    tail = srm_kernels.block_tail_train
+    monkeypatch.setattr(srm_kernels, 'block_tail_train', lambda *args: calls.append(1) or tail(*args))
     plain, block = Bottleneck(64, 16).train(), SRMBottleneck(64, 16, attn_layer=SRM).train()
     x = torch.randn(4, 64, 16, 16)
     if channels_last:
@@ -175,8 +175,8 @@ def test_training_gate_kernel_matches_reference_float64(monkeypatch, style_pooli
     """The training gate (both BatchNorms on batch statistics, one kernel each way): outputs, gradients
     and running statistics against timm's block on the reference path, over several channel blocks."""
     calls = []
-    tail = srm_kernels.folded_block_tail_train
-    monkeypatch.setattr(srm_kernels, 'folded_block_tail_train', lambda *args: calls.append(1) or tail(*args))
+    tail = srm_kernels.block_tail_train
+    monkeypatch.setattr(srm_kernels, 'block_tail_train', lambda *args: calls.append(1) or tail(*args))
     block = SRMBottleneck(channels, channels // 4, attn_layer=partial(SRM, style_pooling=style_pooling))
     block = randomize_(block).double().train()
     for bn in (block.bn3, block.se.bn):
@@ -196,6 +196,16 @@ def test_training_gate_kernel_matches_reference_float64(monkeypatch, style_pooli
         # with H*W = 1 and std pooling SRM's input is constant over the batch: cfc's gradient is 0 up to rounding
         scale = expected.abs().max().clamp_min(1e-4)
         torch.testing.assert_close(actual / scale, expected / scale, rtol=1e-10, atol=1e-10)
+
+
+def test_training_kernel_tail_gives_gradients_in_the_parameters_layout():
+    """The training tail's parameter gradients come in the layout of their parameters (cfc's (C, 2)
+    included), so that autograd keeps them as ``.grad`` without copying them every step."""
+    block = randomize_(SRMBottleneck(16, 4, attn_layer=SRM)).train()
+    block(torch.randn(3, 16, 4, 4)).square().sum().backward()
+    for module in (block.bn3, block.se, block.se.bn):
+        for param in module.parameters(recurse=False):
+            assert param.grad.stride() == param.stride() and param.grad.dtype == param.dtype
 
 
 @pytest.mark.parametrize('amp_dtype, tolerance', [(None, 1e-5), (torch.bfloat16, 2e-2)])

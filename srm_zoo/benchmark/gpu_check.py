@@ -6,8 +6,9 @@ Run on a machine with a CUDA GPU (about 10 minutes on an H100)::
 
 It checks the kernels (statistics, fused apply and their gradients; NCHW and channels_last;
 float32, bfloat16 and float16; odd sizes and H*W = 1), an SRM bottleneck's fused tail (eval and
-training, float32 and bf16 autocast) against a float64 reference, and SRM-ResNet-50 end to end
-against the reference path. Then it benchmarks srm_resnet50 (fast and reference), resnet50 and
+training, float32 and bf16 autocast) and SRM-ResNet-50 end to end against the reference path and
+float64 (float32 checks without TF32; a fast-path error passes below a tolerance or below twice the
+reference path's error in the same dtype). Then it benchmarks srm_resnet50 (fast and reference), resnet50 and
 seresnet50 with bf16 autocast and channels_last: inference eager and compiled at batch 256, a
 training step at batch 128 (``--benchmarks eager,compile,train`` picks some; an empty list runs
 the checks only; ``--no-checks`` runs the benchmarks only). It writes ``checks.json``, one CSV per
@@ -19,9 +20,9 @@ import copy
 import json
 import sys
 import traceback
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import timm
 import torch
@@ -155,8 +156,16 @@ BF16_CHECKED = ('output', 'running_stats')
 on the reference path, and from run to run, as the fast path's do."""
 
 
+def _within(error: float, reference_error: float, tolerance: float) -> bool:
+    """An error of the fast path passes below ``tolerance`` or below twice the reference path's error
+    in the same dtype (against the same float64 result): deep training-mode networks amplify float32
+    rounding far beyond any fixed tolerance, on both paths alike."""
+    return error <= max(tolerance, 2 * reference_error)
+
+
 def tail_checks(device: torch.device) -> List[Dict[str, Any]]:
-    """:func:`block_tail_errors` of an SRM bottleneck, float32 and bf16 autocast, both layouts, eval and train."""
+    """:func:`block_tail_errors` of an SRM bottleneck on the fast and the reference path, float32 and
+    bf16 autocast, both layouts, eval and train."""
     results = []
     for amp_dtype, tolerance in ((None, 1e-4), (torch.bfloat16, 2e-2)):
         for channels_last in (False, True):
@@ -166,16 +175,32 @@ def tail_checks(device: torch.device) -> List[Dict[str, Any]]:
                 x = torch.randn(16, 256, 14, 14, generator=generator).to(device)
                 if channels_last:
                     block, x = block.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
-                errors = block_tail_errors(block, x, training, amp_dtype)
-                checked = [v for k, v in errors.items() if amp_dtype is None or k in BF16_CHECKED]
+                errors = block_tail_errors(copy.deepcopy(block), x, training, amp_dtype)
+                with use_reference(True):
+                    reference_errors = block_tail_errors(block, x, training, amp_dtype)
+                checked = [k for k in errors if amp_dtype is None or k in BF16_CHECKED]
                 results.append(dict(check='block tail', amp=str(amp_dtype), channels_last=channels_last,
                                     training=training, tolerance=tolerance,
-                                    passed=all(v <= tolerance for v in checked), **errors))
+                                    passed=all(_within(errors[k], reference_errors[k], tolerance) for k in checked),
+                                    **errors, **{f'reference_{k}': v for k, v in reference_errors.items()}))
     return results
 
 
+def _train_step_results(model: torch.nn.Module, x: torch.Tensor, reference: bool
+                        ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """All parameter gradients and BatchNorm running statistics after one training step of ``model``
+    on ``x`` (gradients zeroed first), each flattened into one float64 vector."""
+    model.zero_grad()
+    with use_reference(reference):
+        model(x).logsumexp(-1).mean().backward()
+    grads = torch.cat([p.grad.flatten() for p in model.parameters()]).double()
+    running_stats = torch.cat([b.flatten().double() for n, b in model.named_buffers() if 'running' in n])
+    return grads, running_stats
+
+
 def model_checks(device: torch.device) -> List[Dict[str, Any]]:
-    """SRM-ResNet-50, fast against reference: eval logits under bf16 autocast and float32 gradients."""
+    """SRM-ResNet-50, fast against reference: eval logits under bf16 autocast, and a float32 training
+    step's gradients and running statistics, both paths against a float64 reference step."""
     torch.manual_seed(0)
     model = timm.create_model('srm_resnet50')
     model = randomize_srm_(model, torch.Generator().manual_seed(0)).to(device).to(memory_format=torch.channels_last)
@@ -190,20 +215,28 @@ def model_checks(device: torch.device) -> List[Dict[str, Any]]:
     results.append(dict(check='srm_resnet50 eval bf16 logits', error=err, tolerance=5e-2, passed=err <= 5e-2))
     model.train()
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    grads, running_stats = [], []
+    expected = _train_step_results(copy.deepcopy(model).double(), x.double(), reference=True)
+    per_path = []
     for reference in (True, False):
         model.load_state_dict(state)
-        model.zero_grad()
-        with use_reference(reference):
-            model(x).logsumexp(-1).mean().backward()
-        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]).double())
-        running_stats.append(torch.cat([b.flatten().double() for n, b in model.named_buffers() if 'running' in n]))
-    err = _max_rel_err(grads[1], grads[0])
-    results.append(dict(check='srm_resnet50 train float32 gradients', error=err, tolerance=1e-2, passed=err <= 1e-2))
-    err = _max_rel_err(running_stats[1], running_stats[0])
-    results.append(dict(check='srm_resnet50 train BatchNorm running statistics', error=err, tolerance=1e-4,
-                        passed=err <= 1e-4))
+        per_path.append(_train_step_results(model, x, reference))
+    for name, index, tolerance in (('gradients', 0, 1e-3), ('BatchNorm running statistics', 1, 1e-4)):
+        reference_err, err = (_max_rel_err(results_of[index], expected[index]) for results_of in per_path)
+        results.append(dict(check=f'srm_resnet50 train float32 {name}', error=err, reference_error=reference_err,
+                            tolerance=tolerance, passed=_within(err, reference_err, tolerance)))
     return results
+
+
+@contextmanager
+def exact_float32():
+    """cuDNN convolutions and matmuls in full float32 instead of TF32 (PyTorch's default for cuDNN on
+    Ampere and later GPUs), so that float32 checks measure SRM's rounding, not the tensor cores'."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 CHECK_GROUPS = (kernel_checks, tail_checks, model_checks)
@@ -211,14 +244,15 @@ CHECK_GROUPS = (kernel_checks, tail_checks, model_checks)
 
 def run_checks(device: torch.device, groups: Sequence[Callable[[torch.device], List[Dict[str, Any]]]] = CHECK_GROUPS
                ) -> List[Dict[str, Any]]:
-    """The results of every check group; a group that raises becomes one failed check holding its
-    traceback, so that the groups and benchmarks after it still run."""
+    """The results of every check group (float32 without TF32); a group that raises becomes one failed
+    check holding its traceback, so that the groups and benchmarks after it still run."""
     results = []
-    for group in groups:
-        try:
-            results += group(device)
-        except Exception:
-            results.append(dict(check=group.__name__, passed=False, error=traceback.format_exc()))
+    with exact_float32():
+        for group in groups:
+            try:
+                results += group(device)
+            except Exception:
+                results.append(dict(check=group.__name__, passed=False, error=traceback.format_exc()))
     return results
 
 

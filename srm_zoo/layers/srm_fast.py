@@ -17,7 +17,8 @@
 * On CUDA with Triton the statistics, the fused apply and their backward passes are Triton
   kernels (:mod:`srm_zoo.layers.srm_kernels`), registered as ``torch.library`` custom ops; so is
   the (N, C) gate between them (both BatchNorms folded in), forward and backward, which keeps a
-  block tail at a handful of kernel launches instead of dozens of small ones.
+  block tail at a handful of kernel launches instead of dozens of small ones. Eager training calls
+  the same kernels through a plain autograd function, which costs the host less per block.
 
 The one-pass variance loses precision when a map's mean is large against its standard deviation
 (relative error about ``1e-7 * (mean / std) ** 2`` in float32): the few maps where that matters are
@@ -214,13 +215,14 @@ def _batch_statistics(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor,
 def _takes_folded_kernel(norm: nn.Module, srm: nn.Module, y: torch.Tensor, shortcut: torch.Tensor) -> bool:
     """Whether the tail runs as :func:`~srm_zoo.layers.srm_kernels.folded_block_tail`: nothing needs
     gradients and both BatchNorms are affine with running statistics."""
-    if _needs_grad(y, shortcut, srm.cfc, *norm.parameters(), *srm.bn.parameters()):
+    norms = (norm, srm.bn)
+    if not all(_uses_running_statistics(bn) and bn.weight is not None and bn.bias is not None for bn in norms):
         return False
-    return all(_uses_running_statistics(bn) and bn.weight is not None and bn.bias is not None for bn in (norm, srm.bn))
+    return not _needs_grad(y, shortcut, srm.cfc, *(t for bn in norms for t in (bn.weight, bn.bias)))
 
 
 def _takes_train_kernels(norm: nn.Module, srm: nn.Module, y: torch.Tensor) -> bool:
-    """Whether the tail runs as :func:`~srm_zoo.layers.srm_kernels.folded_block_tail_train`: a batch the
+    """Whether the tail runs as :func:`~srm_zoo.layers.srm_kernels.block_tail_train`: a batch the
     gate kernel holds, and both BatchNorms plain, affine, in training and tracking running statistics."""
     if y.shape[0] > srm_kernels.GATE_TRAIN_MAX_BATCH:
         return False
@@ -243,24 +245,22 @@ def norm_gate_residual_relu(norm: nn.Module, srm: nn.Module, y: torch.Tensor, sh
     """``relu(srm(norm(y)) + shortcut)`` in two passes over ``y``, for a ``norm`` that
     :func:`norm_folds_into_srm`: the statistics of ``y``, then the fused apply.
 
-    On CUDA the whole tail is one custom op (inference, or training with plain BatchNorms) whose
-    (N, C) gate is one Triton kernel; elsewhere the gate is differentiable PyTorch ops over (N, C)
-    tensors between the two passes.
+    On CUDA the whole tail is one call (inference, or training with plain BatchNorms) whose (N, C)
+    gate is one Triton kernel; elsewhere the gate is differentiable PyTorch ops over (N, C) tensors
+    between the two passes.
     """
     on_triton = srm_kernels.applies(y) and y.shape == shortcut.shape
+    srm_bn = srm.bn
+    if on_triton and _takes_train_kernels(norm, srm, y):
+        return srm_kernels.block_tail_train(
+            y, shortcut, (norm.weight, norm.bias, srm.cfc, srm_bn.weight, srm_bn.bias),
+            (norm.running_mean, norm.running_var, srm_bn.running_mean, srm_bn.running_var),
+            (_momentum_step(norm), _momentum_step(srm_bn)), (norm.eps, srm_bn.eps, srm.eps), srm.style_pooling)
     if on_triton and _takes_folded_kernel(norm, srm, y, shortcut):
         return srm_kernels.folded_block_tail(
             y, shortcut, norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps, srm.cfc,
-            srm.bn.weight, srm.bn.bias, srm.bn.running_mean, srm.bn.running_var, srm.bn.eps, srm.eps,
+            srm_bn.weight, srm_bn.bias, srm_bn.running_mean, srm_bn.running_var, srm_bn.eps, srm.eps,
             srm.style_pooling)
-    if on_triton and _takes_train_kernels(norm, srm, y):
-        out, batch_stats, *_ = srm_kernels.folded_block_tail_train(
-            y, shortcut, norm.weight, norm.bias, srm.cfc, srm.bn.weight, srm.bn.bias, norm.eps, srm.bn.eps,
-            srm.eps, srm.style_pooling)
-        srm_kernels.update_running_stats(
-            batch_stats, norm.running_mean, norm.running_var, srm.bn.running_mean, srm.bn.running_var,
-            y.numel() // y.shape[1], y.shape[0], _momentum_step(norm), _momentum_step(srm.bn))
-        return out
     mean_y, var_y = style_moments(y)
     if _uses_running_statistics(norm):
         center, variance = norm.running_mean, norm.running_var

@@ -107,19 +107,21 @@ def _elementwise_tile(C, HW, s_n, s_c, s_hw, num_cblocks, BLOCK_C: tl.constexpr,
 
 
 @triton.jit
-def _gate_train_tile(mean_ptr, var_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr, srm_weight_ptr, srm_bias_ptr,
-                     eps_ptr, N, C, HW, USE_MEAN: tl.constexpr, USE_STD: tl.constexpr,
-                     BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Training-mode gate for this program's channels and their (N, C-block) tile of map moments
-    ``m``, ``v``: the norm's batch statistics from the moments, SRM's statistics of the normalised
-    maps, SRM's BatchNorm over N. Returns the tile's addressing, inputs and intermediates."""
+def _batch_tile(N, C, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
+    """This program's block of channels with the whole batch: channels, their mask, the (N, C-block)
+    tile's mask and flat (n * C + c) indices."""
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     n = tl.arange(0, BLOCK_N)
     c_mask = c < C
-    mask = (n[:, None] < N) & c_mask[None, :]
-    index = n[:, None] * C + c[None, :]
-    m = tl.load(mean_ptr + index, mask=mask, other=0.)
-    v = tl.load(var_ptr + index, mask=mask, other=0.)
+    return c, c_mask, (n[:, None] < N) & c_mask[None, :], n[:, None] * C + c[None, :]
+
+
+@triton.jit
+def _gate_train_tile(m, v, c, c_mask, mask, norm_weight_ptr, norm_bias_ptr, cfc_ptr, srm_weight_ptr, srm_bias_ptr,
+                     eps_ptr, N, HW, USE_MEAN: tl.constexpr, USE_STD: tl.constexpr):
+    """Training-mode gate for the (N, C-block) tile of map moments ``m``, ``v``: the norm's batch
+    statistics from the moments, SRM's statistics of the normalised maps, SRM's BatchNorm over N.
+    Returns the parameters and intermediates."""
     acc_dtype = m.dtype
     norm_weight = tl.load(norm_weight_ptr + c, mask=c_mask, other=0.).to(acc_dtype)
     norm_bias = tl.load(norm_bias_ptr + c, mask=c_mask, other=0.).to(acc_dtype)
@@ -152,26 +154,8 @@ def _gate_train_tile(mean_ptr, var_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr,
     r_z = 1 / tl.sqrt(var_z + srm_bn_eps)
     z_hat = z_centered * r_z[None, :]
     gate = tl.sigmoid(z_hat * srm_weight[None, :] + srm_bias[None, :])
-    return (c, c_mask, mask, index, m, v, norm_weight, cfc_mean, cfc_std, srm_weight,
+    return (norm_weight, cfc_mean, cfc_std, srm_weight,
             mu, centered, var, r, a, d, mean_x, std_x, mu_z, var_z, r_z, z_hat, gate)
-
-
-@triton.jit
-def gate_train_kernel(mean_ptr, var_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr, srm_weight_ptr, srm_bias_ptr,
-                      scale_ptr, bias_ptr, stats_ptr, N, C, HW, eps_ptr,
-                      USE_MEAN: tl.constexpr, USE_STD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
-    """``k = gate * a`` and ``b = gate * d`` per (n, c) in training, and the batch statistics of both
-    BatchNorms as rows of ``stats`` (4, C): mean and biased variance of the norm, then of SRM's."""
-    (c, c_mask, mask, index, m, v, norm_weight, cfc_mean, cfc_std, srm_weight,
-     mu, centered, var, r, a, d, mean_x, std_x, mu_z, var_z, r_z, z_hat, gate) = _gate_train_tile(
-        mean_ptr, var_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr, srm_weight_ptr, srm_bias_ptr, eps_ptr,
-        N, C, HW, USE_MEAN, USE_STD, BLOCK_N, BLOCK_C)
-    tl.store(scale_ptr + index, gate * a[None, :], mask=mask)
-    tl.store(bias_ptr + index, gate * d[None, :], mask=mask)
-    tl.store(stats_ptr + c, mu, mask=c_mask)
-    tl.store(stats_ptr + C + c, var, mask=c_mask)
-    tl.store(stats_ptr + 2 * C + c, mu_z, mask=c_mask)
-    tl.store(stats_ptr + 3 * C + c, var_z, mask=c_mask)
 
 
 @triton.jit
@@ -181,35 +165,77 @@ def _move_running(running_ptr, batch_value, c, mask, factor):
 
 
 @triton.jit
-def running_stats_kernel(stats_ptr, norm_mean_ptr, norm_var_ptr, srm_mean_ptr, srm_var_ptr, C, norm_count,
-                         srm_count, factors_ptr, BLOCK: tl.constexpr):
-    """Both BatchNorms' running statistics moved towards the batch statistics as
-    :class:`torch.nn.BatchNorm2d` does (with unbiased variances)."""
-    c = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = c < C
+def _update_running(c, mask, mu, var, mu_z, var_z, norm_mean_ptr, norm_var_ptr, srm_mean_ptr, srm_var_ptr,
+                    norm_count, srm_count, factors_ptr):
+    """Both BatchNorms' running statistics moved towards their batch statistics (biased variances
+    ``var`` over ``norm_count`` values, ``var_z`` over ``srm_count``) as :class:`torch.nn.BatchNorm2d`
+    does, with the momenta at ``factors_ptr``."""
     norm_factor = tl.load(factors_ptr)
     srm_factor = tl.load(factors_ptr + 1)
-    _move_running(norm_mean_ptr, tl.load(stats_ptr + c, mask=mask, other=0.), c, mask, norm_factor)
-    norm_var = tl.load(stats_ptr + C + c, mask=mask, other=0.) * norm_count / (norm_count - 1)
-    _move_running(norm_var_ptr, norm_var, c, mask, norm_factor)
-    _move_running(srm_mean_ptr, tl.load(stats_ptr + 2 * C + c, mask=mask, other=0.), c, mask, srm_factor)
-    srm_var = tl.load(stats_ptr + 3 * C + c, mask=mask, other=0.) * srm_count / (srm_count - 1)
-    _move_running(srm_var_ptr, srm_var, c, mask, srm_factor)
+    _move_running(norm_mean_ptr, mu, c, mask, norm_factor)
+    _move_running(norm_var_ptr, var * norm_count / (norm_count - 1), c, mask, norm_factor)
+    _move_running(srm_mean_ptr, mu_z, c, mask, srm_factor)
+    _move_running(srm_var_ptr, var_z * srm_count / (srm_count - 1), c, mask, srm_factor)
+
+
+@triton.jit
+def gate_train_kernel(x_ptr, sums_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr, srm_weight_ptr, srm_bias_ptr,
+                      mean_ptr, var_ptr, scale_ptr, bias_ptr, stats_ptr, norm_mean_ptr, norm_var_ptr, srm_mean_ptr,
+                      srm_var_ptr, N, C, HW, s_n, s_c, eps_ptr, factors_ptr, USE_MEAN: tl.constexpr,
+                      USE_STD: tl.constexpr, UPDATE_RUNNING: tl.constexpr, BLOCK_N: tl.constexpr,
+                      BLOCK_C: tl.constexpr):
+    """From the map sums of ``x`` (the convolution output): each map's mean and variance, ``k = gate * a``
+    and ``b = gate * d`` per (n, c) in training, the batch statistics of both BatchNorms as rows of
+    ``stats`` (4, C): mean and biased variance of the norm, then of SRM's; with ``UPDATE_RUNNING``
+    also both BatchNorms' running statistics."""
+    c, c_mask, mask, index = _batch_tile(N, C, BLOCK_N, BLOCK_C)
+    m, v = _load_moments(x_ptr, sums_ptr, index, mask, C, N * C, HW, s_n, s_c)
+    (norm_weight, cfc_mean, cfc_std, srm_weight, mu, centered, var, r, a, d, mean_x, std_x, mu_z, var_z, r_z,
+     z_hat, gate) = _gate_train_tile(m, v, c, c_mask, mask, norm_weight_ptr, norm_bias_ptr, cfc_ptr,
+                                     srm_weight_ptr, srm_bias_ptr, eps_ptr, N, HW, USE_MEAN, USE_STD)
+    tl.store(mean_ptr + index, m, mask=mask)
+    tl.store(var_ptr + index, v, mask=mask)
+    tl.store(scale_ptr + index, gate * a[None, :], mask=mask)
+    tl.store(bias_ptr + index, gate * d[None, :], mask=mask)
+    tl.store(stats_ptr + c, mu, mask=c_mask)
+    tl.store(stats_ptr + C + c, var, mask=c_mask)
+    tl.store(stats_ptr + 2 * C + c, mu_z, mask=c_mask)
+    tl.store(stats_ptr + 3 * C + c, var_z, mask=c_mask)
+    if UPDATE_RUNNING:
+        _update_running(c, c_mask, mu, var, mu_z, var_z, norm_mean_ptr, norm_var_ptr, srm_mean_ptr, srm_var_ptr,
+                        N * HW, N, factors_ptr)
+
+
+@triton.jit
+def running_stats_kernel(stats_ptr, norm_mean_ptr, norm_var_ptr, srm_mean_ptr, srm_var_ptr, C, norm_count,
+                         srm_count, factors_ptr, BLOCK: tl.constexpr):
+    """Both BatchNorms' running statistics moved towards the batch statistics ``stats`` of
+    :func:`gate_train_kernel`."""
+    c = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = c < C
+    mu = tl.load(stats_ptr + c, mask=mask, other=0.)
+    var = tl.load(stats_ptr + C + c, mask=mask, other=0.)
+    mu_z = tl.load(stats_ptr + 2 * C + c, mask=mask, other=0.)
+    var_z = tl.load(stats_ptr + 3 * C + c, mask=mask, other=0.)
+    _update_running(c, mask, mu, var, mu_z, var_z, norm_mean_ptr, norm_var_ptr, srm_mean_ptr, srm_var_ptr,
+                    norm_count, srm_count, factors_ptr)
 
 
 @triton.jit
 def gate_train_backward_kernel(mean_ptr, var_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr, srm_weight_ptr,
                                srm_bias_ptr, grad_scale_ptr, grad_bias_ptr, grad_mean_ptr, grad_var_ptr,
-                               grad_params_ptr, N, C, HW, eps_ptr,
+                               grad_params_ptr, grad_cfc_ptr, N, C, HW, eps_ptr,
                                USE_MEAN: tl.constexpr, USE_STD: tl.constexpr,
                                BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Gradients of ``gate_train_kernel``'s ``k`` and ``b`` for the moments and the parameters; the
-    parameter gradients go to rows of ``grad_params`` (6, C): norm weight, norm bias, cfc mean, cfc std,
-    SRM BatchNorm weight and bias."""
-    (c, c_mask, mask, index, m, v, norm_weight, cfc_mean, cfc_std, srm_weight,
-     mu, centered, var, r, a, d, mean_x, std_x, mu_z, var_z, r_z, z_hat, gate) = _gate_train_tile(
-        mean_ptr, var_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr, srm_weight_ptr, srm_bias_ptr, eps_ptr,
-        N, C, HW, USE_MEAN, USE_STD, BLOCK_N, BLOCK_C)
+    """Gradients of ``gate_train_kernel``'s ``k`` and ``b`` for the moments and the parameters: rows of
+    ``grad_params`` (4, C) for the norm's weight and bias and SRM's BatchNorm weight and bias, and
+    ``grad_cfc`` in the (C, S) layout of ``cfc``."""
+    c, c_mask, mask, index = _batch_tile(N, C, BLOCK_N, BLOCK_C)
+    m = tl.load(mean_ptr + index, mask=mask, other=0.)
+    v = tl.load(var_ptr + index, mask=mask, other=0.)
+    (norm_weight, cfc_mean, cfc_std, srm_weight, mu, centered, var, r, a, d, mean_x, std_x, mu_z, var_z, r_z,
+     z_hat, gate) = _gate_train_tile(m, v, c, c_mask, mask, norm_weight_ptr, norm_bias_ptr, cfc_ptr,
+                                     srm_weight_ptr, srm_bias_ptr, eps_ptr, N, HW, USE_MEAN, USE_STD)
     grad_k = tl.load(grad_scale_ptr + index, mask=mask, other=0.).to(m.dtype)
     grad_b = tl.load(grad_bias_ptr + index, mask=mask, other=0.).to(m.dtype)
     # k = gate * a, b = gate * d
@@ -244,10 +270,13 @@ def gate_train_backward_kernel(mean_ptr, var_ptr, norm_weight_ptr, norm_bias_ptr
     tl.store(grad_var_ptr + index, grad_v, mask=mask)
     tl.store(grad_params_ptr + c, grad_norm_weight, mask=c_mask)
     tl.store(grad_params_ptr + C + c, grad_norm_bias, mask=c_mask)
-    tl.store(grad_params_ptr + 2 * C + c, tl.sum(grad_z * mean_x, 0), mask=c_mask)
-    tl.store(grad_params_ptr + 3 * C + c, tl.sum(tl.where(mask, grad_z * std_x, 0.), 0), mask=c_mask)
-    tl.store(grad_params_ptr + 4 * C + c, grad_srm_weight, mask=c_mask)
-    tl.store(grad_params_ptr + 5 * C + c, grad_srm_bias, mask=c_mask)
+    tl.store(grad_params_ptr + 2 * C + c, grad_srm_weight, mask=c_mask)
+    tl.store(grad_params_ptr + 3 * C + c, grad_srm_bias, mask=c_mask)
+    num_styles = USE_MEAN + USE_STD
+    if USE_MEAN:
+        tl.store(grad_cfc_ptr + c * num_styles, tl.sum(grad_z * mean_x, 0), mask=c_mask)
+    if USE_STD:
+        tl.store(grad_cfc_ptr + c * num_styles + USE_MEAN, tl.sum(tl.where(mask, grad_z * std_x, 0.), 0), mask=c_mask)
 
 
 @triton.jit

@@ -30,10 +30,11 @@ def available() -> bool:
     return triton is not None
 
 
-def _map_strides(x: torch.Tensor) -> Optional[Tuple[int, int, int]]:
-    """(sample, channel, spatial) strides where H and W flatten into one strided axis."""
-    _, _, height, width = x.shape
-    s_n, s_c, s_h, s_w = x.stride()
+def _map_strides(shape: Tuple[int, ...], strides: Tuple[int, ...]) -> Optional[Tuple[int, int, int]]:
+    """(sample, channel, spatial) strides of a tensor of ``shape`` and ``strides`` where H and W flatten
+    into one strided axis."""
+    _, _, height, width = shape
+    s_n, s_c, s_h, s_w = strides
     if height > 1 and width > 1 and s_h != width * s_w:
         return None
     return s_n, s_c, (s_w if width > 1 else s_h)
@@ -46,7 +47,7 @@ def applies(x: torch.Tensor) -> bool:
     if not x.is_cuda:
         if x.device.type != 'cpu' or os.environ.get(CPU_TEST_ENV) != '1' or os.environ.get('TRITON_INTERPRET') != '1':
             return False
-    return _map_strides(x) is not None
+    return _map_strides(x.shape, x.stride()) is not None
 
 
 def same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -77,41 +78,50 @@ def _cached_constants(values: Tuple[float, ...], dtype: torch.dtype, device: tor
     return torch.tensor(values, dtype=dtype, device=device)
 
 
+def _cdiv(a: int, b: int) -> int:
+    """``ceil(a / b)`` (host code: ``triton.cdiv`` is a constexpr function, slow to call from Python)."""
+    return -(-a // b)
+
+
+def _next_power_of_2(n: int) -> int:
+    """The smallest power of two at least ``n`` (1 for ``n <= 1``)."""
+    return 1 << max(n - 1, 0).bit_length()
+
+
 class _Grid:
-    """Channels, spatial size, strides and the (channel, spatial) tile of an (N, C, H, W) tensor."""
+    """Channels, spatial size, strides and the (channel, spatial) tile of an (N, C, H, W) tensor, with
+    the launch grids of the elementwise and the reducing kernels. Made once per shape and strides
+    (:func:`_grid`): a block tail launches several kernels over the same tensor layout."""
 
-    def __init__(self, x: torch.Tensor) -> None:
-        batch, self.channels, height, width = x.shape
-        self.hw = height * width
-        self.strides = _map_strides(x)
-        s_c, s_hw = self.strides[1:]
+    def __init__(self, shape: Tuple[int, ...], strides: Tuple[int, int, int]) -> None:
+        batch, channels, height, width = shape
+        hw = height * width
+        s_c, s_hw = strides[1:]
         if s_c == 1 and s_hw != 1:  # channels_last: channels are contiguous
-            self.block_c = min(triton.next_power_of_2(self.channels), 128)
-            self.block_hw = max(1, min(triton.next_power_of_2(self.hw), _TILE // self.block_c))
+            block_c = min(_next_power_of_2(channels), 128)
+            block_hw = max(1, min(_next_power_of_2(hw), _TILE // block_c))
         else:
-            self.block_hw = min(triton.next_power_of_2(self.hw), 512)
-            self.block_c = max(1, min(triton.next_power_of_2(self.channels), _TILE // self.block_hw))
-        self.programs = batch * triton.cdiv(self.channels, self.block_c)
+            block_hw = min(_next_power_of_2(hw), 512)
+            block_c = max(1, min(_next_power_of_2(channels), _TILE // block_hw))
+        num_cblocks = _cdiv(channels, block_c)
+        programs = batch * num_cblocks
+        self.channels = channels
+        self.args = (channels, hw, *strides, num_cblocks)
+        self.blocks = dict(BLOCK_C=block_c, BLOCK_HW=block_hw)
+        # elementwise kernels: one program per tile; reductions: the spatial axis split until about
+        # _TARGET_PROGRAMS programs run (they add atomically)
+        self.elementwise = (programs, _cdiv(hw, block_hw))
+        self.reduction = (programs, max(1, min(_cdiv(hw, block_hw), _TARGET_PROGRAMS // programs)))
 
-    @property
-    def num_cblocks(self) -> int:
-        return triton.cdiv(self.channels, self.block_c)
 
-    @property
-    def elementwise(self) -> Tuple[int, int]:
-        """One program per tile."""
-        return self.programs, triton.cdiv(self.hw, self.block_hw)
+@functools.lru_cache(maxsize=512)
+def _grid_for(shape: Tuple[int, ...], strides: Tuple[int, ...]) -> _Grid:
+    return _Grid(shape, _map_strides(shape, strides))
 
-    @property
-    def reduction(self) -> Tuple[int, int]:
-        """The spatial axis split until about ``_TARGET_PROGRAMS`` programs run (they add atomically)."""
-        return self.programs, max(1, min(triton.cdiv(self.hw, self.block_hw), _TARGET_PROGRAMS // self.programs))
 
-    def args(self) -> tuple:
-        return (self.channels, self.hw, *self.strides, self.num_cblocks)
-
-    def blocks(self) -> dict:
-        return dict(BLOCK_C=self.block_c, BLOCK_HW=self.block_hw)
+def _grid(x: torch.Tensor) -> _Grid:
+    """The :class:`_Grid` of ``x``'s shape and strides."""
+    return _grid_for(x.shape, x.stride())
 
 
 def _style_switches(style_pooling: str) -> dict:
@@ -120,18 +130,18 @@ def _style_switches(style_pooling: str) -> dict:
 
 
 def _per_map_grid(num_maps: int) -> Tuple[int]:
-    return (triton.cdiv(num_maps, _MAPS_PER_PROGRAM),)
+    return (_cdiv(num_maps, _MAPS_PER_PROGRAM),)
 
 
 def map_sums(x: torch.Tensor) -> torch.Tensor:
     """(2, N, C) sums and sums of squares of ``x``'s maps, each map shifted by its first value."""
-    grid = _Grid(x)
+    grid = _grid(x)
     batch = x.shape[0]
     sums = torch.zeros(2, batch, grid.channels, device=x.device, dtype=acc_dtype(x))
     programs, split = grid.reduction
-    channels, hw, s_n, s_c, s_hw, num_cblocks = grid.args()
+    channels, hw, s_n, s_c, s_hw, num_cblocks = grid.args
     _kernels.stats_kernel[(programs, split)](
-        x, sums, channels, batch * channels, hw, s_n, s_c, s_hw, num_cblocks, split, **grid.blocks())
+        x, sums, channels, batch * channels, hw, s_n, s_c, s_hw, num_cblocks, split, **grid.blocks)
     return sums
 
 
@@ -149,24 +159,24 @@ def moments(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 def input_grad(x: torch.Tensor, mean: torch.Tensor, grad_mean: torch.Tensor, grad_var: torch.Tensor,
                grad_out: Optional[torch.Tensor] = None, scale: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Gradient for ``x`` through its moments, plus ``grad_out * scale`` when given."""
-    grid = _Grid(x)
+    grid = _grid(x)
     grad_x = torch.empty_like(x)
     has_grad_out = grad_out is not None
     _kernels.input_grad_kernel[grid.elementwise](
         x, mean.contiguous(), grad_mean.contiguous(), grad_var.contiguous(),
         _like(grad_out, x) if has_grad_out else x, scale.contiguous() if has_grad_out else mean, grad_x,
-        *grid.args(), HAS_GRAD_OUT=has_grad_out, **grid.blocks())
+        *grid.args, HAS_GRAD_OUT=has_grad_out, **grid.blocks)
     return grad_x
 
 
 def affine_residual_relu(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor,
                          shortcut: torch.Tensor) -> torch.Tensor:
     """``relu(x * scale + bias + shortcut)`` with (N, C) ``scale`` and ``bias``."""
-    grid = _Grid(x)
+    grid = _grid(x)
     out = torch.empty_like(x)
     _kernels.affine_residual_relu_kernel[grid.elementwise](
         x, scale.contiguous(), bias.to(scale.dtype).contiguous(), _like(shortcut, x), out,
-        *grid.args(), **grid.blocks())
+        *grid.args, **grid.blocks)
     return out
 
 
@@ -175,17 +185,17 @@ def affine_residual_relu_backward(grad: torch.Tensor, out: torch.Tensor, x: torc
                                   ) -> Tuple[Optional[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of :func:`affine_residual_relu` for ``x`` (None unless ``write_grad_x``), ``scale``,
     ``bias`` and ``shortcut``."""
-    grid = _Grid(x)
+    grid = _grid(x)
     grad_x = torch.empty_like(x) if write_grad_x else None
     grad_shortcut = torch.empty_like(x, dtype=shortcut_dtype)
     grad_scale = torch.zeros(scale.shape, device=x.device, dtype=scale.dtype)
     grad_bias = torch.zeros_like(grad_scale)  # custom-op outputs may not alias
     programs, split = grid.reduction
-    channels, hw, s_n, s_c, s_hw, num_cblocks = grid.args()
+    channels, hw, s_n, s_c, s_hw, num_cblocks = grid.args
     _kernels.affine_residual_relu_backward_kernel[(programs, split)](
         _like(grad, x), out, x, scale.contiguous(), grad_x if write_grad_x else grad_shortcut, grad_shortcut,
         grad_scale, grad_bias, channels, hw, s_n, s_c, s_hw, num_cblocks, split, WRITE_GRAD_X=write_grad_x,
-        **grid.blocks())
+        **grid.blocks)
     return grad_x, grad_scale, grad_bias, grad_shortcut
 
 
@@ -203,51 +213,72 @@ def folded_gate(y: torch.Tensor, sums: torch.Tensor, norm: Tuple[torch.Tensor, .
     return scale, bias
 
 
-def _launch_gate_train(kernel, mean: torch.Tensor, var: torch.Tensor, params: Tuple[torch.Tensor, ...],
-                       tensors: Tuple[torch.Tensor, ...], num_values: int, eps: Tuple[float, float, float],
-                       style_pooling: str) -> None:
-    """``kernel(moments, params, tensors, sizes, eps)`` with one program per block of channels, each
-    holding the whole batch."""
-    batch, channels = mean.shape
-    block_n = triton.next_power_of_2(batch)
-    block_c = max(1, min(triton.next_power_of_2(channels), 2048 // block_n))
+@functools.lru_cache(maxsize=256)
+def _gate_train_blocks(batch: int, channels: int) -> Tuple[Tuple[int], dict]:
+    """Grid and tile of the training gate kernels: one program per block of channels, each holding
+    the whole batch."""
+    block_n = _next_power_of_2(batch)
+    block_c = max(1, min(_next_power_of_2(channels), 2048 // block_n))
+    return (_cdiv(channels, block_c),), dict(BLOCK_N=block_n, BLOCK_C=block_c)
+
+
+def block_tail_train(y: torch.Tensor, shortcut: torch.Tensor, params: Tuple[torch.Tensor, ...],
+                     eps: Tuple[float, float, float], style_pooling: str,
+                     running: Optional[Tuple[Tuple[torch.Tensor, ...], Tuple[float, float]]] = None
+                     ) -> Tuple[torch.Tensor, ...]:
+    """Training tail of an SRM block, ``relu(SRM(norm(y)) + shortcut)`` with both BatchNorms on batch
+    statistics, in three kernels: the map sums of ``y``; each map's moments, the (n, c) gate ``k``,
+    ``b`` and the batch statistics (4, C) of both BatchNorms; the fused apply.
+
+    ``params``: the norm's weight and bias, ``cfc``, SRM's BatchNorm weight and bias; ``eps``: the norm's,
+    SRM's BatchNorm's and SRM's. Given ``running`` (the norm's running mean and var, SRM's BatchNorm's,
+    and both momenta) the gate kernel also updates the running statistics. Returns the output, the
+    moments (N, C) and ``k`` that the backward pass reuses, and the batch statistics.
+    """
+    sums = map_sums(y)
+    batch, channels, height, width = y.shape
+    mean, var, scale, bias = (sums.new_empty(batch, channels) for _ in range(4))  # outputs may not alias
+    stats = sums.new_empty(4, channels)
+    buffers, factors = running if running is not None else ((stats,) * 4, (0.0, 0.0))
     norm_weight, norm_bias, cfc, srm_weight, srm_bias = params
-    kernel[(triton.cdiv(channels, block_c),)](
-        mean, var, norm_weight, norm_bias, cfc.contiguous(), srm_weight, srm_bias, *tensors,
-        batch, channels, num_values, _constants(mean, *eps), BLOCK_N=block_n, BLOCK_C=block_c,
+    grid, blocks = _gate_train_blocks(batch, channels)
+    _kernels.gate_train_kernel[grid](
+        y, sums, norm_weight, norm_bias, cfc.contiguous(), srm_weight, srm_bias, mean, var, scale, bias, stats,
+        *buffers, batch, channels, height * width, y.stride(0), y.stride(1), _constants(sums, *eps),
+        _constants(buffers[0], *factors), UPDATE_RUNNING=running is not None, **blocks,
         **_style_switches(style_pooling))
+    return affine_residual_relu(y, scale, bias, shortcut), mean, var, scale, stats
 
 
-def gate_train(mean: torch.Tensor, var: torch.Tensor, params: Tuple[torch.Tensor, ...], num_values: int,
-               eps: Tuple[float, float, float], style_pooling: str
-               ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Training ``(k, b)`` per (n, c) from the map moments (N, C) of the convolution output, and the
-    batch statistics (4, C) of both BatchNorms. ``params``: the norm's weight and bias, ``cfc``,
-    SRM's BatchNorm weight and bias; ``eps``: the norm's, SRM's BatchNorm's and SRM's."""
-    scale, bias = torch.empty_like(mean), torch.empty_like(mean)
-    stats = mean.new_empty(4, mean.shape[1])
-    _launch_gate_train(_kernels.gate_train_kernel, mean, var, params, (scale, bias, stats), num_values, eps,
-                       style_pooling)
-    return scale, bias, stats
+def block_tail_train_backward(grad: torch.Tensor, out: torch.Tensor, y: torch.Tensor, mean: torch.Tensor,
+                              var: torch.Tensor, scale: torch.Tensor, params: Tuple[torch.Tensor, ...],
+                              eps: Tuple[float, float, float], style_pooling: str, shortcut_dtype: torch.dtype
+                              ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of :func:`block_tail_train` for ``y``, ``shortcut``, as rows of a (4, C) tensor the
+    norm's weight and bias and SRM's BatchNorm weight and bias, and ``cfc`` (in its own layout, so
+    that autograd keeps it as the parameter's gradient without a copy).
 
-
-def gate_train_backward(grad_scale: torch.Tensor, grad_bias: torch.Tensor, mean: torch.Tensor, var: torch.Tensor,
-                        params: Tuple[torch.Tensor, ...], num_values: int, eps: Tuple[float, float, float],
-                        style_pooling: str) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients of :func:`gate_train` for ``mean``, ``var`` and, as rows of a (6, C) tensor, the norm's
-    weight and bias, the mean and std columns of ``cfc`` and SRM's BatchNorm weight and bias."""
+    Reads the output gradient once for the shortcut's gradient and the gate's, and ``y`` once more for
+    ``y``'s whole gradient."""
+    _, grad_scale, grad_bias, grad_shortcut = affine_residual_relu_backward(
+        grad, out, y, scale, shortcut_dtype, write_grad_x=False)
     grad_mean, grad_var = torch.empty_like(mean), torch.empty_like(mean)
-    grad_params = mean.new_empty(6, mean.shape[1])
-    tensors = (grad_scale.contiguous(), grad_bias.contiguous(), grad_mean, grad_var, grad_params)
-    _launch_gate_train(_kernels.gate_train_backward_kernel, mean, var, params, tensors, num_values, eps,
-                       style_pooling)
-    return grad_mean, grad_var, grad_params
+    norm_weight, norm_bias, cfc, srm_weight, srm_bias = params
+    grad_params = mean.new_empty(4, mean.shape[1])
+    grad_cfc = mean.new_empty(cfc.shape)
+    grid, blocks = _gate_train_blocks(*mean.shape)
+    _kernels.gate_train_backward_kernel[grid](
+        mean, var, norm_weight, norm_bias, cfc.contiguous(), srm_weight, srm_bias, grad_scale, grad_bias,
+        grad_mean, grad_var, grad_params, grad_cfc, *mean.shape, y.shape[2] * y.shape[3], _constants(mean, *eps),
+        **blocks, **_style_switches(style_pooling))
+    grad_y = input_grad(y, mean, grad_mean, grad_var, grad_out=grad_shortcut, scale=scale)
+    return grad_y, grad_shortcut, grad_params, grad_cfc
 
 
 def update_running_stats(stats: torch.Tensor, running: Tuple[torch.Tensor, ...], counts: Tuple[int, int],
                          factors: Tuple[float, float]) -> None:
     """Moves ``running`` (norm mean, norm var, SRM BatchNorm mean, var) towards the batch ``stats`` of
-    :func:`gate_train` by ``factors``; variances made unbiased over ``counts`` values."""
+    :func:`block_tail_train` by ``factors``; variances made unbiased over ``counts`` values."""
     channels = stats.shape[1]
     _kernels.running_stats_kernel[_per_map_grid(channels)](
         stats, *running, channels, *counts, _constants(running[0], *factors), BLOCK=_MAPS_PER_PROGRAM)

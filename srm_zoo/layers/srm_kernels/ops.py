@@ -1,13 +1,15 @@
 """SRM's Triton kernels as ``torch.library`` custom ops: fake implementations for ``torch.compile``
-and autograd formulas for the differentiable ones."""
-from typing import Tuple
+and autograd formulas for the differentiable ones; and :func:`block_tail_train`, which runs the
+training tail through the custom ops under ``torch.compile`` and through a plain autograd function
+in eager mode."""
+from typing import Sequence, Tuple
 
 import torch
 
 from . import launch
 
 __all__ = ['style_moments', 'affine_residual_relu', 'folded_block_tail', 'folded_block_tail_train',
-           'update_running_stats']
+           'update_running_stats', 'block_tail_train']
 
 
 @torch.library.custom_op('srm_zoo::style_moments', mutates_args=())
@@ -119,18 +121,15 @@ def folded_block_tail_train(y: torch.Tensor, shortcut: torch.Tensor, norm_weight
                             style_pooling: str
                             ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Training tail of an SRM block, ``relu(SRM(norm(y)) + shortcut)`` with both BatchNorms on batch
-    statistics: the moments of ``y``, the (n, c) gate ``k``, ``b`` in one kernel, the fused apply.
+    statistics (:func:`.launch.block_tail_train`).
 
     Returns the output, the batch statistics (4, C) for :func:`update_running_stats`, and the moments
-    and ``k`` its backward pass reuses. The backward pass reads the output gradient once for the
-    shortcut's gradient and the gate's, and ``y`` once more for ``y``'s whole gradient.
+    and ``k`` its backward pass reuses.
     """
-    mean, var = launch.moments(y)
-    params = (norm_weight, norm_bias, cfc, srm_weight, srm_bias)
-    num_values = y.shape[2] * y.shape[3]
-    scale, bias, stats = launch.gate_train(mean, var, params, num_values, (norm_eps, srm_bn_eps, srm_eps),
-                                           style_pooling)
-    return launch.affine_residual_relu(y, scale, bias, shortcut), stats, mean, var, scale
+    out, mean, var, scale, stats = launch.block_tail_train(
+        y, shortcut, (norm_weight, norm_bias, cfc, srm_weight, srm_bias), (norm_eps, srm_bn_eps, srm_eps),
+        style_pooling)
+    return out, stats, mean, var, scale
 
 
 @folded_block_tail_train.register_fake
@@ -146,44 +145,42 @@ def folded_block_tail_train_backward(grad: torch.Tensor, out: torch.Tensor, y: t
                                      norm_bias: torch.Tensor, cfc: torch.Tensor, srm_weight: torch.Tensor,
                                      srm_bias: torch.Tensor, norm_eps: float, srm_bn_eps: float, srm_eps: float,
                                      style_pooling: str, shortcut_dtype: torch.dtype
-                                     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients of :func:`folded_block_tail_train` for ``y``, ``shortcut`` and, as rows of a (6, C)
-    tensor, the norm's weight and bias, the mean and std columns of ``cfc``, SRM's BatchNorm weight and bias."""
-    _, grad_scale, grad_bias, grad_shortcut = launch.affine_residual_relu_backward(
-        grad, out, y, scale, shortcut_dtype, write_grad_x=False)
-    params = (norm_weight, norm_bias, cfc, srm_weight, srm_bias)
-    grad_mean, grad_var, grad_params = launch.gate_train_backward(
-        grad_scale, grad_bias, mean, var, params, y.shape[2] * y.shape[3], (norm_eps, srm_bn_eps, srm_eps),
-        style_pooling)
-    grad_y = launch.input_grad(y, mean, grad_mean, grad_var, grad_out=grad_shortcut, scale=scale)
-    return grad_y, grad_shortcut, grad_params
+                                     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of :func:`folded_block_tail_train` (:func:`.launch.block_tail_train_backward`)."""
+    return launch.block_tail_train_backward(
+        grad, out, y, mean, var, scale, (norm_weight, norm_bias, cfc, srm_weight, srm_bias),
+        (norm_eps, srm_bn_eps, srm_eps), style_pooling, shortcut_dtype)
 
 
 @folded_block_tail_train_backward.register_fake
 def _(grad, out, y, mean, var, scale, norm_weight, norm_bias, cfc, srm_weight, srm_bias, norm_eps, srm_bn_eps,
       srm_eps, style_pooling, shortcut_dtype):
-    return torch.empty_like(y), torch.empty_like(y, dtype=shortcut_dtype), mean.new_empty(6, y.shape[1])
+    return (torch.empty_like(y), torch.empty_like(y, dtype=shortcut_dtype), mean.new_empty(4, y.shape[1]),
+            mean.new_empty(cfc.shape))
+
+
+def _param_grads(grad_params: torch.Tensor, grad_cfc: torch.Tensor, params: Sequence[torch.Tensor]
+                 ) -> Tuple[torch.Tensor, ...]:
+    """The gradients of ``params`` (the norm's weight and bias, ``cfc``, SRM's BatchNorm weight and bias)
+    from :func:`.launch.block_tail_train_backward`'s (4, C) rows and ``cfc`` gradient, in their dtypes."""
+    grads = (grad_params[0], grad_params[1], grad_cfc, grad_params[2], grad_params[3])
+    return tuple(grad if grad.dtype == param.dtype else grad.to(param.dtype) for grad, param in zip(grads, params))
 
 
 def _folded_block_tail_train_setup(ctx, inputs, output) -> None:
-    y, shortcut, norm_weight, norm_bias, cfc, srm_weight, srm_bias = inputs[:7]
+    y, shortcut, *params = inputs[:7]
     out, stats, mean, var, scale = output
     ctx.constants = inputs[7:]
     ctx.shortcut_dtype = shortcut.dtype
     ctx.mark_non_differentiable(stats, mean, var, scale)
-    ctx.save_for_backward(out, y, mean, var, scale, norm_weight, norm_bias, cfc, srm_weight, srm_bias)
+    ctx.save_for_backward(out, y, mean, var, scale, *params)
 
 
 def _folded_block_tail_train_grad(ctx, grad, *unused_grads):
-    out, y, mean, var, scale, norm_weight, norm_bias, cfc, srm_weight, srm_bias = ctx.saved_tensors
-    grad_y, grad_shortcut, grad_params = folded_block_tail_train_backward(
-        grad, out, y, mean, var, scale, norm_weight, norm_bias, cfc, srm_weight, srm_bias, *ctx.constants,
-        ctx.shortcut_dtype)
-    style_pooling = ctx.constants[-1]
-    cfc_rows = {'mean_std': slice(2, 4), 'mean': slice(2, 3), 'std': slice(3, 4)}[style_pooling]
-    return (grad_y, grad_shortcut, grad_params[0].to(norm_weight.dtype), grad_params[1].to(norm_bias.dtype),
-            grad_params[cfc_rows].t().to(cfc.dtype), grad_params[4].to(srm_weight.dtype),
-            grad_params[5].to(srm_bias.dtype), None, None, None, None)
+    out, y, mean, var, scale, *params = ctx.saved_tensors
+    grad_y, grad_shortcut, grad_params, grad_cfc = folded_block_tail_train_backward(
+        grad, out, y, mean, var, scale, *params, *ctx.constants, ctx.shortcut_dtype)
+    return (grad_y, grad_shortcut, *_param_grads(grad_params, grad_cfc, params), None, None, None, None)
 
 
 folded_block_tail_train.register_autograd(_folded_block_tail_train_grad, setup_context=_folded_block_tail_train_setup)
@@ -199,3 +196,46 @@ def update_running_stats(stats: torch.Tensor, norm_running_mean: torch.Tensor, n
     over ``norm_count``, ``srm_count`` values) in one kernel."""
     launch.update_running_stats(stats, (norm_running_mean, norm_running_var, srm_running_mean, srm_running_var),
                                 (norm_count, srm_count), (norm_factor, srm_factor))
+
+
+class _BlockTailTrain(torch.autograd.Function):
+    """Eager twin of :func:`folded_block_tail_train` and :func:`update_running_stats`: the same kernels
+    (the gate kernel also moving the running statistics) without the custom ops' dispatch, which costs
+    the host more time per call than the GPU spends in a block tail's kernels."""
+
+    @staticmethod
+    def forward(ctx, y, shortcut, norm_weight, norm_bias, cfc, srm_weight, srm_bias, running, factors, eps,
+                style_pooling):
+        params = (norm_weight, norm_bias, cfc, srm_weight, srm_bias)
+        out, mean, var, scale, _ = launch.block_tail_train(y, shortcut, params, eps, style_pooling,
+                                                           running=(running, factors))
+        ctx.constants = (eps, style_pooling)
+        ctx.shortcut_dtype = shortcut.dtype
+        ctx.save_for_backward(out, y, mean, var, scale, *params)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        out, y, mean, var, scale, *params = ctx.saved_tensors
+        eps, style_pooling = ctx.constants
+        grad_y, grad_shortcut, grad_params, grad_cfc = launch.block_tail_train_backward(
+            grad, out, y, mean, var, scale, params, eps, style_pooling, ctx.shortcut_dtype)
+        return (grad_y, grad_shortcut, *_param_grads(grad_params, grad_cfc, params), None, None, None, None)
+
+
+def block_tail_train(y: torch.Tensor, shortcut: torch.Tensor, params: Sequence[torch.Tensor],
+                     running: Sequence[torch.Tensor], factors: Tuple[float, float], eps: Tuple[float, float, float],
+                     style_pooling: str) -> torch.Tensor:
+    """``relu(SRM(norm(y)) + shortcut)`` in training, both BatchNorms on batch statistics, their running
+    statistics moved by the momenta ``factors``. ``params``: the norm's weight and bias, ``cfc``, SRM's
+    BatchNorm weight and bias; ``running``: the norm's running mean and var, then SRM's BatchNorm's;
+    ``eps``: the norm's, SRM's BatchNorm's and SRM's.
+
+    Under ``torch.compile`` the custom ops (which the compiler keeps in its graph); in eager mode
+    :class:`_BlockTailTrain`.
+    """
+    if torch.compiler.is_compiling():
+        out, stats, *_ = folded_block_tail_train(y, shortcut, *params, *eps, style_pooling)
+        update_running_stats(stats, *running, y.numel() // y.shape[1], y.shape[0], *factors)
+        return out
+    return _BlockTailTrain.apply(y, shortcut, *params, tuple(running), factors, eps, style_pooling)
