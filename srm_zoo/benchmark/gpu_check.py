@@ -8,9 +8,9 @@ It checks the kernels (statistics, fused apply and their gradients; NCHW and cha
 float32, bfloat16 and float16; odd sizes and H*W = 1), an SRM bottleneck's fused tail (eval and
 training, float32 and bf16 autocast) and SRM-ResNet-50 end to end against the reference path and
 float64 (float32 checks without TF32; a fast-path error passes below a tolerance or below twice the
-reference path's error in the same dtype). Then it benchmarks srm_resnet50 (fast and reference), resnet50 and
-seresnet50 with bf16 autocast and channels_last: inference eager and compiled at batch 256, a
-training step at batch 128 (``--benchmarks eager,compile,train`` picks some; an empty list runs
+reference path's error in the same dtype). Then it benchmarks srm_resnet50 (fast and reference),
+resnet50 and seresnet50 with bf16 autocast and channels_last: inference eager and compiled at batch
+256, a training step at batch 128 (``--benchmarks eager,compile,train`` picks some; an empty list runs
 the checks only; ``--no-checks`` runs the benchmarks only). It writes ``checks.json``, one CSV per
 benchmark and ``speed_table.md`` under ``--out``. A check or benchmark that raises is
 reported and the rest still run; the exit status is non-zero when any check or benchmark fails.
