@@ -1,6 +1,6 @@
 """One-shot GPU check: SRM's Triton kernels against the reference, then the speed table.
 
-Run on a machine with a CUDA GPU (about 10 minutes on an H100)::
+Run on a machine with a CUDA GPU (about 3 minutes on an H200, most of it torch.compile)::
 
     python -m srm_zoo.benchmark.gpu_check --out gpu_results
 
