@@ -1,6 +1,7 @@
 """Host side of SRM's Triton kernels: which tensors they take, tile sizes, grids and launches.
 
-Plain functions, no autograd: :mod:`.ops` wraps them as ``torch.library`` custom ops.
+Plain functions, no autograd: :mod:`.ops` wraps them as ``torch.library`` custom ops and, for eager
+training, as an autograd function.
 """
 import functools
 import os
@@ -218,7 +219,7 @@ def _gate_train_blocks(batch: int, channels: int) -> Tuple[Tuple[int], dict]:
     """Grid and tile of the training gate kernels: one program per block of channels, each holding
     the whole batch."""
     block_n = _next_power_of_2(batch)
-    block_c = max(1, min(_next_power_of_2(channels), 2048 // block_n))
+    block_c = max(1, min(_next_power_of_2(channels), GATE_TRAIN_MAX_BATCH // block_n))
     return (_cdiv(channels, block_c),), dict(BLOCK_N=block_n, BLOCK_C=block_c)
 
 
