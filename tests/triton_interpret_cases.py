@@ -106,7 +106,7 @@ def test_inductor_compiled_block_runs_the_kernels(monkeypatch, training):
     """Under torch.compile's default backend (Inductor, as in the GPU benchmark) the block tail's
     kernels run inside the compiled graph, with the reference's outputs, gradients and running statistics."""
     launched = []
-    for name in ('map_sums', 'affine_residual_relu'):
+    for name in ('map_sums', 'gate_apply'):
         monkeypatch.setattr(launch, name, partial(lambda fn, *args: launched.append(fn.__name__) or fn(*args),
                                                   getattr(launch, name)))
     block = randomize_(SRMBottleneck(16, 4, attn_layer=SRM)).double().train(training)
@@ -122,7 +122,7 @@ def test_inductor_compiled_block_runs_the_kernels(monkeypatch, training):
                 out.square().sum().backward()
         results.append([out] + ([inputs.grad] + [p.grad for p in module.parameters()] if training else [])
                        + list(module.buffers()))
-    assert launched == ['map_sums', 'affine_residual_relu']
+    assert launched == ['map_sums', 'gate_apply']
     for actual, expected in zip(*results):
         torch.testing.assert_close(actual, expected, rtol=1e-9, atol=1e-9)
 
@@ -170,10 +170,11 @@ def test_training_kernel_tail_keeps_what_a_plain_bottleneck_keeps(monkeypatch, c
 
 
 @pytest.mark.parametrize('style_pooling', ['mean_std', 'mean', 'std'])
-@pytest.mark.parametrize('channels, size, momentum', [(16, 5, 0.1), (600, 1, None), (16, 3, None)])
+@pytest.mark.parametrize('channels, size, momentum', [(16, 5, 0.1), (600, 1, 0.1), (600, 1, None), (16, 3, None)])
 def test_training_gate_kernel_matches_reference_float64(monkeypatch, style_pooling, channels, size, momentum):
-    """The training gate (both BatchNorms on batch statistics, one kernel each way): outputs, gradients
-    and running statistics against timm's block on the reference path, over several channel blocks."""
+    """The training gate (both BatchNorms on batch statistics, one kernel each way): outputs, gradients,
+    running statistics and batch counters against timm's block on the reference path, over several
+    channel blocks (600 channels: two programs, one of which counts the batch)."""
     calls = []
     tail = srm_kernels.block_tail_train
     monkeypatch.setattr(srm_kernels, 'block_tail_train', lambda *args: calls.append(1) or tail(*args))

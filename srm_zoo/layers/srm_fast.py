@@ -221,13 +221,18 @@ def _takes_folded_kernel(norm: nn.Module, srm: nn.Module, y: torch.Tensor, short
     return not _needs_grad(y, shortcut, srm.cfc, *(t for bn in norms for t in (bn.weight, bn.bias)))
 
 
-def _takes_train_kernels(norm: nn.Module, srm: nn.Module, y: torch.Tensor) -> bool:
-    """Whether the tail runs as :func:`~srm_zoo.layers.srm_kernels.block_tail_train`: a batch the
-    gate kernel holds, and both BatchNorms plain, affine, in training and tracking running statistics."""
-    if y.shape[0] > srm_kernels.GATE_TRAIN_MAX_BATCH:
-        return False
-    return all(type(bn) is nn.BatchNorm2d and bn.training and bn.affine and bn.track_running_stats
-               and bn.running_mean is not None for bn in (norm, srm.bn))
+def _kernel_train_state(bn: nn.Module) -> Optional[Tuple[Optional[torch.Tensor], ...]]:
+    """``(weight, bias, running_mean, running_var, num_batches_tracked)`` of a BatchNorm that the training
+    kernels take (a plain BatchNorm2d in training, affine, tracking running statistics); None for any
+    other norm. Read from the module's own dicts: through ``Module.__getattr__`` each tensor would
+    cost a Python call, about a microsecond, and a block tail reads ten."""
+    if type(bn) is not nn.BatchNorm2d or not (bn.training and bn.affine and bn.track_running_stats):
+        return None
+    params, buffers = bn._parameters, bn._buffers
+    if buffers['running_mean'] is None:
+        return None
+    return (params['weight'], params['bias'], buffers['running_mean'], buffers['running_var'],
+            buffers.get('num_batches_tracked'))
 
 
 def _momentum_step(bn: nn.BatchNorm2d) -> float:
@@ -241,6 +246,25 @@ def _momentum_step(bn: nn.BatchNorm2d) -> float:
     return bn.momentum
 
 
+def _kernel_tail_train(norm: nn.BatchNorm2d, srm: nn.Module, norm_state: Tuple[Optional[torch.Tensor], ...],
+                       srm_state: Tuple[Optional[torch.Tensor], ...], y: torch.Tensor,
+                       shortcut: torch.Tensor) -> torch.Tensor:
+    """The training tail as :func:`~srm_zoo.layers.srm_kernels.block_tail_train`, given both BatchNorms'
+    :func:`_kernel_train_state`. The kernels also count the batch where both momenta are fixed (a
+    cumulative average needs the new count first: counted here)."""
+    srm_bn = srm.bn
+    norm_weight, norm_bias, norm_mean, norm_var, norm_batches = norm_state
+    srm_weight, srm_bias, srm_mean, srm_var, srm_batches = srm_state
+    buffers = (norm_mean, norm_var, srm_mean, srm_var)
+    momenta = (norm.momentum, srm_bn.momentum)
+    if None in momenta or norm_batches is None or srm_batches is None:
+        running = srm_kernels.RunningUpdate(buffers, (_momentum_step(norm), _momentum_step(srm_bn)))
+    else:
+        running = srm_kernels.RunningUpdate(buffers, momenta, (norm_batches, srm_batches))
+    return srm_kernels.block_tail_train(y, shortcut, (norm_weight, norm_bias, srm.cfc, srm_weight, srm_bias), running,
+                                        (norm.eps, srm_bn.eps, srm.eps), srm.style_pooling)
+
+
 def norm_gate_residual_relu(norm: nn.Module, srm: nn.Module, y: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
     """``relu(srm(norm(y)) + shortcut)`` in two passes over ``y``, for a ``norm`` that
     :func:`norm_folds_into_srm`: the statistics of ``y``, then the fused apply.
@@ -251,11 +275,10 @@ def norm_gate_residual_relu(norm: nn.Module, srm: nn.Module, y: torch.Tensor, sh
     """
     on_triton = srm_kernels.applies(y) and y.shape == shortcut.shape
     srm_bn = srm.bn
-    if on_triton and _takes_train_kernels(norm, srm, y):
-        return srm_kernels.block_tail_train(
-            y, shortcut, (norm.weight, norm.bias, srm.cfc, srm_bn.weight, srm_bn.bias),
-            (norm.running_mean, norm.running_var, srm_bn.running_mean, srm_bn.running_var),
-            (_momentum_step(norm), _momentum_step(srm_bn)), (norm.eps, srm_bn.eps, srm.eps), srm.style_pooling)
+    if on_triton and y.shape[0] <= srm_kernels.GATE_TRAIN_MAX_BATCH:  # the gate kernel holds the whole batch
+        norm_state, srm_state = _kernel_train_state(norm), _kernel_train_state(srm_bn)
+        if norm_state is not None and srm_state is not None:
+            return _kernel_tail_train(norm, srm, norm_state, srm_state, y, shortcut)
     if on_triton and _takes_folded_kernel(norm, srm, y, shortcut):
         return srm_kernels.folded_block_tail(
             y, shortcut, norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps, srm.cfc,

@@ -8,7 +8,7 @@ With stochastic depth active in training, the block runs timm's order of operati
 (BatchNorm, SRM, drop path, add, ReLU) instead.
 """
 from functools import partial
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn as nn
@@ -39,8 +39,9 @@ class _SRMTail:
 
     def _tail(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_scripting():
-            if self._tail_folds_norm(x):
-                return self._folded_tail(x, shortcut)
+            out = self._folded_tail(x, shortcut)
+            if out is not None:
+                return out
         x = self._last_norm(x)
         if self.drop_path is None or not self.training:
             return self.se(x, shortcut)
@@ -49,14 +50,15 @@ class _SRMTail:
         return torch.relu(x)
 
     @torch.jit.unused
-    def _tail_folds_norm(self, x: torch.Tensor) -> bool:
-        if self.drop_path is not None and self.training:
-            return False
-        return not use_reference_path() and norm_folds_into_srm(getattr(self, self.last_norm), x)
-
-    @torch.jit.unused
-    def _folded_tail(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
-        return self.se.forward_after_norm(getattr(self, self.last_norm), x, shortcut)
+    def _folded_tail(self, x: torch.Tensor, shortcut: torch.Tensor) -> Optional[torch.Tensor]:
+        """The tail with the block's last BatchNorm folded into SRM's pass; None where it does not fold
+        (stochastic depth in training, the reference path, a norm that does not fold)."""
+        if (self.drop_path is not None and self.training) or use_reference_path():
+            return None
+        norm = getattr(self, self.last_norm)
+        if not norm_folds_into_srm(norm, x):
+            return None
+        return self.se.forward_after_norm(norm, x, shortcut)
 
 
 class SRMBasicBlock(_SRMTail, BasicBlock):

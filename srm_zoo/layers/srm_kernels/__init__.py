@@ -15,8 +15,8 @@ differentiable ones with autograd formulas):
   BatchNorms on batch statistics (the gate and its gradient one kernel each way), with
   ``srm_zoo::update_running_stats`` for both BatchNorms' running statistics. ``block_tail_train``
   calls them under ``torch.compile``; in eager mode it runs the same kernels through a plain
-  autograd function (the gate kernel moving the running statistics too), since the custom ops'
-  dispatch costs the host more time than the GPU spends in the tail.
+  autograd function (the gate kernel moving the running statistics and batch counters too), since
+  the custom ops' dispatch costs the host more time than the GPU spends in the tail.
 
 The kernels (:mod:`._kernels`) read NCHW and channels_last tensors alike: a map is addressed by its
 sample, channel and flattened spatial strides, and the tile shape (:mod:`.launch`) follows the
@@ -26,10 +26,10 @@ The kernels run on CUDA tensors. For tests without a GPU, Triton's interpreter r
 tensors when both ``TRITON_INTERPRET=1`` (set before triton is imported) and
 ``SRM_ZOO_TRITON_ON_CPU=1`` are set.
 """
-from .launch import CPU_TEST_ENV, GATE_TRAIN_MAX_BATCH, applies, available, same_layout
+from .launch import CPU_TEST_ENV, GATE_TRAIN_MAX_BATCH, RunningUpdate, applies, available, same_layout
 from .ops import (affine_residual_relu, block_tail_train, folded_block_tail, folded_block_tail_train, style_moments,
                   update_running_stats)
 
-__all__ = ['CPU_TEST_ENV', 'GATE_TRAIN_MAX_BATCH', 'available', 'applies', 'same_layout', 'style_moments',
-           'affine_residual_relu', 'block_tail_train', 'folded_block_tail', 'folded_block_tail_train',
+__all__ = ['CPU_TEST_ENV', 'GATE_TRAIN_MAX_BATCH', 'RunningUpdate', 'available', 'applies', 'same_layout',
+           'style_moments', 'affine_residual_relu', 'block_tail_train', 'folded_block_tail', 'folded_block_tail_train',
            'update_running_stats']

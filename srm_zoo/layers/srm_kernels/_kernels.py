@@ -9,10 +9,19 @@ import triton.language as tl
 
 
 @triton.jit
+def _reduce_into(ptr, value, mask, split):
+    """A program's partial sum into ``ptr``: stored if it is the only one, else added atomically."""
+    if split == 1:
+        tl.store(ptr, value, mask=mask)
+    else:
+        tl.atomic_add(ptr, value, mask=mask)
+
+
+@triton.jit
 def stats_kernel(x_ptr, sums_ptr, C, NC, HW, s_n, s_c, s_hw, num_cblocks, split,
                  BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
-    """Adds each map's sum and sum of squares, after subtracting its first value, into ``sums``
-    (2, N, C); the spatial axis may be split over ``split`` programs."""
+    """Each map's sum and sum of squares, after subtracting its first value, into ``sums`` (2, N, C);
+    the spatial axis may be split over ``split`` programs, which then add into zeros."""
     pid = tl.program_id(0)
     n = (pid // num_cblocks).to(tl.int64)
     c = (pid % num_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -29,8 +38,8 @@ def stats_kernel(x_ptr, sums_ptr, C, NC, HW, s_n, s_c, s_hw, num_cblocks, split,
         v = tl.where(mask, v - shift[:, None], 0.)
         acc += v
         acc_sq += v * v
-    tl.atomic_add(sums_ptr + n * C + c, tl.sum(acc, 1), mask=c_mask)
-    tl.atomic_add(sums_ptr + NC + n * C + c, tl.sum(acc_sq, 1), mask=c_mask)
+    _reduce_into(sums_ptr + n * C + c, tl.sum(acc, 1), c_mask, split)
+    _reduce_into(sums_ptr + NC + n * C + c, tl.sum(acc_sq, 1), c_mask, split)
 
 
 @triton.jit
@@ -181,13 +190,14 @@ def _update_running(c, mask, mu, var, mu_z, var_z, norm_mean_ptr, norm_var_ptr, 
 @triton.jit
 def gate_train_kernel(x_ptr, sums_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr, srm_weight_ptr, srm_bias_ptr,
                       mean_ptr, var_ptr, scale_ptr, bias_ptr, stats_ptr, norm_mean_ptr, norm_var_ptr, srm_mean_ptr,
-                      srm_var_ptr, N, C, HW, s_n, s_c, eps_ptr, factors_ptr, USE_MEAN: tl.constexpr,
-                      USE_STD: tl.constexpr, UPDATE_RUNNING: tl.constexpr, BLOCK_N: tl.constexpr,
-                      BLOCK_C: tl.constexpr):
+                      srm_var_ptr, norm_batches_ptr, srm_batches_ptr, N, C, HW, s_n, s_c, eps_ptr, factors_ptr,
+                      USE_MEAN: tl.constexpr, USE_STD: tl.constexpr, UPDATE_RUNNING: tl.constexpr,
+                      COUNT_BATCHES: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
     """From the map sums of ``x`` (the convolution output): each map's mean and variance, ``k = gate * a``
     and ``b = gate * d`` per (n, c) in training, the batch statistics of both BatchNorms as rows of
     ``stats`` (4, C): mean and biased variance of the norm, then of SRM's; with ``UPDATE_RUNNING``
-    also both BatchNorms' running statistics."""
+    also both BatchNorms' running statistics, and with ``COUNT_BATCHES`` their batch counters
+    (``num_batches_tracked``, one each, added by the first program)."""
     c, c_mask, mask, index = _batch_tile(N, C, BLOCK_N, BLOCK_C)
     m, v = _load_moments(x_ptr, sums_ptr, index, mask, C, N * C, HW, s_n, s_c)
     (norm_weight, cfc_mean, cfc_std, srm_weight, mu, centered, var, r, a, d, mean_x, std_x, mu_z, var_z, r_z,
@@ -204,6 +214,10 @@ def gate_train_kernel(x_ptr, sums_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr, 
     if UPDATE_RUNNING:
         _update_running(c, c_mask, mu, var, mu_z, var_z, norm_mean_ptr, norm_var_ptr, srm_mean_ptr, srm_var_ptr,
                         N * HW, N, factors_ptr)
+    if COUNT_BATCHES:
+        first = tl.program_id(0) == 0
+        tl.store(norm_batches_ptr, tl.load(norm_batches_ptr, mask=first) + 1, mask=first)
+        tl.store(srm_batches_ptr, tl.load(srm_batches_ptr, mask=first) + 1, mask=first)
 
 
 @triton.jit
@@ -223,21 +237,21 @@ def running_stats_kernel(stats_ptr, norm_mean_ptr, norm_var_ptr, srm_mean_ptr, s
 
 @triton.jit
 def gate_train_backward_kernel(mean_ptr, var_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr, srm_weight_ptr,
-                               srm_bias_ptr, grad_scale_ptr, grad_bias_ptr, grad_mean_ptr, grad_var_ptr,
+                               srm_bias_ptr, grad_gate_ptr, grad_mean_ptr, grad_var_ptr,
                                grad_params_ptr, grad_cfc_ptr, N, C, HW, eps_ptr,
                                USE_MEAN: tl.constexpr, USE_STD: tl.constexpr,
                                BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Gradients of ``gate_train_kernel``'s ``k`` and ``b`` for the moments and the parameters: rows of
-    ``grad_params`` (4, C) for the norm's weight and bias and SRM's BatchNorm weight and bias, and
-    ``grad_cfc`` in the (C, S) layout of ``cfc``."""
+    """Gradients of ``gate_train_kernel``'s ``k`` and ``b`` (the rows of ``grad_gate``, (2, N, C)) for the
+    moments and the parameters: rows of ``grad_params`` (4, C) for the norm's weight and bias and SRM's
+    BatchNorm weight and bias, and ``grad_cfc`` in the (C, S) layout of ``cfc``."""
     c, c_mask, mask, index = _batch_tile(N, C, BLOCK_N, BLOCK_C)
     m = tl.load(mean_ptr + index, mask=mask, other=0.)
     v = tl.load(var_ptr + index, mask=mask, other=0.)
     (norm_weight, cfc_mean, cfc_std, srm_weight, mu, centered, var, r, a, d, mean_x, std_x, mu_z, var_z, r_z,
      z_hat, gate) = _gate_train_tile(m, v, c, c_mask, mask, norm_weight_ptr, norm_bias_ptr, cfc_ptr,
                                      srm_weight_ptr, srm_bias_ptr, eps_ptr, N, HW, USE_MEAN, USE_STD)
-    grad_k = tl.load(grad_scale_ptr + index, mask=mask, other=0.).to(m.dtype)
-    grad_b = tl.load(grad_bias_ptr + index, mask=mask, other=0.).to(m.dtype)
+    grad_k = tl.load(grad_gate_ptr + index, mask=mask, other=0.).to(m.dtype)
+    grad_b = tl.load(grad_gate_ptr + N * C + index, mask=mask, other=0.).to(m.dtype)
     # k = gate * a, b = gate * d
     grad_gate = grad_k * a[None, :] + grad_b * d[None, :]
     grad_a = tl.sum(grad_k * gate, 0)
@@ -312,11 +326,12 @@ def affine_residual_relu_kernel(x_ptr, scale_ptr, bias_ptr, shortcut_ptr, out_pt
 
 @triton.jit
 def affine_residual_relu_backward_kernel(grad_ptr, out_ptr, x_ptr, scale_ptr, grad_x_ptr, grad_shortcut_ptr,
-                                         grad_scale_ptr, grad_bias_ptr, C, HW, s_n, s_c, s_hw, num_cblocks,
+                                         grad_gate_ptr, C, NC, HW, s_n, s_c, s_hw, num_cblocks,
                                          split, WRITE_GRAD_X: tl.constexpr,
                                          BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
     """Gradients of ``relu(x * scale + bias + shortcut)``: the shortcut's (the output gradient where the
-    output is positive), ``x``'s unless ``WRITE_GRAD_X`` is off, and per-(n, c) sums for scale and bias."""
+    output is positive), ``x``'s unless ``WRITE_GRAD_X`` is off, and per-(n, c) sums for scale and bias,
+    into the rows of ``grad_gate`` (2, N, C), which programs splitting the spatial axis add into zeros."""
     pid = tl.program_id(0)
     n = (pid // num_cblocks).to(tl.int64)
     c = (pid % num_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -338,5 +353,5 @@ def affine_residual_relu_backward_kernel(grad_ptr, out_ptr, x_ptr, scale_ptr, gr
             tl.store(grad_x_ptr + offsets, (grad * scale[:, None]).to(grad_x_ptr.dtype.element_ty), mask=mask)
         acc_scale += grad * v
         acc_bias += grad
-    tl.atomic_add(grad_scale_ptr + n * C + c, tl.sum(acc_scale, 1), mask=c_mask)
-    tl.atomic_add(grad_bias_ptr + n * C + c, tl.sum(acc_bias, 1), mask=c_mask)
+    _reduce_into(grad_gate_ptr + n * C + c, tl.sum(acc_scale, 1), c_mask, split)
+    _reduce_into(grad_gate_ptr + NC + n * C + c, tl.sum(acc_bias, 1), c_mask, split)

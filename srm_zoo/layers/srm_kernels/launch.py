@@ -5,7 +5,7 @@ training, as an autograd function.
 """
 import functools
 import os
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 
@@ -16,7 +16,7 @@ except ImportError:  # pragma: no cover - triton ships with torch on x86_64 Linu
 else:
     from . import _kernels
 
-__all__ = ['CPU_TEST_ENV', 'GATE_TRAIN_MAX_BATCH', 'available', 'applies', 'same_layout']
+__all__ = ['CPU_TEST_ENV', 'GATE_TRAIN_MAX_BATCH', 'RunningUpdate', 'available', 'applies', 'same_layout']
 
 CPU_TEST_ENV = 'SRM_ZOO_TRITON_ON_CPU'
 GATE_TRAIN_MAX_BATCH = 2048  # the training gate kernel holds a channel's whole batch in one tile
@@ -125,6 +125,15 @@ def _grid(x: torch.Tensor) -> _Grid:
     return _grid_for(x.shape, x.stride())
 
 
+class RunningUpdate(NamedTuple):
+    """What the training gate kernel moves besides computing the gate: both BatchNorms' running
+    statistics (the norm's mean and var, then SRM's BatchNorm's) by the momenta ``factors`` and, given
+    ``counters`` (their ``num_batches_tracked``), each batch counter by one."""
+    buffers: Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+    factors: Tuple[float, float]
+    counters: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+
+
 def _style_switches(style_pooling: str) -> dict:
     """The gate kernels' switches for SRM's style pooling: which statistics it uses."""
     return dict(USE_MEAN=style_pooling != 'std', USE_STD=style_pooling != 'mean')
@@ -134,12 +143,18 @@ def _per_map_grid(num_maps: int) -> Tuple[int]:
     return (_cdiv(num_maps, _MAPS_PER_PROGRAM),)
 
 
+def _reduction_output(x: torch.Tensor, shape: Tuple[int, ...], dtype: torch.dtype, split: int) -> torch.Tensor:
+    """The output of a reducing kernel: zeros where programs split a map's spatial axis (they add
+    atomically), otherwise uninitialised (one program stores each value)."""
+    return x.new_zeros(shape, dtype=dtype) if split > 1 else x.new_empty(shape, dtype=dtype)
+
+
 def map_sums(x: torch.Tensor) -> torch.Tensor:
     """(2, N, C) sums and sums of squares of ``x``'s maps, each map shifted by its first value."""
     grid = _grid(x)
-    batch = x.shape[0]
-    sums = torch.zeros(2, batch, grid.channels, device=x.device, dtype=acc_dtype(x))
     programs, split = grid.reduction
+    sums = _reduction_output(x, (2, x.shape[0], grid.channels), acc_dtype(x), split)
+    batch = x.shape[0]
     channels, hw, s_n, s_c, s_hw, num_cblocks = grid.args
     _kernels.stats_kernel[(programs, split)](
         x, sums, channels, batch * channels, hw, s_n, s_c, s_hw, num_cblocks, split, **grid.blocks)
@@ -173,31 +188,35 @@ def input_grad(x: torch.Tensor, mean: torch.Tensor, grad_mean: torch.Tensor, gra
 def affine_residual_relu(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor,
                          shortcut: torch.Tensor) -> torch.Tensor:
     """``relu(x * scale + bias + shortcut)`` with (N, C) ``scale`` and ``bias``."""
+    return gate_apply(x, scale.contiguous(), bias.to(scale.dtype).contiguous(), shortcut)
+
+
+def gate_apply(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+    """:func:`affine_residual_relu` for contiguous ``scale`` and ``bias`` of one dtype, as the gate
+    kernels write them."""
     grid = _grid(x)
     out = torch.empty_like(x)
     _kernels.affine_residual_relu_kernel[grid.elementwise](
-        x, scale.contiguous(), bias.to(scale.dtype).contiguous(), _like(shortcut, x), out,
-        *grid.args, **grid.blocks)
+        x, scale, bias, _like(shortcut, x), out, *grid.args, **grid.blocks)
     return out
 
 
 def affine_residual_relu_backward(grad: torch.Tensor, out: torch.Tensor, x: torch.Tensor, scale: torch.Tensor,
                                   shortcut_dtype: torch.dtype, write_grad_x: bool = True
-                                  ) -> Tuple[Optional[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients of :func:`affine_residual_relu` for ``x`` (None unless ``write_grad_x``), ``scale``,
-    ``bias`` and ``shortcut``."""
+                                  ) -> Tuple[Optional[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Gradients of :func:`affine_residual_relu` for ``x`` (None unless ``write_grad_x``), for ``scale``
+    and ``bias`` as the rows of one (2, N, C) tensor, and for ``shortcut``."""
     grid = _grid(x)
     grad_x = torch.empty_like(x) if write_grad_x else None
     grad_shortcut = torch.empty_like(x, dtype=shortcut_dtype)
-    grad_scale = torch.zeros(scale.shape, device=x.device, dtype=scale.dtype)
-    grad_bias = torch.zeros_like(grad_scale)  # custom-op outputs may not alias
     programs, split = grid.reduction
+    grad_gate = _reduction_output(x, (2, *scale.shape), scale.dtype, split)
     channels, hw, s_n, s_c, s_hw, num_cblocks = grid.args
     _kernels.affine_residual_relu_backward_kernel[(programs, split)](
         _like(grad, x), out, x, scale.contiguous(), grad_x if write_grad_x else grad_shortcut, grad_shortcut,
-        grad_scale, grad_bias, channels, hw, s_n, s_c, s_hw, num_cblocks, split, WRITE_GRAD_X=write_grad_x,
+        grad_gate, channels, scale.numel(), hw, s_n, s_c, s_hw, num_cblocks, split, WRITE_GRAD_X=write_grad_x,
         **grid.blocks)
-    return grad_x, grad_scale, grad_bias, grad_shortcut
+    return grad_x, grad_gate, grad_shortcut
 
 
 def folded_gate(y: torch.Tensor, sums: torch.Tensor, norm: Tuple[torch.Tensor, ...], norm_eps: float,
@@ -224,31 +243,31 @@ def _gate_train_blocks(batch: int, channels: int) -> Tuple[Tuple[int], dict]:
 
 
 def block_tail_train(y: torch.Tensor, shortcut: torch.Tensor, params: Tuple[torch.Tensor, ...],
-                     eps: Tuple[float, float, float], style_pooling: str,
-                     running: Optional[Tuple[Tuple[torch.Tensor, ...], Tuple[float, float]]] = None
+                     eps: Tuple[float, float, float], style_pooling: str, running: Optional[RunningUpdate] = None
                      ) -> Tuple[torch.Tensor, ...]:
     """Training tail of an SRM block, ``relu(SRM(norm(y)) + shortcut)`` with both BatchNorms on batch
     statistics, in three kernels: the map sums of ``y``; each map's moments, the (n, c) gate ``k``,
     ``b`` and the batch statistics (4, C) of both BatchNorms; the fused apply.
 
     ``params``: the norm's weight and bias, ``cfc``, SRM's BatchNorm weight and bias; ``eps``: the norm's,
-    SRM's BatchNorm's and SRM's. Given ``running`` (the norm's running mean and var, SRM's BatchNorm's,
-    and both momenta) the gate kernel also updates the running statistics. Returns the output, the
-    moments (N, C) and ``k`` that the backward pass reuses, and the batch statistics.
+    SRM's BatchNorm's and SRM's. Given ``running`` the gate kernel also updates the running statistics
+    (and the batch counters). Returns the output, the moments (N, C) and ``k`` that the backward pass
+    reuses, and the batch statistics.
     """
     sums = map_sums(y)
     batch, channels, height, width = y.shape
     mean, var, scale, bias = (sums.new_empty(batch, channels) for _ in range(4))  # outputs may not alias
     stats = sums.new_empty(4, channels)
-    buffers, factors = running if running is not None else ((stats,) * 4, (0.0, 0.0))
+    update = running or RunningUpdate((stats,) * 4, (0.0, 0.0))  # without it the kernel ignores these
     norm_weight, norm_bias, cfc, srm_weight, srm_bias = params
     grid, blocks = _gate_train_blocks(batch, channels)
     _kernels.gate_train_kernel[grid](
         y, sums, norm_weight, norm_bias, cfc.contiguous(), srm_weight, srm_bias, mean, var, scale, bias, stats,
-        *buffers, batch, channels, height * width, y.stride(0), y.stride(1), _constants(sums, *eps),
-        _constants(buffers[0], *factors), UPDATE_RUNNING=running is not None, **blocks,
+        *update.buffers, *(update.counters or (stats, stats)), batch, channels, height * width, y.stride(0),
+        y.stride(1), _constants(sums, *eps), _constants(update.buffers[0], *update.factors),
+        UPDATE_RUNNING=running is not None, COUNT_BATCHES=update.counters is not None, **blocks,
         **_style_switches(style_pooling))
-    return affine_residual_relu(y, scale, bias, shortcut), mean, var, scale, stats
+    return gate_apply(y, scale, bias, shortcut), mean, var, scale, stats
 
 
 def block_tail_train_backward(grad: torch.Tensor, out: torch.Tensor, y: torch.Tensor, mean: torch.Tensor,
@@ -261,7 +280,7 @@ def block_tail_train_backward(grad: torch.Tensor, out: torch.Tensor, y: torch.Te
 
     Reads the output gradient once for the shortcut's gradient and the gate's, and ``y`` once more for
     ``y``'s whole gradient."""
-    _, grad_scale, grad_bias, grad_shortcut = affine_residual_relu_backward(
+    _, grad_gate, grad_shortcut = affine_residual_relu_backward(
         grad, out, y, scale, shortcut_dtype, write_grad_x=False)
     grad_mean, grad_var = torch.empty_like(mean), torch.empty_like(mean)
     norm_weight, norm_bias, cfc, srm_weight, srm_bias = params
@@ -269,9 +288,8 @@ def block_tail_train_backward(grad: torch.Tensor, out: torch.Tensor, y: torch.Te
     grad_cfc = mean.new_empty(cfc.shape)
     grid, blocks = _gate_train_blocks(*mean.shape)
     _kernels.gate_train_backward_kernel[grid](
-        mean, var, norm_weight, norm_bias, cfc.contiguous(), srm_weight, srm_bias, grad_scale, grad_bias,
-        grad_mean, grad_var, grad_params, grad_cfc, *mean.shape, y.shape[2] * y.shape[3], _constants(mean, *eps),
-        **blocks, **_style_switches(style_pooling))
+        mean, var, norm_weight, norm_bias, cfc.contiguous(), srm_weight, srm_bias, grad_gate, grad_mean, grad_var,
+        grad_params, grad_cfc, *mean.shape, y.shape[2] * y.shape[3], _constants(mean, *eps), **blocks, **_style_switches(style_pooling))
     grad_y = input_grad(y, mean, grad_mean, grad_var, grad_out=grad_shortcut, scale=scale)
     return grad_y, grad_shortcut, grad_params, grad_cfc
 

@@ -65,16 +65,15 @@ def _(x, scale, bias, shortcut):
 
 @torch.library.custom_op('srm_zoo::affine_residual_relu_backward', mutates_args=())
 def affine_residual_relu_backward(grad: torch.Tensor, out: torch.Tensor, x: torch.Tensor, scale: torch.Tensor,
-                                  shortcut_dtype: torch.dtype
-                                  ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients of :func:`affine_residual_relu` for ``x``, ``scale``, ``bias`` and ``shortcut``."""
+                                  shortcut_dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of :func:`affine_residual_relu` for ``x``, for ``scale`` and ``bias`` (the rows of one
+    (2, N, C) tensor) and for ``shortcut``."""
     return launch.affine_residual_relu_backward(grad, out, x, scale, shortcut_dtype)
 
 
 @affine_residual_relu_backward.register_fake
 def _(grad, out, x, scale, shortcut_dtype):
-    return (torch.empty_like(x), torch.empty_like(scale), torch.empty_like(scale),
-            torch.empty_like(x, dtype=shortcut_dtype))
+    return torch.empty_like(x), scale.new_empty(2, *scale.shape), torch.empty_like(x, dtype=shortcut_dtype)
 
 
 def _affine_residual_relu_setup(ctx, inputs, output) -> None:
@@ -86,9 +85,8 @@ def _affine_residual_relu_setup(ctx, inputs, output) -> None:
 
 def _affine_residual_relu_grad(ctx, grad):
     x, scale, out = ctx.saved_tensors
-    grad_x, grad_scale, grad_bias, grad_shortcut = affine_residual_relu_backward(
-        grad, out, x, scale, ctx.shortcut_dtype)
-    return grad_x, grad_scale, grad_bias.to(ctx.bias_dtype), grad_shortcut
+    grad_x, grad_gate, grad_shortcut = affine_residual_relu_backward(grad, out, x, scale, ctx.shortcut_dtype)
+    return grad_x, grad_gate[0], grad_gate[1].to(ctx.bias_dtype), grad_shortcut
 
 
 affine_residual_relu.register_autograd(_affine_residual_relu_grad, setup_context=_affine_residual_relu_setup)
@@ -105,7 +103,7 @@ def folded_block_tail(y: torch.Tensor, shortcut: torch.Tensor, norm_weight: torc
     sums = launch.map_sums(y)
     scale, bias = launch.folded_gate(y, sums, (norm_weight, norm_bias, norm_mean, norm_var), norm_eps, cfc,
                                      (srm_weight, srm_bias, srm_mean, srm_var), srm_bn_eps, srm_eps, style_pooling)
-    return launch.affine_residual_relu(y, scale, bias, shortcut)
+    return launch.gate_apply(y, scale, bias, shortcut)
 
 
 @folded_block_tail.register_fake
@@ -163,8 +161,11 @@ def _param_grads(grad_params: torch.Tensor, grad_cfc: torch.Tensor, params: Sequ
                  ) -> Tuple[torch.Tensor, ...]:
     """The gradients of ``params`` (the norm's weight and bias, ``cfc``, SRM's BatchNorm weight and bias)
     from :func:`.launch.block_tail_train_backward`'s (4, C) rows and ``cfc`` gradient, in their dtypes."""
-    grads = (grad_params[0], grad_params[1], grad_cfc, grad_params[2], grad_params[3])
-    return tuple(grad if grad.dtype == param.dtype else grad.to(param.dtype) for grad, param in zip(grads, params))
+    norm_weight, norm_bias, srm_weight, srm_bias = grad_params.unbind()
+    grads = (norm_weight, norm_bias, grad_cfc, srm_weight, srm_bias)
+    if all(param.dtype == grad_cfc.dtype for param in params):
+        return grads
+    return tuple(grad.to(param.dtype) for grad, param in zip(grads, params))
 
 
 def _folded_block_tail_train_setup(ctx, inputs, output) -> None:
@@ -204,11 +205,9 @@ class _BlockTailTrain(torch.autograd.Function):
     the host more time per call than the GPU spends in a block tail's kernels."""
 
     @staticmethod
-    def forward(ctx, y, shortcut, norm_weight, norm_bias, cfc, srm_weight, srm_bias, running, factors, eps,
-                style_pooling):
+    def forward(ctx, y, shortcut, norm_weight, norm_bias, cfc, srm_weight, srm_bias, running, eps, style_pooling):
         params = (norm_weight, norm_bias, cfc, srm_weight, srm_bias)
-        out, mean, var, scale, _ = launch.block_tail_train(y, shortcut, params, eps, style_pooling,
-                                                           running=(running, factors))
+        out, mean, var, scale, _ = launch.block_tail_train(y, shortcut, params, eps, style_pooling, running=running)
         ctx.constants = (eps, style_pooling)
         ctx.shortcut_dtype = shortcut.dtype
         ctx.save_for_backward(out, y, mean, var, scale, *params)
@@ -220,22 +219,23 @@ class _BlockTailTrain(torch.autograd.Function):
         eps, style_pooling = ctx.constants
         grad_y, grad_shortcut, grad_params, grad_cfc = launch.block_tail_train_backward(
             grad, out, y, mean, var, scale, params, eps, style_pooling, ctx.shortcut_dtype)
-        return (grad_y, grad_shortcut, *_param_grads(grad_params, grad_cfc, params), None, None, None, None)
+        return (grad_y, grad_shortcut, *_param_grads(grad_params, grad_cfc, params), None, None, None)
 
 
 def block_tail_train(y: torch.Tensor, shortcut: torch.Tensor, params: Sequence[torch.Tensor],
-                     running: Sequence[torch.Tensor], factors: Tuple[float, float], eps: Tuple[float, float, float],
-                     style_pooling: str) -> torch.Tensor:
+                     running: launch.RunningUpdate, eps: Tuple[float, float, float], style_pooling: str
+                     ) -> torch.Tensor:
     """``relu(SRM(norm(y)) + shortcut)`` in training, both BatchNorms on batch statistics, their running
-    statistics moved by the momenta ``factors``. ``params``: the norm's weight and bias, ``cfc``, SRM's
-    BatchNorm weight and bias; ``running``: the norm's running mean and var, then SRM's BatchNorm's;
-    ``eps``: the norm's, SRM's BatchNorm's and SRM's.
+    statistics (and batch counters, where given) moved as ``running`` says. ``params``: the norm's weight
+    and bias, ``cfc``, SRM's BatchNorm weight and bias; ``eps``: the norm's, SRM's BatchNorm's and SRM's.
 
     Under ``torch.compile`` the custom ops (which the compiler keeps in its graph); in eager mode
     :class:`_BlockTailTrain`.
     """
     if torch.compiler.is_compiling():
         out, stats, *_ = folded_block_tail_train(y, shortcut, *params, *eps, style_pooling)
-        update_running_stats(stats, *running, y.numel() // y.shape[1], y.shape[0], *factors)
+        update_running_stats(stats, *running.buffers, y.numel() // y.shape[1], y.shape[0], *running.factors)
+        for counter in running.counters or ():
+            counter.add_(1)
         return out
-    return _BlockTailTrain.apply(y, shortcut, *params, tuple(running), factors, eps, style_pooling)
+    return _BlockTailTrain.apply(y, shortcut, *params, running, eps, style_pooling)
