@@ -125,3 +125,25 @@ def test_gpu_check_block_tails_pass_on_the_cpu_path_and_fail_a_wrong_gate(monkey
     monkeypatch.setattr(srm_fast, '_sqrt', lambda t: sqrt(t) * 1.01)
     broken = gpu_check.run_checks(torch.device('cpu'), groups=(gpu_check.tail_checks,))
     assert not any(r['passed'] for r in broken if r['amp'] == 'None'), broken
+
+
+def test_gpu_check_tail_repeat_tells_a_tail_that_varies_between_runs():
+    """The GPU check's repeat comparison: 0 for an SRM block's tail run twice (here on the CPU fast
+    path), a difference for a tail that varies between runs (stochastic depth in training)."""
+    from timm.layers import DropPath
+
+    from srm_zoo.benchmark.gpu_check import randomize_srm_, tail_repeat_differences
+    from srm_zoo.layers import SRM
+    from srm_zoo.models.srm_blocks import SRMBottleneck
+
+    generator = torch.Generator().manual_seed(0)
+    block = randomize_srm_(SRMBottleneck(16, 4, attn_layer=SRM), generator)
+    y, shortcut = torch.randn(2, 8, 16, 6, 6, generator=generator)
+    for training in (False, True):
+        differences = tail_repeat_differences(block, y, shortcut, training)
+        assert set(differences) == ({'output', 'input_grad', 'shortcut_grad', 'param_grads', 'running_stats'}
+                                    if training else {'output'})
+        assert not any(differences.values()), differences
+    block.drop_path = DropPath(0.5)
+    torch.manual_seed(0)
+    assert tail_repeat_differences(block, y, shortcut, training=True)['output'] > 0

@@ -170,11 +170,13 @@ def test_training_kernel_tail_keeps_what_a_plain_bottleneck_keeps(monkeypatch, c
 
 
 @pytest.mark.parametrize('style_pooling', ['mean_std', 'mean', 'std'])
-@pytest.mark.parametrize('channels, size, momentum', [(16, 5, 0.1), (600, 1, 0.1), (600, 1, None), (16, 3, None)])
+@pytest.mark.parametrize('channels, size, momentum', [(16, 5, 0.1), (16, 24, 0.1), (600, 1, 0.1), (600, 1, None),
+                                                      (16, 3, None)])
 def test_training_gate_kernel_matches_reference_float64(monkeypatch, style_pooling, channels, size, momentum):
     """The training gate (both BatchNorms on batch statistics, one kernel each way): outputs, gradients,
     running statistics and batch counters against timm's block on the reference path, over several
-    channel blocks (600 channels: two programs, one of which counts the batch)."""
+    channel blocks (600 channels: two programs, one of which counts the batch) and, at 24 x 24, with
+    each map's sums in two parts."""
     calls = []
     tail = srm_kernels.block_tail_train
     monkeypatch.setattr(srm_kernels, 'block_tail_train', lambda *args: calls.append(1) or tail(*args))

@@ -8,7 +8,7 @@ It checks the kernels (statistics, fused apply and their gradients; NCHW and cha
 float32, bfloat16 and float16; odd sizes and H*W = 1), an SRM bottleneck's fused tail (eval and
 training, float32 and bf16 autocast) and SRM-ResNet-50 end to end against the reference path and
 float64 (float32 checks without TF32; a fast-path error passes below a tolerance or below twice the
-reference path's error in the same dtype). Then it benchmarks srm_resnet50 (fast and reference),
+reference path's error in the same dtype), and that the fused tail gives the same bits on every run. Then it benchmarks srm_resnet50 (fast and reference),
 resnet50 and seresnet50 with bf16 autocast and channels_last: inference eager and compiled at batch
 256, a training step at batch 128 (``--benchmarks eager,compile,train`` picks some; an empty list runs
 the checks only; ``--no-checks`` runs the benchmarks only). It writes ``checks.json``, one CSV per
@@ -186,6 +186,44 @@ def tail_checks(device: torch.device) -> List[Dict[str, Any]]:
     return results
 
 
+def tail_repeat_differences(block: torch.nn.Module, y: torch.Tensor, shortcut: torch.Tensor, training: bool
+                            ) -> Dict[str, float]:
+    """Largest absolute differences between two runs of an SRM block's tail (its last BatchNorm, SRM,
+    add and ReLU on the convolution output ``y``) from the same state and inputs: output and, in
+    training, gradients and running statistics. The fused tail adds the parts of its sums in a fixed
+    order (no atomics), so every difference should be 0."""
+    runs = []
+    grad_out = torch.randn(y.shape, device=y.device, generator=torch.Generator(y.device).manual_seed(1)).to(y.dtype)
+    for _ in range(2):
+        copy_ = copy.deepcopy(block).train(training)
+        inputs = [t.detach().clone().requires_grad_(training) for t in (y, shortcut)]
+        with torch.set_grad_enabled(training):
+            out = copy_._tail(*inputs)
+        results = {'output': out}
+        if training:
+            out.backward(grad_out)
+            results.update(input_grad=inputs[0].grad, shortcut_grad=inputs[1].grad,
+                           param_grads=torch.cat([p.grad.flatten() for p in copy_.parameters() if p.grad is not None]),
+                           running_stats=torch.cat([b.flatten().double() for b in copy_.buffers()]))
+        runs.append(results)
+    return {name: (runs[0][name].double() - runs[1][name].double()).abs().max().item() for name in runs[0]}
+
+
+def repeat_checks(device: torch.device) -> List[Dict[str, Any]]:
+    """:func:`tail_repeat_differences` of an SRM bottleneck's tail in bf16, channels_last (where each
+    map's sums come in several parts), eval and train: every difference must be 0."""
+    results = []
+    for training in (False, True):
+        generator = torch.Generator().manual_seed(0)
+        block = randomize_srm_(SRMBottleneck(256, 64, attn_layer=SRM), generator).to(device)
+        y, shortcut = (torch.randn(16, 256, 56, 56, generator=generator).to(device, torch.bfloat16)
+                       .contiguous(memory_format=torch.channels_last) for _ in range(2))
+        differences = tail_repeat_differences(block.to(memory_format=torch.channels_last), y, shortcut, training)
+        results.append(dict(check='block tail repeats exactly', training=training,
+                            passed=not any(differences.values()), **differences))
+    return results
+
+
 def _train_step_results(model: torch.nn.Module, x: torch.Tensor, reference: bool
                         ) -> Tuple[torch.Tensor, torch.Tensor]:
     """All parameter gradients and BatchNorm running statistics after one training step of ``model``
@@ -239,7 +277,7 @@ def exact_float32():
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-CHECK_GROUPS = (kernel_checks, tail_checks, model_checks)
+CHECK_GROUPS = (kernel_checks, tail_checks, repeat_checks, model_checks)
 
 
 def run_checks(device: torch.device, groups: Sequence[Callable[[torch.device], List[Dict[str, Any]]]] = CHECK_GROUPS

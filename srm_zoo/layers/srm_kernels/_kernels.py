@@ -9,19 +9,11 @@ import triton.language as tl
 
 
 @triton.jit
-def _reduce_into(ptr, value, mask, split):
-    """A program's partial sum into ``ptr``: stored if it is the only one, else added atomically."""
-    if split == 1:
-        tl.store(ptr, value, mask=mask)
-    else:
-        tl.atomic_add(ptr, value, mask=mask)
-
-
-@triton.jit
 def stats_kernel(x_ptr, sums_ptr, C, NC, HW, s_n, s_c, s_hw, num_cblocks, split,
                  BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
-    """Each map's sum and sum of squares, after subtracting its first value, into ``sums`` (2, N, C);
-    the spatial axis may be split over ``split`` programs, which then add into zeros."""
+    """Each map's sum and sum of squares, after subtracting its first value, into ``sums``
+    (split, 2, N, C): the spatial axis may be split over ``split`` programs, each storing its part
+    (no atomics: the sums come out the same on every run)."""
     pid = tl.program_id(0)
     n = (pid // num_cblocks).to(tl.int64)
     c = (pid % num_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -38,28 +30,41 @@ def stats_kernel(x_ptr, sums_ptr, C, NC, HW, s_n, s_c, s_hw, num_cblocks, split,
         v = tl.where(mask, v - shift[:, None], 0.)
         acc += v
         acc_sq += v * v
-    _reduce_into(sums_ptr + n * C + c, tl.sum(acc, 1), c_mask, split)
-    _reduce_into(sums_ptr + NC + n * C + c, tl.sum(acc_sq, 1), c_mask, split)
+    part = sums_ptr + tl.program_id(1).to(tl.int64) * 2 * NC + n * C + c
+    tl.store(part, tl.sum(acc, 1), mask=c_mask)
+    tl.store(part + NC, tl.sum(acc_sq, 1), mask=c_mask)
 
 
 @triton.jit
-def _load_moments(x_ptr, sums_ptr, index, mask, C, NC, HW, s_n, s_c):
+def _load_parts(ptr, index, mask, NC, split):
+    """The rows ``index`` of the (split, 2, N, C) partial sums at ``ptr``, each pair of rows added
+    over the ``split`` parts in order."""
+    first = tl.load(ptr + index, mask=mask, other=0.)
+    second = tl.load(ptr + NC + index, mask=mask, other=0.)
+    for part in range(1, split):
+        offset = part * 2 * NC
+        first += tl.load(ptr + offset + index, mask=mask, other=0.)
+        second += tl.load(ptr + offset + NC + index, mask=mask, other=0.)
+    return first, second
+
+
+@triton.jit
+def _load_moments(x_ptr, sums_ptr, index, mask, C, NC, HW, s_n, s_c, split):
     """Mean and unbiased variance (0 for a single value) of the maps ``index`` (flat n * C + c)."""
     acc_dtype = sums_ptr.dtype.element_ty
     n = (index // C).to(tl.int64)
     shift = tl.load(x_ptr + n * s_n + (index % C) * s_c, mask=mask, other=0.).to(acc_dtype)
-    total = tl.load(sums_ptr + index, mask=mask, other=0.)
-    total_sq = tl.load(sums_ptr + NC + index, mask=mask, other=0.)
+    total, total_sq = _load_parts(sums_ptr, index, mask, NC, split)
     mean = shift + total / HW
     var = tl.maximum((total_sq - total * total / HW) / tl.maximum(HW - 1, 1), 0.)
     return mean, var
 
 
 @triton.jit
-def moments_kernel(x_ptr, sums_ptr, mean_ptr, var_ptr, C, NC, HW, s_n, s_c, BLOCK: tl.constexpr):
+def moments_kernel(x_ptr, sums_ptr, mean_ptr, var_ptr, C, NC, HW, s_n, s_c, split, BLOCK: tl.constexpr):
     index = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = index < NC
-    mean, var = _load_moments(x_ptr, sums_ptr, index, mask, C, NC, HW, s_n, s_c)
+    mean, var = _load_moments(x_ptr, sums_ptr, index, mask, C, NC, HW, s_n, s_c, split)
     tl.store(mean_ptr + index, mean, mask=mask)
     tl.store(var_ptr + index, var, mask=mask)
 
@@ -78,7 +83,7 @@ def _running_affine(weight_ptr, bias_ptr, mean_ptr, var_ptr, c, mask, eps, acc_d
 @triton.jit
 def folded_gate_kernel(x_ptr, sums_ptr, norm_weight_ptr, norm_bias_ptr, norm_mean_ptr, norm_var_ptr,
                        cfc_ptr, srm_weight_ptr, srm_bias_ptr, srm_mean_ptr, srm_var_ptr, scale_ptr, bias_ptr,
-                       C, NC, HW, s_n, s_c, eps_ptr,
+                       C, NC, HW, s_n, s_c, split, eps_ptr,
                        USE_MEAN: tl.constexpr, USE_STD: tl.constexpr, BLOCK: tl.constexpr):
     """Per (n, c): ``k = gate * a`` and ``b = gate * d`` for ``relu(y * k + b + shortcut)``, where
     ``a * y + d`` is the norm before SRM and ``gate`` SRM's (both normalising with running statistics)."""
@@ -89,7 +94,7 @@ def folded_gate_kernel(x_ptr, sums_ptr, norm_weight_ptr, norm_bias_ptr, norm_mea
     index = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = index < NC
     c = index % C
-    mean_y, var_y = _load_moments(x_ptr, sums_ptr, index, mask, C, NC, HW, s_n, s_c)
+    mean_y, var_y = _load_moments(x_ptr, sums_ptr, index, mask, C, NC, HW, s_n, s_c, split)
     a, d = _running_affine(norm_weight_ptr, norm_bias_ptr, norm_mean_ptr, norm_var_ptr, c, mask, norm_eps, acc_dtype)
     z = tl.zeros_like(mean_y)
     if USE_MEAN:  # the first channel-wise weight belongs to the mean
@@ -190,16 +195,16 @@ def _update_running(c, mask, mu, var, mu_z, var_z, norm_mean_ptr, norm_var_ptr, 
 @triton.jit
 def gate_train_kernel(x_ptr, sums_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr, srm_weight_ptr, srm_bias_ptr,
                       mean_ptr, var_ptr, scale_ptr, bias_ptr, stats_ptr, norm_mean_ptr, norm_var_ptr, srm_mean_ptr,
-                      srm_var_ptr, norm_batches_ptr, srm_batches_ptr, N, C, HW, s_n, s_c, eps_ptr, factors_ptr,
-                      USE_MEAN: tl.constexpr, USE_STD: tl.constexpr, UPDATE_RUNNING: tl.constexpr,
+                      srm_var_ptr, norm_batches_ptr, srm_batches_ptr, N, C, HW, s_n, s_c, split, eps_ptr,
+                      factors_ptr, USE_MEAN: tl.constexpr, USE_STD: tl.constexpr, UPDATE_RUNNING: tl.constexpr,
                       COUNT_BATCHES: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
-    """From the map sums of ``x`` (the convolution output): each map's mean and variance, ``k = gate * a``
+    """From the map sums of ``x`` (the convolution output; ``split`` parts): each map's mean and variance, ``k = gate * a``
     and ``b = gate * d`` per (n, c) in training, the batch statistics of both BatchNorms as rows of
     ``stats`` (4, C): mean and biased variance of the norm, then of SRM's; with ``UPDATE_RUNNING``
     also both BatchNorms' running statistics, and with ``COUNT_BATCHES`` their batch counters
     (``num_batches_tracked``, one each, added by the first program)."""
     c, c_mask, mask, index = _batch_tile(N, C, BLOCK_N, BLOCK_C)
-    m, v = _load_moments(x_ptr, sums_ptr, index, mask, C, N * C, HW, s_n, s_c)
+    m, v = _load_moments(x_ptr, sums_ptr, index, mask, C, N * C, HW, s_n, s_c, split)
     (norm_weight, cfc_mean, cfc_std, srm_weight, mu, centered, var, r, a, d, mean_x, std_x, mu_z, var_z, r_z,
      z_hat, gate) = _gate_train_tile(m, v, c, c_mask, mask, norm_weight_ptr, norm_bias_ptr, cfc_ptr,
                                      srm_weight_ptr, srm_bias_ptr, eps_ptr, N, HW, USE_MEAN, USE_STD)
@@ -238,10 +243,10 @@ def running_stats_kernel(stats_ptr, norm_mean_ptr, norm_var_ptr, srm_mean_ptr, s
 @triton.jit
 def gate_train_backward_kernel(mean_ptr, var_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr, srm_weight_ptr,
                                srm_bias_ptr, grad_gate_ptr, grad_mean_ptr, grad_var_ptr,
-                               grad_params_ptr, grad_cfc_ptr, N, C, HW, eps_ptr,
+                               grad_params_ptr, grad_cfc_ptr, N, C, HW, split, eps_ptr,
                                USE_MEAN: tl.constexpr, USE_STD: tl.constexpr,
                                BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Gradients of ``gate_train_kernel``'s ``k`` and ``b`` (the rows of ``grad_gate``, (2, N, C)) for the
+    """Gradients of ``gate_train_kernel``'s ``k`` and ``b`` (``grad_gate``: (split, 2, N, C) parts) for the
     moments and the parameters: rows of ``grad_params`` (4, C) for the norm's weight and bias and SRM's
     BatchNorm weight and bias, and ``grad_cfc`` in the (C, S) layout of ``cfc``."""
     c, c_mask, mask, index = _batch_tile(N, C, BLOCK_N, BLOCK_C)
@@ -250,8 +255,8 @@ def gate_train_backward_kernel(mean_ptr, var_ptr, norm_weight_ptr, norm_bias_ptr
     (norm_weight, cfc_mean, cfc_std, srm_weight, mu, centered, var, r, a, d, mean_x, std_x, mu_z, var_z, r_z,
      z_hat, gate) = _gate_train_tile(m, v, c, c_mask, mask, norm_weight_ptr, norm_bias_ptr, cfc_ptr,
                                      srm_weight_ptr, srm_bias_ptr, eps_ptr, N, HW, USE_MEAN, USE_STD)
-    grad_k = tl.load(grad_gate_ptr + index, mask=mask, other=0.).to(m.dtype)
-    grad_b = tl.load(grad_gate_ptr + N * C + index, mask=mask, other=0.).to(m.dtype)
+    grad_k, grad_b = _load_parts(grad_gate_ptr, index, mask, N * C, split)
+    grad_k, grad_b = grad_k.to(m.dtype), grad_b.to(m.dtype)
     # k = gate * a, b = gate * d
     grad_gate = grad_k * a[None, :] + grad_b * d[None, :]
     grad_a = tl.sum(grad_k * gate, 0)
@@ -330,8 +335,8 @@ def affine_residual_relu_backward_kernel(grad_ptr, out_ptr, x_ptr, scale_ptr, gr
                                          split, WRITE_GRAD_X: tl.constexpr,
                                          BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
     """Gradients of ``relu(x * scale + bias + shortcut)``: the shortcut's (the output gradient where the
-    output is positive), ``x``'s unless ``WRITE_GRAD_X`` is off, and per-(n, c) sums for scale and bias,
-    into the rows of ``grad_gate`` (2, N, C), which programs splitting the spatial axis add into zeros."""
+    output is positive), ``x``'s unless ``WRITE_GRAD_X`` is off, and per-(n, c) sums for scale and bias
+    into ``grad_gate`` (split, 2, N, C), a part from each of the ``split`` programs of a map."""
     pid = tl.program_id(0)
     n = (pid // num_cblocks).to(tl.int64)
     c = (pid % num_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -353,5 +358,6 @@ def affine_residual_relu_backward_kernel(grad_ptr, out_ptr, x_ptr, scale_ptr, gr
             tl.store(grad_x_ptr + offsets, (grad * scale[:, None]).to(grad_x_ptr.dtype.element_ty), mask=mask)
         acc_scale += grad * v
         acc_bias += grad
-    _reduce_into(grad_gate_ptr + n * C + c, tl.sum(acc_scale, 1), c_mask, split)
-    _reduce_into(grad_gate_ptr + NC + n * C + c, tl.sum(acc_bias, 1), c_mask, split)
+    part = grad_gate_ptr + tl.program_id(1).to(tl.int64) * 2 * NC + n * C + c
+    tl.store(part, tl.sum(acc_scale, 1), mask=c_mask)
+    tl.store(part + NC, tl.sum(acc_bias, 1), mask=c_mask)

@@ -110,7 +110,7 @@ class _Grid:
         self.args = (channels, hw, *strides, num_cblocks)
         self.blocks = dict(BLOCK_C=block_c, BLOCK_HW=block_hw)
         # elementwise kernels: one program per tile; reductions: the spatial axis split until about
-        # _TARGET_PROGRAMS programs run (they add atomically)
+        # _TARGET_PROGRAMS programs run (each writes its part of the sums)
         self.elementwise = (programs, _cdiv(hw, block_hw))
         self.reduction = (programs, max(1, min(_cdiv(hw, block_hw), _TARGET_PROGRAMS // programs)))
 
@@ -143,18 +143,14 @@ def _per_map_grid(num_maps: int) -> Tuple[int]:
     return (_cdiv(num_maps, _MAPS_PER_PROGRAM),)
 
 
-def _reduction_output(x: torch.Tensor, shape: Tuple[int, ...], dtype: torch.dtype, split: int) -> torch.Tensor:
-    """The output of a reducing kernel: zeros where programs split a map's spatial axis (they add
-    atomically), otherwise uninitialised (one program stores each value)."""
-    return x.new_zeros(shape, dtype=dtype) if split > 1 else x.new_empty(shape, dtype=dtype)
-
-
 def map_sums(x: torch.Tensor) -> torch.Tensor:
-    """(2, N, C) sums and sums of squares of ``x``'s maps, each map shifted by its first value."""
+    """Sums and sums of squares of ``x``'s maps, each map shifted by its first value, in parts:
+    (split, 2, N, C), one part from each program sharing a map's spatial axis. The kernels that read
+    them add the parts in order, so the sums are the same on every run."""
     grid = _grid(x)
     programs, split = grid.reduction
-    sums = _reduction_output(x, (2, x.shape[0], grid.channels), acc_dtype(x), split)
     batch = x.shape[0]
+    sums = x.new_empty((split, 2, batch, grid.channels), dtype=acc_dtype(x))
     channels, hw, s_n, s_c, s_hw, num_cblocks = grid.args
     _kernels.stats_kernel[(programs, split)](
         x, sums, channels, batch * channels, hw, s_n, s_c, s_hw, num_cblocks, split, **grid.blocks)
@@ -165,9 +161,9 @@ def moments(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Per-(n, c) mean and unbiased variance of ``x``."""
     sums = map_sums(x)
     batch, channels, height, width = x.shape
-    mean, var = torch.empty_like(sums[0]), torch.empty_like(sums[1])  # custom-op outputs may not alias
+    mean, var = sums.new_empty(batch, channels), sums.new_empty(batch, channels)  # outputs may not alias
     _kernels.moments_kernel[_per_map_grid(batch * channels)](
-        x, sums, mean, var, channels, batch * channels, height * width, x.stride(0), x.stride(1),
+        x, sums, mean, var, channels, batch * channels, height * width, x.stride(0), x.stride(1), sums.shape[0],
         BLOCK=_MAPS_PER_PROGRAM)
     return mean, var
 
@@ -205,12 +201,12 @@ def affine_residual_relu_backward(grad: torch.Tensor, out: torch.Tensor, x: torc
                                   shortcut_dtype: torch.dtype, write_grad_x: bool = True
                                   ) -> Tuple[Optional[torch.Tensor], torch.Tensor, torch.Tensor]:
     """Gradients of :func:`affine_residual_relu` for ``x`` (None unless ``write_grad_x``), for ``scale``
-    and ``bias`` as the rows of one (2, N, C) tensor, and for ``shortcut``."""
+    and ``bias`` in parts as :func:`map_sums` gives sums, (split, 2, N, C), and for ``shortcut``."""
     grid = _grid(x)
     grad_x = torch.empty_like(x) if write_grad_x else None
     grad_shortcut = torch.empty_like(x, dtype=shortcut_dtype)
     programs, split = grid.reduction
-    grad_gate = _reduction_output(x, (2, *scale.shape), scale.dtype, split)
+    grad_gate = x.new_empty((split, 2, *scale.shape), dtype=scale.dtype)
     channels, hw, s_n, s_c, s_hw, num_cblocks = grid.args
     _kernels.affine_residual_relu_backward_kernel[(programs, split)](
         _like(grad, x), out, x, scale.contiguous(), grad_x if write_grad_x else grad_shortcut, grad_shortcut,
@@ -225,10 +221,10 @@ def folded_gate(y: torch.Tensor, sums: torch.Tensor, norm: Tuple[torch.Tensor, .
     """Inference ``(k, b)`` per (n, c) from the map sums of ``y``, with the norm before SRM and SRM's
     BatchNorm, each given as (weight, bias, running mean, running var), folded in."""
     batch, channels, height, width = y.shape
-    scale, bias = torch.empty_like(sums[0]), torch.empty_like(sums[1])
+    scale, bias = sums.new_empty(batch, channels), sums.new_empty(batch, channels)
     _kernels.folded_gate_kernel[_per_map_grid(batch * channels)](
         y, sums, *norm, cfc.contiguous(), *srm_norm, scale, bias, channels, batch * channels, height * width,
-        y.stride(0), y.stride(1), _constants(sums, norm_eps, srm_bn_eps, srm_eps),
+        y.stride(0), y.stride(1), sums.shape[0], _constants(sums, norm_eps, srm_bn_eps, srm_eps),
         BLOCK=_MAPS_PER_PROGRAM, **_style_switches(style_pooling))
     return scale, bias
 
@@ -264,7 +260,7 @@ def block_tail_train(y: torch.Tensor, shortcut: torch.Tensor, params: Tuple[torc
     _kernels.gate_train_kernel[grid](
         y, sums, norm_weight, norm_bias, cfc.contiguous(), srm_weight, srm_bias, mean, var, scale, bias, stats,
         *update.buffers, *(update.counters or (stats, stats)), batch, channels, height * width, y.stride(0),
-        y.stride(1), _constants(sums, *eps), _constants(update.buffers[0], *update.factors),
+        y.stride(1), sums.shape[0], _constants(sums, *eps), _constants(update.buffers[0], *update.factors),
         UPDATE_RUNNING=running is not None, COUNT_BATCHES=update.counters is not None, **blocks,
         **_style_switches(style_pooling))
     return gate_apply(y, scale, bias, shortcut), mean, var, scale, stats
@@ -289,7 +285,8 @@ def block_tail_train_backward(grad: torch.Tensor, out: torch.Tensor, y: torch.Te
     grid, blocks = _gate_train_blocks(*mean.shape)
     _kernels.gate_train_backward_kernel[grid](
         mean, var, norm_weight, norm_bias, cfc.contiguous(), srm_weight, srm_bias, grad_gate, grad_mean, grad_var,
-        grad_params, grad_cfc, *mean.shape, y.shape[2] * y.shape[3], _constants(mean, *eps), **blocks, **_style_switches(style_pooling))
+        grad_params, grad_cfc, *mean.shape, y.shape[2] * y.shape[3], grad_gate.shape[0], _constants(mean, *eps),
+        **blocks, **_style_switches(style_pooling))
     grad_y = input_grad(y, mean, grad_mean, grad_var, grad_out=grad_shortcut, scale=scale)
     return grad_y, grad_shortcut, grad_params, grad_cfc
 

@@ -68,7 +68,8 @@ def affine_residual_relu_backward(grad: torch.Tensor, out: torch.Tensor, x: torc
                                   shortcut_dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of :func:`affine_residual_relu` for ``x``, for ``scale`` and ``bias`` (the rows of one
     (2, N, C) tensor) and for ``shortcut``."""
-    return launch.affine_residual_relu_backward(grad, out, x, scale, shortcut_dtype)
+    grad_x, grad_gate_parts, grad_shortcut = launch.affine_residual_relu_backward(grad, out, x, scale, shortcut_dtype)
+    return grad_x, grad_gate_parts.sum(0), grad_shortcut
 
 
 @affine_residual_relu_backward.register_fake
