@@ -246,13 +246,15 @@ def _momentum_step(bn: nn.BatchNorm2d) -> float:
     return bn.momentum
 
 
-def _kernel_tail_train(norm: nn.BatchNorm2d, srm: nn.Module, norm_state: Tuple[Optional[torch.Tensor], ...],
-                       srm_state: Tuple[Optional[torch.Tensor], ...], y: torch.Tensor,
-                       shortcut: torch.Tensor) -> torch.Tensor:
-    """The training tail as :func:`~srm_zoo.layers.srm_kernels.block_tail_train`, given both BatchNorms'
-    :func:`_kernel_train_state`. The kernels also count the batch where both momenta are fixed (a
-    cumulative average needs the new count first: counted here)."""
+def _kernel_tail_train(norm: nn.Module, srm: nn.Module, y: torch.Tensor, shortcut: torch.Tensor
+                       ) -> Optional[torch.Tensor]:
+    """The training tail as :func:`~srm_zoo.layers.srm_kernels.block_tail_train`, or None where either
+    BatchNorm is not one the kernels take (:func:`_kernel_train_state`). The kernels also count the
+    batch where both momenta are fixed (a cumulative average needs the new count first: counted here)."""
     srm_bn = srm.bn
+    norm_state, srm_state = _kernel_train_state(norm), _kernel_train_state(srm_bn)
+    if norm_state is None or srm_state is None:
+        return None
     norm_weight, norm_bias, norm_mean, norm_var, norm_batches = norm_state
     srm_weight, srm_bias, srm_mean, srm_var, srm_batches = srm_state
     buffers = (norm_mean, norm_var, srm_mean, srm_var)
@@ -274,11 +276,11 @@ def norm_gate_residual_relu(norm: nn.Module, srm: nn.Module, y: torch.Tensor, sh
     between the two passes.
     """
     on_triton = srm_kernels.applies(y) and y.shape == shortcut.shape
-    srm_bn = srm.bn
     if on_triton and y.shape[0] <= srm_kernels.GATE_TRAIN_MAX_BATCH:  # the gate kernel holds the whole batch
-        norm_state, srm_state = _kernel_train_state(norm), _kernel_train_state(srm_bn)
-        if norm_state is not None and srm_state is not None:
-            return _kernel_tail_train(norm, srm, norm_state, srm_state, y, shortcut)
+        out = _kernel_tail_train(norm, srm, y, shortcut)
+        if out is not None:
+            return out
+    srm_bn = srm.bn
     if on_triton and _takes_folded_kernel(norm, srm, y, shortcut):
         return srm_kernels.folded_block_tail(
             y, shortcut, norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps, srm.cfc,
