@@ -20,7 +20,8 @@ differentiable ones with autograd formulas):
 
 The kernels (:mod:`._kernels`) read NCHW and channels_last tensors alike: a map is addressed by its
 sample, channel and flattened spatial strides, and the tile shape (:mod:`.launch`) follows the
-contiguous dimension.
+contiguous dimension. Their reductions use no atomics: programs that share a map each write a part,
+and the kernels that read the sums add the parts in order, so results repeat bit for bit.
 
 The kernels run on CUDA tensors. For tests without a GPU, Triton's interpreter runs them on CPU
 tensors when both ``TRITON_INTERPRET=1`` (set before triton is imported) and
