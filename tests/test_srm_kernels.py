@@ -30,6 +30,7 @@ def test_triton_kernels_under_interpreter():
 # sizes of the tiles; every combination of the boolean switches is compiled
 BLOCK_SIZES = {'BLOCK_C': 16, 'BLOCK_HW': 64, 'BLOCK': 256, 'BLOCK_N': 128}
 DATA_POINTERS = {'x_ptr', 'grad_ptr', 'out_ptr', 'shortcut_ptr', 'grad_x_ptr', 'grad_shortcut_ptr', 'grad_out_ptr'}
+COUNTER_POINTERS = {'norm_batches_ptr', 'srm_batches_ptr'}  # BatchNorm's num_batches_tracked, int64
 
 
 def _compile_cases():
@@ -53,7 +54,7 @@ def test_kernels_compile_for_sm90():
     compiled = []
     for kernel, flags, data, accumulate in _compile_cases():
         constexprs = {**{n: v for n, v in BLOCK_SIZES.items() if n in kernel.arg_names}, **flags}
-        signature = {name: 'constexpr' if name in constexprs else
+        signature = {name: 'constexpr' if name in constexprs else '*i64' if name in COUNTER_POINTERS else
                      (data if name in DATA_POINTERS else accumulate) if name.endswith('_ptr') else 'i32'
                      for name in kernel.arg_names}
         source = ASTSource(kernel, signature, constexprs={(kernel.arg_names.index(n),): v for n, v in constexprs.items()})
