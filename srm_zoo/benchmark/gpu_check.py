@@ -8,12 +8,13 @@ It checks the kernels (statistics, fused apply and their gradients; NCHW and cha
 float32, bfloat16 and float16; odd sizes and H*W = 1), an SRM bottleneck's fused tail (eval and
 training, float32 and bf16 autocast) and SRM-ResNet-50 end to end against the reference path and
 float64 (float32 checks without TF32; a fast-path error passes below a tolerance or below twice the
-reference path's error in the same dtype), and that the fused tail gives the same bits on every run. Then it benchmarks srm_resnet50 (fast and reference),
-resnet50 and seresnet50 with bf16 autocast and channels_last: inference eager and compiled at batch
-256, a training step at batch 128 (``--benchmarks eager,compile,train`` picks some; an empty list runs
-the checks only; ``--no-checks`` runs the benchmarks only). It writes ``checks.json``, one CSV per
-benchmark and ``speed_table.md`` under ``--out``. A check or benchmark that raises is
-reported and the rest still run; the exit status is non-zero when any check or benchmark fails.
+reference path's error in the same dtype), and that the fused tail gives the same bits on every run.
+Then it benchmarks srm_resnet50 (fast and reference), resnet50 and seresnet50 with bf16 autocast and
+channels_last: inference eager and compiled at batch 256, a training step at batch 128
+(``--benchmarks eager,compile,train`` picks some; an empty list runs the checks only; ``--no-checks``
+runs the benchmarks only). It writes ``checks.json``, one CSV per benchmark and ``speed_table.md``
+under ``--out``. A check or benchmark that raises is reported and the rest still run; the exit
+status is non-zero when any check or benchmark fails.
 """
 import argparse
 import copy
@@ -195,16 +196,17 @@ def tail_repeat_differences(block: torch.nn.Module, y: torch.Tensor, shortcut: t
     runs = []
     grad_out = torch.randn(y.shape, device=y.device, generator=torch.Generator(y.device).manual_seed(1)).to(y.dtype)
     for _ in range(2):
-        copy_ = copy.deepcopy(block).train(training)
+        run_block = copy.deepcopy(block).train(training)
         inputs = [t.detach().clone().requires_grad_(training) for t in (y, shortcut)]
         with torch.set_grad_enabled(training):
-            out = copy_._tail(*inputs)
+            out = run_block._tail(*inputs)
         results = {'output': out}
         if training:
             out.backward(grad_out)
             results.update(input_grad=inputs[0].grad, shortcut_grad=inputs[1].grad,
-                           param_grads=torch.cat([p.grad.flatten() for p in copy_.parameters() if p.grad is not None]),
-                           running_stats=torch.cat([b.flatten().double() for b in copy_.buffers()]))
+                           param_grads=torch.cat([p.grad.flatten() for p in run_block.parameters()
+                                                  if p.grad is not None]),
+                           running_stats=torch.cat([b.flatten().double() for b in run_block.buffers()]))
         runs.append(results)
     return {name: (runs[0][name].double() - runs[1][name].double()).abs().max().item() for name in runs[0]}
 
