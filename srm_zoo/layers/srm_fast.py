@@ -248,12 +248,18 @@ def _momentum_step(bn: nn.BatchNorm2d) -> float:
 
 def _kernel_tail_train(norm: nn.Module, srm: nn.Module, y: torch.Tensor, shortcut: torch.Tensor
                        ) -> Optional[torch.Tensor]:
-    """The training tail as :func:`~srm_zoo.layers.srm_kernels.block_tail_train`, or None where either
-    BatchNorm is not one the kernels take (:func:`_kernel_train_state`). The kernels also count the
-    batch where both momenta are fixed (a cumulative average needs the new count first: counted here)."""
+    """The training tail as :func:`~srm_zoo.layers.srm_kernels.block_tail_train`, or None where the gate
+    kernel cannot hold the batch or either BatchNorm is not one the kernels take
+    (:func:`_kernel_train_state`). The kernels also count the batch where both momenta are fixed (a
+    cumulative average needs the new count first: counted here)."""
+    if y.shape[0] > srm_kernels.GATE_TRAIN_MAX_BATCH:
+        return None
+    norm_state = _kernel_train_state(norm)  # None in eval mode: SRM's BatchNorm is then not looked up
+    if norm_state is None:
+        return None
     srm_bn = srm.bn
-    norm_state, srm_state = _kernel_train_state(norm), _kernel_train_state(srm_bn)
-    if norm_state is None or srm_state is None:
+    srm_state = _kernel_train_state(srm_bn)
+    if srm_state is None:
         return None
     norm_weight, norm_bias, norm_mean, norm_var, norm_batches = norm_state
     srm_weight, srm_bias, srm_mean, srm_var, srm_batches = srm_state
@@ -276,7 +282,7 @@ def norm_gate_residual_relu(norm: nn.Module, srm: nn.Module, y: torch.Tensor, sh
     between the two passes.
     """
     on_triton = srm_kernels.applies(y) and y.shape == shortcut.shape
-    if on_triton and y.shape[0] <= srm_kernels.GATE_TRAIN_MAX_BATCH:  # the gate kernel holds the whole batch
+    if on_triton:
         out = _kernel_tail_train(norm, srm, y, shortcut)
         if out is not None:
             return out
