@@ -137,6 +137,53 @@ def test_large_mean_small_std_float32():
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize('style_pooling', ['mean_std', 'mean', 'std'])
+@pytest.mark.parametrize('training', [False, True])
+def test_fast_matches_reference_without_autograd(style_pooling, training):
+    """Without autograd the gate takes the maps' sums and unscaled spreads, with 1/n and 1/sqrt(n-1)
+    folded into its multiply-adds: the same gate, with running or with batch statistics."""
+    srm = random_srm(5, style_pooling).train(training)
+    x, shortcut = torch.randn(3, 5, 4, 6, dtype=torch.float64), torch.randn(3, 5, 4, 6, dtype=torch.float64)
+    state = copy.deepcopy(srm.state_dict())
+    with torch.no_grad():
+        out = srm(x.clone(), shortcut)
+        fast_running_var = srm.bn.running_var.clone()
+        srm.load_state_dict(state)
+        ref = srm.forward_reference(x, shortcut)
+    torch.testing.assert_close(out, ref, **TOLERANCES[torch.float64])
+    torch.testing.assert_close(fast_running_var, srm.bn.running_var, **TOLERANCES[torch.float64])
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_cancelled_maps_are_recomputed_around_their_mean(channels_last):
+    """Maps whose mean is 1e4 standard deviations: the one-pass sum of squared deviations would be
+    rounding noise in float32; the recomputed ones match float64. So do maps whose sum of squares
+    overflows float32 while their deviations do not. Constant maps get a spread below one rounding
+    step of their value, maps of zeros exactly 0."""
+    from srm_zoo.layers.srm_fast import _sums_and_deviations
+
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 6, 5, 7, generator=gen, dtype=torch.float64)
+    x[:, 1] = x[:, 1] * 1e-3 + 10.0
+    x[1, 4] = x[1, 4] * 0.01 - 3e2
+    x[2, 2] = 7.25
+    x[0, 5] = 0.0
+    x[0, 3] = x[0, 3] * 1e17 + 1e19
+    x[1, 0] = 1e20
+    x32 = x.float()
+    if channels_last:
+        x32 = x32.contiguous(memory_format=torch.channels_last)
+    sums, deviations = _sums_and_deviations(x32)
+    exact = x32.double()
+    exact_deviations = (exact - exact.mean(dim=(2, 3), keepdim=True)).square().sum(dim=(2, 3))
+    torch.testing.assert_close(sums.double(), exact.sum(dim=(2, 3)), rtol=1e-6, atol=1e-4)
+    constant = torch.zeros_like(deviations, dtype=torch.bool)
+    constant[2, 2] = constant[1, 0] = True
+    torch.testing.assert_close(deviations.double()[~constant], exact_deviations[~constant], rtol=1e-5, atol=0)
+    rounding_step = torch.finfo(torch.float32).eps * x32[constant].flatten(1)[:, 0].abs()
+    assert (deviations[constant] <= 35 * rounding_step.square()).all() and deviations[0, 5] == 0
+
+
 @pytest.mark.parametrize('scale', [1e18, 1e22])
 def test_huge_values_stay_finite_float32(scale):
     """Sums of squares overflow float32 long before the variance does (1e18), and an infinite

@@ -22,8 +22,11 @@
 
 The one-pass variance loses precision when a map's mean is large against its standard deviation
 (relative error about ``1e-7 * (mean / std) ** 2`` in float32): the few maps where that matters are
-recomputed with the two-pass variance. The Triton kernels instead shift each map by its first
+gathered and summed again around their mean. The Triton kernels instead shift each map by its first
 value before accumulating. Under ``torch.compile`` the two-pass formulation is left to the compiler.
+Without autograd, the gate takes the maps' sums and sums of squared deviations as they are and folds
+``1 / n`` and ``1 / sqrt(n - 1)`` into its multiply-adds: about thirty small ops per CPU block tail
+instead of fifty-odd, which is most of SRM's cost at batch size 1.
 """
 from typing import Optional, Tuple
 
@@ -52,7 +55,16 @@ def style_moments(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     if torch.compiler.is_compiling():  # the compiler fuses the two-pass variance into one loop
         maps = x.to(torch.promote_types(x.dtype, torch.float32))
         return maps.mean(dim=(2, 3)), maps.var(dim=(2, 3))
-    return _OnePassMoments.apply(x)
+    if _needs_grad(x):
+        return _OnePassMoments.apply(x)
+    return _one_pass_moments(x)
+
+
+def _one_pass_moments(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`style_moments` of maps of more than one value, without autograd."""
+    num_values = x.shape[2] * x.shape[3]
+    sums, deviations = _sums_and_deviations(x)
+    return sums / num_values, deviations / (num_values - 1)
 
 
 class _OnePassMoments(torch.autograd.Function):
@@ -62,19 +74,9 @@ class _OnePassMoments(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        dtype = torch.promote_types(x.dtype, torch.float32)
-        batch, channels, height, width = x.shape
-        num_values = height * width
-        # a contiguous map reduces fastest as one flat row
-        maps, dims = (x.view(batch, channels, num_values), -1) if x.is_contiguous() else (x, (2, 3))
-        mean = maps.sum(dim=dims, dtype=dtype) / num_values
-        # var = (sum(x^2) - n * mean^2) / (n - 1) = (a - b) * (a + b), which does not overflow where
-        # the sum of squares would: a = ||x|| / sqrt(n - 1), b = mean * sqrt(n / (n - 1))
-        a = torch.linalg.vector_norm(maps, dim=dims, dtype=dtype) / (num_values - 1) ** 0.5
-        b = mean * (num_values / (num_values - 1)) ** 0.5
-        var = ((a - b) * (a + b)).clamp_min(0)
+        mean, var = _one_pass_moments(x)
         ctx.save_for_backward(x, mean)
-        return mean, _refine_cancelled(x, var, b * b)
+        return mean, var
 
     @staticmethod
     def backward(ctx, grad_mean: torch.Tensor, grad_var: torch.Tensor) -> torch.Tensor:
@@ -86,6 +88,27 @@ class _OnePassMoments(torch.autograd.Function):
         return grad.to(x.dtype)
 
 
+def _sums_and_deviations(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Each map's sum and sum of squared deviations from its mean, ``(N, C)`` each in float32 or wider:
+    one pass for the sum and one for the Euclidean norm, then ``sum(x^2) - sum(x)^2 / n``. Maps where
+    that difference lost its precision to cancellation, or overflowed, are recomputed around their
+    mean (:func:`_refine_cancelled`)."""
+    num_values = x.shape[2] * x.shape[3]
+    # a contiguous map reduces fastest as one flat row
+    maps, dims = (x.view(x.shape[0], x.shape[1], num_values), -1) if x.is_contiguous() else (x, (2, 3))
+    sums, squares, deviations = _row_sums(maps, dims, num_values)
+    return sums, _refine_cancelled(x, sums, squares, deviations)
+
+
+def _row_sums(maps: torch.Tensor, dims, num_values: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(sum(x), sum(x^2), sum(x^2) - sum(x)^2 / n)`` over ``dims`` of ``maps``, accumulated in float32
+    or wider."""
+    dtype = torch.promote_types(maps.dtype, torch.float32)
+    sums = maps.sum(dim=dims, dtype=dtype)
+    squares = torch.linalg.vector_norm(maps, dim=dims, dtype=dtype).square_()
+    return sums, squares, torch.addcmul(squares, sums, sums, value=-1 / num_values)
+
+
 def _sqrt(t: torch.Tensor) -> torch.Tensor:
     """``sqrt(t)`` for positive ``t`` (inf included) as ``1 / rsqrt(t)``: on the CPU, ``torch.sqrt``
     goes through MKL's vector maths, whose threads cost milliseconds per call on a busy machine,
@@ -93,23 +116,27 @@ def _sqrt(t: torch.Tensor) -> torch.Tensor:
     return torch.rsqrt(t).reciprocal()
 
 
-def _refine_cancelled(x: torch.Tensor, var: torch.Tensor, mean_sq: torch.Tensor) -> torch.Tensor:
-    """``var`` with the two-pass variance where the one-pass one lost precision to cancellation
-    or overflowed.
+def _refine_cancelled(x: torch.Tensor, sums: torch.Tensor, squares: torch.Tensor, deviations: torch.Tensor
+                      ) -> torch.Tensor:
+    """``deviations`` (each map's ``sum(x^2) - sum(x)^2 / n``, clamped at 0), recomputed around the map's
+    mean where the difference lost precision to cancellation or overflowed.
 
-    The one-pass variance has a relative error of about ``eps(dtype) * mean^2 / var``; maps where
-    that exceeds 1e-6 (in float32: mean above ~3 standard deviations) are recomputed exactly.
+    The difference has a relative error of about ``eps(dtype) * sum(x^2) / deviations``; maps where
+    that exceeds 1e-6 (in float32: mean above ~3 standard deviations) are recomputed from ``x - mean``,
+    whose sums no longer cancel. So are maps whose sum of squares overflowed while their deviations do
+    not (a large mean): the test also catches the NaN of ``inf - inf``, and passes maps of zeros.
     """
-    if var.device.type == 'meta':  # shapes only (model statistics): nothing to refine
-        return var
-    # also maps whose sum of squares overflowed (the two-pass variance stays finite longer)
-    cancelled = (mean_sq > var * (1e-6 / torch.finfo(var.dtype).eps)) | ~torch.isfinite(var)
-    index = cancelled.view(-1).nonzero().squeeze(1)
-    if index.numel() == 0:
-        return var
-    channels = x.shape[1]
-    rows = x[index // channels, index % channels].flatten(1).to(var.dtype)
-    return var.reshape(-1).index_put((index,), rows.var(dim=-1)).view_as(var)
+    if deviations.device.type == 'meta':  # shapes only (model statistics): nothing to refine
+        return deviations
+    limit = 1e-6 / torch.finfo(deviations.dtype).eps
+    flagged = torch.add(squares, deviations, alpha=-(1 + limit)).le(0).logical_not_().nonzero()
+    if flagged.shape[0]:
+        samples, channels = flagged.unbind(1)
+        num_values = x.shape[2] * x.shape[3]
+        rows = x[samples, channels].flatten(1).to(deviations.dtype)
+        centered = rows - (sums[samples, channels] / num_values)[:, None]
+        deviations = deviations.index_put_((samples, channels), _row_sums(centered, -1, num_values)[2])
+    return deviations.clamp_min_(0)
 
 
 def _uses_running_statistics(bn: nn.Module) -> bool:
@@ -124,33 +151,46 @@ def _affine(bn: nn.Module, mean: torch.Tensor, var: torch.Tensor) -> Tuple[torch
     scale = torch.rsqrt(var + bn.eps)
     if bn.weight is not None:
         scale = scale * bn.weight
-    shift = -mean * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias
-    return scale, shift
+    if bn.bias is None:
+        return scale, -(mean * scale)
+    return scale, torch.addcmul(bn.bias, mean, scale, value=-1)
 
 
 def fast_gate(srm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The (N, C) gate ``sigmoid(BN(z))`` of SRM module ``srm`` in float32 (or float64)."""
-    mean, var = style_moments(x)
-    return _gate_from_styles(srm, mean, _sqrt(var + srm.eps))
+    num_values = x.shape[2] * x.shape[3]
+    if num_values == 1 or _needs_grad(x) or srm_kernels.applies(x) or torch.compiler.is_compiling():
+        mean, var = style_moments(x)
+        return _gate_from_styles(srm, mean, _sqrt(var + srm.eps))
+    # without autograd the moments stay unscaled: std = sqrt(deviations + eps (n - 1)) / sqrt(n - 1), and
+    # the gate's multiply-adds take the 1 / n and 1 / sqrt(n - 1)
+    sums, deviations = _sums_and_deviations(x)
+    spreads = _sqrt(deviations.add_(srm.eps * (num_values - 1)))
+    return _gate_from_styles(srm, sums, spreads, (1 / num_values, (num_values - 1) ** -0.5))
 
 
-def _gate_from_styles(srm: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """SRM's gate from the (N, C) style statistics of its input."""
-    styles = {'mean_std': (mean, std), 'mean': (mean,), 'std': (std,)}[srm.style_pooling]
-    cfc = srm.cfc.to(mean.dtype)
-    if _uses_running_statistics(srm.bn):
-        scale, shift = (t.to(mean.dtype) for t in _affine(srm.bn, srm.bn.running_mean, srm.bn.running_var))
-        weights = cfc * scale[:, None]
-        z = shift + styles[0] * weights[:, 0]
-        if len(styles) == 2:
-            z = torch.addcmul(z, styles[1], weights[:, 1])
+_POOLED_STYLES = {'mean_std': (0, 1), 'mean': (0,), 'std': (1,)}
+"""Which of (mean, std) each style pooling takes, in the order of the columns of SRM's ``cfc``."""
+
+
+def _gate_from_styles(srm: nn.Module, mean: torch.Tensor, std: torch.Tensor,
+                      factors: Tuple[float, float] = (1.0, 1.0)) -> torch.Tensor:
+    """SRM's gate from the (N, C) style statistics of its input, ``mean * factors[0]`` and
+    ``std * factors[1]``. With running statistics SRM's BatchNorm is folded into the weights."""
+    styles = (mean, std)
+    weights = srm.cfc.to(mean.dtype)
+    bn = srm.bn
+    running = _uses_running_statistics(bn)
+    if running:
+        scale, z = (t.to(mean.dtype) for t in _affine(bn, bn.running_mean, bn.running_var))
+        weights = weights * scale[:, None]
+    else:
+        z = mean.new_zeros(())
+    for style, weight in zip(_POOLED_STYLES[srm.style_pooling], weights.unbind(1)):
+        z = torch.addcmul(z, styles[style], weight, value=factors[style])
+    if running:
         return torch.sigmoid(z)
-    z = styles[0] * cfc[:, 0]
-    if len(styles) == 2:
-        z = torch.addcmul(z, styles[1], cfc[:, 1])
-    return torch.sigmoid(srm.bn(z[:, :, None, None]).flatten(1))
+    return torch.sigmoid(bn(z[:, :, None, None]).flatten(1))
 
 
 def gate_residual_relu(x: torch.Tensor, gate: torch.Tensor, shortcut: torch.Tensor,
