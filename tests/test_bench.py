@@ -1,6 +1,7 @@
 """`srm-zoo bench`: interleaved rounds, timm-style columns, clear errors."""
 import csv
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,21 @@ def test_bench_train_json(tmp_path):
     expected_mb = saved_activation_bytes(model, torch.randn(2, 3, 32, 32)) / 2 ** 20
     assert row['train_activation_mb'] == pytest.approx(expected_mb, abs=0.05)
     assert reference_row['train_activation_mb'] > 1.1 * row['train_activation_mb']
+
+
+def test_bench_round_ratios_pair_each_round_with_the_first_models(tmp_path):
+    """The round ratios divide each round by the first model's round next to it: their median and
+    quartiles, not the ratio of the two models' medians."""
+    out = tmp_path / 'bench.json'
+    assert main(['bench', '--models', 'resnet18,srm_resnet20_cifar', *TINY, '--rounds', '5',
+                 '--results-file', str(out)]) == 0
+    first, row = json.loads(out.read_text())
+    ratios = [r / f for r, f in zip(row['infer_round_samples_per_sec'], first['infer_round_samples_per_sec'])]
+    q1, median, q3 = statistics.quantiles(ratios, n=4, method='inclusive')
+    assert row['infer_round_ratio'] == pytest.approx(median, rel=1e-3)
+    assert (row['infer_round_ratio_q1'], row['infer_round_ratio_q3']) == pytest.approx((q1, q3), rel=1e-3)
+    assert row['infer_round_ratio_q1'] <= row['infer_round_ratio'] <= row['infer_round_ratio_q3']
+    assert first['infer_round_ratio'] == first['infer_round_ratio_q1'] == first['infer_round_ratio_q3'] == 1.0
 
 
 @pytest.mark.parametrize('args, message', [

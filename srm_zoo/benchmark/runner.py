@@ -2,7 +2,10 @@
 
 Every model (and, on request, each SRM model again on its reference path) runs one timed round
 in turn, the order rotating from round to round, so that drifts in clock speed, temperature and
-other processes' load spread over all models alike. A model's throughput is its median round.
+other processes' load spread over all models alike. A model's throughput is its median round; its
+ratio to the first model is given both as the ratio of the two medians and round by round (each round's
+ratio to the first model's round next to it), as the median and quartiles of those round ratios, which
+show how far the machine's noise reaches.
 """
 import statistics
 import sys
@@ -196,13 +199,24 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda line:
     return _rows(config, variants)
 
 
+def _round_ratio_quartiles(rates: Sequence[float], first_rates: Sequence[float]) -> Tuple[float, float, float]:
+    """First quartile, median and third quartile of the round-by-round ratios ``rates / first_rates``."""
+    ratios = [rate / first for rate, first in zip(rates, first_rates)]
+    if len(ratios) == 1:
+        return ratios[0], ratios[0], ratios[0]
+    q1, median, q3 = statistics.quantiles(ratios, n=4, method='inclusive')
+    return q1, median, q3
+
+
 def _rows(config: BenchConfig, variants: List[ModelVariant]) -> List[Dict[str, Any]]:
     prefix = config.mode
-    first_rate = statistics.median(variants[0].round_rates)
-    first_best = max(variants[0].round_rates)
+    first_rates = variants[0].round_rates
+    first_rate = statistics.median(first_rates)
+    first_best = max(first_rates)
     rows, stats_of = [], {}
     for variant in variants:
         rate = statistics.median(variant.round_rates)
+        ratio_q1, ratio_median, ratio_q3 = _round_ratio_quartiles(variant.round_rates, first_rates)
         img_size = config.img_size or variant.model.pretrained_cfg['input_size'][-1]
         if variant.name not in stats_of:  # an SRM model's fast and reference rows share them
             stats_of[variant.name] = model_stats(variant.name, input_size=(3, img_size, img_size))
@@ -213,6 +227,9 @@ def _rows(config: BenchConfig, variants: List[ModelVariant]) -> List[Dict[str, A
             f'{prefix}_samples_per_sec': round(rate, 2),
             f'{prefix}_ratio': round(rate / first_rate, 4),
             f'{prefix}_ratio_best': round(max(variant.round_rates) / first_best, 4),
+            f'{prefix}_round_ratio': round(ratio_median, 4),
+            f'{prefix}_round_ratio_q1': round(ratio_q1, 4),
+            f'{prefix}_round_ratio_q3': round(ratio_q3, 4),
             f'{prefix}_step_time': round(1e3 * config.batch_size / rate, 3),
             f'{prefix}_samples_per_sec_min': round(min(variant.round_rates), 2),
             f'{prefix}_samples_per_sec_max': round(max(variant.round_rates), 2),

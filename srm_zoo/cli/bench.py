@@ -6,8 +6,9 @@ from pathlib import Path
 from ..benchmark import BenchConfig, run_benchmark
 from ._output import write_rows
 
-SUMMARY_COLUMNS = ('model', 'srm_path', '{m}_samples_per_sec', '{m}_ratio', '{m}_step_time', '{m}_samples_per_sec_max',
-                   '{m}_ratio_best', '{m}_peak_mem_mb', '{m}_activation_mb', '{m}_gmacs', 'param_count')
+SUMMARY_COLUMNS = ('model', 'srm_path', '{m}_samples_per_sec', '{m}_ratio', '{m}_round_ratio_q1', '{m}_round_ratio',
+                   '{m}_round_ratio_q3', '{m}_ratio_best', '{m}_step_time', '{m}_peak_mem_mb', '{m}_activation_mb',
+                   '{m}_gmacs', 'param_count')
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,7 +31,10 @@ def add_parser(subparsers) -> None:
         'bench', help='benchmark throughput (images/s) of models against each other',
         description=__doc__.split(':', 1)[1].strip() + ' Each round runs every model in turn (rotating the '
         'order); a model\'s figure is its median round, and its ratio is relative to the first model '
-        '(the _max and _ratio_best columns use each model\'s best round, which resists other processes\' load). '
+        '(the _max and _ratio_best columns use each model\'s best round, which resists other processes\' load; '
+        '_round_ratio, _q1 and _q3 are the median and quartiles of the ratios round by round, each against the '
+        'first model\'s round next to it, and show the machine\'s noise: list the first model twice, as in '
+        '--models resnet50,srm_resnet50,resnet50, to see what two copies of one model measure). '
         'SRM models run their fast path; --reference adds a row for each on the reference path '
         '(SRM_ZOO_REFERENCE=1 forces the reference path everywhere). Memory: peak CUDA memory of the steps '
         '(_peak_mem_mb) and, in training on any device, what one forward pass keeps for the backward pass '
