@@ -33,7 +33,7 @@ from ..layers import SRM, srm_kernels, style_pool, use_reference
 from ..models.srm_blocks import SRMBottleneck
 from .runner import BenchConfig, run_benchmark
 
-MODELS = ('srm_resnet50', 'resnet50', 'seresnet50')
+MODELS = ('resnet50', 'srm_resnet50', 'seresnet50')  # the first is the round ratios' baseline
 SHAPES = ((2, 5, 3, 7), (3, 4, 1, 1), (2, 3, 1, 5), (4, 130, 9, 9), (8, 256, 56, 56), (16, 2048, 7, 7))
 BENCHMARKS = {  # name: (table column, settings)
     'eager': ('infer, eager, bs 256', dict(mode='infer', batch_size=256, reference=True)),
@@ -297,7 +297,8 @@ def run_checks(device: torch.device, groups: Sequence[Callable[[torch.device], L
 
 
 def speed_table(rows_by_run: Dict[str, List[Dict[str, Any]]]) -> str:
-    """The README's markdown speed table: ratios to resnet50 plus its images/s."""
+    """The README's markdown speed table: ratios to resnet50 plus its images/s. Where resnet50 ran first,
+    each ratio is followed by the quartiles of the round-by-round ratios, the run's noise."""
     lines = ['| model | ' + ' | '.join(rows_by_run) + ' |', '|---|' + '---|' * len(rows_by_run)]
     labels = []
     for rows in rows_by_run.values():
@@ -317,6 +318,8 @@ def speed_table(rows_by_run: Dict[str, List[Dict[str, Any]]]) -> str:
             cell = f"{row[f'{mode}_samples_per_sec'] / base:.2f}"
             if row['model'] == 'resnet50':
                 cell += f" ({row[f'{mode}_samples_per_sec']:,.0f} img/s)"
+            elif rows[0]['model'] == 'resnet50':
+                cell += f" ({row[f'{mode}_round_ratio_q1']:.2f}-{row[f'{mode}_round_ratio_q3']:.2f})"
             if mode == 'train' and row.get('train_peak_mem_mb') is not None:
                 mem = next(r for r in rows if r['model'] == 'resnet50')['train_peak_mem_mb']
                 cell += f", mem {row['train_peak_mem_mb'] / mem:.2f}x"
