@@ -28,7 +28,7 @@ Without autograd, the gate takes the maps' sums and sums of squared deviations a
 ``1 / n`` and ``1 / sqrt(n - 1)`` into its multiply-adds: about thirty small ops per CPU block tail
 instead of fifty-odd, which is most of SRM's cost at batch size 1.
 """
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -100,7 +100,8 @@ def _sums_and_deviations(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return sums, _refine_cancelled(x, sums, squares, deviations)
 
 
-def _row_sums(maps: torch.Tensor, dims, num_values: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _row_sums(maps: torch.Tensor, dims: Union[int, Tuple[int, int]], num_values: int
+              ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(sum(x), sum(x^2), sum(x^2) - sum(x)^2 / n)`` over ``dims`` of ``maps``, accumulated in float32
     or wider."""
     dtype = torch.promote_types(maps.dtype, torch.float32)
@@ -124,7 +125,8 @@ def _refine_cancelled(x: torch.Tensor, sums: torch.Tensor, squares: torch.Tensor
     The difference has a relative error of about ``eps(dtype) * sum(x^2) / deviations``; maps where
     that exceeds 1e-6 (in float32: mean above ~3 standard deviations) are recomputed from ``x - mean``,
     whose sums no longer cancel. So are maps whose sum of squares overflowed while their deviations do
-    not (a large mean): the test also catches the NaN of ``inf - inf``, and passes maps of zeros.
+    not (a large mean): the check is written so that it also flags the NaN of ``inf - inf``, and passes
+    maps of zeros.
     """
     if deviations.device.type == 'meta':  # shapes only (model statistics): nothing to refine
         return deviations
