@@ -74,6 +74,7 @@ def test_bench_round_ratios_pair_each_round_with_the_first_models(tmp_path):
     (['--models', 'srm_resnet05'], 'Unknown model'),
     (['--models', 'resnet18', '--device', 'cuda:0'], 'no CUDA device'),
     (['--models', 'resnet18', '--mode', 'train', '--batch-size', '1'], 'batch of at least 2'),
+    (['--models', 'resnet18', '--profile-steps', '3'], 'needs --device cuda'),
     (['--models', 'resnet18', '--rounds', '0'], 'at least 1'),
 ])
 def test_bench_errors_are_one_paragraph(args, message, capsys):
@@ -108,6 +109,24 @@ def test_gpu_check_speed_table_from_real_rows():
     quartiles = f"({fast_row['infer_round_ratio_q1']:.2f}-{fast_row['infer_round_ratio_q3']:.2f})"
     assert f'| srm_resnet50 | {fast / base:.2f} {quartiles} |' in rows['srm_resnet50']
     assert rows['resnet50'].startswith('| resnet50 | 1.00 (')
+    train_fast = next(r for r in rows_by_run['train step, eager'] if r['srm_path'] == 'fast')
+    train_fast['train_kernel_time'] = 12.25  # what --profile-steps reports on CUDA
+    profiled = speed_table(rows_by_run).splitlines()[3]
+    assert f", kernels 12.2 of {train_fast['train_step_time']:.1f} ms" in profiled.split(' | ')[2]
+
+
+def test_kernel_time_sums_the_cuda_kernels_of_a_profile():
+    """The GPU kernel time of a step: CUDA kernels' own time (µs) summed, CPU-side operations left out."""
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    from srm_zoo.benchmark.kernel_time import kernel_time_ms
+
+    events = [SimpleNamespace(device_type=DeviceType.CUDA, self_device_time_total=1500.0),
+              SimpleNamespace(device_type=DeviceType.CPU, self_device_time_total=0.0),
+              SimpleNamespace(device_type=DeviceType.CUDA, self_device_time_total=250.0)]
+    assert kernel_time_ms(events) == pytest.approx(1.75)
 
 
 def test_gpu_check_records_a_raising_check_group_and_runs_the_rest():

@@ -10,8 +10,8 @@ training, float32 and bf16 autocast) and SRM-ResNet-50 end to end against the re
 float64 (float32 checks without TF32; a fast-path error passes below a tolerance or below twice the
 reference path's error in the same dtype), and that the fused tail gives the same bits on every run.
 Then it benchmarks srm_resnet50 (fast and reference), resnet50 and seresnet50 with bf16 autocast and
-channels_last: inference eager and compiled at batch 256, a training step at batch 128
-(``--benchmarks eager,compile,train`` picks some; an empty list runs the checks only; ``--no-checks``
+channels_last: inference eager and compiled at batch 256, a training step at batch 128, whose
+GPU kernel time per step is profiled too (``--benchmarks eager,compile,train`` picks some; an empty list runs the checks only; ``--no-checks``
 runs the benchmarks only). It writes ``checks.json``, one CSV per benchmark and ``speed_table.md``
 under ``--out``. A check or benchmark that raises is reported and the rest still run; the exit
 status is non-zero when any check or benchmark fails.
@@ -38,7 +38,7 @@ SHAPES = ((2, 5, 3, 7), (3, 4, 1, 1), (2, 3, 1, 5), (4, 130, 9, 9), (8, 256, 56,
 BENCHMARKS = {  # name: (table column, settings)
     'eager': ('infer, eager, bs 256', dict(mode='infer', batch_size=256, reference=True)),
     'compile': ('infer, torch.compile, bs 256', dict(mode='infer', batch_size=256, compile=True)),
-    'train': ('train step, eager, bs 128', dict(mode='train', batch_size=128, reference=True)),
+    'train': ('train step, eager, bs 128', dict(mode='train', batch_size=128, reference=True, profile_steps=5)),
 }
 
 
@@ -298,7 +298,8 @@ def run_checks(device: torch.device, groups: Sequence[Callable[[torch.device], L
 
 def speed_table(rows_by_run: Dict[str, List[Dict[str, Any]]]) -> str:
     """The README's markdown speed table: ratios to resnet50 plus its images/s. Where resnet50 ran first,
-    each ratio is followed by the quartiles of the round-by-round ratios, the run's noise."""
+    each ratio is followed by the quartiles of the round-by-round ratios, the run's noise; where the steps
+    were profiled, by the GPU's kernel time per step against the step's time."""
     lines = ['| model | ' + ' | '.join(rows_by_run) + ' |', '|---|' + '---|' * len(rows_by_run)]
     labels = []
     for rows in rows_by_run.values():
@@ -320,6 +321,8 @@ def speed_table(rows_by_run: Dict[str, List[Dict[str, Any]]]) -> str:
                 cell += f" ({row[f'{mode}_samples_per_sec']:,.0f} img/s)"
             elif rows[0]['model'] == 'resnet50':
                 cell += f" ({row[f'{mode}_round_ratio_q1']:.2f}-{row[f'{mode}_round_ratio_q3']:.2f})"
+            if row.get(f'{mode}_kernel_time') is not None:
+                cell += f", kernels {row[f'{mode}_kernel_time']:.1f} of {row[f'{mode}_step_time']:.1f} ms"
             if mode == 'train' and row.get('train_peak_mem_mb') is not None:
                 mem = next(r for r in rows if r['model'] == 'resnet50')['train_peak_mem_mb']
                 cell += f", mem {row['train_peak_mem_mb'] / mem:.2f}x"

@@ -22,6 +22,7 @@ from timm.optim import create_optimizer_v2
 from ..errors import UserError, unknown_model_message
 from ..layers import SRM, use_reference
 from ..stats import model_stats
+from .kernel_time import profile_kernel_time
 from .memory import saved_activation_bytes
 
 __all__ = ['BenchConfig', 'ModelVariant', 'run_benchmark']
@@ -45,6 +46,7 @@ class BenchConfig:
     warmup_steps: int = 3
     reference: bool = False
     threads: Optional[int] = None
+    profile_steps: int = 0
 
 
 @dataclass
@@ -54,6 +56,7 @@ class ModelVariant:
     ``peak_mem_mb`` (CUDA only) is the most memory its steps allocated above what was allocated
     before them: activations, gradients and optimizer state, not the weights. ``activation_mb``
     (training, any device) is what one eager forward pass keeps for the backward pass.
+    ``kernel_time_ms`` (CUDA, on request) is the GPU's kernel time per step.
     """
     name: str
     srm_path: Optional[str]
@@ -63,6 +66,7 @@ class ModelVariant:
     round_rates: List[float] = field(default_factory=list)
     peak_mem_mb: Optional[float] = None
     activation_mb: Optional[float] = None
+    kernel_time_ms: Optional[float] = None
 
     @property
     def label(self) -> str:
@@ -79,6 +83,8 @@ def _validate(config: BenchConfig) -> torch.device:
         raise UserError(f'Unknown --amp {config.amp!r}: use one of {", ".join(AMP_DTYPES)}.')
     if min(config.batch_size, config.rounds, config.steps) < 1 or config.warmup_steps < 0:
         raise UserError('--batch-size, --rounds and --steps must be at least 1, --warmup-steps at least 0.')
+    if config.profile_steps < 0:
+        raise UserError('--profile-steps must be at least 0.')
     if config.mode == 'train' and config.batch_size < 2:
         raise UserError('Training needs a batch of at least 2 (BatchNorm statistics over one sample do not exist).')
     try:
@@ -87,6 +93,8 @@ def _validate(config: BenchConfig) -> torch.device:
         raise UserError(f'Unknown device {config.device!r}: {error}') from None
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise UserError('--device cuda was asked for, but PyTorch sees no CUDA device here. Use --device cpu.')
+    if config.profile_steps and device.type != 'cuda':
+        raise UserError('--profile-steps measures the GPU\'s kernel time: it needs --device cuda.')
     if not config.models:
         raise UserError('No model given: pass --models, e.g. --models srm_resnet50,resnet50.')
     known = set(timm.list_models())
@@ -196,6 +204,14 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda line:
             variant.round_rates.append(_timed_round(variant, config.steps, config.batch_size, device))
         log(f'round {round_idx + 1}/{config.rounds}: ' + ', '.join(
             f'{v.label} {v.round_rates[-1]:.1f}' for v in variants) + ' img/s')
+    if config.profile_steps:
+        for variant in variants:
+            log(f'profiling {variant.label}')
+            with variant.path_context():
+                try:
+                    variant.kernel_time_ms = profile_kernel_time(variant.step, config.profile_steps, device)
+                except RuntimeError as error:  # the throughput already measured still counts
+                    log(f'profiling {variant.label} failed: {error}')
     return _rows(config, variants)
 
 
@@ -237,6 +253,7 @@ def _rows(config: BenchConfig, variants: List[ModelVariant]) -> List[Dict[str, A
             f'{prefix}_img_size': img_size,
             f'{prefix}_peak_mem_mb': None if variant.peak_mem_mb is None else round(variant.peak_mem_mb, 1),
             f'{prefix}_activation_mb': None if variant.activation_mb is None else round(variant.activation_mb, 1),
+            f'{prefix}_kernel_time': None if variant.kernel_time_ms is None else round(variant.kernel_time_ms, 3),
             f'{prefix}_gmacs': round(stats.gmacs, 3),
             'param_count': round(stats.params_m, 3),
             'device': config.device,

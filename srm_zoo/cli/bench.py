@@ -7,8 +7,8 @@ from ..benchmark import BenchConfig, run_benchmark
 from ._output import write_rows
 
 SUMMARY_COLUMNS = ('model', 'srm_path', '{m}_samples_per_sec', '{m}_ratio', '{m}_round_ratio_q1', '{m}_round_ratio',
-                   '{m}_round_ratio_q3', '{m}_ratio_best', '{m}_step_time', '{m}_peak_mem_mb', '{m}_activation_mb',
-                   '{m}_gmacs', 'param_count')
+                   '{m}_round_ratio_q3', '{m}_ratio_best', '{m}_step_time', '{m}_kernel_time', '{m}_peak_mem_mb',
+                   '{m}_activation_mb', '{m}_gmacs', 'param_count')
 
 
 def run(args: argparse.Namespace) -> int:
@@ -16,7 +16,7 @@ def run(args: argparse.Namespace) -> int:
         models=[m.strip() for m in args.models.split(',') if m.strip()], mode=args.mode, device=args.device,
         amp=args.amp, channels_last=args.channels_last, compile=args.compile, batch_size=args.batch_size,
         img_size=args.img_size, rounds=args.rounds, steps=args.steps, warmup_steps=args.warmup_steps,
-        reference=args.reference, threads=args.threads)
+        reference=args.reference, threads=args.threads, profile_steps=args.profile_steps)
     rows = run_benchmark(config)
     columns = [c.format(m=args.mode) for c in SUMMARY_COLUMNS]
     write_rows([{c: row[c] for c in columns} for row in rows], 'table', stream=sys.stdout)
@@ -56,6 +56,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument('--reference', action='store_true',
                         help='also run each SRM model on the reference (unfused, published) SRM path')
     parser.add_argument('--threads', type=int, default=None, help='CPU threads (torch.set_num_threads)')
+    parser.add_argument('--profile-steps', type=int, default=0,
+                        help='CUDA: after the rounds, profile this many steps of each model and report the GPU\'s '
+                        'kernel time per step (_kernel_time, ms); well under _step_time, the step is bound by the host')
     parser.add_argument('--results-file', default=None, help='also write every column to this CSV or JSON file')
     parser.add_argument('--results-format', choices=('csv', 'json'), default=None,
                         help='format of --results-file (default: from its extension, else csv)')
