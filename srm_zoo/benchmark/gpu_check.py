@@ -9,11 +9,11 @@ float32, bfloat16 and float16; odd sizes and H*W = 1), an SRM bottleneck's fused
 training, float32 and bf16 autocast) and SRM-ResNet-50 end to end against the reference path and
 float64 (float32 checks without TF32; a fast-path error passes below a tolerance or below twice the
 reference path's error in the same dtype), and that the fused tail gives the same bits on every run.
-Then it benchmarks srm_resnet50 (fast and reference), resnet50 and seresnet50 with bf16 autocast and
-channels_last: inference eager and compiled at batch 256, a training step at batch 128, whose
-GPU kernel time per step is profiled too (``--benchmarks eager,compile,train`` picks some; an empty list runs the checks only; ``--no-checks``
-runs the benchmarks only). It writes ``checks.json``, one CSV per benchmark and ``speed_table.md``
-under ``--out``. A check or benchmark that raises is reported and the rest still run; the exit
+Then it benchmarks resnet50, srm_resnet50 (fast and reference) and seresnet50 with bf16 autocast and
+channels_last: inference eager and compiled at batch 256, and a training step at batch 128 whose GPU
+kernel time is profiled too (``--benchmarks eager,compile,train`` picks some; an empty list runs the
+checks only; ``--no-checks`` runs the benchmarks only). It writes ``checks.json``, one CSV per
+benchmark and ``speed_table.md`` under ``--out``. A check or benchmark that raises is reported and the rest still run; the exit
 status is non-zero when any check or benchmark fails.
 """
 import argparse
