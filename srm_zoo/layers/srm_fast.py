@@ -229,7 +229,8 @@ def norm_folds_into_srm(norm: nn.Module, y: torch.Tensor) -> bool:
     """
     if norm._forward_hooks or norm._forward_pre_hooks:
         return False
-    if not (srm_kernels.applies(y) or _needs_grad(y, *norm.parameters())):
+    # (listing the norm's parameters costs microseconds: only where autograd records)
+    if not (srm_kernels.applies(y) or (torch.is_grad_enabled() and _needs_grad(y, *norm.parameters()))):
         return False
     if type(norm) is nn.BatchNorm2d or isinstance(norm, FrozenBatchNorm2d):
         return True

@@ -19,6 +19,8 @@ else:
 __all__ = ['CPU_TEST_ENV', 'GATE_TRAIN_MAX_BATCH', 'RunningUpdate', 'available', 'applies', 'same_layout']
 
 CPU_TEST_ENV = 'SRM_ZOO_TRITON_ON_CPU'
+# read once, as Triton reads TRITON_INTERPRET once for each kernel it defines (at import)
+_ON_CPU_FOR_TESTS = os.environ.get(CPU_TEST_ENV) == '1' and os.environ.get('TRITON_INTERPRET') == '1'
 GATE_TRAIN_MAX_BATCH = 2048  # the training gate kernel holds a channel's whole batch in one tile
 _TILE = 2048  # elements per program tile
 _TARGET_PROGRAMS = 1024  # reductions split the spatial axis until about this many programs run
@@ -45,9 +47,8 @@ def applies(x: torch.Tensor) -> bool:
     """Whether the kernels take ``x``: a 4-d floating tensor on CUDA (or on the CPU in interpreter tests)."""
     if triton is None or x.dim() != 4 or x.dtype not in _DTYPES or x.numel() == 0:
         return False
-    if not x.is_cuda:
-        if x.device.type != 'cpu' or os.environ.get(CPU_TEST_ENV) != '1' or os.environ.get('TRITON_INTERPRET') != '1':
-            return False
+    if not x.is_cuda and not (_ON_CPU_FOR_TESTS and x.device.type == 'cpu'):
+        return False
     return _map_strides(x.shape, x.stride()) is not None
 
 
