@@ -26,7 +26,8 @@ gathered and summed again around their mean. The Triton kernels instead shift ea
 value before accumulating. Under ``torch.compile`` the two-pass formulation is left to the compiler.
 Without autograd, the gate takes the maps' sums and sums of squared deviations as they are and folds
 ``1 / n`` and ``1 / sqrt(n - 1)`` into its multiply-adds: about thirty small ops per CPU block tail
-instead of fifty-odd, which is most of SRM's cost at batch size 1.
+instead of forty-six. At batch size 1 those small ops, not the passes over memory, are most of what
+SRM costs.
 """
 from typing import Optional, Tuple, Union
 
