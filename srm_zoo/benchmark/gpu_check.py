@@ -13,8 +13,8 @@ Then it benchmarks resnet50, srm_resnet50 (fast and reference) and seresnet50 wi
 channels_last: inference eager and compiled at batch 256, and a training step at batch 128 whose GPU
 kernel time is profiled too (``--benchmarks eager,compile,train`` picks some; an empty list runs the
 checks only; ``--no-checks`` runs the benchmarks only). It writes ``checks.json``, one CSV per
-benchmark and ``speed_table.md`` under ``--out``. A check or benchmark that raises is reported and the rest still run; the exit
-status is non-zero when any check or benchmark fails.
+benchmark and ``speed_table.md`` under ``--out``. A check or benchmark that raises is reported and
+the rest still run; the exit status is non-zero when any check or benchmark fails.
 """
 import argparse
 import copy
@@ -164,6 +164,13 @@ def _within(error: float, reference_error: float, tolerance: float) -> bool:
     return error <= max(tolerance, 2 * reference_error)
 
 
+def _random_srm_bottleneck(device: torch.device) -> Tuple[torch.nn.Module, torch.Generator]:
+    """The SRM bottleneck (256 channels) that the tail checks run, randomised from a fixed seed, and the
+    generator that goes on to draw its inputs."""
+    generator = torch.Generator().manual_seed(0)
+    return randomize_srm_(SRMBottleneck(256, 64, attn_layer=SRM), generator).to(device), generator
+
+
 def tail_checks(device: torch.device) -> List[Dict[str, Any]]:
     """:func:`block_tail_errors` of an SRM bottleneck on the fast and the reference path, float32 and
     bf16 autocast, both layouts, eval and train."""
@@ -171,8 +178,7 @@ def tail_checks(device: torch.device) -> List[Dict[str, Any]]:
     for amp_dtype, tolerance in ((None, 1e-4), (torch.bfloat16, 2e-2)):
         for channels_last in (False, True):
             for training in (False, True):
-                generator = torch.Generator().manual_seed(0)
-                block = randomize_srm_(SRMBottleneck(256, 64, attn_layer=SRM), generator).to(device)
+                block, generator = _random_srm_bottleneck(device)
                 x = torch.randn(16, 256, 14, 14, generator=generator).to(device)
                 if channels_last:
                     block, x = block.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
@@ -216,8 +222,7 @@ def repeat_checks(device: torch.device) -> List[Dict[str, Any]]:
     map's sums come in several parts), eval and train: every difference must be 0."""
     results = []
     for training in (False, True):
-        generator = torch.Generator().manual_seed(0)
-        block = randomize_srm_(SRMBottleneck(256, 64, attn_layer=SRM), generator).to(device)
+        block, generator = _random_srm_bottleneck(device)
         y, shortcut = (torch.randn(16, 256, 56, 56, generator=generator).to(device, torch.bfloat16)
                        .contiguous(memory_format=torch.channels_last) for _ in range(2))
         differences = tail_repeat_differences(block.to(memory_format=torch.channels_last), y, shortcut, training)

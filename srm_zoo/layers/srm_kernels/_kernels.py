@@ -198,11 +198,11 @@ def gate_train_kernel(x_ptr, sums_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr, 
                       srm_var_ptr, norm_batches_ptr, srm_batches_ptr, N, C, HW, s_n, s_c, split, eps_ptr,
                       factors_ptr, USE_MEAN: tl.constexpr, USE_STD: tl.constexpr, UPDATE_RUNNING: tl.constexpr,
                       COUNT_BATCHES: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
-    """From the map sums of ``x`` (the convolution output; ``split`` parts): each map's mean and variance, ``k = gate * a``
-    and ``b = gate * d`` per (n, c) in training, the batch statistics of both BatchNorms as rows of
-    ``stats`` (4, C): mean and biased variance of the norm, then of SRM's; with ``UPDATE_RUNNING``
-    also both BatchNorms' running statistics, and with ``COUNT_BATCHES`` their batch counters
-    (``num_batches_tracked``, one each, added by the first program)."""
+    """From the map sums of ``x`` (the convolution output; ``split`` parts): each map's mean and
+    variance, ``k = gate * a`` and ``b = gate * d`` per (n, c) in training, the batch statistics of both
+    BatchNorms as rows of ``stats`` (4, C): mean and biased variance of the norm, then of SRM's; with
+    ``UPDATE_RUNNING`` also both BatchNorms' running statistics, and with ``COUNT_BATCHES`` their batch
+    counters (``num_batches_tracked``, one each, added by the first program)."""
     c, c_mask, mask, index = _batch_tile(N, C, BLOCK_N, BLOCK_C)
     m, v = _load_moments(x_ptr, sums_ptr, index, mask, C, N * C, HW, s_n, s_c, split)
     (norm_weight, cfc_mean, cfc_std, srm_weight, mu, centered, var, r, a, d, mean_x, std_x, mu_z, var_z, r_z,
