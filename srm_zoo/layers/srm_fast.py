@@ -44,21 +44,25 @@ def _needs_grad(*tensors: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
+def _takes_one_pass(x: torch.Tensor) -> bool:
+    """Whether PyTorch's one-pass sums take ``x``: maps of more than one value, outside ``torch.compile``
+    and where the Triton kernels do not."""
+    return x.shape[2] * x.shape[3] > 1 and not torch.compiler.is_compiling() and not srm_kernels.applies(x)
+
+
 def style_moments(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Per-(sample, channel) mean and unbiased variance of ``x`` (N, C, H, W) as (N, C) tensors in
     float32 (float64 for float64 inputs); the variance of a single value is 0."""
+    if _takes_one_pass(x):
+        return _OnePassMoments.apply(x) if _needs_grad(x) else _one_pass_moments(x)
     if srm_kernels.applies(x):
         return srm_kernels.style_moments(x)
-    num_values = x.shape[2] * x.shape[3]
-    if num_values == 1:
+    if x.shape[2] * x.shape[3] == 1:
         mean = x.flatten(1).to(torch.promote_types(x.dtype, torch.float32))
         return mean, torch.zeros_like(mean)
-    if torch.compiler.is_compiling():  # the compiler fuses the two-pass variance into one loop
-        maps = x.to(torch.promote_types(x.dtype, torch.float32))
-        return maps.mean(dim=(2, 3)), maps.var(dim=(2, 3))
-    if _needs_grad(x):
-        return _OnePassMoments.apply(x)
-    return _one_pass_moments(x)
+    # under torch.compile: the compiler fuses the two-pass variance into one loop
+    maps = x.to(torch.promote_types(x.dtype, torch.float32))
+    return maps.mean(dim=(2, 3)), maps.var(dim=(2, 3))
 
 
 def _one_pass_moments(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -161,10 +165,10 @@ def _affine(bn: nn.Module, mean: torch.Tensor, var: torch.Tensor) -> Tuple[torch
 
 def fast_gate(srm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The (N, C) gate ``sigmoid(BN(z))`` of SRM module ``srm`` in float32 (or float64)."""
-    num_values = x.shape[2] * x.shape[3]
-    if num_values == 1 or _needs_grad(x) or srm_kernels.applies(x) or torch.compiler.is_compiling():
+    if _needs_grad(x) or not _takes_one_pass(x):
         mean, var = style_moments(x)
         return _gate_from_styles(srm, mean, _sqrt(var + srm.eps))
+    num_values = x.shape[2] * x.shape[3]
     # without autograd the moments stay unscaled: std = sqrt(deviations + eps (n - 1)) / sqrt(n - 1), and
     # the gate's multiply-adds take the 1 / n and 1 / sqrt(n - 1)
     sums, deviations = _sums_and_deviations(x)
