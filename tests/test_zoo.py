@@ -1,5 +1,6 @@
 """Catalogue, parameter counts, weight-decay groups, torch.hub and the `srm-zoo list` command."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -103,4 +104,7 @@ def test_cli_errors_and_help(capsys):
     for command in [[]] + [[name] for name in commands]:
         with pytest.raises(SystemExit) as exit_info:
             main([*command, '--help'])
-        assert exit_info.value.code == 0 and 'usage: srm-zoo' in capsys.readouterr().out
+        help_text = ' '.join(capsys.readouterr().out.split())
+        assert exit_info.value.code == 0 and 'usage: srm-zoo' in help_text
+        # a default is said once, and never as a bare None
+        assert '(default: None)' not in help_text and not re.search(r'default:[^()]*\) \(default', help_text), command

@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 from ..benchmark import BenchConfig, run_benchmark
+from ._help import DefaultsHelpFormatter
 from ._output import write_rows
 
 SUMMARY_COLUMNS = ('model', 'srm_path', '{m}_samples_per_sec', '{m}_ratio', '{m}_round_ratio_q1', '{m}_round_ratio',
@@ -39,7 +40,7 @@ def add_parser(subparsers) -> None:
         '(SRM_ZOO_REFERENCE=1 forces the reference path everywhere). Memory: peak CUDA memory of the steps '
         '(_peak_mem_mb) and, in training on any device, what one forward pass keeps for the backward pass '
         '(_activation_mb).',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     parser.add_argument('--models', default='srm_resnet50,resnet50,seresnet50',
                         help='comma-separated timm model names; ratios are relative to the first')
     parser.add_argument('--mode', choices=('infer', 'train'), default='infer',
@@ -55,7 +56,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument('--warmup-steps', type=int, default=3, help='untimed steps per model before the rounds')
     parser.add_argument('--reference', action='store_true',
                         help='also run each SRM model on the reference (unfused, published) SRM path')
-    parser.add_argument('--threads', type=int, default=None, help='CPU threads (torch.set_num_threads)')
+    parser.add_argument('--threads', type=int, default=None, help="CPU threads (torch.set_num_threads; default: PyTorch's)")
     parser.add_argument('--profile-steps', type=int, default=0,
                         help='CUDA: after the rounds, profile this many steps of each model and report the GPU\'s '
                         'kernel time per step (_kernel_time, ms); well under _step_time, the step is bound by the host')

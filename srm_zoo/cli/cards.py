@@ -6,6 +6,7 @@ missing or out of date (exit status 1), for CI.
 import argparse
 
 from ..hub.cards import stale_cards, write_model_cards
+from ._help import DefaultsHelpFormatter
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser('cards', help='regenerate the model cards in model_cards/',
                                    description=__doc__.split(':', 1)[1].strip(),
-                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                   formatter_class=DefaultsHelpFormatter)
     parser.add_argument('--out', default='model_cards', help='folder of the cards')
     parser.add_argument('--check', action='store_true', help='only report stale cards (exit status 1 if any)')
     parser.set_defaults(run=run)

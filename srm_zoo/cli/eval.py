@@ -6,6 +6,7 @@ import os
 
 from ..errors import UserError
 from ..evaluation import DATASETS, EvalOptions, evaluate, summary_line, write_results
+from ._help import DefaultsHelpFormatter
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         'eval', help='evaluate a model\'s accuracy (and verify it against the zoo)',
-        description=__doc__.split(':', 1)[1].strip(), formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description=__doc__.split(':', 1)[1].strip(), formatter_class=DefaultsHelpFormatter)
     model = parser.add_argument_group('model')
     model.add_argument('--model', required=True, metavar='NAME[.TAG]', help='model name, e.g. srm_resnet50')
     model.add_argument('--checkpoint', metavar='FILE',
@@ -59,7 +60,7 @@ def add_parser(subparsers) -> None:
     speed.add_argument('--batch-size', '-b', type=int, default=64, help='images per batch (per process)')
     speed.add_argument('--workers', '-j', type=int, default=min(4, os.cpu_count() or 1),
                        help='data loading processes (per process; default: up to 4, no more than the CPUs)')
-    speed.add_argument('--amp', choices=('bf16', 'fp16'), help='mixed precision')
+    speed.add_argument('--amp', choices=('bf16', 'fp16'), help='mixed precision (default: float32)')
     speed.add_argument('--channels-last', action='store_true', help='channels-last memory layout')
     speed.add_argument('--compile', action='store_true', help='torch.compile the model')
     speed.add_argument('--device', help='cuda, cpu, ... (default: cuda when available); torchrun picks the index')

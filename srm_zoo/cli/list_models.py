@@ -6,6 +6,7 @@ from typing import Any, Dict, List
 from ..catalogue import CATALOGUE, ModelEntry
 from ..errors import UserError
 from ..stats import model_stats
+from ._help import DefaultsHelpFormatter
 from ._output import write_rows
 
 
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         'list', help='list the SRM models', description=__doc__.split(':', 1)[1].strip(),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     parser.add_argument('pattern', nargs='?', default='*', help='model name pattern (fnmatch), e.g. "srm_resnet*"')
     parser.add_argument('--format', choices=('table', 'csv', 'json'), default='table', help='output format')
     parser.add_argument('--results-file', default=None, help='write to this file instead of stdout')

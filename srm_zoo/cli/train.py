@@ -3,6 +3,7 @@ import argparse
 import sys
 
 from ..training import ATTENTIONS, RECIPES, TrainConfig, train
+from ._help import DefaultsHelpFormatter
 from ._output import write_rows
 
 
@@ -33,7 +34,7 @@ def add_parser(subparsers) -> None:
         'OUTPUT/log.csv and log.jsonl, and at the end OUTPUT/model/ (model.safetensors + config.json). '
         'Example: torchrun --nproc_per_node 8 -m srm_zoo train --model srm_resnet50 --data /imagenet '
         '--recipe official --amp bf16 --channels-last --output runs/srm50',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     parser.add_argument('--model', help='model name, optionally with a tag (its pretrained cfg sets the data '
                         'preprocessing), e.g. srm_resnet50 or srm_resnet20_cifar.sklearn_digits')
     parser.add_argument('--data', help='image folder root with one sub-folder per split, each with one folder per class')
