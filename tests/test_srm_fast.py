@@ -306,6 +306,10 @@ def test_model_fast_matches_reference_float64(name, kwargs, size):
         assert_close_scaled(grad, grads[0][param_name], torch.float64, msg=param_name)
 
 
+def _last_conv(block):
+    return block.conv3 if isinstance(block, Bottleneck) else block.conv2
+
+
 def _last_norm(block):
     return block.bn3 if isinstance(block, Bottleneck) else block.bn2
 
@@ -381,6 +385,80 @@ def test_norm_with_a_hook_runs_as_a_module():
             expected = block(x)
     assert seen == [(2, 16, 5, 5)] * 2
     torch.testing.assert_close(out, expected, **TOLERANCES[torch.float64])
+
+
+INFERENCE_NORM_SETUPS = {name: NORM_SETUPS[name] for name in ('eval', 'frozen, train', 'sync, eval')}
+
+
+def _counting_calls(module):
+    """Replaces ``module.forward`` (not a hook: hooks keep a norm from folding) with one that counts its calls."""
+    calls, forward = [], module.forward
+
+    def counted(*args):
+        calls.append(args[0].shape)
+        return forward(*args)
+    module.forward = counted
+    return calls
+
+
+@pytest.mark.parametrize('setup', INFERENCE_NORM_SETUPS)
+@pytest.mark.parametrize('block_cls, plain_cls, planes, stride, size, folds', [
+    (SRMBottleneck, Bottleneck, 4, 1, 5, True), (SRMBasicBlock, BasicBlock, 16, 2, 16, True),
+    # the convolution's weight outweighs its output: the norm runs as a module
+    (SRMBottleneck, Bottleneck, 4, 1, 1, False), (SRMBasicBlock, BasicBlock, 16, 2, 4, False)])
+def test_inference_folds_the_last_norm_into_the_convolution(setup, block_cls, plain_cls, planes, stride, size, folds):
+    """Without autograd the last BatchNorm is folded into the last convolution's weight and bias where the
+    weight is smaller than the output; either way the block matches timm's on the reference path in float64."""
+    downsample = nn.Sequential(nn.Conv2d(16, planes * block_cls.expansion, 1, stride=stride, bias=False),
+                               nn.BatchNorm2d(planes * block_cls.expansion)) if stride > 1 else None
+    block = INFERENCE_NORM_SETUPS[setup](randomize_(block_cls(16, planes, stride=stride, downsample=downsample,
+                                                              attn_layer=SRM)).double())
+    plain = plain_cls(16, planes, stride=stride, downsample=copy.deepcopy(downsample), attn_layer=SRM).double()
+    plain = INFERENCE_NORM_SETUPS[setup](plain)
+    for module in (block, plain):  # a convolution with a bias of its own folds too
+        _last_conv(module).bias = nn.Parameter(torch.randn(_last_conv(module).out_channels, dtype=torch.float64))
+    plain.load_state_dict(block.state_dict())
+    norm_calls = _counting_calls(_last_norm(block))
+    x = torch.randn(3, 16, size, size, dtype=torch.float64) * 2 + 1
+    with torch.no_grad():
+        out = block(x)
+        with use_reference(True):
+            expected = plain(x)
+    assert len(norm_calls) == (0 if folds else 1)
+    torch.testing.assert_close(out, expected, **TOLERANCES[torch.float64])
+
+
+def test_convolution_with_a_hook_keeps_its_norm():
+    block = randomize_(SRMBottleneck(16, 4, attn_layer=SRM)).double().eval()
+    seen = []
+    block.conv3.register_forward_hook(lambda module, args, output: seen.append(output.shape))
+    norm_calls = _counting_calls(block.bn3)
+    x = torch.randn(2, 16, 5, 5, dtype=torch.float64)
+    with torch.no_grad():
+        out = block(x)
+        with use_reference(True):
+            expected = block(x)
+    assert seen == [(2, 16, 5, 5)] * 2 and len(norm_calls) == 2
+    torch.testing.assert_close(out, expected, **TOLERANCES[torch.float64])
+
+
+def test_norm_folded_into_the_convolution_keeps_bf16_autocast_accurate():
+    """A float32 block under bf16 autocast: the folded weight is rounded to bf16 once, as the plain weight is,
+    so the output stays as close to float64 as on the reference path."""
+    block = randomize_srm_(SRMBottleneck(64, 16, attn_layer=SRM), torch.Generator().manual_seed(0)).eval()
+    with torch.no_grad():
+        block.bn3.running_var.mul_(1e-2)  # a norm that scales the convolution's output up tenfold
+    norm_calls = _counting_calls(block.bn3)
+    x = torch.randn(4, 64, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = copy.deepcopy(block).double()(x.double())
+        errors = []
+        for reference in (False, True):
+            with use_reference(reference), torch.autocast('cpu', dtype=torch.bfloat16):
+                out = block(x)
+            errors.append(((out.double() - expected).norm() / expected.norm()).item())
+    assert len(norm_calls) == 1  # on the reference path only
+    assert errors[0] <= 1.5 * errors[1], errors
 
 
 def test_training_keeps_no_more_activations_than_resnet50():

@@ -7,6 +7,9 @@
   ``sigmoid(a0 * mean + a1 * std + b)``.
 * Inside a residual block the gate multiply, the residual add and the ReLU are one operation,
   ``relu(x * gate + shortcut)`` (``torch.addcmul`` then an in-place ReLU on the CPU).
+* In inference without autograd, outside the Triton kernels, the block's BatchNorm before SRM is
+  folded into the convolution before it (its weight and bias take the norm's scale and shift) where
+  the weight is smaller than the convolution's output: one pass over the block output fewer.
 * In training, and wherever the Triton kernels run, the block's BatchNorm before SRM is folded
   into the same passes: SRM's statistics of ``x = a * y + b`` (per channel) follow from those of
   the convolution output ``y``, and so do BatchNorm's batch statistics in training (the mean and
@@ -37,7 +40,8 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from . import srm_kernels
 
-__all__ = ['style_moments', 'fast_gate', 'gate_residual_relu', 'norm_folds_into_srm', 'norm_gate_residual_relu']
+__all__ = ['style_moments', 'fast_gate', 'gate_residual_relu', 'norm_folds_into_srm', 'norm_gate_residual_relu',
+           'conv_folds_norm', 'conv_norm']
 
 
 def _needs_grad(*tensors: torch.Tensor) -> bool:
@@ -227,8 +231,9 @@ def norm_folds_into_srm(norm: nn.Module, y: torch.Tensor) -> bool:
     ``norm`` must be a plain BatchNorm2d, a SyncBatchNorm in eval mode or a frozen BatchNorm,
     without hooks that expect it to run. Folding pays where the Triton kernels take ``y`` (their
     shifted one-pass statistics stay exact on the raw convolution output) and where autograd
-    records (the norm's output is then not kept). Elsewhere, CPU inference, a separate BatchNorm
-    costs the same passes as the folded apply, while the one-pass statistics of the raw
+    records (the norm's output is then not kept). Elsewhere, in inference, the norm folds into the
+    convolution before it where that pays (:func:`conv_folds_norm`); where it does not, a separate
+    BatchNorm costs the same passes as the folded apply, while the one-pass statistics of the raw
     convolution output need the two-pass refinement far more often than those of its normalised
     output.
     """
@@ -240,6 +245,35 @@ def norm_folds_into_srm(norm: nn.Module, y: torch.Tensor) -> bool:
     if type(norm) is nn.BatchNorm2d or isinstance(norm, FrozenBatchNorm2d):
         return True
     return isinstance(norm, nn.SyncBatchNorm) and _uses_running_statistics(norm)
+
+
+def conv_folds_norm(conv: nn.Module, norm: nn.Module, x: torch.Tensor) -> bool:
+    """Whether ``norm(conv(x))`` runs as one convolution with ``norm`` folded into its weight and bias
+    (:func:`conv_norm`): inference without autograd, outside ``torch.compile`` and where the Triton
+    kernels do not take ``x`` (they fold the norm into SRM's passes); a plain Conv2d and a BatchNorm
+    that normalises with its running statistics, neither with hooks; and a weight smaller than the
+    convolution's output, since folding costs a pass over the weight and saves the norm's pass over
+    the output."""
+    if torch.is_grad_enabled() or torch.compiler.is_compiling() or srm_kernels.applies(x):
+        return False
+    if type(conv) is not nn.Conv2d or conv._forward_hooks or conv._forward_pre_hooks:
+        return False
+    if norm._forward_hooks or norm._forward_pre_hooks or not _uses_running_statistics(norm):
+        return False
+    if not (type(norm) in (nn.BatchNorm2d, nn.SyncBatchNorm) or isinstance(norm, FrozenBatchNorm2d)):
+        return False
+    output_size = x.shape[0] * conv.out_channels * x.shape[2] * x.shape[3] // (conv.stride[0] * conv.stride[1])
+    return conv.weight.numel() < output_size
+
+
+def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``norm(conv(x))`` for a BatchNorm with running statistics, as one convolution whose weight and
+    bias carry the norm's per-channel scale and shift."""
+    scale, shift = _affine(norm, norm.running_mean, norm.running_var)
+    if conv.bias is not None:
+        shift = torch.addcmul(shift, conv.bias, scale)
+    weight = conv.weight * scale[:, None, None, None]
+    return conv._conv_forward(x, weight.to(conv.weight.dtype), shift.to(conv.weight.dtype))
 
 
 def _batch_statistics(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor, num_values: int

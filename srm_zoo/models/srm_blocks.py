@@ -2,8 +2,10 @@
 
 :class:`SRMBasicBlock` and :class:`SRMBottleneck` keep timm's submodules (and so its state-dict
 keys and initialisation) and only change ``forward``. On SRM's fast path the block's last
-BatchNorm is folded into SRM's pass (:meth:`~srm_zoo.layers.SRM.forward_after_norm`); otherwise
-the block ends in ``self.se(bn(x), shortcut)``, which SRM computes as ``relu(x * gate + shortcut)``.
+BatchNorm is folded away: in inference outside the Triton kernels into the last convolution's
+weight and bias (:func:`~srm_zoo.layers.srm_fast.conv_norm`), in training and on the Triton kernels
+into SRM's pass (:meth:`~srm_zoo.layers.SRM.forward_after_norm`). Otherwise the block ends in
+``self.se(bn(x), shortcut)``, which SRM computes as ``relu(x * gate + shortcut)``.
 With stochastic depth active in training, the block runs timm's order of operations
 (BatchNorm, SRM, drop path, add, ReLU) instead.
 """
@@ -16,7 +18,7 @@ from timm.models.resnet import BasicBlock, Bottleneck
 
 from ..layers import SRM
 from ..layers.srm import use_reference_path
-from ..layers.srm_fast import norm_folds_into_srm
+from ..layers.srm_fast import conv_folds_norm, conv_norm, norm_folds_into_srm
 
 __all__ = ['SRMBasicBlock', 'SRMBottleneck', 'fuses_srm']
 
@@ -30,14 +32,24 @@ def fuses_srm(attn_layer: Any, act_layer: Any = nn.ReLU) -> bool:
 
 
 class _SRMTail:
-    """The tail shared by the SRM blocks: ``relu(SRM(norm(x)) + shortcut)`` after the last convolution.
+    """The tail shared by the SRM blocks: ``relu(SRM(norm(conv(x))) + shortcut)`` from the input of the
+    last convolution.
 
-    ``last_norm`` names the block's BatchNorm before SRM, and ``_last_norm(x)`` applies it (TorchScript
-    cannot look a module up by name).
+    ``last_conv`` and ``last_norm`` name the block's last convolution and the BatchNorm after it, and
+    ``_last_conv(x)``, ``_last_norm(x)`` apply them (TorchScript cannot look a module up by name).
     """
+    last_conv: str
     last_norm: str
 
+    def _conv_tail(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():
+            out = self._folded_conv_tail(x, shortcut)
+            if out is not None:
+                return out
+        return self._tail(self._last_conv(x), shortcut)
+
     def _tail(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        """The tail from the last convolution's output ``x``."""
         if not torch.jit.is_scripting():
             out = self._folded_tail(x, shortcut)
             if out is not None:
@@ -50,20 +62,37 @@ class _SRMTail:
         return torch.relu(x)
 
     @torch.jit.unused
+    def _takes_fast_path(self) -> bool:
+        """Neither stochastic depth in training nor the reference path rules the folded tails out (asked
+        before anything looks at the inputs: under FX tracing they are proxies)."""
+        return not ((self.drop_path is not None and self.training) or use_reference_path())
+
+    @torch.jit.unused
+    def _folded_conv_tail(self, x: torch.Tensor, shortcut: torch.Tensor) -> Optional[torch.Tensor]:
+        """The tail with the block's last BatchNorm folded into the last convolution; None where it does
+        not fold (see :func:`~srm_zoo.layers.srm_fast.conv_folds_norm`)."""
+        conv, norm = getattr(self, self.last_conv), getattr(self, self.last_norm)
+        if not (self._takes_fast_path() and conv_folds_norm(conv, norm, x)):
+            return None
+        return self.se(conv_norm(conv, norm, x), shortcut)
+
+    @torch.jit.unused
     def _folded_tail(self, x: torch.Tensor, shortcut: torch.Tensor) -> Optional[torch.Tensor]:
         """The tail with the block's last BatchNorm folded into SRM's pass; None where it does not fold
         (stochastic depth in training, the reference path, a norm that does not fold)."""
-        if (self.drop_path is not None and self.training) or use_reference_path():
-            return None
         norm = getattr(self, self.last_norm)
-        if not norm_folds_into_srm(norm, x):
+        if not (self._takes_fast_path() and norm_folds_into_srm(norm, x)):
             return None
         return self.se.forward_after_norm(norm, x, shortcut)
 
 
 class SRMBasicBlock(_SRMTail, BasicBlock):
     """timm's :class:`~timm.models.resnet.BasicBlock` ending in SRM's fused tail."""
+    last_conv = 'conv2'
     last_norm = 'bn2'
+
+    def _last_conv(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(x)
 
     def _last_norm(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn2(x)
@@ -77,16 +106,18 @@ class SRMBasicBlock(_SRMTail, BasicBlock):
         x = self.act1(x)
         x = self.aa(x)
 
-        x = self.conv2(x)
-
         if self.downsample is not None:
             shortcut = self.downsample(shortcut)
-        return self._tail(x, shortcut)
+        return self._conv_tail(x, shortcut)
 
 
 class SRMBottleneck(_SRMTail, Bottleneck):
     """timm's :class:`~timm.models.resnet.Bottleneck` ending in SRM's fused tail."""
+    last_conv = 'conv3'
     last_norm = 'bn3'
+
+    def _last_conv(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv3(x)
 
     def _last_norm(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn3(x)
@@ -104,8 +135,6 @@ class SRMBottleneck(_SRMTail, Bottleneck):
         x = self.act2(x)
         x = self.aa(x)
 
-        x = self.conv3(x)
-
         if self.downsample is not None:
             shortcut = self.downsample(shortcut)
-        return self._tail(x, shortcut)
+        return self._conv_tail(x, shortcut)
