@@ -210,6 +210,31 @@ def test_autocast_fast_path(amp_dtype):
     torch.testing.assert_close(out.double(), expected, rtol=2e-2, atol=2e-2)
 
 
+@pytest.mark.parametrize('training', [False, True])
+@pytest.mark.parametrize('reference', [False, True])
+def test_model_cast_to_bf16(training, reference):
+    """A model cast with ``.to(torch.bfloat16)``: SRM's BatchNorm runs in its parameters' dtype (it takes no
+    wider input), on both paths, in training (batch statistics) and in eval."""
+    srm = random_srm(6, dtype=torch.float32).train(training)
+    x = torch.randn(4, 6, 5, 5)
+    shortcut = torch.randn(4, 6, 5, 5)
+    bf16 = copy.deepcopy(srm).to(torch.bfloat16)
+    with torch.no_grad(), use_reference(reference):
+        out = bf16(x.bfloat16(), shortcut.bfloat16())
+    expected = srm.double().forward_reference(x.double(), shortcut.double())
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.double(), expected, rtol=3e-2, atol=3e-2)
+    if training:
+        torch.testing.assert_close(bf16.bn.running_var.double(), srm.bn.running_var, rtol=2e-2, atol=1e-3)
+
+
+def test_srm_resnet_trains_cast_to_bf16():
+    model = timm.create_model('srm_resnet20_cifar', num_classes=4).to(torch.bfloat16).train()
+    loss = model(torch.randn(2, 3, 16, 16, dtype=torch.bfloat16)).float().logsumexp(-1).mean()
+    loss.backward()
+    assert all(p.grad is not None and p.grad.isfinite().all() for p in model.parameters())
+
+
 def test_inference_fused_apply_writes_into_block_output_only():
     srm = random_srm(3, dtype=torch.float32).eval()
     x, shortcut = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)

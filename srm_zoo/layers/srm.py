@@ -16,8 +16,10 @@ Behaviour the published maths leaves undefined:
 
 * ``H * W == 1``: the unbiased variance is 0/0. SRM takes the variance of a single value to be
   zero, so ``sigma = sqrt(eps)`` and the output is finite.
-* Mixed precision: the statistics, the BatchNorm and the gate are computed in float32 (or in
-  float64 for float64 inputs); the output has the input's dtype.
+* Mixed precision: the statistics are computed in float32 (or in float64 for float64 inputs), the
+  BatchNorm and the gate in the dtype of SRM's parameters (float32 under autocast; bfloat16 in a
+  model cast with ``.to(torch.bfloat16)``, whose BatchNorm takes no wider input); the output has
+  the input's dtype.
 * A batch of one in training mode cannot give BatchNorm statistics over one value per channel:
   SRM raises a :class:`ValueError` naming the remedies instead of a bare PyTorch error.
 
@@ -128,11 +130,11 @@ class SRM(nn.Module):
         self.bn = nn.BatchNorm2d(channels, device=device, dtype=dtype)
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """The (N, C, 1, 1) gate ``sigmoid(BN(z))`` in the statistics' dtype (float32 or wider)."""
+        """The (N, C, 1, 1) gate ``sigmoid(BN(z))`` in the dtype of SRM's parameters."""
         self._check_batch_size(x)
         styles = style_pool(x, self.style_pooling, self.eps)
         z = (styles * self.cfc.to(styles.dtype)).sum(dim=-1)
-        z_hat = self.bn(z[:, :, None, None])
+        z_hat = self.bn(z[:, :, None, None].to(self.cfc.dtype))
         return torch.sigmoid(z_hat)
 
     def _bn_uses_batch_stats(self) -> bool:

@@ -201,7 +201,7 @@ def _gate_from_styles(srm: nn.Module, mean: torch.Tensor, std: torch.Tensor,
         z = torch.addcmul(z, styles[style], weight, value=factors[style])
     if running:
         return torch.sigmoid(z)
-    return torch.sigmoid(bn(z[:, :, None, None]).flatten(1))
+    return torch.sigmoid(bn(z[:, :, None, None].to(srm.cfc.dtype)).flatten(1))
 
 
 def gate_residual_relu(x: torch.Tensor, gate: torch.Tensor, shortcut: torch.Tensor,
