@@ -237,10 +237,16 @@ def norm_folds_into_srm(norm: nn.Module, y: torch.Tensor) -> bool:
     convolution output need the two-pass refinement far more often than those of its normalised
     output.
     """
-    if norm._forward_hooks or norm._forward_pre_hooks:
-        return False
     # (listing the norm's parameters costs microseconds: only where autograd records)
     if not (srm_kernels.applies(y) or (torch.is_grad_enabled() and _needs_grad(y, *norm.parameters()))):
+        return False
+    return _foldable_norm(norm)
+
+
+def _foldable_norm(norm: nn.Module) -> bool:
+    """Whether the fast path may fold ``norm`` away: a plain BatchNorm2d, a frozen BatchNorm or a
+    SyncBatchNorm in eval mode, without hooks that expect it to run."""
+    if norm._forward_hooks or norm._forward_pre_hooks:
         return False
     if type(norm) is nn.BatchNorm2d or isinstance(norm, FrozenBatchNorm2d):
         return True
@@ -258,9 +264,7 @@ def conv_folds_norm(conv: nn.Module, norm: nn.Module, x: torch.Tensor) -> bool:
         return False
     if type(conv) is not nn.Conv2d or conv._forward_hooks or conv._forward_pre_hooks:
         return False
-    if norm._forward_hooks or norm._forward_pre_hooks or not _uses_running_statistics(norm):
-        return False
-    if not (type(norm) in (nn.BatchNorm2d, nn.SyncBatchNorm) or isinstance(norm, FrozenBatchNorm2d)):
+    if not (_foldable_norm(norm) and _uses_running_statistics(norm)):
         return False
     output_size = x.shape[0] * conv.out_channels * x.shape[2] * x.shape[3] // (conv.stride[0] * conv.stride[1])
     return conv.weight.numel() < output_size
