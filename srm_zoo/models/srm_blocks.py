@@ -10,7 +10,7 @@ With stochastic depth active in training, the block runs timm's order of operati
 (BatchNorm, SRM, drop path, add, ReLU) instead.
 """
 from functools import partial
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -42,18 +42,19 @@ class _SRMTail:
     last_norm: str
 
     def _conv_tail(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_scripting():
-            out = self._folded_conv_tail(x, shortcut)
-            if out is not None:
-                return out
-        return self._tail(self._last_conv(x), shortcut)
+        """The tail from the last convolution's input ``x``."""
+        if not torch.jit.is_scripting() and self._takes_fast_path():
+            return self._fast_conv_tail(x, shortcut)
+        return self._module_tail(self._last_conv(x), shortcut)
 
     def _tail(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
         """The tail from the last convolution's output ``x``."""
-        if not torch.jit.is_scripting():
-            out = self._folded_tail(x, shortcut)
-            if out is not None:
-                return out
+        if not torch.jit.is_scripting() and self._takes_fast_path():
+            return self._fast_tail(x, shortcut)
+        return self._module_tail(x, shortcut)
+
+    def _module_tail(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        """The tail with the block's last BatchNorm run as a module."""
         x = self._last_norm(x)
         if self.drop_path is None or not self.training:
             return self.se(x, shortcut)
@@ -64,26 +65,27 @@ class _SRMTail:
     @torch.jit.unused
     def _takes_fast_path(self) -> bool:
         """Neither stochastic depth in training nor the reference path rules the folded tails out (asked
-        before anything looks at the inputs: under FX tracing they are proxies)."""
+        once per block, before anything looks at the inputs: under FX tracing they are proxies)."""
         return not ((self.drop_path is not None and self.training) or use_reference_path())
 
     @torch.jit.unused
-    def _folded_conv_tail(self, x: torch.Tensor, shortcut: torch.Tensor) -> Optional[torch.Tensor]:
-        """The tail with the block's last BatchNorm folded into the last convolution; None where it does
-        not fold (see :func:`~srm_zoo.layers.srm_fast.conv_folds_norm`)."""
+    def _fast_conv_tail(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        """The fast tail from the last convolution's input: the block's last BatchNorm folded into that
+        convolution where it folds (:func:`~srm_zoo.layers.srm_fast.conv_folds_norm`), else
+        :meth:`_fast_tail` of the convolution's output."""
         conv, norm = getattr(self, self.last_conv), getattr(self, self.last_norm)
-        if not (self._takes_fast_path() and conv_folds_norm(conv, norm, x)):
-            return None
-        return self.se(conv_norm(conv, norm, x), shortcut)
+        if conv_folds_norm(conv, norm, x):
+            return self.se(conv_norm(conv, norm, x), shortcut)
+        return self._fast_tail(conv(x), shortcut)
 
     @torch.jit.unused
-    def _folded_tail(self, x: torch.Tensor, shortcut: torch.Tensor) -> Optional[torch.Tensor]:
-        """The tail with the block's last BatchNorm folded into SRM's pass; None where it does not fold
-        (stochastic depth in training, the reference path, a norm that does not fold)."""
+    def _fast_tail(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        """The fast tail from the last convolution's output: the block's last BatchNorm folded into SRM's
+        pass where it folds (:func:`~srm_zoo.layers.srm_fast.norm_folds_into_srm`), else run as a module."""
         norm = getattr(self, self.last_norm)
-        if not (self._takes_fast_path() and norm_folds_into_srm(norm, x)):
-            return None
-        return self.se.forward_after_norm(norm, x, shortcut)
+        if norm_folds_into_srm(norm, x):
+            return self.se.forward_after_norm(norm, x, shortcut)
+        return self._module_tail(x, shortcut)
 
 
 class SRMBasicBlock(_SRMTail, BasicBlock):
