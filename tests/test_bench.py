@@ -76,6 +76,7 @@ def test_bench_round_ratios_pair_each_round_with_the_first_models(tmp_path):
     (['--models', 'resnet18', '--mode', 'train', '--batch-size', '1'], 'batch of at least 2'),
     (['--models', 'resnet18', '--profile-steps', '3'], 'needs --device cuda'),
     (['--models', 'resnet18', '--rounds', '0'], 'at least 1'),
+    (['--models', 'resnet18', '--compile-mode', 'reduce-overhead'], 'add --compile'),
 ])
 def test_bench_errors_are_one_paragraph(args, message, capsys):
     if 'cuda:0' in args and torch.cuda.is_available():
@@ -88,6 +89,19 @@ def test_bench_errors_are_one_paragraph(args, message, capsys):
 def test_bench_help():
     result = subprocess.run([sys.executable, '-m', 'srm_zoo', 'bench', '--help'], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0 and '--channels-last' in result.stdout and '--reference' in result.stdout
+
+
+def test_bench_compile_mode_reaches_torch_compile(tmp_path):
+    """--compile-mode is torch.compile's mode: reduce-overhead asks Inductor for CUDA graphs, which it
+    skips on the CPU and counts the skip."""
+    from torch._dynamo.utils import counters
+    out = tmp_path / 'bench.json'
+    counters.clear()
+    assert main(['bench', '--models', 'resnet10t', '--compile', '--compile-mode', 'reduce-overhead', *TINY,
+                 '--rounds', '1', '--results-file', str(out)]) == 0
+    (row,) = json.loads(out.read_text())
+    assert row['compile'] is True and row['compile_mode'] == 'reduce-overhead' and row['infer_samples_per_sec'] > 0
+    assert counters['inductor']['cudagraph_skips'] >= 1
 
 
 def test_gpu_check_speed_table_from_real_rows():

@@ -25,9 +25,11 @@ from ..stats import model_stats
 from .kernel_time import profile_kernel_time
 from .memory import saved_activation_bytes
 
-__all__ = ['BenchConfig', 'ModelVariant', 'run_benchmark']
+__all__ = ['COMPILE_MODES', 'BenchConfig', 'ModelVariant', 'run_benchmark']
 
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')
+"""``torch.compile``'s modes; ``reduce-overhead`` and ``max-autotune`` replay CUDA graphs on CUDA."""
 
 
 @dataclass
@@ -39,6 +41,7 @@ class BenchConfig:
     amp: Optional[str] = None
     channels_last: bool = False
     compile: bool = False
+    compile_mode: Optional[str] = None
     batch_size: int = 8
     img_size: Optional[int] = None
     rounds: int = 5
@@ -83,6 +86,10 @@ def _validate(config: BenchConfig) -> torch.device:
         raise UserError(f'Unknown --amp {config.amp!r}: use one of {", ".join(AMP_DTYPES)}.')
     if min(config.batch_size, config.rounds, config.steps) < 1 or config.warmup_steps < 0:
         raise UserError('--batch-size, --rounds and --steps must be at least 1, --warmup-steps at least 0.')
+    if config.compile_mode is not None and not config.compile:
+        raise UserError('--compile-mode sets the mode of torch.compile: add --compile.')
+    if config.compile_mode not in (None, *COMPILE_MODES):
+        raise UserError(f'Unknown --compile-mode {config.compile_mode!r}: use one of {", ".join(COMPILE_MODES)}.')
     if config.profile_steps < 0:
         raise UserError('--profile-steps must be at least 0.')
     if config.mode == 'train' and config.batch_size < 2:
@@ -113,6 +120,10 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _no_op() -> None:
+    pass
+
+
 def _make_step(model: nn.Module, config: BenchConfig, device: torch.device, input_size
                ) -> Tuple[Callable[[], None], Optional[Callable[[], int]]]:
     """The timed step and, in training, a measure of the activations its forward pass saves."""
@@ -120,11 +131,14 @@ def _make_step(model: nn.Module, config: BenchConfig, device: torch.device, inpu
     x = torch.randn(config.batch_size, *input_size, device=device).contiguous(memory_format=memory_format)
     # one reusable context for every step (torch.autocast and nullcontext may be entered again)
     autocast = torch.autocast(device.type, dtype=AMP_DTYPES[config.amp]) if config.amp else nullcontext()
-    forward = torch.compile(model) if config.compile else model
+    forward = torch.compile(model, mode=config.compile_mode) if config.compile else model
+    # a compiled step begins a new generation of CUDA graphs, whose outputs the next replay may overwrite
+    begin_step = torch.compiler.cudagraph_mark_step_begin if config.compile else _no_op
     if config.mode == 'infer':
         model.eval()
 
         def step() -> None:
+            begin_step()
             with torch.inference_mode(), autocast:
                 forward(x)
         return step, None
@@ -135,6 +149,7 @@ def _make_step(model: nn.Module, config: BenchConfig, device: torch.device, inpu
     criterion = nn.CrossEntropyLoss()
 
     def step() -> None:
+        begin_step()
         optimizer.zero_grad(set_to_none=True)
         with autocast:
             loss = criterion(forward(x), target)
@@ -194,6 +209,10 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda line:
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(0)
+    if config.compile:
+        # compile afresh: earlier runs in this process would count towards the recompile limit and, at
+        # another batch size, make the compiler mark the batch dimension dynamic
+        torch.compiler.reset()
     variants = _build_variants(config, device)
     for variant in variants:
         log(f'warming up {variant.label}')
@@ -260,6 +279,7 @@ def _rows(config: BenchConfig, variants: List[ModelVariant]) -> List[Dict[str, A
             'amp': config.amp or 'float32',
             'channels_last': config.channels_last,
             'compile': config.compile,
+            'compile_mode': (config.compile_mode or 'default') if config.compile else '',
             'rounds': config.rounds,
             f'{prefix}_round_samples_per_sec': [round(r, 2) for r in variant.round_rates],
         })

@@ -3,7 +3,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..benchmark import BenchConfig, run_benchmark
+from ..benchmark import COMPILE_MODES, BenchConfig, run_benchmark
 from ._help import DefaultsHelpFormatter
 from ._output import write_rows
 
@@ -15,9 +15,10 @@ SUMMARY_COLUMNS = ('model', 'srm_path', '{m}_samples_per_sec', '{m}_ratio', '{m}
 def run(args: argparse.Namespace) -> int:
     config = BenchConfig(
         models=[m.strip() for m in args.models.split(',') if m.strip()], mode=args.mode, device=args.device,
-        amp=args.amp, channels_last=args.channels_last, compile=args.compile, batch_size=args.batch_size,
-        img_size=args.img_size, rounds=args.rounds, steps=args.steps, warmup_steps=args.warmup_steps,
-        reference=args.reference, threads=args.threads, profile_steps=args.profile_steps)
+        amp=args.amp, channels_last=args.channels_last, compile=args.compile, compile_mode=args.compile_mode,
+        batch_size=args.batch_size, img_size=args.img_size, rounds=args.rounds, steps=args.steps,
+        warmup_steps=args.warmup_steps, reference=args.reference, threads=args.threads,
+        profile_steps=args.profile_steps)
     rows = run_benchmark(config)
     columns = [c.format(m=args.mode) for c in SUMMARY_COLUMNS]
     write_rows([{c: row[c] for c in columns} for row in rows], 'table', stream=sys.stdout)
@@ -49,6 +50,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument('--amp', choices=('bf16', 'fp16'), default=None, help='autocast dtype (default: float32)')
     parser.add_argument('--channels-last', action='store_true', help='channels_last memory format')
     parser.add_argument('--compile', action='store_true', help='torch.compile every model')
+    parser.add_argument('--compile-mode', choices=COMPILE_MODES, default=None,
+                        help='mode of --compile (default: torch.compile\'s); on CUDA, reduce-overhead replays each '
+                        'step as CUDA graphs, so the host issues it in a few calls')
     parser.add_argument('--batch-size', '-b', type=int, default=8, help='images per step')
     parser.add_argument('--img-size', type=int, default=None, help='square input size (default: the model\'s)')
     parser.add_argument('--rounds', type=int, default=5, help='interleaved timed rounds')
