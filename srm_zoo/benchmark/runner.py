@@ -59,7 +59,8 @@ class ModelVariant:
     ``peak_mem_mb`` (CUDA only) is the most memory its steps allocated above what was allocated
     before them: activations, gradients and optimizer state, not the weights. ``activation_mb``
     (training, any device) is what one eager forward pass keeps for the backward pass.
-    ``kernel_time_ms`` (CUDA, on request) is the GPU's kernel time per step.
+    ``kernel_time_ms`` (CUDA, on request) is the GPU's kernel time per step. ``cudagraph_skips`` (compiled
+    runs) counts the graphs that Inductor compiled without the CUDA graphs their mode asked for.
     """
     name: str
     srm_path: Optional[str]
@@ -70,6 +71,7 @@ class ModelVariant:
     peak_mem_mb: Optional[float] = None
     activation_mb: Optional[float] = None
     kernel_time_ms: Optional[float] = None
+    cudagraph_skips: Optional[int] = None
 
     @property
     def label(self) -> str:
@@ -188,6 +190,13 @@ def _timed_round(variant: ModelVariant, steps: int, batch_size: int, device: tor
     return steps * batch_size / (time.perf_counter() - start)
 
 
+def _cudagraph_skips() -> int:
+    """How many graphs Inductor has compiled in this process without the CUDA graphs their mode asked
+    for (the counter PyTorch's own benchmarks read)."""
+    from torch._dynamo.utils import counters
+    return counters['inductor']['cudagraph_skips']
+
+
 def _warm_up(variant: ModelVariant, steps: int, device: torch.device) -> None:
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
@@ -216,7 +225,13 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda line:
     variants = _build_variants(config, device)
     for variant in variants:
         log(f'warming up {variant.label}')
-        _warm_up(variant, config.warmup_steps, device)
+        skips_before = _cudagraph_skips()
+        _warm_up(variant, config.warmup_steps, device)  # compiles, where the models are compiled
+        if config.compile:
+            variant.cudagraph_skips = _cudagraph_skips() - skips_before
+            if variant.cudagraph_skips:
+                log(f'{variant.label}: {variant.cudagraph_skips} compiled graphs run without CUDA graphs '
+                    '(TORCH_LOGS=perf_hints, or cudagraphs in newer PyTorch, says why)')
     for round_idx in range(config.rounds):
         shift = round_idx % len(variants)
         for variant in variants[shift:] + variants[:shift]:
@@ -280,6 +295,7 @@ def _rows(config: BenchConfig, variants: List[ModelVariant]) -> List[Dict[str, A
             'channels_last': config.channels_last,
             'compile': config.compile,
             'compile_mode': (config.compile_mode or 'default') if config.compile else '',
+            'cudagraph_skips': variant.cudagraph_skips,
             'rounds': config.rounds,
             f'{prefix}_round_samples_per_sec': [round(r, 2) for r in variant.round_rates],
         })
