@@ -309,8 +309,9 @@ def run_checks(device: torch.device, groups: Sequence[Callable[[torch.device], L
 
 def speed_table(rows_by_run: Dict[str, List[Dict[str, Any]]]) -> str:
     """The README's markdown speed table: ratios to resnet50 plus its images/s. Where resnet50 ran first,
-    each ratio is followed by the quartiles of the round-by-round ratios, the run's noise; where the steps
-    were profiled, by the GPU's kernel time per step against the step's time."""
+    each ratio is followed by the quartiles of the round-by-round ratios, the run's noise; where a compiled
+    model ran graphs without the CUDA graphs its mode asked for, by their number; where the steps were
+    profiled, by the GPU's kernel time per step against the step's time."""
     lines = ['| model | ' + ' | '.join(rows_by_run) + ' |', '|---|' + '---|' * len(rows_by_run)]
     labels = []
     for rows in rows_by_run.values():
@@ -332,6 +333,8 @@ def speed_table(rows_by_run: Dict[str, List[Dict[str, Any]]]) -> str:
                 cell += f" ({row[f'{mode}_samples_per_sec']:,.0f} img/s)"
             elif rows[0]['model'] == 'resnet50':
                 cell += f" ({row[f'{mode}_round_ratio_q1']:.2f}-{row[f'{mode}_round_ratio_q3']:.2f})"
+            if row.get('cudagraph_skips'):
+                cell += f", {row['cudagraph_skips']} graphs without CUDA graphs"
             if row.get(f'{mode}_kernel_time') is not None:
                 cell += f", kernels {row[f'{mode}_kernel_time']:.1f} of {row[f'{mode}_step_time']:.1f} ms"
             if mode == 'train' and row.get('train_peak_mem_mb') is not None:
