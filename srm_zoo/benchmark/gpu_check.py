@@ -14,8 +14,8 @@ channels_last: inference eager and compiled at batch 256, and a training step at
 compiled, and compiled with CUDA graphs (``reduce-overhead``); the GPU kernel time of the training
 steps outside CUDA graphs is profiled too (``--benchmarks eager,compile,train`` picks some; an empty
 list runs the checks only; ``--no-checks`` runs the benchmarks only). It writes ``checks.json``, one
-CSV per benchmark and ``speed_table.md`` under ``--out``. A check or benchmark that raises is reported and
-the rest still run; the exit status is non-zero when any check or benchmark fails.
+CSV per benchmark and ``speed_table.md`` under ``--out``. A check or benchmark that raises is reported
+and the rest still run; the exit status is non-zero when any check or benchmark fails.
 """
 import argparse
 import copy

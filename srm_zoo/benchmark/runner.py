@@ -226,7 +226,7 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda line:
     for variant in variants:
         log(f'warming up {variant.label}')
         skips_before = _cudagraph_skips()
-        _warm_up(variant, config.warmup_steps, device)  # compiles, where the models are compiled
+        _warm_up(variant, config.warmup_steps, device)  # a compiled model compiles in its first steps
         if config.compile:
             variant.cudagraph_skips = _cudagraph_skips() - skips_before
             if variant.cudagraph_skips:
