@@ -122,10 +122,6 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _no_op() -> None:
-    pass
-
-
 def _make_step(model: nn.Module, config: BenchConfig, device: torch.device, input_size
                ) -> Tuple[Callable[[], None], Optional[Callable[[], int]]]:
     """The timed step and, in training, a measure of the activations its forward pass saves."""
@@ -134,13 +130,12 @@ def _make_step(model: nn.Module, config: BenchConfig, device: torch.device, inpu
     # one reusable context for every step (torch.autocast and nullcontext may be entered again)
     autocast = torch.autocast(device.type, dtype=AMP_DTYPES[config.amp]) if config.amp else nullcontext()
     forward = torch.compile(model, mode=config.compile_mode) if config.compile else model
-    # a compiled step begins a new generation of CUDA graphs, whose outputs the next replay may overwrite
-    begin_step = torch.compiler.cudagraph_mark_step_begin if config.compile else _no_op
     if config.mode == 'infer':
         model.eval()
 
         def step() -> None:
-            begin_step()
+            if config.compile:  # a new generation of CUDA graphs, whose outputs the next replay may overwrite
+                torch.compiler.cudagraph_mark_step_begin()
             with torch.inference_mode(), autocast:
                 forward(x)
         return step, None
@@ -151,7 +146,8 @@ def _make_step(model: nn.Module, config: BenchConfig, device: torch.device, inpu
     criterion = nn.CrossEntropyLoss()
 
     def step() -> None:
-        begin_step()
+        if config.compile:
+            torch.compiler.cudagraph_mark_step_begin()
         optimizer.zero_grad(set_to_none=True)
         with autocast:
             loss = criterion(forward(x), target)
@@ -190,13 +186,6 @@ def _timed_round(variant: ModelVariant, steps: int, batch_size: int, device: tor
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def _cudagraph_skips() -> int:
-    """How many graphs Inductor has compiled in this process without the CUDA graphs their mode asked
-    for (the counter PyTorch's own benchmarks read)."""
-    from torch._dynamo.utils import counters
-    return counters['inductor']['cudagraph_skips']
-
-
 def _warm_up(variant: ModelVariant, steps: int, device: torch.device) -> None:
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
@@ -209,6 +198,18 @@ def _warm_up(variant: ModelVariant, steps: int, device: torch.device) -> None:
     _synchronize(device)
     if device.type == 'cuda':
         variant.peak_mem_mb = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
+
+
+def _warm_up_compiled(variant: ModelVariant, steps: int, device: torch.device, log: Callable[[str], None]) -> None:
+    """:func:`_warm_up` of a compiled model, which compiles in its first steps, counting the graphs Inductor
+    compiled without the CUDA graphs their mode asked for (the counter PyTorch's own benchmarks read)."""
+    from torch._dynamo.utils import counters
+    skips_before = counters['inductor']['cudagraph_skips']
+    _warm_up(variant, steps, device)
+    variant.cudagraph_skips = counters['inductor']['cudagraph_skips'] - skips_before
+    if variant.cudagraph_skips:
+        log(f'{variant.label}: {variant.cudagraph_skips} compiled graphs run without CUDA graphs '
+            '(TORCH_LOGS=perf_hints, or cudagraphs in newer PyTorch, says why)')
 
 
 def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
@@ -225,13 +226,10 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda line:
     variants = _build_variants(config, device)
     for variant in variants:
         log(f'warming up {variant.label}')
-        skips_before = _cudagraph_skips()
-        _warm_up(variant, config.warmup_steps, device)  # a compiled model compiles in its first steps
         if config.compile:
-            variant.cudagraph_skips = _cudagraph_skips() - skips_before
-            if variant.cudagraph_skips:
-                log(f'{variant.label}: {variant.cudagraph_skips} compiled graphs run without CUDA graphs '
-                    '(TORCH_LOGS=perf_hints, or cudagraphs in newer PyTorch, says why)')
+            _warm_up_compiled(variant, config.warmup_steps, device, log)
+        else:
+            _warm_up(variant, config.warmup_steps, device)
     for round_idx in range(config.rounds):
         shift = round_idx % len(variants)
         for variant in variants[shift:] + variants[:shift]:
