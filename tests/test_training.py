@@ -13,6 +13,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import srm_zoo.training.loop as loop
+from srm_zoo.benchmark.train_check import compiled_training_checks
 from srm_zoo.cli import main
 from srm_zoo.training import RECIPES, get_recipe
 from srm_zoo.training.optim import create_optimizer, srm_parameter_names
@@ -106,6 +107,8 @@ def test_output_is_never_overwritten_and_resume_checks_settings(tiny_folder, tmp
     # a split without its folder: timm would read every image of the root, training images included
     assert main(_train_args(tiny_folder, tmp_path / 'other', *args, '--val-split', 'test')) == 2
     assert "No folder for split 'test'" in capsys.readouterr().err
+    assert main(_train_args(tiny_folder, tmp_path / 'other', *args, '--compile-mode', 'reduce-overhead')) == 2
+    assert '--compile-mode sets the mode of torch.compile: add --compile.' in capsys.readouterr().err
 
 
 def test_torchrun_two_cpu_processes_leave_one_complete_checkpoint(tiny_folder, tmp_path):
@@ -124,6 +127,46 @@ def test_torchrun_two_cpu_processes_leave_one_complete_checkpoint(tiny_folder, t
     assert set(checkpoint['optimizer']) == {'state', 'param_groups'} and checkpoint['optimizer']['state']
     model = timm.create_model('srm_resnet20_cifar', num_classes=2)
     model.load_state_dict(checkpoint['model'])
+
+
+def test_training_compiled_for_cuda_graphs_matches_eager_and_keeps_its_gradients(monkeypatch):
+    """gpu_check's compiled-training check, here on the CPU (where Inductor skips CUDA graphs): the
+    compiled run with gradient accumulation updates the weights as the eager run does. In a CUDA-graph
+    mode the gradients exist before the first backward pass and every optimiser step reads those same
+    tensors (zeroed in place), never the backward graph's outputs, which the next replay overwrites."""
+    runs = []  # per run: its parameters, and their gradients before the first batch and at each step
+    create_optimizer, progress = loop.create_optimizer, loop.progress
+
+    def record_grads(run):
+        run['grads'].append([p.grad for p in run['params']])
+
+    def recording_optimizer(model, recipe, lr):
+        optimizer, run = create_optimizer(model, recipe, lr), dict(params=list(model.parameters()), grads=[])
+        runs.append(run)
+        step = optimizer.step
+
+        def recorded_step(*args, **kwargs):
+            record_grads(run)
+            return step(*args, **kwargs)
+        optimizer.step = recorded_step
+        return optimizer
+
+    def recording_progress(iterable, total, desc, enabled):
+        record_grads(runs[-1])
+        return progress(iterable, total, desc, enabled)
+
+    monkeypatch.setattr(loop, 'create_optimizer', recording_optimizer)
+    monkeypatch.setattr(loop, 'progress', recording_progress)
+    checks = compiled_training_checks(torch.device('cpu'))
+    assert [c['check'].rsplit(': ', 1)[1] for c in checks] == ['parameters against eager',
+                                                               'BatchNorm running statistics against eager']
+    for check in checks:
+        assert check['passed'] and check['error'] < 1e-4 and check['cudagraph_skips'] >= 1, check
+    eager, compiled = (run['grads'] for run in runs)
+    assert len(eager) == len(compiled) == 3  # before training, then 2 steps of 2 accumulated batches of 4
+    assert all(g is None for g in eager[0]) and all(g is not None for g in compiled[0])
+    assert all(before is first is second for before, first, second in zip(*compiled))
+    assert not any(first is second for first, second in zip(*eager[1:]))  # set to None between eager steps
 
 
 def test_recipes_weight_decay_rules():

@@ -8,13 +8,15 @@ It checks the kernels (statistics, fused apply and their gradients; NCHW and cha
 float32, bfloat16 and float16; odd sizes and H*W = 1), an SRM bottleneck's fused tail (eval and
 training, float32 and bf16 autocast) and SRM-ResNet-50 end to end against the reference path and
 float64 (float32 checks without TF32; a fast-path error passes below a tolerance or below twice the
-reference path's error in the same dtype), and that the fused tail gives the same bits on every run.
-Then it benchmarks resnet50, srm_resnet50 (fast and reference) and seresnet50 with bf16 autocast and
-channels_last: inference eager and compiled at batch 256, and a training step at batch 128, eager,
-compiled, and compiled with CUDA graphs (``reduce-overhead``); the GPU kernel time of the training
-steps outside CUDA graphs is profiled too (``--benchmarks eager,compile,train`` picks some; an empty
-list runs the checks only; ``--no-checks`` runs the benchmarks only). It writes ``checks.json``, one
-CSV per benchmark and ``speed_table.md`` under ``--out``. A check or benchmark that raises is reported
+reference path's error in the same dtype), that the fused tail gives the same bits on every run,
+and that ``srm-zoo train`` compiled with CUDA graphs and gradient accumulation updates the weights as
+eager training does (:mod:`.train_check`). Then it benchmarks resnet50, srm_resnet50 (fast and
+reference) and seresnet50 with bf16 autocast and channels_last: inference eager and compiled at batch
+256, and a training step at batch 128, eager, compiled, and compiled with CUDA graphs
+(``reduce-overhead``); the GPU kernel time of the training steps outside CUDA graphs is profiled too
+(``--benchmarks eager,compile,train`` picks some; an empty list runs the checks only; ``--no-checks``
+runs the benchmarks only). It writes ``checks.json``, one CSV per benchmark and ``speed_table.md``
+under ``--out``. A check or benchmark that raises is reported
 and the rest still run; the exit status is non-zero when any check or benchmark fails.
 """
 import argparse
@@ -33,6 +35,7 @@ from ..cli._output import write_rows
 from ..layers import SRM, srm_kernels, style_pool, use_reference
 from ..models.srm_blocks import SRMBottleneck
 from .runner import BenchConfig, run_benchmark
+from .train_check import compiled_training_checks
 
 MODELS = ('resnet50', 'srm_resnet50', 'seresnet50')  # the first is the round ratios' baseline
 SHAPES = ((2, 5, 3, 7), (3, 4, 1, 1), (2, 3, 1, 5), (4, 130, 9, 9), (8, 256, 56, 56), (16, 2048, 7, 7))
@@ -290,7 +293,7 @@ def exact_float32():
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-CHECK_GROUPS = (kernel_checks, tail_checks, repeat_checks, model_checks)
+CHECK_GROUPS = (kernel_checks, tail_checks, repeat_checks, model_checks, compiled_training_checks)
 
 
 def run_checks(device: torch.device, groups: Sequence[Callable[[torch.device], List[Dict[str, Any]]]] = CHECK_GROUPS

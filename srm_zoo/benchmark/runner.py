@@ -19,17 +19,16 @@ import torch
 import torch.nn as nn
 from timm.optim import create_optimizer_v2
 
+from ..compiling import check_compile_mode, cudagraph_skips, describe_skips
 from ..errors import UserError, unknown_model_message
 from ..layers import SRM, use_reference
 from ..stats import model_stats
 from .kernel_time import profile_kernel_time
 from .memory import saved_activation_bytes
 
-__all__ = ['COMPILE_MODES', 'BenchConfig', 'ModelVariant', 'run_benchmark']
+__all__ = ['BenchConfig', 'ModelVariant', 'run_benchmark']
 
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
-COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')
-"""``torch.compile``'s modes; ``reduce-overhead`` and ``max-autotune`` replay CUDA graphs on CUDA."""
 
 
 @dataclass
@@ -88,10 +87,7 @@ def _validate(config: BenchConfig) -> torch.device:
         raise UserError(f'Unknown --amp {config.amp!r}: use one of {", ".join(AMP_DTYPES)}.')
     if min(config.batch_size, config.rounds, config.steps) < 1 or config.warmup_steps < 0:
         raise UserError('--batch-size, --rounds and --steps must be at least 1, --warmup-steps at least 0.')
-    if config.compile_mode is not None and not config.compile:
-        raise UserError('--compile-mode sets the mode of torch.compile: add --compile.')
-    if config.compile_mode not in (None, *COMPILE_MODES):
-        raise UserError(f'Unknown --compile-mode {config.compile_mode!r}: use one of {", ".join(COMPILE_MODES)}.')
+    check_compile_mode(config.compile, config.compile_mode)
     if config.profile_steps < 0:
         raise UserError('--profile-steps must be at least 0.')
     if config.mode == 'train' and config.batch_size < 2:
@@ -202,14 +198,12 @@ def _warm_up(variant: ModelVariant, steps: int, device: torch.device) -> None:
 
 def _warm_up_compiled(variant: ModelVariant, steps: int, device: torch.device, log: Callable[[str], None]) -> None:
     """:func:`_warm_up` of a compiled model, which compiles in its first steps, counting the graphs Inductor
-    compiled without the CUDA graphs their mode asked for (the counter PyTorch's own benchmarks read)."""
-    from torch._dynamo.utils import counters
-    skips_before = counters['inductor']['cudagraph_skips']
+    compiled without the CUDA graphs their mode asked for."""
+    skips_before = cudagraph_skips()
     _warm_up(variant, steps, device)
-    variant.cudagraph_skips = counters['inductor']['cudagraph_skips'] - skips_before
+    variant.cudagraph_skips = cudagraph_skips() - skips_before
     if variant.cudagraph_skips:
-        log(f'{variant.label}: {variant.cudagraph_skips} compiled graphs run without CUDA graphs '
-            '(TORCH_LOGS=perf_hints, or cudagraphs in newer PyTorch, says why)')
+        log(f'{variant.label}: {describe_skips(variant.cudagraph_skips)}')
 
 
 def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)

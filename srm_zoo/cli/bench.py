@@ -3,7 +3,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..benchmark import COMPILE_MODES, BenchConfig, run_benchmark
+from ..benchmark import BenchConfig, run_benchmark
+from ..compiling import COMPILE_MODES
 from ._help import DefaultsHelpFormatter
 from ._output import write_rows
 

@@ -2,6 +2,7 @@
 import argparse
 import sys
 
+from ..compiling import COMPILE_MODES
 from ..training import ATTENTIONS, RECIPES, TrainConfig, train
 from ._help import DefaultsHelpFormatter
 from ._output import write_rows
@@ -21,8 +22,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, lr=args.lr, grad_accum=args.grad_accum, seed=args.seed,
         attention=args.attention, img_size=args.img_size, train_split=args.train_split,
         val_split=args.val_split, workers=args.workers, amp=args.amp, channels_last=args.channels_last,
-        compile=args.compile, sync_bn=args.sync_bn, initial_checkpoint=args.initial_checkpoint,
-        device=args.device, resume=args.resume)
+        compile=args.compile, compile_mode=args.compile_mode, sync_bn=args.sync_bn,
+        initial_checkpoint=args.initial_checkpoint, device=args.device, resume=args.resume)
     train(config)
     return 0
 
@@ -58,7 +59,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument('--workers', type=int, default=4, help='data loading workers per process')
     parser.add_argument('--amp', choices=('none', 'bf16', 'fp16'), default='none', help='mixed precision')
     parser.add_argument('--channels-last', action='store_true', help='channels_last memory format')
-    parser.add_argument('--compile', action='store_true', help='torch.compile the model')
+    parser.add_argument('--compile', action='store_true', help='torch.compile the model for training')
+    parser.add_argument('--compile-mode', choices=COMPILE_MODES, default=None,
+                        help="mode of --compile (default: torch.compile's); on CUDA, reduce-overhead replays each "
+                        'step as CUDA graphs (the gradients then stay allocated between steps)')
     parser.add_argument('--sync-bn', action='store_true', help='SyncBatchNorm across processes')
     parser.add_argument('--initial-checkpoint', default=None,
                         help='start from these weights (.safetensors or torch state dict), e.g. from srm-zoo graft')

@@ -32,6 +32,8 @@ class TrainConfig:
     amp: str = 'none'
     channels_last: bool = False
     compile: bool = False
+    compile_mode: Optional[str] = None
+    """``torch.compile``'s mode; with ``reduce-overhead`` or ``max-autotune`` each step replays CUDA graphs."""
     sync_bn: bool = False
     initial_checkpoint: Optional[str] = None
     device: Optional[str] = None

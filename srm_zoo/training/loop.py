@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..catalogue import CATALOGUE, get_entry, resolve_name
 from ..checkpoint import load_state_dict_for, read_state_dict
+from ..compiling import check_compile_mode, cudagraph_skips, describe_skips, replays_cuda_graphs
 from ..distributed import (DistContext, all_gather_objects, all_reduce_sum, all_sum, barrier, close_distributed,
                            init_distributed)
 from ..errors import UserError
@@ -61,6 +62,7 @@ def train(config: TrainConfig) -> Dict[str, Any]:
     recipe = get_recipe(config.recipe)
     if config.amp not in _AMP_DTYPES:
         raise UserError(f'--amp must be one of {", ".join(_AMP_DTYPES)}, got {config.amp!r}.')
+    check_compile_mode(config.compile, config.compile_mode)
     ctx = init_distributed(config.device)
     try:
         return _Run(config, recipe, ctx).fit()
@@ -112,6 +114,9 @@ class _Run:
         self.start_epoch, self.history = 0, []
         if resumed is not None:
             self._restore(resumed)
+        # CUDA graphs overwrite a replay's outputs on the next replay, gradients included, so that
+        # gradients must be accumulated into buffers of their own (see _keep_grads_allocated)
+        self.cuda_graphs = config.compile and replays_cuda_graphs(config.compile_mode)
         self.train_model = self._wrap(self.model)
 
     # -- set-up -----------------------------------------------------------------------------------
@@ -161,7 +166,7 @@ class _Run:
             model = DistributedDataParallel(
                 model, device_ids=[self.ctx.device.index] if self.ctx.device.type == 'cuda' else None)
         self.ddp = model if self.ctx.distributed else None
-        return torch.compile(model) if self.config.compile else model
+        return torch.compile(model, mode=self.config.compile_mode) if self.config.compile else model
 
     def _restore(self, checkpoint: Dict[str, Any]) -> None:
         self.model.load_state_dict(checkpoint['model'])
@@ -208,9 +213,22 @@ class _Run:
                                                                  self.amp_dtype, self.config.channels_last).items()})
         return row
 
+    def _keep_grads_allocated(self) -> None:
+        """Zero gradients for every trainable parameter, kept from step to step (zeroed in place).
+
+        Autograd accumulates into an existing gradient in place; a parameter without one would take
+        the backward graph's output itself as its gradient, memory that the next CUDA-graph replay
+        overwrites, losing what was accumulated in gradient accumulation."""
+        for param in self.model.parameters():
+            if param.requires_grad and param.grad is None:
+                param.grad = torch.zeros_like(param)
+
     def _train_one_epoch(self, epoch: int) -> Tuple[float, float]:
         model, device, accum = self.train_model, self.ctx.device, self.config.grad_accum
         model.train()
+        if self.cuda_graphs:
+            self._keep_grads_allocated()
+        skips_before = cudagraph_skips() if self.cuda_graphs else 0
         num_batches = len(self.train_loader)
         totals = torch.zeros(2, dtype=torch.float64, device=device)
         start = time.perf_counter()
@@ -223,6 +241,8 @@ class _Run:
                 images, targets = self.mixup(images, targets)
             boundary = (index + 1) % accum == 0 or index + 1 == num_batches
             sync = nullcontext() if boundary or self.ddp is None else self.ddp.no_sync()
+            if self.cuda_graphs:  # a new generation of CUDA graphs: the last one's outputs are no longer read
+                torch.compiler.cudagraph_mark_step_begin()
             with sync:
                 with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                     loss = self.criterion(model(images), targets)
@@ -230,12 +250,15 @@ class _Run:
             if boundary:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
-                self.optimizer.zero_grad(set_to_none=True)
+                self.optimizer.zero_grad(set_to_none=not self.cuda_graphs)
                 if self.ema is not None:
                     self.ema.update(self.model)
             totals += torch.stack((loss.detach().double() * images.shape[0],
                                    torch.tensor(float(images.shape[0]), dtype=torch.float64, device=device)))
         elapsed = time.perf_counter() - start
+        skipped = cudagraph_skips() - skips_before if self.cuda_graphs else 0
+        if skipped and self.ctx.is_main:
+            print(f'srm-zoo train: epoch {epoch + 1}: {describe_skips(skipped)}', flush=True)
         all_reduce_sum(totals, self.ctx)
         train_loss = float(totals[0] / totals[1])
         if not math.isfinite(train_loss):
