@@ -1,19 +1,17 @@
-"""`srm-zoo train`: exact resume, torchrun DDP with gloo, recipes and weight decay."""
+"""`srm-zoo train`: exact resume, torchrun DDP with gloo, compiled training, recipes and weight decay."""
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import timm
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
 import srm_zoo.training.loop as loop
-from srm_zoo.benchmark.train_check import compiled_training_checks
+from srm_zoo.benchmark.train_check import compiled_training_checks, write_random_image_folder
 from srm_zoo.cli import main
 from srm_zoo.training import RECIPES, get_recipe
 from srm_zoo.training.optim import create_optimizer, srm_parameter_names
@@ -27,18 +25,9 @@ pytestmark = pytest.mark.usefixtures('one_thread')
 
 @pytest.fixture(scope='module')
 def tiny_folder(tmp_path_factory):
-    """Two classes of 16x16 PNGs (bright top half vs bright bottom half, with noise)."""
+    """Two classes of random 16x16 PNGs: 8 training and 3 evaluation images each."""
     root = tmp_path_factory.mktemp('tiny')
-    rng = np.random.default_rng(0)
-    for split, count in (('train', 8), ('validation', 3)):
-        for label in ('a', 'b'):
-            folder = root / split / label
-            folder.mkdir(parents=True)
-            for i in range(count):
-                pixels = rng.integers(0, 80, (16, 16, 3))
-                pixels[:8 if label == 'a' else 16, :, :] += 150 if label == 'a' else 0
-                pixels[8:, :, :] += 150 if label == 'b' else 0
-                Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f'{i}.png')
+    write_random_image_folder(root)
     return root
 
 

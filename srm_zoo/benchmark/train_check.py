@@ -21,16 +21,16 @@ from ..compiling import cudagraph_skips
 from ..training import TrainConfig, train
 from ..training.state import CHECKPOINT_NAME, load_checkpoint
 
-__all__ = ['compiled_training_checks', 'update_difference']
+__all__ = ['compiled_training_checks', 'update_difference', 'write_random_image_folder']
 
 MODEL = 'srm_resnet20_cifar'
 TOLERANCE = 1e-2  # losing one of two accumulated gradients changes the update by about half
 
 
-def _write_random_images(root: Path, size: int = 16) -> None:
-    """Two classes of random RGB PNGs: 8 training and 2 evaluation images each."""
+def write_random_image_folder(root: Path, size: int = 16) -> None:
+    """An image folder of two classes of random RGB PNGs: 8 training and 3 evaluation images each."""
     rng = np.random.default_rng(0)
-    for split, count in (('train', 8), ('validation', 2)):
+    for split, count in (('train', 8), ('validation', 3)):
         for label in ('a', 'b'):
             folder = root / split / label
             folder.mkdir(parents=True)
@@ -59,7 +59,7 @@ def compiled_training_checks(device: torch.device, compile_mode: str = 'reduce-o
              'BatchNorm running statistics': [name for name in initial if name.endswith(('_mean', '_var'))]}
     with tempfile.TemporaryDirectory(prefix='srm_zoo_train_check_') as tmp:
         root = Path(tmp)
-        _write_random_images(root / 'data')
+        write_random_image_folder(root / 'data')
         save_file(initial, str(root / 'initial.safetensors'))
         eager = TrainConfig(model=MODEL, data=str(root / 'data'), recipe='digits', output=str(root / 'eager'),
                             epochs=1, batch_size=4, grad_accum=2, img_size=16, workers=0, device=str(device),
