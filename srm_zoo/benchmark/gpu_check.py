@@ -16,8 +16,8 @@ reference) and seresnet50 with bf16 autocast and channels_last: inference eager 
 (``reduce-overhead``); the GPU kernel time of the training steps outside CUDA graphs is profiled too
 (``--benchmarks eager,compile,train`` picks some; an empty list runs the checks only; ``--no-checks``
 runs the benchmarks only). It writes ``checks.json``, one CSV per benchmark and ``speed_table.md``
-under ``--out``. A check or benchmark that raises is reported
-and the rest still run; the exit status is non-zero when any check or benchmark fails.
+under ``--out``. A check or benchmark that raises is reported and the rest still run; the exit status
+is non-zero when any check or benchmark fails.
 """
 import argparse
 import copy
