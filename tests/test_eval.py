@@ -81,6 +81,18 @@ def test_class_folders_at_root_and_csv_columns(zoo, tmp_path):
     assert float(rows[0]['top5_err']) == pytest.approx(100 - expected['top5'], abs=1e-3)
 
 
+def test_compiled_evaluation_gives_the_plain_scores(zoo, tmp_path, capsys):
+    """--compile with --compile-mode reduce-overhead (CUDA graphs on a GPU; on the CPU Inductor alone,
+    which the log reports) scores as the plain model does, over batches of 5, 5 and 2, and the results
+    record the mode."""
+    synsets = imagenet_synsets()
+    place(zoo['files'], [synsets[t] for t in zoo['targets']], tmp_path / 'data')
+    result = run_eval(zoo, tmp_path / 'data', '--compile', '--compile-mode', 'reduce-overhead', name='compiled.json')
+    assert_matches(result, plain_scores(zoo['logits'], zoo['targets']))
+    assert result['compile'] is True and result['compile_mode'] == 'reduce-overhead'
+    assert 'compiled graphs run without CUDA graphs: ' in capsys.readouterr().err
+
+
 def _flat_names(count):
     return [f'ILSVRC2012_val_{101 + 7 * i:08d}.JPEG' for i in range(count)]
 
@@ -276,6 +288,7 @@ def test_bad_data(zoo, tmp_path, capsys, case, message):
     ('wrong_head', 'pass --num-classes 10'),
     ('not_a_checkpoint', 'Cannot read checkpoint'),
     ('bad_option', '--crop-pct must be in (0, 1]'),
+    ('mode_without_compile', '--compile-mode sets the mode of torch.compile: add --compile.'),
 ])
 def test_bad_model_or_checkpoint(zoo, tmp_path, capsys, case, message):
     synsets = imagenet_synsets()
@@ -299,6 +312,8 @@ def test_bad_model_or_checkpoint(zoo, tmp_path, capsys, case, message):
         args += ['--model', 'srm_resnet20_cifar', '--checkpoint', str(tmp_path / 'junk.pth')]
     elif case == 'bad_option':
         args += ['--model', 'srm_resnet20_cifar', '--crop-pct', '1.5']
+    elif case == 'mode_without_compile':
+        args += ['--model', 'srm_resnet20_cifar', '--compile-mode', 'reduce-overhead']
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and 'Traceback' not in err

@@ -4,6 +4,7 @@ import argparse
 import dataclasses
 import os
 
+from ..compiling import COMPILE_MODES
 from ..errors import UserError
 from ..evaluation import DATASETS, EvalOptions, evaluate, summary_line, write_results
 from ._help import DefaultsHelpFormatter
@@ -63,6 +64,9 @@ def add_parser(subparsers) -> None:
     speed.add_argument('--amp', choices=('bf16', 'fp16'), help='mixed precision (default: float32)')
     speed.add_argument('--channels-last', action='store_true', help='channels-last memory layout')
     speed.add_argument('--compile', action='store_true', help='torch.compile the model')
+    speed.add_argument('--compile-mode', choices=COMPILE_MODES,
+                       help="mode of --compile (default: torch.compile's); on CUDA, reduce-overhead replays each "
+                       'batch as CUDA graphs')
     speed.add_argument('--device', help='cuda, cpu, ... (default: cuda when available); torchrun picks the index')
 
     out = parser.add_argument_group('results')

@@ -10,6 +10,7 @@ import torch
 from timm.data import create_transform, resolve_data_config
 from torch.utils.data import DataLoader, Subset
 
+from ..compiling import check_compile_mode, cudagraph_skips, describe_skips, replays_cuda_graphs
 from ..errors import UserError
 from .. import distributed
 from .data import EvalImageDataset, EvalImages, collate_skipping_bad, load_images
@@ -43,6 +44,7 @@ class EvalOptions:
     amp: Optional[str] = None
     channels_last: bool = False
     compile: bool = False
+    compile_mode: Optional[str] = None
     img_size: Optional[int] = None
     crop_pct: Optional[float] = None
     crop_mode: Optional[str] = None
@@ -162,6 +164,7 @@ def evaluate(options: EvalOptions) -> EvalRun:
             raise UserError(f'{flag} must be at least {low}, not {value}.')
     if options.crop_pct is not None and not 0 < options.crop_pct <= 1:
         raise UserError(f'--crop-pct must be in (0, 1], not {options.crop_pct}.')
+    check_compile_mode(options.compile, options.compile_mode)
     context = distributed.init_distributed(options.device)
     try:
         return _evaluate(options, context)
@@ -185,15 +188,20 @@ def _evaluate(options: EvalOptions, context: distributed.DistContext) -> EvalRun
     if options.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if options.compile:
-        model = torch.compile(model)
+        model = torch.compile(model, mode=options.compile_mode)
     shard = Subset(EvalImageDataset(images, transform), distributed.shard_indices(len(images), context))
     loader = DataLoader(shard, batch_size=options.batch_size, shuffle=False, num_workers=options.workers,
                         collate_fn=collate_skipping_bad, pin_memory=context.device.type == 'cuda')
 
+    cuda_graphs = options.compile and replays_cuda_graphs(options.compile_mode)
+    skips_before = cudagraph_skips() if cuda_graphs else 0
     start = time.perf_counter()
     local_counts, local_bad = _run_loop(model, loader, images, space, context, options)
     counts = Counts.from_tensor(distributed.all_sum(local_counts.to_tensor(), context))
     elapsed = time.perf_counter() - start
+    skipped = cudagraph_skips() - skips_before if cuda_graphs else 0
+    if skipped and context.is_main:
+        print(describe_skips(skipped), file=sys.stderr)
     bad = sorted(i for part in distributed.all_gather_objects(local_bad[:_BAD_SHOWN + 1], context) for i in part)
 
     if counts.bad_images > options.max_bad_images:
@@ -245,6 +253,7 @@ def _result(loaded: LoadedModel, options: EvalOptions, space: LabelSpace, images
         'amp': options.amp,
         'channels_last': options.channels_last,
         'compile': options.compile,
+        'compile_mode': options.compile_mode,
         'device': str(context.device),
         'world_size': context.world_size,
         'eval_seconds': round(elapsed, 3),
