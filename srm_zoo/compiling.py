@@ -1,4 +1,4 @@
-"""``torch.compile`` settings shared by ``srm-zoo bench`` and ``srm-zoo train``: its modes, their
+"""``torch.compile`` settings shared by ``srm-zoo bench``, ``train`` and ``eval``: its modes, their
 check, and Inductor's count of graphs compiled without the CUDA graphs their mode asked for."""
 from typing import Optional
 

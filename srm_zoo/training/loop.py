@@ -117,6 +117,8 @@ class _Run:
         # CUDA graphs overwrite a replay's outputs on the next replay, gradients included, so that
         # gradients must be accumulated into buffers of their own (see _keep_grads_allocated)
         self.cuda_graphs = config.compile and replays_cuda_graphs(config.compile_mode)
+        if self.cuda_graphs:
+            self._keep_grads_allocated()
         self.train_model = self._wrap(self.model)
 
     # -- set-up -----------------------------------------------------------------------------------
@@ -160,6 +162,17 @@ class _Run:
         if config.sync_bn and self.ctx.distributed:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return model
+
+    def _keep_grads_allocated(self) -> None:
+        """Zero gradients for every trainable parameter, made once at set-up and kept from step to step
+        (zeroed in place).
+
+        Autograd accumulates into an existing gradient in place; a parameter without one would take
+        the backward graph's output itself as its gradient, memory that the next CUDA-graph replay
+        overwrites, losing what was accumulated in gradient accumulation."""
+        for param in self.model.parameters():
+            if param.requires_grad:
+                param.grad = torch.zeros_like(param)
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         if self.ctx.distributed:
@@ -213,21 +226,9 @@ class _Run:
                                                                  self.amp_dtype, self.config.channels_last).items()})
         return row
 
-    def _keep_grads_allocated(self) -> None:
-        """Zero gradients for every trainable parameter, kept from step to step (zeroed in place).
-
-        Autograd accumulates into an existing gradient in place; a parameter without one would take
-        the backward graph's output itself as its gradient, memory that the next CUDA-graph replay
-        overwrites, losing what was accumulated in gradient accumulation."""
-        for param in self.model.parameters():
-            if param.requires_grad and param.grad is None:
-                param.grad = torch.zeros_like(param)
-
     def _train_one_epoch(self, epoch: int) -> Tuple[float, float]:
         model, device, accum = self.train_model, self.ctx.device, self.config.grad_accum
         model.train()
-        if self.cuda_graphs:
-            self._keep_grads_allocated()
         skips_before = cudagraph_skips() if self.cuda_graphs else 0
         num_batches = len(self.train_loader)
         totals = torch.zeros(2, dtype=torch.float64, device=device)
