@@ -286,6 +286,7 @@ def test_bad_data(zoo, tmp_path, capsys, case, message):
     ('class_count', 'class-count mismatch'),
     ('wrong_checkpoint', 'missing from the checkpoint'),
     ('wrong_head', 'pass --num-classes 10'),
+    ('published_head', '--num-classes 12 differs from the 10 classes of the published weights'),
     ('not_a_checkpoint', 'Cannot read checkpoint'),
     ('bad_option', '--crop-pct must be in (0, 1]'),
     ('mode_without_compile', '--compile-mode sets the mode of torch.compile: add --compile.'),
@@ -307,6 +308,8 @@ def test_bad_model_or_checkpoint(zoo, tmp_path, capsys, case, message):
     elif case == 'wrong_head':
         _, checkpoint = make_model(tmp_path, num_classes=10)
         args += ['--model', 'srm_resnet20_cifar', '--num-classes', '1000', '--checkpoint', str(checkpoint)]
+    elif case == 'published_head':  # timm would replace the trained head by a random one
+        args += ['--model', 'srm_resnet20_cifar.sklearn_digits', '--num-classes', '12']
     elif case == 'not_a_checkpoint':
         (tmp_path / 'junk.pth').write_bytes(b'junk')
         args += ['--model', 'srm_resnet20_cifar', '--checkpoint', str(tmp_path / 'junk.pth')]

@@ -49,6 +49,15 @@ def _hub_sha256(model: torch.nn.Module) -> Optional[str]:
     return file_sha256(Path(cached)) if isinstance(cached, str) else None
 
 
+def _check_published_head(name: str, num_classes: Optional[int]) -> None:
+    """Refuse a ``--num-classes`` that differs from the published weights' head: timm would drop the
+    trained classifier and evaluate a random one."""
+    published = get_pretrained_cfg(name, allow_unregistered=False).num_classes
+    if num_classes and published and num_classes != published:
+        raise UserError(f'--num-classes {num_classes} differs from the {published} classes of the published weights '
+                        f'of {name}; a different head needs --checkpoint FILE with weights for it.')
+
+
 def build_model(name: str, checkpoint: Optional[str] = None, num_classes: Optional[int] = None,
                 use_ema: bool = False) -> LoadedModel:
     """The model ``name`` in eval mode, with the weights of ``checkpoint`` or its published weights."""
@@ -66,6 +75,7 @@ def build_model(name: str, checkpoint: Optional[str] = None, num_classes: Option
         if published is None:
             raise UserError(f'{full_name} has no published weights (the release manifest lists none); evaluate '
                             f'your own with --checkpoint FILE.')
+        _check_published_head(full_name, num_classes)
         weights, local_file = published
         try:
             model = timm.create_model(full_name, pretrained=True, **kwargs)
