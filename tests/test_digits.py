@@ -15,6 +15,7 @@ from srm_zoo.releasing import embed_release
 from srm_zoo.checkpoint import file_sha256
 
 NAME = 'srm_resnet20_cifar.sklearn_digits'
+EVAL = ['eval', '--model', NAME, '--workers', '0', '--device', 'cpu']
 
 
 @pytest.fixture(scope='module')
@@ -99,6 +100,34 @@ def test_srm_zoo_eval_verifies_the_shipped_model(digits_root, tmp_path, capsys):
     assert (measured['dataset'], measured['split']) == (metric.dataset, metric.split)
     assert measured['num_images'] == metric.num_images
     assert round(measured['top1'], 4) == metric.top1 and round(measured['top5'], 4) == metric.top5
+
+
+def _test_subset(digits_root, out, per_class=3, sixteen_bit=False):
+    """The first ``per_class`` test images of every digit under ``out/test``, as 16-bit greys (value * 257)
+    with ``sixteen_bit``."""
+    for digit in range(10):
+        (out / 'test' / str(digit)).mkdir(parents=True)
+        for source in sorted((digits_root / 'test' / str(digit)).glob('*.png'))[:per_class]:
+            image = Image.open(source)
+            if sixteen_bit:
+                image = Image.fromarray(np.asarray(image.convert('L')).astype(np.uint16) * 257)
+                assert image.mode == 'I;16'
+            image.save(out / 'test' / str(digit) / source.name)
+    return out
+
+
+def _eval_json(data, results, *extra):
+    assert main([*EVAL, '--data', str(data), '--results-file', str(results), *extra]) == 0
+    return json.loads(results.read_text())
+
+
+def test_sixteen_bit_images_score_as_their_eight_bit_originals(digits_root, tmp_path):
+    """16-bit PNGs are scaled to 8 bits (PIL's convert('RGB') alone would clip most pixels to white)."""
+    eight = _eval_json(_test_subset(digits_root, tmp_path / 'eight'), tmp_path / 'eight.json')
+    sixteen = _eval_json(_test_subset(digits_root, tmp_path / 'sixteen', sixteen_bit=True), tmp_path / 'sixteen.json')
+    assert eight['num_images'] == sixteen['num_images'] == 30 and eight['top1'] == 100.0
+    assert (sixteen['top1'], sixteen['top5']) == (eight['top1'], eight['top5'])
+    assert sixteen['loss'] == pytest.approx(eight['loss'], rel=1e-6)
 
 
 def test_release_to_a_hub_folder(digits_root, tmp_path, capsys):

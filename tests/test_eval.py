@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
+from PIL import Image
 
 from srm_zoo.cli import main
 from srm_zoo.evaluation import label_space
-from srm_zoo.evaluation.data import canonical_split
+from srm_zoo.evaluation.data import canonical_split, to_rgb
 from srm_zoo.manifest import Metric, Release
 
 from eval_helpers import (IMG_SIZE, CROP_PCT, imagenet_synsets, make_model, place, plain_logits, plain_scores,
@@ -342,6 +343,20 @@ def test_checkpoint_formats(zoo, tmp_path):
 def test_split_names_are_canonical():
     assert [canonical_split(s) for s in ('val', 'eval', 'validation', 'test', 'custom')] == \
         ['validation', 'validation', 'validation', 'test', 'custom']
+
+
+@pytest.mark.parametrize('mode', ['I;16', 'I;16L', 'I;16B', 'I'])
+def test_sixteen_bit_images_are_scaled_to_eight_bits(mode):
+    values = np.array([[0, 128, 257, 384], [385, 30000, 65407, 65535]])
+    if mode == 'I':  # 32-bit: taken as 16-bit, clipped to 0..65535
+        image = Image.fromarray(np.concatenate([values, [[-5, 70000, 65535, 0]]]).astype(np.int32))
+        expected = [[0, 0, 1, 1], [1, 117, 255, 255], [0, 255, 255, 0]]
+    else:
+        image = Image.frombytes(mode, (4, 2), values.astype('>u2' if mode == 'I;16B' else '<u2').tobytes())
+        expected = [[0, 0, 1, 1], [1, 117, 255, 255]]
+    assert image.mode == mode
+    rgb = to_rgb(image)
+    assert rgb.mode == 'RGB' and (np.asarray(rgb) == np.array(expected)[..., None]).all()
 
 
 def test_reference_lookup_by_dataset_and_split(monkeypatch):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from PIL import Image
 from timm.data.readers import create_reader
@@ -20,8 +21,8 @@ from ..errors import UserError
 from .ground_truth import find_ground_truth, real_labels_of, val_image_number
 from .labels import LabelSpace, synset_to_index
 
-__all__ = ['SPLIT_SYNONYMS', 'canonical_split', 'resolve_split', 'EvalImages', 'EvalImageDataset', 'load_images',
-           'collate_skipping_bad']
+__all__ = ['SPLIT_SYNONYMS', 'canonical_split', 'resolve_split', 'to_rgb', 'EvalImages', 'EvalImageDataset',
+           'load_images', 'collate_skipping_bad']
 
 SPLIT_SYNONYMS = {
     'validation': ('val', 'validation', 'valid', 'eval', 'evaluation'),
@@ -62,6 +63,15 @@ def resolve_split(root: Path, split: Optional[str]) -> Tuple[Path, str]:
     return root, canonical_split(split or 'validation')
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB. 16-bit greys (``I;16``, ``I;16B``, ``I;16L``, and ``I`` taken as 16-bit,
+    clipped to 0..65535) are scaled to 8 bits (value / 257, rounded): PIL's ``convert`` would clip them."""
+    if image.mode == 'I' or image.mode.startswith('I;16'):
+        values = np.clip(np.asarray(image, dtype=np.float64), 0, 65535)
+        image = Image.fromarray(np.rint(values / 257.0).astype(np.uint8))
+    return image.convert('RGB')  # convert() decodes every pixel
+
+
 @dataclass
 class EvalImages:
     """The images of one evaluation: a timm reader, one target per image and where they came from."""
@@ -98,7 +108,7 @@ class EvalImageDataset(Dataset):
             item = self.images.reader[index]
             fileobj = item[0]
             try:
-                image = Image.open(fileobj).convert('RGB')  # convert() decodes every pixel
+                image = to_rgb(Image.open(fileobj))
             finally:
                 if hasattr(fileobj, 'close'):
                     fileobj.close()
