@@ -190,9 +190,14 @@ def test_folder_dataset_maps_label_names_indices_or_sorted_names(zoo, tmp_path):
     args = ['eval', '--model', 'srm_resnet20_cifar', '--checkpoint', str(checkpoint), '--dataset', 'folder',
             '--img-size', '32', '--crop-pct', '0.875', '--workers', '0', '--results-file', str(tmp_path / 'r.json')]
     present = sorted(set(targets))
-    for folders, expected_targets in (([str(t) for t in targets], targets),  # numeric names are class indices
-                                      ([f'class{t}' for t in targets], [present.index(t) for t in targets])):
-        root = place(zoo['files'], folders, tmp_path / folders[0] / 'digits' / 'test')
+    assert len(present) < 10  # some classes have no image: their empty folders must keep their place
+    for folders, expected_targets, empty in (
+            ([str(t) for t in targets], targets, ()),  # numeric names are class indices
+            ([f'class{t}' for t in targets], [present.index(t) for t in targets], ()),  # sorted names
+            ([f'class{t}' for t in targets], targets, [f'class{t}' for t in range(10) if t not in present])):
+        root = place(zoo['files'], folders, tmp_path / f'{folders[0]}{len(empty)}' / 'digits' / 'test')
+        for name in empty:
+            (root / name).mkdir()
         assert main(args + ['--data', str(root.parent)]) == 0
         result = json.loads((tmp_path / 'r.json').read_text())
         assert (result['dataset'], result['split']) == ('cifar10', 'test')  # the tag's dataset, the split folder
@@ -254,6 +259,7 @@ def test_verify_without_reference_says_so(zoo, tmp_path, capsys):
     ('flat_no_truth', 'no ground truth was found'),
     ('hf_without_datasets', 'datasets'),
     ('only_train_split', 'has no validation or test split folder, only train'),
+    ('nested', "val/n01443537/deeper/img001.JPEG is in a folder inside the class folder 'n01443537'"),
 ])
 def test_bad_data(zoo, tmp_path, capsys, case, message):
     data = tmp_path / 'data'
@@ -266,6 +272,8 @@ def test_bad_data(zoo, tmp_path, capsys, case, message):
         place(zoo['files'][:2], ['cat', 'dog'], data)
     elif case == 'flat_no_truth':
         place(zoo['files'][:2], ['', ''], data, _flat_names(2))
+    elif case == 'nested':  # timm would label the second image by 'deeper'
+        place(zoo['files'][:2], ['n01440764', 'n01443537/deeper'], data / 'val')
     elif case == 'only_train_split':  # reading the root would evaluate on training images
         place(zoo['files'][:2], imagenet_synsets()[:2], data / 'train')
     elif case == 'hf_without_datasets':
@@ -279,6 +287,16 @@ def test_bad_data(zoo, tmp_path, capsys, case, message):
     err = capsys.readouterr().err
     assert message in err and 'Traceback' not in err
     assert err.count('\n') == 1  # one paragraph
+
+
+def test_folders_not_named_as_the_models_labels(zoo, tmp_path, capsys):
+    """A model with label names scores folders of those names; the fix is renaming the folders (--num-classes
+    would drop the label names and the trained head)."""
+    data = place(zoo['files'][:2], ['digit_0', 'digit_1'], tmp_path / 'data')
+    assert main(['eval', '--model', 'srm_resnet20_cifar.sklearn_digits', '--data', str(data), '--workers', '0']) == 2
+    err = capsys.readouterr().err
+    assert "2 of the 2 class folders are not the model's label names (0, 1, 2" in err
+    assert "Rename the class folders to the model's label names." in err and '--num-classes' not in err
 
 
 @pytest.mark.parametrize('case, message', [

@@ -15,6 +15,7 @@ from PIL import Image
 from timm.data.readers import create_reader
 from timm.data.readers.img_extensions import get_img_extensions
 from timm.data.readers.reader_image_in_tar import ReaderImageInTar
+from timm.utils.misc import natural_key
 from torch.utils.data import Dataset
 
 from ..errors import UserError
@@ -166,25 +167,50 @@ def _local_targets(reader) -> List[int]:
     return [int(target) for _, target in reader.samples]
 
 
-def _folder_targets(local_targets: List[int], names: dict, space: LabelSpace) -> List[int]:
+def _class_folders(path: Path, names: dict) -> List[str]:
+    """Every class folder of ``path`` (non-hidden sub-folders, empty ones included, and those timm found
+    images in), in timm's natural sort order."""
+    folders = set(names)
+    if path.is_dir():
+        folders.update(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith('.'))
+    return sorted(folders, key=natural_key)
+
+
+def _refuse_nested_images(reader, path: Path, root: Path) -> None:
+    """Refuse images more than one folder below ``path``: timm's folder reader labels them by their
+    innermost folder, not by their class folder."""
+    for file, _ in reader.samples:
+        relative = os.path.relpath(file, path)
+        if relative.count(os.sep) > 1:
+            parts = Path(relative).parts
+            raise UserError(f'{os.path.relpath(file, root)} is in a folder inside the class folder {parts[0]!r}; '
+                            f'images must sit directly in their class folder (<class>/<image>), else they are '
+                            f'labelled by their innermost folder ({parts[-2]!r}). Move them up into their class '
+                            f'folder.')
+
+
+def _folder_targets(local_targets: List[int], names: dict, space: LabelSpace, folders: Sequence[str]) -> List[int]:
     """Targets from class-folder names through the label space. When it names no classes, folders named
-    ``0``, ``1``, ... are class indices, and other names are taken in sorted order."""
+    ``0``, ``1``, ... are class indices, and other names are taken in the sorted order of ``folders`` (every
+    class folder, empty ones included, so that they keep their place)."""
     if space.class_to_index is None:
-        if len(names) > space.model_classes:
-            raise UserError(f'The data has {len(names)} class folders but the model has {space.model_classes} '
-                            f'outputs (class-count mismatch).')
         if all(name.isdigit() and int(name) < space.model_classes for name in names):
-            local_to_index = {local: int(name) for name, local in names.items()}  # folders named by class index
-            return [local_to_index[t] for t in local_targets]
-        return local_targets
-    unknown = sorted(name for name in names if name not in space.class_to_index)
-    if unknown:
-        shown = ', '.join(repr(n) for n in unknown[:5]) + (', ...' if len(unknown) > 5 else '')
-        hint = (' Use --dataset folder for data in the model\'s own classes.'
-                if space.is_imagenet else ' Rename the folders, or pass --num-classes for a plain sorted mapping.')
-        raise UserError(f'{len(unknown)} of the {len(names)} class folders are not {space.expected_names}: '
-                        f'{shown}.{hint}')
-    local_to_index = {local: space.class_to_index[name] for name, local in names.items()}
+            mapping = {name: int(name) for name in names}  # folders named by class index
+        elif len(folders) > space.model_classes:
+            raise UserError(f'The data has {len(folders)} class folders but the model has {space.model_classes} '
+                            f'outputs (class-count mismatch).')
+        else:
+            mapping = {name: index for index, name in enumerate(folders)}
+    else:
+        unknown = sorted(name for name in names if name not in space.class_to_index)
+        if unknown:
+            shown = ', '.join(repr(n) for n in unknown[:5]) + (f' and {len(unknown) - 5} more' if len(unknown) > 5 else '')
+            hint = (' Use --dataset folder for data in the model\'s own classes.' if space.is_imagenet
+                    else ' Rename the class folders to the model\'s label names.')
+            raise UserError(f'{len(unknown)} of the {len(names)} class folders are not {space.expected_names}: '
+                            f'{shown}.{hint}')
+        mapping = space.class_to_index
+    local_to_index = {local: mapping[name] for name, local in names.items()}
     return [local_to_index[t] for t in local_targets]
 
 
@@ -264,7 +290,10 @@ def load_images(data: str, space: LabelSpace, split: Optional[str] = None, label
             targets, source = _flat_targets(filenames, space, roots, labels_file and Path(labels_file),
                                             meta_file and Path(meta_file), required=space.kind != 'imagenet-real')
         else:
-            targets = _folder_targets(_local_targets(reader), names, space)
+            if layout == 'folder':
+                _refuse_nested_images(reader, path, root)
+            folders = _class_folders(path, names) if layout == 'folder' else sorted(names, key=names.get)
+            targets = _folder_targets(_local_targets(reader), names, space, folders)
             source = f'class folder names -> {space.expected_names}'
         images = EvalImages(reader, targets, filenames, str(path), split_name, layout, source)
     if space.kind == 'imagenet-real':
