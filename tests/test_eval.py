@@ -206,18 +206,23 @@ def test_folder_dataset_maps_label_names_indices_or_sorted_names(zoo, tmp_path):
     assert space.class_to_index == {'cat': 0, 'dog': 1, 'emu': 2, 'ant': 3}
 
 
-def test_corrupt_images_are_skipped_counted_and_capped(zoo, tmp_path):
+def test_corrupt_images_are_skipped_counted_and_capped(zoo, tmp_path, capsys):
     synsets = imagenet_synsets()
     folders = [synsets[t] for t in zoo['targets']]
-    root = place(zoo['files'], folders, tmp_path / 'data')
+    root = place(zoo['files'], folders, tmp_path / 'data' / 'val')
     (root / folders[0] / 'broken.JPEG').write_bytes(b'not an image at all')
     truncated = zoo['files'][1].read_bytes()
     (root / folders[1] / 'truncated.JPEG').write_bytes(truncated[:len(truncated) // 3])
-    result = run_eval(zoo, root)
-    assert result['num_bad_images'] == 2
-    assert sorted(Path(b).name for b in result['bad_images']) == ['broken.JPEG', 'truncated.JPEG']
+    assert folders[2] != folders[0]
+    (root / folders[2] / 'broken.JPEG').write_bytes(b'another file of the same name')
+    result = run_eval(zoo, root.parent)
+    assert result['num_bad_images'] == 3  # named by their path relative to --data
+    assert sorted(result['bad_images']) == sorted(f'val/{folder}/{name}' for folder, name in (
+        (folders[0], 'broken.JPEG'), (folders[1], 'truncated.JPEG'), (folders[2], 'broken.JPEG')))
+    assert f'val/{folders[2]}/broken.JPEG' in capsys.readouterr().err  # the warning too
     assert_matches(result, plain_scores(zoo['logits'], zoo['targets']))
-    run_eval(zoo, root, '--max-bad-images', '1', expect=2)
+    run_eval(zoo, root.parent, '--max-bad-images', '2', expect=2)
+    assert f'val/{folders[0]}/broken.JPEG' in capsys.readouterr().err
 
 
 def test_verify_against_paper_and_manifest(zoo, tmp_path, monkeypatch, capsys):

@@ -75,7 +75,11 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 @dataclass
 class EvalImages:
-    """The images of one evaluation: a timm reader, one target per image and where they came from."""
+    """The images of one evaluation: a timm reader, one target per image and where they came from.
+
+    ``filenames`` are the images' paths relative to ``--data`` (inside the archive for ``.tar`` data);
+    Hugging Face datasets list them only for ReaL labels (:meth:`name` asks the reader otherwise).
+    """
     reader: Any
     targets: List[int]
     filenames: List[str]
@@ -87,6 +91,10 @@ class EvalImages:
 
     def __len__(self) -> int:
         return len(self.targets)
+
+    def name(self, index: int) -> str:
+        """The path of image ``index`` for messages and results."""
+        return self.filenames[index] if self.filenames else str(self.reader.filename(index))
 
 
 class EvalImageDataset(Dataset):
@@ -281,7 +289,8 @@ def load_images(data: str, space: LabelSpace, split: Optional[str] = None, label
         path, split_name = resolve_split(root, split)
         reader, layout = _open_reader(path)
         names = _class_names(reader)
-        filenames = reader.filenames(basename=True)
+        filenames = ([os.path.relpath(file, root) for file, _ in reader.samples] if layout == 'folder'
+                     else reader.filenames())
         if '' in names:
             if len(names) > 1:
                 raise UserError(f'{path} holds images both directly and in class folders; use one layout.')

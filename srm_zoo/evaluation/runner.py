@@ -146,7 +146,7 @@ def _run_loop(model: torch.nn.Module, loader: DataLoader, images: EvalImages, sp
 
 
 def _bad_images_message(images: EvalImages, bad: List[int], cap: int) -> str:
-    names = ', '.join(images.filenames[i] for i in sorted(bad)[:5])
+    names = ', '.join(images.name(i) for i in sorted(bad)[:5])
     return (f'{len(bad)} images could not be read (more than --max-bad-images {cap}), e.g. {names}. '
             f'Fix or remove them, or raise --max-bad-images.')
 
@@ -212,7 +212,7 @@ def _evaluate(options: EvalOptions, context: distributed.DistContext) -> EvalRun
         raise UserError(f'None of the {counts.images} images has a label to score against.')
     if counts.bad_images and context.is_main:
         print(f'warning: skipped {counts.bad_images} unreadable images, e.g. '
-              f'{", ".join(images.filenames[i] for i in bad[:5])}', file=sys.stderr)
+              f'{", ".join(images.name(i) for i in bad[:5])}', file=sys.stderr)
 
     result = _result(loaded, options, space, images, config, counts, bad, elapsed, context)
     passed = _verify(result, options, counts, context) if options.verify else None
@@ -230,7 +230,7 @@ def _result(loaded: LoadedModel, options: EvalOptions, space: LabelSpace, images
         'num_images': counts.images,
         'num_scored': counts.scored,
         'num_bad_images': counts.bad_images,
-        'bad_images': [images.filenames[i] for i in bad[:_BAD_SHOWN]],
+        'bad_images': [images.name(i) for i in bad[:_BAD_SHOWN]],
         'loss': round(counts.loss, 6) if counts.loss is not None else None,
         'param_count': round(param_count / 1e6, 3),
         'img_size': config['input_size'][-1],
