@@ -22,6 +22,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _torchrun(args):
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
+    command = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_addr', '127.0.0.1',
+               '--master_port', str(_free_port()), '-m', 'srm_zoo', *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_equal_one_process(tmp_path):
     threads = torch.get_num_threads()
@@ -39,11 +46,7 @@ def test_torchrun_two_processes_equal_one_process(tmp_path):
         assert main(args + ['--results-file', str(tmp_path / 'one.json')]) == 0
     finally:
         torch.set_num_threads(threads)
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
-    command = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_addr', '127.0.0.1',
-               '--master_port', str(_free_port()), '-m', 'srm_zoo', *args,
-               '--results-file', str(tmp_path / 'two.json')]
-    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    completed = _torchrun(args + ['--results-file', str(tmp_path / 'two.json')])
     assert completed.returncode == 0, completed.stderr[-3000:]
     one = json.loads((tmp_path / 'one.json').read_text())
     two = json.loads((tmp_path / 'two.json').read_text())
@@ -54,3 +57,10 @@ def test_torchrun_two_processes_equal_one_process(tmp_path):
     assert (two['top1'], two['top5']) == (one['top1'], one['top5'])
     assert two['loss'] == pytest.approx(one['loss'], rel=1e-6)
     assert completed.stdout.count('top-1') == 1  # only rank 0 reports
+    # the corrupt image is in one process's shard: past --max-bad-images both stop with the same message
+    # (the limit is decided on the summed count), neither with a traceback (torch prefixes a rank's with [rankN])
+    kept = (tmp_path / 'two.json').read_text()
+    completed = _torchrun(args + ['--max-bad-images', '0', '--results-file', str(tmp_path / 'two.json')])
+    assert completed.returncode != 0 and '[rank' not in completed.stderr, completed.stderr[-3000:]
+    assert completed.stderr.count('error: 1 images could not be read (more than --max-bad-images 0)') == 2
+    assert (tmp_path / 'two.json').read_text() == kept

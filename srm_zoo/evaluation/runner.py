@@ -127,7 +127,7 @@ def _run_loop(model: torch.nn.Module, loader: DataLoader, images: EvalImages, sp
             for batch, targets, indices, bad_indices in loader:
                 bad += bad_indices.tolist()
                 counts.bad_images = len(bad)
-                if len(bad) > options.max_bad_images:
+                if stops_early(len(bad), options.max_bad_images, context):
                     raise UserError(_bad_images_message(images, bad, options.max_bad_images))
                 if batch is not None:
                     batch = batch.to(context.device, non_blocking=True)
@@ -143,6 +143,13 @@ def _run_loop(model: torch.nn.Module, loader: DataLoader, images: EvalImages, sp
     finally:
         progress.close()
     return counts, bad
+
+
+def stops_early(bad_images: int, max_bad_images: int, context: distributed.DistContext) -> bool:
+    """Whether this process stops its loop at once, past ``--max-bad-images``. Only a single process does:
+    under torchrun the limit is decided after the loop on the count summed over every rank, which all
+    ranks agree on (one rank stopping alone would leave the others waiting on a closed connection)."""
+    return not context.distributed and bad_images > max_bad_images
 
 
 def _bad_images_message(images: EvalImages, bad: List[int], cap: int) -> str:
