@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ['DistContext', 'init_distributed', 'close_distributed', 'shard_indices', 'all_sum', 'all_reduce_sum',
-           'all_gather_objects', 'barrier']
+           'all_gather_objects', 'broadcast_object', 'barrier']
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,15 @@ def all_gather_objects(obj: Any, ctx: DistContext) -> List[Any]:
     gathered: List[Any] = [None] * ctx.world_size
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+def broadcast_object(obj: Any, ctx: DistContext) -> Any:
+    """Rank 0's ``obj`` on every rank (``obj`` itself in a single process)."""
+    if not ctx.distributed:
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
 
 
 def barrier(ctx: DistContext) -> None:

@@ -247,13 +247,50 @@ def test_verify_against_paper_and_manifest(zoo, tmp_path, monkeypatch, capsys):
     assert 'release manifest' in out and 'FAIL' in out and '100.000' in out
 
 
-def test_verify_without_reference_says_so(zoo, tmp_path, capsys):
+def test_verify_without_reference_stops_before_evaluating(zoo, tmp_path, capsys):
     synsets = imagenet_synsets()
     root = place(zoo['files'], [synsets[t] for t in zoo['targets']], tmp_path / 'val')
-    run_eval(zoo, root, '--verify', expect=2)
+    previous = Path(zoo['tmp']) / 'previous.json'
+    previous.write_text('{"top1": 1.0}\n')
+    run_eval(zoo, root, '--verify', expect=2, name='previous.json')
     err = capsys.readouterr().err
     assert 'no reference accuracy' in err and 'Traceback' not in err
-    assert json.loads((Path(zoo['tmp']) / 'out.json').read_text())['verify']['passed'] is None  # results kept
+    assert 'eval: batch' not in err  # nothing evaluated
+    assert previous.read_text() == '{"top1": 1.0}\n'  # an earlier results file is left alone
+
+
+@pytest.mark.parametrize('case, message', [
+    ('folder', 'out.json: it is a folder; name a file in it, e.g. '),
+    ('no_folder', 'nowhere/out.json: folder '),
+    ('other_csv', 'has other columns than the results table (model,img_size,top1,'),
+])
+def test_unwritable_results_file_stops_before_evaluating(zoo, tmp_path, capsys, case, message):
+    synsets = imagenet_synsets()
+    root = place(zoo['files'][:3], [synsets[t] for t in zoo['targets'][:3]], tmp_path / 'val')
+    results = {'folder': tmp_path / 'out.json', 'no_folder': tmp_path / 'nowhere' / 'out.json',
+               'other_csv': tmp_path / 'table.csv'}[case]
+    if case == 'folder':
+        results.mkdir()
+    elif case == 'other_csv':
+        results.write_text('a,b\n1,2\n')
+    assert main(['eval', *MODEL_ARGS, '--checkpoint', str(zoo['checkpoint']), '--data', str(root),
+                 '--results-file', str(results)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count('\n') == 1 and 'eval: batch' not in err
+    assert case != 'other_csv' or results.read_text() == 'a,b\n1,2\n'
+
+
+def test_csv_results_are_appended_json_overwritten(zoo, tmp_path):
+    """A results table grows by a row per run (header once); a JSON file holds the last run."""
+    synsets = imagenet_synsets()
+    root = place(zoo['files'], [synsets[t] for t in zoo['targets']], tmp_path / 'val')
+    table = run_eval(zoo, root, name='table.csv')
+    run_eval(zoo, root, '--img-size', '40', name='table.csv')
+    rows = list(csv.DictReader(table.open()))
+    assert [row['img_size'] for row in rows] == ['32', '40']
+    assert float(rows[0]['top1']) == pytest.approx(plain_scores(zoo['logits'], zoo['targets'])['top1'], abs=1e-3)
+    run_eval(zoo, root, name='last.json')
+    assert run_eval(zoo, root, '--img-size', '40', name='last.json')['img_size'] == 40
 
 
 @pytest.mark.parametrize('case, message', [

@@ -5,7 +5,6 @@ import dataclasses
 import os
 
 from ..compiling import COMPILE_MODES
-from ..errors import UserError
 from ..evaluation import DATASETS, EvalOptions, evaluate, summary_line, write_results
 from ._help import DefaultsHelpFormatter
 
@@ -13,15 +12,11 @@ from ._help import DefaultsHelpFormatter
 def run(args: argparse.Namespace) -> int:
     names = {f.name for f in dataclasses.fields(EvalOptions)}
     outcome = evaluate(EvalOptions(**{k: v for k, v in vars(args).items() if k in names}))
-    verdict = outcome.result.get('verify')
-    if not outcome.is_primary:
-        return 2 if verdict is not None and verdict['passed'] is None else int(outcome.passed is False)
-    print(summary_line(outcome.result))
-    if args.results_file:
-        fmt = write_results(outcome.result, args.results_file, args.results_format)
-        print(f'results ({fmt}) written to {args.results_file}')
-    if verdict is not None and verdict['passed'] is None:
-        raise UserError(f'--verify: {verdict["reason"]}.')
+    if outcome.is_primary:
+        print(summary_line(outcome.result))
+        if args.results_file:
+            fmt = write_results(outcome.result, args.results_file, args.results_format)
+            print(f'results ({fmt}) written to {args.results_file}')
     return int(outcome.passed is False)
 
 
@@ -70,8 +65,9 @@ def add_parser(subparsers) -> None:
     speed.add_argument('--device', help='cuda, cpu, ... (default: cuda when available); torchrun picks the index')
 
     out = parser.add_argument_group('results')
-    out.add_argument('--results-file', metavar='FILE', help='write results here: .json (every field) or .csv '
-                                                            '(timm results-table columns)')
+    out.add_argument('--results-file', metavar='FILE',
+                     help='write results here: .json (every field; the file holds this run only) or .csv (timm '
+                          'results-table columns; a row is appended to an existing table); checked before the run')
     out.add_argument('--results-format', choices=('json', 'csv'), help='results file format (default: by extension)')
     out.add_argument('--log-interval', type=int, default=50, help='batches between progress lines when not on a '
                                                                   'terminal')

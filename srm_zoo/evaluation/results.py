@@ -1,9 +1,10 @@
-"""The results of one evaluation: a JSON record and timm's results-table CSV row."""
+"""The results of one evaluation: a JSON record (one per file) and timm's results-table CSV row (appended)."""
 import csv
 import json
+import os
 import platform
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import timm
 import torch
@@ -11,7 +12,7 @@ import torchvision
 
 from ..errors import UserError
 
-__all__ = ['CSV_COLUMNS', 'software_versions', 'write_results']
+__all__ = ['CSV_COLUMNS', 'software_versions', 'results_format', 'check_results_file', 'write_results']
 
 CSV_COLUMNS = ('model', 'img_size', 'top1', 'top1_err', 'top5', 'top5_err', 'param_count', 'crop_pct',
                'interpolation')
@@ -27,19 +28,61 @@ def software_versions() -> Dict[str, Optional[str]]:
     }
 
 
-def write_results(result: Dict[str, Any], path: str, fmt: Optional[str] = None) -> str:
-    """Write ``result`` as JSON (every key) or CSV (timm's table columns); the format follows the file's
-    extension unless ``fmt`` is given. Returns the format written."""
-    fmt = fmt or ('csv' if str(path).lower().endswith('.csv') else 'json')
-    target = Path(path)
-    if target.parent and not target.parent.exists():
-        raise UserError(f'Cannot write results to {path}: folder {target.parent} does not exist.')
-    if fmt == 'csv':
-        row = {c: f'{result[c]:.3f}' if isinstance(result.get(c), float) else result.get(c) for c in CSV_COLUMNS}
-        with target.open('w', newline='') as handle:
-            writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-            writer.writeheader()
-            writer.writerow(row)
-    else:
-        target.write_text(json.dumps(result, indent=2) + '\n')
+def results_format(path: str, fmt: Optional[str] = None) -> str:
+    """``fmt``, else the format of ``path``'s extension (``csv`` for ``.csv``, ``json`` otherwise)."""
+    return fmt or ('csv' if str(path).lower().endswith('.csv') else 'json')
+
+
+def _csv_header(path: Path) -> Optional[List[str]]:
+    """The first row of the CSV file ``path``; None when it is empty."""
+    with path.open(newline='') as handle:
+        return next(csv.reader(handle), None)
+
+
+def check_results_file(path: str, fmt: Optional[str] = None) -> str:
+    """Refuse a results file that cannot be written, before anything is evaluated: its folder is missing,
+    it is a folder, it may not be written, or it is a CSV with other columns than timm's results table.
+    Returns the format."""
+    fmt, target = results_format(path, fmt), Path(path)
+    folder = target.parent
+    if not folder.is_dir():
+        raise UserError(f'Cannot write results to {path}: folder {folder} does not exist.')
+    if target.is_dir():
+        raise UserError(f'Cannot write results to {path}: it is a folder; name a file in it, e.g. '
+                        f'{target / f"results.{fmt}"}.')
+    if not os.access(target if target.exists() else folder, os.W_OK):
+        raise UserError(f'Cannot write results to {path}: permission denied.')
+    if fmt == 'csv' and target.exists():
+        header = _csv_header(target)
+        if header is not None and header != list(CSV_COLUMNS):
+            raise UserError(f'{path} has other columns than the results table ({",".join(CSV_COLUMNS)}), so a row '
+                            f'cannot be appended to it; choose another file.')
     return fmt
+
+
+def write_results(result: Dict[str, Any], path: str, fmt: Optional[str] = None) -> str:
+    """Write ``result`` as JSON (every key; the file holds this one record) or as a CSV row (timm's table
+    columns; appended to an existing results table, the header written once); the format follows the
+    file's extension unless ``fmt`` is given. Returns the format written."""
+    fmt, target = check_results_file(path, fmt), Path(path)
+    try:
+        if fmt == 'csv':
+            _append_csv_row(result, target)
+        else:
+            target.write_text(json.dumps(result, indent=2) + '\n')
+    except OSError as error:
+        raise UserError(f'Cannot write results to {path}: {error.strerror or error}.') from None
+    return fmt
+
+
+def _append_csv_row(result: Dict[str, Any], target: Path) -> None:
+    row = {c: f'{result[c]:.3f}' if isinstance(result.get(c), float) else result.get(c) for c in CSV_COLUMNS}
+    new = not target.exists() or _csv_header(target) is None
+    if not new and not target.read_bytes().endswith(b'\n'):
+        with target.open('a') as handle:  # a last row without its line end
+            handle.write('\r\n')
+    with target.open('w' if new else 'a', newline='') as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)

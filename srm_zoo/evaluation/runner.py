@@ -17,8 +17,8 @@ from .data import EvalImageDataset, EvalImages, collate_skipping_bad, load_image
 from .labels import DATASETS, LabelSpace, label_space
 from .metrics import Counts, score_batch
 from .model import LoadedModel, build_model
-from .results import software_versions
-from .verify import compare_with_reference, find_reference, format_verdict
+from .results import check_results_file, software_versions
+from .verify import Reference, compare_with_reference, find_reference, format_verdict
 
 __all__ = ['EvalOptions', 'EvalRun', 'evaluate', 'default_dataset', 'summary_line']
 
@@ -54,6 +54,8 @@ class EvalOptions:
     log_interval: int = 50
     verify: bool = False
     tolerance: float = 0.3
+    results_file: Optional[str] = None
+    results_format: Optional[str] = None
 
 
 @dataclass
@@ -179,13 +181,37 @@ def evaluate(options: EvalOptions) -> EvalRun:
         distributed.close_distributed(context)
 
 
+def _check_results_file(options: EvalOptions, context: distributed.DistContext) -> None:
+    """Refuse an unwritable ``--results-file`` before anything is evaluated. The process that writes it
+    (rank 0) checks it, and every rank stops with its message."""
+    problem = None
+    if options.results_file and context.is_main:
+        try:
+            check_results_file(options.results_file, options.results_format)
+        except UserError as error:
+            problem = str(error)
+    problem = distributed.broadcast_object(problem, context)
+    if problem:
+        raise UserError(problem)
+
+
+def _reference(model: str, dataset: str, split: str, options: EvalOptions) -> Reference:
+    """The accuracy ``--verify`` compares with; a UserError, before anything is evaluated, when there is none."""
+    reference, reason = find_reference(model, dataset, split, split_given=options.split is not None)
+    if reference is None:
+        raise UserError(f'--verify: {reason}.')
+    return reference
+
+
 def _evaluate(options: EvalOptions, context: distributed.DistContext) -> EvalRun:
+    _check_results_file(options, context)
     loaded = build_model(options.model, options.checkpoint, options.num_classes, options.use_ema)
     model = loaded.model
     space = _label_space(loaded, options)
     config = _data_config(model, options)
     transform = create_transform(**config, is_training=False)
     images = load_images(options.data, space, options.split, options.labels, options.meta)
+    reference = _reference(loaded.name, space.dataset, images.split, options) if options.verify else None
     if context.is_main:
         print(f'{loaded.name} ({loaded.weights}) on {space.dataset}/{images.split}: {len(images)} images in '
               f'{images.path} ({images.layout}; labels: {images.label_source})', file=sys.stderr)
@@ -222,7 +248,7 @@ def _evaluate(options: EvalOptions, context: distributed.DistContext) -> EvalRun
               f'{", ".join(images.name(i) for i in bad[:5])}', file=sys.stderr)
 
     result = _result(loaded, options, space, images, config, counts, bad, elapsed, context)
-    passed = _verify(result, options, counts, context) if options.verify else None
+    passed = _verify(result, reference, options, counts, context) if reference else None
     return EvalRun(result, passed, context.is_main)
 
 
@@ -269,12 +295,8 @@ def _result(loaded: LoadedModel, options: EvalOptions, space: LabelSpace, images
     }
 
 
-def _verify(result: Dict[str, Any], options: EvalOptions, counts: Counts, context: distributed.DistContext) -> bool:
-    reference, reason = find_reference(result['model'], result['dataset'], result['split'],
-                                       split_given=options.split is not None)
-    if reference is None:
-        result['verify'] = {'passed': None, 'reason': reason}
-        return False
+def _verify(result: Dict[str, Any], reference: Reference, options: EvalOptions, counts: Counts,
+            context: distributed.DistContext) -> bool:
     verdict = compare_with_reference(counts.top1, counts.top5, reference, options.tolerance)
     result['verify'] = verdict.to_dict()
     if context.is_main:
