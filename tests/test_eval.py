@@ -119,6 +119,21 @@ def test_flat_folder_with_devkit_ground_truth(zoo, tmp_path):
     assert_matches(result, plain_scores(zoo['logits'], zoo['targets']))
 
 
+@pytest.mark.parametrize('meta, message', [
+    ('junk.mat', 'junk.mat is not an ILSVRC2012 devkit meta.mat (a "synsets" struct with ILSVRC2012_ID, WNID and '
+                 'num_children): Mat file appears to be truncated'),
+    ('absent.mat', 'absent.mat does not exist or is not a file.'),
+])
+def test_bad_meta_file(zoo, tmp_path, capsys, meta, message):
+    flat = place(zoo['files'][:2], ['', ''], tmp_path / 'flat', _flat_names(2))
+    (tmp_path / 'truth.txt').write_text('1\n' * 200)
+    (tmp_path / 'junk.mat').write_bytes(b'hello')
+    run_eval(zoo, flat, '--labels', str(tmp_path / 'truth.txt'), '--meta', str(tmp_path / meta), expect=2)
+    err = capsys.readouterr().err
+    assert f'error: {tmp_path / meta} ' in err or f'error: --meta {tmp_path / meta} ' in err
+    assert message in err and err.count('\n') == 1
+
+
 def test_flat_folder_with_loc_solution_csv(zoo, tmp_path):
     synsets = imagenet_synsets()
     names = _flat_names(NUM_IMAGES)

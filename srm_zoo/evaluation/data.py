@@ -228,7 +228,7 @@ def _flat_targets(filenames: List[str], space: LabelSpace, roots: Sequence[Path]
     if space.kind not in _FLAT_KINDS:
         raise UserError(f'{space.dataset} images must be in class folders ({space.expected_names}); '
                         f'found image files directly in {roots[0]}.')
-    if not required and labels_file is None:
+    if not required and labels_file is None and meta_file is None:
         try:
             truth, source = find_ground_truth(roots, None, meta_file)
         except UserError:

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..errors import UserError
+from ..errors import UserError, error_reason
 
 __all__ = ['val_image_number', 'find_ground_truth', 'read_loc_solution', 'read_devkit_ground_truth',
            'read_devkit_meta', 'real_labels', 'real_labels_of']
@@ -50,15 +50,16 @@ def read_devkit_meta(path: Path) -> Dict[int, str]:
     """ILSVRC2012 ID -> synset (WNID) of the 1000 leaf classes in the devkit's ``meta.mat``."""
     try:
         from scipy.io import loadmat
+        from scipy.io.matlab import MatReadError
     except ImportError:
         raise UserError('Reading the devkit meta.mat needs scipy (`pip install scipy`); or pass '
                         '--labels LOC_val_solution.csv instead.') from None
     try:
         synsets = loadmat(str(path), squeeze_me=True)['synsets']
         ids, wnids, children = synsets['ILSVRC2012_ID'], synsets['WNID'], synsets['num_children']
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, MatReadError) as error:
         raise UserError(f'{path} is not an ILSVRC2012 devkit meta.mat (a "synsets" struct with ILSVRC2012_ID, '
-                        f'WNID and num_children): {error}') from None
+                        f'WNID and num_children): {error_reason(error)}') from None
     return {int(i): str(w) for i, w, c in zip(ids, wnids, children) if int(c) == 0}
 
 
@@ -91,6 +92,8 @@ def find_ground_truth(roots: Sequence[Path], labels_file: Optional[Path] = None,
     or a ``meta.mat`` found beside it); otherwise both are searched in ``roots`` (and their devkit
     ``data`` folders).
     """
+    if meta_file is not None and not Path(meta_file).is_file():
+        raise UserError(f'--meta {meta_file} does not exist or is not a file.')
     if labels_file is not None:
         labels_file = Path(labels_file)
         if not labels_file.is_file():
