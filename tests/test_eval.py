@@ -316,10 +316,11 @@ def test_csv_results_are_appended_json_overwritten(zoo, tmp_path):
     ('flat_no_truth', 'no ground truth was found'),
     ('hf_without_datasets', 'datasets'),
     ('only_train_split', 'has no validation or test split folder, only train'),
+    ('labels_for_class_folders', 'absent.csv gives the labels of a flat ILSVRC2012_val_* folder, but '),
     ('nested', "val/n01443537/deeper/img001.JPEG is in a folder inside the class folder 'n01443537'"),
 ])
 def test_bad_data(zoo, tmp_path, capsys, case, message):
-    data = tmp_path / 'data'
+    data, extra = tmp_path / 'data', []
     if case == 'empty':
         data.mkdir()
     elif case == 'no_images':
@@ -329,6 +330,9 @@ def test_bad_data(zoo, tmp_path, capsys, case, message):
         place(zoo['files'][:2], ['cat', 'dog'], data)
     elif case == 'flat_no_truth':
         place(zoo['files'][:2], ['', ''], data, _flat_names(2))
+    elif case == 'labels_for_class_folders':  # the folder names are the labels: --labels would be ignored
+        place(zoo['files'][:2], imagenet_synsets()[:2], data)
+        extra = ['--labels', str(tmp_path / 'absent.csv')]
     elif case == 'nested':  # timm would label the second image by 'deeper'
         place(zoo['files'][:2], ['n01440764', 'n01443537/deeper'], data / 'val')
     elif case == 'only_train_split':  # reading the root would evaluate on training images
@@ -340,7 +344,7 @@ def test_bad_data(zoo, tmp_path, capsys, case, message):
         except ImportError:
             pass
         data = 'hfds/imagenet-1k'
-    run_eval(zoo, data, expect=2)
+    run_eval(zoo, data, *extra, expect=2)
     err = capsys.readouterr().err
     assert message in err and 'Traceback' not in err
     assert err.count('\n') == 1  # one paragraph
@@ -366,6 +370,7 @@ def test_folders_not_named_as_the_models_labels(zoo, tmp_path, capsys):
     ('not_a_checkpoint', 'Cannot read checkpoint'),
     ('bad_option', '--crop-pct must be in (0, 1]'),
     ('mode_without_compile', '--compile-mode sets the mode of torch.compile: add --compile.'),
+    ('ema_without_checkpoint', '--use-ema picks the EMA weights of a training checkpoint: add --checkpoint'),
 ])
 def test_bad_model_or_checkpoint(zoo, tmp_path, capsys, case, message):
     synsets = imagenet_synsets()
@@ -391,6 +396,8 @@ def test_bad_model_or_checkpoint(zoo, tmp_path, capsys, case, message):
         args += ['--model', 'srm_resnet20_cifar', '--checkpoint', str(tmp_path / 'junk.pth')]
     elif case == 'bad_option':
         args += ['--model', 'srm_resnet20_cifar', '--crop-pct', '1.5']
+    elif case == 'ema_without_checkpoint':
+        args += ['--model', 'srm_resnet20_cifar.sklearn_digits', '--use-ema']
     elif case == 'mode_without_compile':
         args += ['--model', 'srm_resnet20_cifar', '--compile-mode', 'reduce-overhead']
     assert main(args) == 2

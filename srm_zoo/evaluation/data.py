@@ -222,6 +222,16 @@ def _folder_targets(local_targets: List[int], names: dict, space: LabelSpace, fo
     return [local_to_index[t] for t in local_targets]
 
 
+def _refuse_label_files(labels_file: Optional[str], meta_file: Optional[str], reason: str) -> None:
+    """Refuse ``--labels``/``--meta`` for data that does not use them (``reason`` says why), rather than
+    ignore them."""
+    given = [f'--{flag} {value}' for flag, value in (('labels', labels_file), ('meta', meta_file)) if value]
+    if given:
+        verb = 'give' if len(given) > 1 else 'gives'
+        raise UserError(f'{" and ".join(given)} {verb} the labels of a flat ILSVRC2012_val_* folder, but {reason}; '
+                        f'leave {" and ".join(g.split()[0] for g in given)} out.')
+
+
 def _flat_targets(filenames: List[str], space: LabelSpace, roots: Sequence[Path], labels_file: Optional[Path],
                   meta_file: Optional[Path], required: bool) -> Tuple[List[int], str]:
     """Targets of flat ``ILSVRC2012_val_*`` files from the devkit or LOC ground truth."""
@@ -279,6 +289,7 @@ def load_images(data: str, space: LabelSpace, split: Optional[str] = None, label
                 meta_file: Optional[str] = None) -> EvalImages:
     """Locate the images of ``data`` and give each its target in ``space`` (a UserError on bad input)."""
     if not os.path.exists(data) and data.lower().startswith(HF_PREFIX):
+        _refuse_label_files(labels_file, meta_file, f'{data} has its own labels')
         images = _hf_images(data, split, space)
     else:
         root = Path(data).expanduser()
@@ -299,6 +310,7 @@ def load_images(data: str, space: LabelSpace, split: Optional[str] = None, label
             targets, source = _flat_targets(filenames, space, roots, labels_file and Path(labels_file),
                                             meta_file and Path(meta_file), required=space.kind != 'imagenet-real')
         else:
+            _refuse_label_files(labels_file, meta_file, f'{path} holds class folders, whose names are the labels')
             if layout == 'folder':
                 _refuse_nested_images(reader, path, root)
             folders = _class_folders(path, names) if layout == 'folder' else sorted(names, key=names.get)

@@ -174,6 +174,9 @@ def evaluate(options: EvalOptions) -> EvalRun:
     if options.crop_pct is not None and not 0 < options.crop_pct <= 1:
         raise UserError(f'--crop-pct must be in (0, 1], not {options.crop_pct}.')
     check_compile_mode(options.compile, options.compile_mode)
+    if options.use_ema and not options.checkpoint:
+        raise UserError('--use-ema picks the EMA weights of a training checkpoint: add --checkpoint FILE (the '
+                        'published weights have no EMA copy).')
     context = distributed.init_distributed(options.device)
     try:
         return _evaluate(options, context)
