@@ -10,8 +10,10 @@ from typing import Any, List, Optional
 import torch
 import torch.distributed as dist
 
-__all__ = ['DistContext', 'init_distributed', 'close_distributed', 'shard_indices', 'all_sum', 'all_reduce_sum',
-           'all_gather_objects', 'broadcast_object', 'barrier']
+from .errors import UserError
+
+__all__ = ['DistContext', 'parse_device', 'check_device', 'init_distributed', 'close_distributed', 'shard_indices',
+           'all_sum', 'all_reduce_sum', 'all_gather_objects', 'broadcast_object', 'barrier']
 
 
 @dataclass(frozen=True)
@@ -30,15 +32,40 @@ class DistContext:
         return self.rank == 0
 
 
+def parse_device(device: str) -> torch.device:
+    """``device`` as a torch device; a UserError when it names none, or CUDA where PyTorch sees no GPU."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UserError(f'--device {device}: unknown device; use cpu, cuda or cuda:INDEX.') from None
+    if parsed.type == 'cuda' and not torch.cuda.is_available():
+        raise UserError(f'--device {device}: CUDA is not available (PyTorch sees no CUDA device here); use --device '
+                        f'cpu.')
+    return parsed
+
+
+def check_device(device: Optional[str], world_size: int = 1) -> None:
+    """Refuse a ``--device`` that would not be used: not a device (see :func:`parse_device`), neither cpu nor
+    cuda, or (single process) a GPU index past the last GPU."""
+    if device is None:
+        return
+    parsed = parse_device(device)
+    if parsed.type not in ('cpu', 'cuda'):
+        raise UserError(f'--device {device}: srm-zoo runs on cpu or cuda only.')
+    if parsed.type == 'cuda' and world_size == 1 and (parsed.index or 0) >= torch.cuda.device_count():
+        raise UserError(f'--device {device}: there are only {torch.cuda.device_count()} CUDA devices.')
+
+
 def init_distributed(device: Optional[str] = None) -> DistContext:
     """Join the process group that ``torchrun`` describes in the environment (if any).
 
     ``device`` ``'cpu'`` forces the CPU; otherwise each process uses GPU ``LOCAL_RANK`` when CUDA
     is available (a single process may name its GPU, e.g. ``'cuda:1'``). The backend follows the
-    device: NCCL for GPUs, gloo for CPUs.
+    device: NCCL for GPUs, gloo for CPUs. A device that cannot be used is a UserError.
     """
     world_size = int(os.environ.get('WORLD_SIZE', '1'))
     local_rank = int(os.environ.get('LOCAL_RANK', '0'))
+    check_device(device, world_size)
     use_cuda = torch.cuda.is_available() and not (device or '').startswith('cpu')
     if use_cuda:
         named = torch.device(device) if device and device.startswith('cuda') else None

@@ -371,8 +371,10 @@ def test_folders_not_named_as_the_models_labels(zoo, tmp_path, capsys):
     ('bad_option', '--crop-pct must be in (0, 1]'),
     ('mode_without_compile', '--compile-mode sets the mode of torch.compile: add --compile.'),
     ('ema_without_checkpoint', '--use-ema picks the EMA weights of a training checkpoint: add --checkpoint'),
+    ('unknown_device', '--device foo: unknown device'),
+    ('cuda_without_cuda', '--device cuda: CUDA is not available'),
 ])
-def test_bad_model_or_checkpoint(zoo, tmp_path, capsys, case, message):
+def test_bad_model_or_checkpoint(zoo, tmp_path, capsys, monkeypatch, case, message):
     synsets = imagenet_synsets()
     data = place(zoo['files'][:2], synsets[:2], tmp_path / 'data')
     args = ['eval', '--data', str(data), '--workers', '0']
@@ -396,6 +398,10 @@ def test_bad_model_or_checkpoint(zoo, tmp_path, capsys, case, message):
         args += ['--model', 'srm_resnet20_cifar', '--checkpoint', str(tmp_path / 'junk.pth')]
     elif case == 'bad_option':
         args += ['--model', 'srm_resnet20_cifar', '--crop-pct', '1.5']
+    elif case in ('unknown_device', 'cuda_without_cuda'):  # not silently run on the CPU
+        monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+        device = 'foo' if case == 'unknown_device' else 'cuda'
+        args += ['--model', 'srm_resnet20_cifar.sklearn_digits', '--device', device]
     elif case == 'ema_without_checkpoint':
         args += ['--model', 'srm_resnet20_cifar.sklearn_digits', '--use-ema']
     elif case == 'mode_without_compile':

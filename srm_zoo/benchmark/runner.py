@@ -20,6 +20,7 @@ import torch.nn as nn
 from timm.optim import create_optimizer_v2
 
 from ..compiling import check_compile_mode, cudagraph_skips, describe_skips
+from ..distributed import parse_device
 from ..errors import UserError, unknown_model_message
 from ..layers import SRM, use_reference
 from ..stats import model_stats
@@ -92,12 +93,7 @@ def _validate(config: BenchConfig) -> torch.device:
         raise UserError('--profile-steps must be at least 0.')
     if config.mode == 'train' and config.batch_size < 2:
         raise UserError('Training needs a batch of at least 2 (BatchNorm statistics over one sample do not exist).')
-    try:
-        device = torch.device(config.device)
-    except RuntimeError as error:
-        raise UserError(f'Unknown device {config.device!r}: {error}') from None
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise UserError('--device cuda was asked for, but PyTorch sees no CUDA device here. Use --device cpu.')
+    device = parse_device(config.device)
     if config.profile_steps and device.type != 'cuda':
         raise UserError('--profile-steps measures the GPU\'s kernel time: it needs --device cuda.')
     if not config.models:

@@ -62,7 +62,8 @@ def add_parser(subparsers) -> None:
     speed.add_argument('--compile-mode', choices=COMPILE_MODES,
                        help="mode of --compile (default: torch.compile's); on CUDA, reduce-overhead replays each "
                        'batch as CUDA graphs')
-    speed.add_argument('--device', help='cuda, cpu, ... (default: cuda when available); torchrun picks the index')
+    speed.add_argument('--device', help='cpu, cuda or cuda:INDEX (default: cuda when available; an unusable device is '
+                                        'an error); torchrun picks the index')
 
     out = parser.add_argument_group('results')
     out.add_argument('--results-file', metavar='FILE',

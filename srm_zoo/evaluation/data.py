@@ -212,7 +212,8 @@ def _folder_targets(local_targets: List[int], names: dict, space: LabelSpace, fo
     else:
         unknown = sorted(name for name in names if name not in space.class_to_index)
         if unknown:
-            shown = ', '.join(repr(n) for n in unknown[:5]) + (f' and {len(unknown) - 5} more' if len(unknown) > 5 else '')
+            more = f' and {len(unknown) - 5} more' if len(unknown) > 5 else ''
+            shown = ', '.join(repr(n) for n in unknown[:5]) + more
             hint = (' Use --dataset folder for data in the model\'s own classes.' if space.is_imagenet
                     else ' Rename the class folders to the model\'s label names.')
             raise UserError(f'{len(unknown)} of the {len(names)} class folders are not {space.expected_names}: '
