@@ -8,8 +8,9 @@ model are refused with the first mismatches named.
 """
 import hashlib
 import pickle
+import re
 from pathlib import Path
-from typing import Dict, List, Mapping, Union
+from typing import Any, Dict, List, Mapping, Union
 
 import torch
 from safetensors.torch import load_file
@@ -17,11 +18,14 @@ from timm.models import clean_state_dict
 
 from .errors import UserError, error_reason
 
-__all__ = ['file_sha256', 'read_state_dict', 'state_dict_mismatches', 'check_state_dict', 'load_state_dict_for',
-           'load_checkpoint_for']
+__all__ = ['file_sha256', 'load_weights_only', 'read_state_dict', 'state_dict_mismatches', 'check_state_dict',
+           'load_state_dict_for', 'load_checkpoint_for']
 
 MAX_LISTED = 5
 """How many mismatching keys of each kind an error message names."""
+
+_UNSAFE_GLOBAL = re.compile(r'Unsupported global: GLOBAL ([\w.]+)')
+"""The class that torch's weights-only unpickler refused, in its message."""
 
 _OPTIONAL_KEYS = ('num_batches_tracked',)
 """Buffers that old checkpoints may lack without changing what the model computes."""
@@ -62,17 +66,28 @@ def _read_file(path: Path):
             return load_file(str(path), device='cpu')
         except Exception as error:  # safetensors raises its own error types for corrupt headers
             raise UserError(f'Checkpoint {str(path)!r} is not a readable safetensors file ({error}).') from None
+    return load_weights_only(path)
+
+
+def load_weights_only(path: Union[str, Path], what: str = 'checkpoint') -> Any:
+    """``torch.load(path, weights_only=True)`` onto the CPU: the one way srm-zoo reads ``torch.save`` files.
+    A file holding other Python objects than tensors, or no PyTorch file at all, is a one-line UserError
+    naming ``what`` it should have been."""
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as error:
-        reason = error_reason(error)
+        if 'weights only' not in str(error).lower():
+            raise UserError(f'Cannot read {what} {str(path)!r}: it is not a readable PyTorch checkpoint '
+                            f'({error_reason(error)}).') from None
+        found = _UNSAFE_GLOBAL.search(str(error))
+        holds = f' (such as {found.group(1)})' if found else ''
         raise UserError(
-            f'Checkpoint {str(path)!r} cannot be read safely: it holds Python objects beyond tensors, and '
-            f'srm-zoo only loads checkpoints with torch.load(weights_only=True) ({reason}). Save its '
-            'state dict instead: torch.save(model.state_dict(), path), or convert it to safetensors.') from None
+            f'{what[0].upper()}{what[1:]} {str(path)!r} holds Python objects other than tensors{holds}; srm-zoo loads '
+            'only weights-only checkpoints (torch.load(weights_only=True)). Save its state dict instead: '
+            'torch.save(model.state_dict(), path), or convert it to safetensors.') from None
     except Exception as error:  # torch.load raises many types (struct.error, RuntimeError, ...) for junk
-        raise UserError(f'Cannot read checkpoint {str(path)!r}: it is not a readable PyTorch checkpoint '
-                        f'({type(error).__name__}: {error}).') from None
+        raise UserError(f'Cannot read {what} {str(path)!r}: it is not a readable PyTorch checkpoint '
+                        f'({type(error).__name__}: {error_reason(error)}).') from None
 
 
 def state_dict_mismatches(expected: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor]) -> List[str]:

@@ -1,4 +1,5 @@
 """``srm-zoo eval`` on small image sets written to disk, checked against a plain computation."""
+import argparse
 import csv
 import json
 import tarfile
@@ -368,6 +369,8 @@ def test_folders_not_named_as_the_models_labels(zoo, tmp_path, capsys):
     ('wrong_head', 'pass --num-classes 10'),
     ('published_head', '--num-classes 12 differs from the 10 classes of the published weights'),
     ('not_a_checkpoint', 'Cannot read checkpoint'),
+    ('pickled_objects', 'holds Python objects other than tensors (such as argparse.Namespace); srm-zoo loads only '
+                        'weights-only checkpoints'),
     ('bad_option', '--crop-pct must be in (0, 1]'),
     ('mode_without_compile', '--compile-mode sets the mode of torch.compile: add --compile.'),
     ('ema_without_checkpoint', '--use-ema picks the EMA weights of a training checkpoint: add --checkpoint'),
@@ -393,6 +396,10 @@ def test_bad_model_or_checkpoint(zoo, tmp_path, capsys, monkeypatch, case, messa
         args += ['--model', 'srm_resnet20_cifar', '--num-classes', '1000', '--checkpoint', str(checkpoint)]
     elif case == 'published_head':  # timm would replace the trained head by a random one
         args += ['--model', 'srm_resnet20_cifar.sklearn_digits', '--num-classes', '12']
+    elif case == 'pickled_objects':  # torch's own message has ANSI escapes and several paragraphs
+        model, _ = make_model(tmp_path)
+        torch.save({'state_dict': model.state_dict(), 'args': argparse.Namespace(lr=0.1)}, tmp_path / 'args.pth')
+        args += ['--model', 'srm_resnet20_cifar', '--num-classes', '1000', '--checkpoint', str(tmp_path / 'args.pth')]
     elif case == 'not_a_checkpoint':
         (tmp_path / 'junk.pth').write_bytes(b'junk')
         args += ['--model', 'srm_resnet20_cifar', '--checkpoint', str(tmp_path / 'junk.pth')]
@@ -408,7 +415,7 @@ def test_bad_model_or_checkpoint(zoo, tmp_path, capsys, monkeypatch, case, messa
         args += ['--model', 'srm_resnet20_cifar', '--compile-mode', 'reduce-overhead']
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert message in err and 'Traceback' not in err
+    assert message in err and 'Traceback' not in err and '\x1b' not in err and err.count('\n') == 1
 
 
 def test_checkpoint_formats(zoo, tmp_path):

@@ -1,4 +1,5 @@
 """`srm-zoo train`: exact resume, torchrun DDP with gloo, compiled training, recipes and weight decay."""
+import argparse
 import json
 import os
 import subprocess
@@ -34,6 +35,17 @@ def tiny_folder(tmp_path_factory):
 def _train_args(data, output, *extra):
     return ['train', '--model', 'srm_resnet20_cifar', '--data', str(data), '--output', str(output),
             '--img-size', '16', '--batch-size', '4', '--workers', '0', '--device', 'cpu', *extra]
+
+
+def test_resume_refuses_a_checkpoint_holding_python_objects(tiny_folder, tmp_path, capsys):
+    """--resume reads with weights_only=True, as every command does, and says so in one line."""
+    (tmp_path / 'run').mkdir()
+    torch.save({'epoch': 1, 'model': {}, 'args': argparse.Namespace(lr=0.1)}, tmp_path / 'run' / CHECKPOINT_NAME)
+    assert main(_train_args(tiny_folder, tmp_path / 'run', '--recipe', 'digits', '--resume')) == 2
+    err = capsys.readouterr().err
+    assert f"error: Training checkpoint '{tmp_path / 'run' / CHECKPOINT_NAME}' holds Python objects other than " \
+           'tensors (such as argparse.Namespace); srm-zoo loads only weights-only checkpoints' in err
+    assert '\x1b' not in err and err.count('\n') == 1
 
 
 def test_resume_after_interruption_equals_uninterrupted_run(tiny_folder, tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ from typing import Any, Dict
 import numpy as np
 import torch
 
+from ..checkpoint import load_weights_only
 from ..errors import UserError
 
 __all__ = ['CHECKPOINT_NAME', 'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint']
@@ -52,10 +53,7 @@ def save_checkpoint(checkpoint: Dict[str, Any], path: Path) -> None:
 
 def load_checkpoint(path: Path) -> Dict[str, Any]:
     """A training checkpoint written by :func:`save_checkpoint` (read with ``weights_only=True``)."""
-    try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as error:  # a damaged or foreign file becomes one message
-        raise UserError(f'Cannot read training checkpoint {path}: {error}') from None
+    checkpoint = load_weights_only(path, 'training checkpoint')
     if not isinstance(checkpoint, dict) or 'epoch' not in checkpoint or 'model' not in checkpoint:
         raise UserError(f'{path} is not an srm-zoo training checkpoint.')
     return checkpoint
