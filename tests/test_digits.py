@@ -56,6 +56,39 @@ def test_digits_folder_is_the_documented_split(digits_root, tmp_path, capsys):
     assert 'not empty' in capsys.readouterr().err and (foreign / 'keep.txt').read_text() == 'user data'
 
 
+def test_digits_out_naming_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / 'afile').write_text('user data')
+    for out in (tmp_path / 'afile', tmp_path / 'afile' / 'sub'):
+        assert main(['digits', '--out', str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"error: --out {out}: {tmp_path / 'afile'} is a file, not a folder" in err and err.count('\n') == 1
+    assert (tmp_path / 'afile').read_text() == 'user data'
+
+
+def test_interrupted_digits_leave_nothing_half_written(digits_root, tmp_path, monkeypatch):
+    """The folder is written aside and renamed into place when complete: Ctrl-C leaves no partial folder
+    (a new one is not created, an existing one is kept whole) and no temporary sibling."""
+    import srm_zoo.datasets.digits as digits
+
+    real_to_image, calls = digits._to_image, []
+
+    def interrupted_after_50(scan):
+        calls.append(1)
+        if len(calls) > 50:
+            raise KeyboardInterrupt
+        return real_to_image(scan)
+
+    monkeypatch.setattr(digits, '_to_image', interrupted_after_50)
+    before = sorted(p.relative_to(digits_root) for p in digits_root.rglob('*'))
+    for out in (tmp_path / 'new', digits_root):
+        calls.clear()
+        siblings = set(out.parent.iterdir())
+        assert main(['digits', '--out', str(out)]) == 130 and len(calls) == 51
+        assert set(out.parent.iterdir()) == siblings  # no temporary folder left behind
+    assert not (tmp_path / 'new').exists()
+    assert sorted(p.relative_to(digits_root) for p in digits_root.rglob('*')) == before
+
+
 def test_shipped_weights_reach_the_manifest_accuracy(digits_root):
     release = find_release('srm_resnet20_cifar', 'sklearn_digits')
     assert release is not None and release.embedded == NAME

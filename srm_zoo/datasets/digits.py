@@ -13,6 +13,8 @@ is scaled from 0..16 to 0..255, upscaled to 32x32 with bilinear interpolation (P
 as 3-channel RGB (equal channels), so timm's loaders and the CIFAR ResNets read it unchanged.
 """
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Dict, Tuple
 
@@ -51,22 +53,23 @@ def _to_image(scan: np.ndarray) -> Image.Image:
     return grey.resize((DIGITS_IMAGE_SIZE, DIGITS_IMAGE_SIZE), Image.BILINEAR).convert('RGB')
 
 
-def write_digits(root: str) -> Dict[str, object]:
-    """Write the digits ImageFolder under ``root`` and return its description (also in digits.json).
-
-    ``root`` must be empty, absent, or a folder written by this function (which is then rewritten
-    with identical files); anything else is refused so that no user data is mixed or overwritten.
-    The description holds the per-channel mean and std of the training images (0..1 scale).
-    """
-    root_path = Path(root)
-    if root_path.exists() and any(root_path.iterdir()) and not (root_path / _MARKER).exists():
+def _check_out(root: Path) -> None:
+    """Refuse an ``--out`` that is a file, lies under a file, or is a non-empty folder not written here."""
+    blocking = next((p for p in (root, *root.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise UserError(f'--out {root}: {blocking} is a file, not a folder; choose a folder for the digits.')
+    if root.exists() and any(root.iterdir()) and not (root / _MARKER).exists():
         raise UserError(f'{root} exists and is not empty, and it is not a digits folder written by srm-zoo '
                         f'(no {_MARKER}). Choose a new or empty folder.')
+
+
+def _write_images(root: Path) -> Dict[str, object]:
+    """Write the images and digits.json into the new folder ``root``; return the description."""
     counts, train_pixels = {}, []
     for split, (indices, scans, labels) in digits_split().items():
         for index, scan, label in zip(indices, scans, labels):
             image = _to_image(scan)
-            folder = root_path / split / str(int(label))
+            folder = root / split / str(int(label))
             folder.mkdir(parents=True, exist_ok=True)
             image.save(folder / f'{int(index):04d}.png')
             if split == 'train':
@@ -81,5 +84,45 @@ def write_digits(root: str) -> Dict[str, object]:
         image_size=DIGITS_IMAGE_SIZE, resize='PIL bilinear from 8x8, 0..16 scaled to 0..255, RGB',
         num_images=counts, mean=(mean,) * 3, std=(std,) * 3, label_names=[str(d) for d in range(10)],
     )
-    (root_path / _MARKER).write_text(json.dumps(description, indent=2) + '\n')
+    (root / _MARKER).write_text(json.dumps(description, indent=2) + '\n')
     return description
+
+
+def write_digits(root: str) -> Dict[str, object]:
+    """Write the digits ImageFolder under ``root`` and return its description (also in digits.json).
+
+    ``root`` must be empty, absent, or a folder written by this function (which is then rewritten
+    with identical files); anything else is refused so that no user data is mixed or overwritten.
+    The folder is written whole into a temporary sibling and renamed into place when complete, so an
+    interrupted run leaves ``root`` as it was. The description holds the per-channel mean and std of
+    the training images (0..1 scale).
+    """
+    root_path = Path(root)
+    _check_out(root_path)
+    root_path.parent.mkdir(parents=True, exist_ok=True)
+    staging = _sibling(root_path, 'incomplete')
+    staging.mkdir()
+    try:
+        description = _write_images(staging)
+        _replace_folder(staging, root_path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return description
+
+
+def _replace_folder(new: Path, target: Path) -> None:
+    """Rename the folder ``new`` to ``target``, replacing an existing ``target`` (removed afterwards)."""
+    if not target.exists():
+        new.rename(target)
+        return
+    old = _sibling(target, 'old')
+    target.rename(old)
+    new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _sibling(path: Path, what: str) -> Path:
+    """A hidden sibling of ``path`` for this process (any leftover of that name removed first)."""
+    sibling = path.parent / f'.{path.name}.{what}-{os.getpid()}'
+    shutil.rmtree(sibling, ignore_errors=True)
+    return sibling
