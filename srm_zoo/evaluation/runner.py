@@ -4,7 +4,7 @@ import dataclasses
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from timm.data import create_transform, resolve_data_config
@@ -116,13 +116,39 @@ class _Progress:
             self.bar.close()
 
 
+def _forward(model: torch.nn.Module, batch: torch.Tensor, options: EvalOptions,
+             context: distributed.DistContext) -> torch.Tensor:
+    """The logits of ``batch`` on this process's device, in the memory format and precision asked for."""
+    batch = batch.to(context.device, non_blocking=True)
+    if options.channels_last:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    amp = (torch.autocast(device_type=context.device.type, dtype=_AMP_DTYPES[options.amp]) if options.amp
+           else contextlib.nullcontext())
+    with amp:
+        return model(batch)
+
+
+def _batch_sizes(num_images: int, batch_size: int) -> Tuple[int, ...]:
+    """The sizes of the batches a loader yields for ``num_images``: full batches, then the remainder."""
+    full = max(1, min(batch_size, num_images))
+    rest = num_images % batch_size if num_images > batch_size else 0
+    return (full, rest) if rest else (full,)
+
+
+def _warm_up(model: torch.nn.Module, input_size: tuple, batch_sizes: Tuple[int, ...], options: EvalOptions,
+             context: distributed.DistContext) -> None:
+    """A forward pass of each batch shape before the timed loop (timm's validate.py warms up with the
+    first), so that compilation (--compile) and first-call set-up are not counted in ``samples_per_sec``."""
+    with torch.inference_mode():
+        for batch_size in batch_sizes:
+            _forward(model, torch.zeros((batch_size, *input_size)), options, context)
+
+
 def _run_loop(model: torch.nn.Module, loader: DataLoader, images: EvalImages, space: LabelSpace,
               context: distributed.DistContext, options: EvalOptions) -> tuple:
     """This process's counts and unreadable image indices."""
     counts, bad = Counts(), []
     output_indices = torch.tensor(space.output_indices) if space.output_indices is not None else None
-    amp = (torch.autocast(device_type=context.device.type, dtype=_AMP_DTYPES[options.amp]) if options.amp
-           else contextlib.nullcontext())
     progress = _Progress(len(loader), context.is_main, options.log_interval)
     try:
         with torch.inference_mode():
@@ -132,11 +158,7 @@ def _run_loop(model: torch.nn.Module, loader: DataLoader, images: EvalImages, sp
                 if stops_early(len(bad), options.max_bad_images, context):
                     raise UserError(_bad_images_message(images, bad, options.max_bad_images))
                 if batch is not None:
-                    batch = batch.to(context.device, non_blocking=True)
-                    if options.channels_last:
-                        batch = batch.contiguous(memory_format=torch.channels_last)
-                    with amp:
-                        logits = model(batch)
+                    logits = _forward(model, batch, options, context)
                     if output_indices is not None:
                         logits = logits[:, output_indices.to(logits.device)]
                     label_sets = [images.real_labels[i] for i in indices.tolist()] if images.real_labels else None
@@ -231,6 +253,7 @@ def _evaluate(options: EvalOptions, context: distributed.DistContext) -> EvalRun
 
     cuda_graphs = options.compile and replays_cuda_graphs(options.compile_mode)
     skips_before = cudagraph_skips() if cuda_graphs else 0
+    _warm_up(model, config['input_size'], _batch_sizes(len(shard), options.batch_size), options, context)
     start = time.perf_counter()
     local_counts, local_bad = _run_loop(model, loader, images, space, context, options)
     counts = Counts.from_tensor(distributed.all_sum(local_counts.to_tensor(), context))
