@@ -127,7 +127,9 @@ def test_srm_zoo_eval_verifies_the_shipped_model(digits_root, tmp_path, capsys):
     code = main(['eval', '--model', 'srm_resnet20_cifar.sklearn_digits', '--data', str(digits_root), '--verify',
                  '--workers', '0', '--results-file', str(results)])
     assert code == 0, capsys.readouterr()
-    assert 'PASS' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert 'PASS' in out
+    assert 'top1        99.167     99.167   +0.000  ok' in out  # 99.16666... vs 99.1667: no '-0.000'
     measured = json.loads(results.read_text())
     metric = find_release('srm_resnet20_cifar', 'sklearn_digits').metrics[0]
     assert (measured['dataset'], measured['split']) == (metric.dataset, metric.split)
@@ -161,6 +163,18 @@ def test_sixteen_bit_images_score_as_their_eight_bit_originals(digits_root, tmp_
     assert eight['num_images'] == sixteen['num_images'] == 30 and eight['top1'] == 100.0
     assert (sixteen['top1'], sixteen['top5']) == (eight['top1'], eight['top5'])
     assert sixteen['loss'] == pytest.approx(eight['loss'], rel=1e-6)
+
+
+def test_verify_on_a_subset_is_incomplete(digits_root, tmp_path, capsys):
+    """30 of the 360 test images score 100 top-1 but cannot verify the model: INCOMPLETE, exit 1."""
+    results = tmp_path / 'subset.json'
+    assert main([*EVAL, '--data', str(_test_subset(digits_root, tmp_path / 'subset')), '--verify',
+                 '--results-file', str(results)]) == 1
+    out = capsys.readouterr().out
+    assert 'the reference was measured on 360 images, this run on 30' in out and 'INCOMPLETE' in out
+    verify = json.loads(results.read_text())['verify']
+    assert (verify['verdict'], verify['passed'], verify['num_images'], verify['reference_num_images']) == (
+        'INCOMPLETE', False, 30, 360)
 
 
 def test_release_to_a_hub_folder(digits_root, tmp_path, capsys):

@@ -73,7 +73,9 @@ def add_parser(subparsers) -> None:
     out.add_argument('--log-interval', type=int, default=50, help='batches between progress lines when not on a '
                                                                   'terminal')
     out.add_argument('--verify', action='store_true',
-                     help='compare with the published figures (measured release, else the paper); exit 1 when short')
+                     help='compare with the published figures (measured release, else the paper); exit 1 when short, '
+                          'or INCOMPLETE on fewer images than the release measured; no reference: refused before '
+                          'the run')
     out.add_argument('--tolerance', type=float, default=0.3, metavar='PTS',
                      help='allowed shortfall for --verify, in percentage points')
     parser.set_defaults(run=run)

@@ -323,10 +323,10 @@ def _result(loaded: LoadedModel, options: EvalOptions, space: LabelSpace, images
 
 def _verify(result: Dict[str, Any], reference: Reference, options: EvalOptions, counts: Counts,
             context: distributed.DistContext) -> bool:
-    verdict = compare_with_reference(counts.top1, counts.top5, reference, options.tolerance)
+    verdict = compare_with_reference(counts.top1, counts.top5, reference, options.tolerance, counts.images)
     result['verify'] = verdict.to_dict()
     if context.is_main:
-        print(format_verdict(verdict, counts.images))
+        print(format_verdict(verdict))
     return verdict.passed
 
 

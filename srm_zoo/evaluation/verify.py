@@ -26,20 +26,38 @@ class Reference:
 
 @dataclass(frozen=True)
 class Verdict:
-    """Measured against reference, metric by metric."""
+    """Measured against reference, metric by metric, on ``num_images`` images.
+
+    A run on fewer images than the reference was measured on is ``INCOMPLETE``, whatever its figures:
+    a subset cannot verify a model.
+    """
     reference: Reference
     tolerance: float
     rows: Tuple[Tuple[str, float, float, float, bool], ...]
+    num_images: Optional[int] = None
+
+    @property
+    def complete(self) -> bool:
+        expected = self.reference.num_images
+        return expected is None or self.num_images is None or self.num_images >= expected
 
     @property
     def passed(self) -> bool:
-        return all(ok for *_, ok in self.rows)
+        return self.complete and all(ok for *_, ok in self.rows)
+
+    @property
+    def verdict(self) -> str:
+        """``PASS``, ``FAIL`` or ``INCOMPLETE``."""
+        if not self.complete:
+            return 'INCOMPLETE'
+        return 'PASS' if self.passed else 'FAIL'
 
     def to_dict(self) -> dict:
         return {
-            'passed': self.passed, 'tolerance': self.tolerance, 'source': self.reference.source,
-            'dataset': self.reference.dataset, 'split': self.reference.split,
+            'verdict': self.verdict, 'passed': self.passed, 'tolerance': self.tolerance,
+            'source': self.reference.source, 'dataset': self.reference.dataset, 'split': self.reference.split,
             **{f'reference_{name}': ref for name, _, ref, _, _ in self.rows},
+            'num_images': self.num_images, 'reference_num_images': self.reference.num_images,
         }
 
 
@@ -74,23 +92,34 @@ def find_reference(model: str, dataset: str, split: str, split_given: bool = Tru
     return None, f'no reference accuracy for {arch}.{tag} on {dataset}/{split}: {what} and the paper reports none'
 
 
-def compare_with_reference(top1: float, top5: float, reference: Reference, tolerance: float) -> Verdict:
-    """PASS when no metric falls short of the reference by more than ``tolerance`` points."""
+def compare_with_reference(top1: float, top5: float, reference: Reference, tolerance: float,
+                           num_images: Optional[int] = None) -> Verdict:
+    """PASS when no metric falls short of the reference by more than ``tolerance`` points (and the run
+    covers as many images as the reference)."""
     rows = [('top1', top1, reference.top1)]
     if reference.top5 is not None:
         rows.append(('top5', top5, reference.top5))
     return Verdict(reference, tolerance, tuple(
-        (name, measured, ref, measured - ref, measured >= ref - tolerance) for name, measured, ref in rows))
+        (name, measured, ref, measured - ref, measured >= ref - tolerance) for name, measured, ref in rows),
+        num_images)
 
 
-def format_verdict(verdict: Verdict, num_images: int) -> str:
+def _signed(value: float) -> str:
+    """``value`` to 3 decimals with its sign, never ``-0.000``."""
+    return f'{round(value, 3) + 0.0:+.3f}'
+
+
+def format_verdict(verdict: Verdict) -> str:
     """The measured and stated figures side by side, and the verdict."""
     ref = verdict.reference
     lines = [f'reference: {ref.source}, {ref.dataset}/{ref.split}',
              f'{"metric":<8}{"measured":>10}{"reference":>11}{"diff":>9}  result']
     for name, measured, reference, diff, ok in verdict.rows:
-        lines.append(f'{name:<8}{measured:>10.3f}{reference:>11.3f}{diff:>+9.3f}  {"ok" if ok else "SHORT"}')
-    if ref.num_images is not None and ref.num_images != num_images:
-        lines.append(f'note: the reference was measured on {ref.num_images} images, this run on {num_images}')
-    lines.append(f'{"PASS" if verdict.passed else "FAIL"} (tolerance {verdict.tolerance:g} points)')
+        lines.append(f'{name:<8}{measured:>10.3f}{reference:>11.3f}{_signed(diff):>9}  {"ok" if ok else "SHORT"}')
+    if not verdict.complete:
+        lines.append(f'the reference was measured on {ref.num_images} images, this run on {verdict.num_images}: '
+                     f'a subset cannot verify the model')
+    elif ref.num_images is not None and ref.num_images != verdict.num_images:
+        lines.append(f'note: the reference was measured on {ref.num_images} images, this run on {verdict.num_images}')
+    lines.append(f'{verdict.verdict} (tolerance {verdict.tolerance:g} points)')
     return '\n'.join(lines)
