@@ -158,3 +158,15 @@ def test_srm_sits_in_every_block():
 def test_srm_pooling_kwarg():
     model = timm.create_model('srm_resnet18', srm_pooling='mean')
     assert model.layer1[0].se.cfc.shape == (64, 1)
+
+
+@pytest.mark.parametrize('name', ['srm_resnet20_cifar', 'srm_resnet18'])
+def test_reset_classifier_keeps_dtype_device_and_mode(name):
+    model = timm.create_model(name).double().eval()
+    model.reset_classifier(5)
+    assert model.fc.weight.dtype == torch.float64 and not model.fc.training
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 32, 32, dtype=torch.float64)).dtype == torch.float64
+    meta = timm.create_model(name).to('meta')
+    meta.reset_classifier(3)
+    assert meta.fc.weight.device.type == 'meta'

@@ -11,7 +11,7 @@ from typing import List, Optional, Set, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, create_classifier
+from timm.layers import DropPath, create_classifier, get_device_dtype
 from timm.models._features import feature_take_indices
 from timm.models import build_model_with_cfg, checkpoint_seq
 from timm.models.resnet import BasicBlock
@@ -135,11 +135,16 @@ class CifarResNet(nn.Module):
         return 'fc' if name_only else self.fc
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """A new head for ``num_classes`` (0: none) on the model's device and dtype, in its training mode;
+        ``global_pool`` None keeps the current pooling."""
+        dd = get_device_dtype(self)
         self.num_classes = num_classes
         if global_pool is None:
             global_pool = self.global_pool.pool_type
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool, **dd)
         self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        self.global_pool.train(self.training)
+        self.fc.train(self.training)
 
     def forward_intermediates(
             self,
