@@ -412,6 +412,74 @@ def test_norm_with_a_hook_runs_as_a_module():
     torch.testing.assert_close(out, expected, **TOLERANCES[torch.float64])
 
 
+def _record_calls(module, record):
+    """Hooks that record what ``module`` gets and returns: the tensors themselves and copies made at the time."""
+    pre = module.register_forward_pre_hook(lambda m, args: record.update(input_copy=args[0].clone()))
+    post = module.register_forward_hook(lambda m, args, output: record.update(
+        calls=record.get('calls', 0) + 1, input=args[0], output=output, output_copy=output.clone()))
+    return pre, post
+
+
+TAIL_MODULES = {'last norm': _last_norm, 'se': lambda block: block.se, 'se.bn': lambda block: block.se.bn,
+                'last act': lambda block: block.act3 if isinstance(block, Bottleneck) else block.act2}
+
+
+@pytest.mark.parametrize('grad', [False, True])
+@pytest.mark.parametrize('hooked', TAIL_MODULES)
+@pytest.mark.parametrize('block_cls, plain_cls', [(SRMBottleneck, Bottleneck), (SRMBasicBlock, BasicBlock)])
+def test_hooks_on_the_tail_fire_and_see_timms_values(block_cls, plain_cls, hooked, grad):
+    """A hooked module of the fused tail runs once, and its hooks see what they see in timm's block; no
+    tensor a hook holds is overwritten afterwards; the block output is unchanged."""
+    block = randomize_(block_cls(16, 4 if block_cls is SRMBottleneck else 16, attn_layer=SRM)).double().eval()
+    plain = plain_cls(16, 4 if block_cls is SRMBottleneck else 16, attn_layer=SRM).double().eval()
+    plain.load_state_dict(block.state_dict())
+    x = torch.randn(2, 16, 5, 5, dtype=torch.float64)
+    records = []
+    for module, reference in ((block, False), (plain, True)):
+        record = {}
+        _record_calls(TAIL_MODULES[hooked](module), record)
+        with torch.set_grad_enabled(grad), use_reference(reference):
+            record['block'] = module(x)
+        records.append(record)
+    seen, expected = records
+    assert seen['calls'] == 1
+    if hooked != 'last act':  # timm's in-place ReLU overwrites its own input in both blocks
+        assert torch.equal(seen['input'], seen['input_copy'])
+    assert torch.equal(seen['output'], seen['output_copy'])
+    for key in ('input_copy', 'output_copy', 'block'):
+        torch.testing.assert_close(seen[key], expected[key], **TOLERANCES[torch.float64], msg=key)
+
+
+def test_model_hooks_keep_their_tensors():
+    model = randomize_srm_(timm.create_model('srm_resnet20_cifar'), torch.Generator().manual_seed(0)).eval()
+    norm, srm = {}, {}
+    _record_calls(model.layer1[0].bn2, norm)
+    _record_calls(model.layer1[0].se, srm)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        out = model(x)
+        with use_reference(True):
+            expected = model(x)
+    assert torch.equal(norm['output'], norm['output_copy']) and torch.equal(srm['input'], srm['input_copy'])
+    torch.testing.assert_close(out, expected)
+
+
+def test_global_forward_hooks_see_every_tail_module():
+    block = randomize_(SRMBasicBlock(16, 16, attn_layer=SRM)).double().eval()
+    names = {module: name for name, module in block.named_modules()}
+    seen = []
+    handle = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, args, output: seen.append((names.get(module), output.clone(), output)))
+    try:
+        with torch.no_grad():
+            out = block(torch.randn(2, 16, 5, 5, dtype=torch.float64))
+    finally:
+        handle.remove()
+    outputs = {name: (copy, output) for name, copy, output in seen}
+    assert all(torch.equal(*outputs[name]) for name in ('bn2', 'se', 'se.bn'))
+    assert outputs['act2'][1] is out  # the last activation gives the block's output
+
+
 INFERENCE_NORM_SETUPS = {name: NORM_SETUPS[name] for name in ('eval', 'frozen, train', 'sync, eval')}
 
 

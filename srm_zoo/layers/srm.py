@@ -145,7 +145,7 @@ class SRM(nn.Module):
         """``x * gate(x)``; given a residual ``shortcut``, ``relu(x * gate(x) + shortcut)``.
 
         The second form is a residual block's SRM, add and ReLU in one call, which the fast path
-        fuses into a single pass.
+        fuses into a single pass; without autograd it may write the result into ``x``.
         """
         if torch.jit.is_scripting():
             return self.forward_reference(x, shortcut)

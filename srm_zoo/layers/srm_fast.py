@@ -36,12 +36,25 @@ from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.modules.module as _nn_module
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from . import srm_kernels
 
 __all__ = ['style_moments', 'fast_gate', 'gate_residual_relu', 'norm_folds_into_srm', 'norm_gate_residual_relu',
-           'conv_folds_norm', 'conv_norm']
+           'conv_folds_norm', 'conv_norm', 'has_hooks']
+
+
+def has_hooks(*modules: nn.Module) -> bool:
+    """Whether forward hooks expect any of ``modules`` to run as a module: their own forward or forward-pre
+    hooks, or global ones (``torch.nn.modules.module.register_module_forward_hook``, ``..._pre_hook``).
+    Dict lookups only: block tails ask it on every call."""
+    if _nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks:
+        return True
+    for module in modules:
+        if module._forward_hooks or module._forward_pre_hooks:
+            return True
+    return False
 
 
 def _needs_grad(*tensors: torch.Tensor) -> bool:
@@ -187,11 +200,12 @@ _POOLED_STYLES = {'mean_std': (0, 1), 'mean': (0,), 'std': (1,)}
 def _gate_from_styles(srm: nn.Module, mean: torch.Tensor, std: torch.Tensor,
                       factors: Tuple[float, float] = (1.0, 1.0)) -> torch.Tensor:
     """SRM's gate from the (N, C) style statistics of its input, ``mean * factors[0]`` and
-    ``std * factors[1]``. With running statistics SRM's BatchNorm is folded into the weights."""
+    ``std * factors[1]``. With running statistics SRM's BatchNorm is folded into the weights, unless hooks
+    expect it to run."""
     styles = (mean, std)
     weights = srm.cfc.to(mean.dtype)
     bn = srm.bn
-    running = _uses_running_statistics(bn)
+    running = _uses_running_statistics(bn) and not has_hooks(bn)  # a hooked BatchNorm runs as a module
     if running:
         scale, z = (t.to(mean.dtype) for t in _affine(bn, bn.running_mean, bn.running_var))
         weights = weights * scale[:, None]
@@ -246,7 +260,7 @@ def norm_folds_into_srm(norm: nn.Module, y: torch.Tensor) -> bool:
 def _foldable_norm(norm: nn.Module) -> bool:
     """Whether the fast path may fold ``norm`` away: a plain BatchNorm2d, a frozen BatchNorm or a
     SyncBatchNorm in eval mode, without hooks that expect it to run."""
-    if norm._forward_hooks or norm._forward_pre_hooks:
+    if has_hooks(norm):
         return False
     if type(norm) is nn.BatchNorm2d or isinstance(norm, FrozenBatchNorm2d):
         return True
@@ -262,7 +276,7 @@ def conv_folds_norm(conv: nn.Module, norm: nn.Module, x: torch.Tensor) -> bool:
     the output."""
     if torch.is_grad_enabled() or torch.compiler.is_compiling() or srm_kernels.applies(x):
         return False
-    if type(conv) is not nn.Conv2d or conv._forward_hooks or conv._forward_pre_hooks:
+    if type(conv) is not nn.Conv2d or has_hooks(conv):
         return False
     if not (_foldable_norm(norm) and _uses_running_statistics(norm)):
         return False

@@ -5,9 +5,14 @@ keys and initialisation) and only change ``forward``. On SRM's fast path the blo
 BatchNorm is folded away: in inference outside the Triton kernels into the last convolution's
 weight and bias (:func:`~srm_zoo.layers.srm_fast.conv_norm`), in training and on the Triton kernels
 into SRM's pass (:meth:`~srm_zoo.layers.SRM.forward_after_norm`). Otherwise the block ends in
-``self.se(bn(x), shortcut)``, which SRM computes as ``relu(x * gate + shortcut)``.
-With stochastic depth active in training, the block runs timm's order of operations
-(BatchNorm, SRM, drop path, add, ReLU) instead.
+``self.se(bn(x), shortcut)``, which SRM computes as ``relu(x * gate + shortcut)`` (without autograd,
+written into ``bn(x)``). The block's last activation (``act2`` of a BasicBlock, ``act3`` of a Bottleneck)
+is then not called: SRM applies the ReLU. With stochastic depth active in training, the block runs
+timm's order of operations (BatchNorm, SRM, drop path, add, ReLU) instead.
+
+Where hooks observe the tail (on the last BatchNorm, on SRM, on SRM's BatchNorm or on the last
+activation, or global module hooks), the block calls each of those modules in timm's order and
+overwrites none of their outputs, so every hook fires and sees the values it would see in timm's block.
 """
 from functools import partial
 from typing import Any
@@ -18,7 +23,7 @@ from timm.models.resnet import BasicBlock, Bottleneck
 
 from ..layers import SRM
 from ..layers.srm import use_reference_path
-from ..layers.srm_fast import conv_folds_norm, conv_norm, norm_folds_into_srm
+from ..layers.srm_fast import conv_folds_norm, conv_norm, has_hooks, norm_folds_into_srm
 
 __all__ = ['SRMBasicBlock', 'SRMBottleneck', 'fuses_srm']
 
@@ -36,10 +41,12 @@ class _SRMTail:
     last convolution.
 
     ``last_conv`` and ``last_norm`` name the block's last convolution and the BatchNorm after it, and
-    ``_last_conv(x)``, ``_last_norm(x)`` apply them (TorchScript cannot look a module up by name).
+    ``_last_conv(x)``, ``_last_norm(x)`` apply them (TorchScript cannot look a module up by name);
+    ``last_act`` names the block's last activation, which SRM's fused ReLU replaces.
     """
     last_conv: str
     last_norm: str
+    last_act: str
 
     def _conv_tail(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
         """The tail from the last convolution's input ``x``."""
@@ -56,6 +63,12 @@ class _SRMTail:
     def _module_tail(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
         """The tail with the block's last BatchNorm run as a module."""
         x = self._last_norm(x)
+        if not torch.jit.is_scripting() and self._hooks_observe_tail():
+            return self._unfused_tail(x, shortcut)
+        return self._srm_tail(x, shortcut)
+
+    def _srm_tail(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        """The tail from the last BatchNorm's output ``x``, SRM fusing the residual add and ReLU."""
         if self.drop_path is None or not self.training:
             return self.se(x, shortcut)
         x = self.drop_path(self.se(x))
@@ -63,10 +76,30 @@ class _SRMTail:
         return torch.relu(x)
 
     @torch.jit.unused
+    def _unfused_tail(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        """timm's tail from the last BatchNorm's output ``x``, each module called: SRM, drop path, the residual
+        add (into a new tensor: hooks may hold SRM's output) and the last activation."""
+        x = self.se(x)
+        if self.drop_path is not None:
+            x = self.drop_path(x)
+        return self._modules[self.last_act](x + shortcut)
+
+    @torch.jit.unused
+    def _hooks_observe_tail(self) -> bool:
+        """Whether hooks observe a module that the fused tail skips, or an output it overwrites: hooks on the
+        last BatchNorm, SRM, SRM's BatchNorm or the last activation (:func:`~srm_zoo.layers.srm_fast.has_hooks`).
+        Dict lookups only: asked on every call."""
+        modules = self._modules
+        srm = modules['se']
+        return has_hooks(modules[self.last_norm], srm, srm._modules['bn'], modules[self.last_act])
+
+    @torch.jit.unused
     def _takes_fast_path(self) -> bool:
-        """Neither stochastic depth in training nor the reference path rules the folded tails out (asked
-        once per block, before anything looks at the inputs: under FX tracing they are proxies)."""
-        return not ((self.drop_path is not None and self.training) or use_reference_path())
+        """Neither stochastic depth in training, the reference path nor hooks on the tail's modules rule the
+        folded tails out (asked once per block, before anything looks at the inputs: under FX tracing they
+        are proxies)."""
+        return not ((self.drop_path is not None and self.training) or use_reference_path()
+                    or self._hooks_observe_tail())
 
     @torch.jit.unused
     def _fast_conv_tail(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
@@ -85,13 +118,14 @@ class _SRMTail:
         norm = getattr(self, self.last_norm)
         if norm_folds_into_srm(norm, x):
             return self.se.forward_after_norm(norm, x, shortcut)
-        return self._module_tail(x, shortcut)
+        return self._srm_tail(norm(x), shortcut)
 
 
 class SRMBasicBlock(_SRMTail, BasicBlock):
     """timm's :class:`~timm.models.resnet.BasicBlock` ending in SRM's fused tail."""
     last_conv = 'conv2'
     last_norm = 'bn2'
+    last_act = 'act2'
 
     def _last_conv(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv2(x)
@@ -117,6 +151,7 @@ class SRMBottleneck(_SRMTail, Bottleneck):
     """timm's :class:`~timm.models.resnet.Bottleneck` ending in SRM's fused tail."""
     last_conv = 'conv3'
     last_norm = 'bn3'
+    last_act = 'act3'
 
     def _last_conv(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv3(x)
