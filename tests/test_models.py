@@ -121,6 +121,28 @@ def test_fx_feature_extraction(name):
     assert len(fx_features(x)) == len(fx_features.feature_info)
 
 
+@pytest.mark.parametrize('name, fused_act', [('srm_resnet18', 'act2'), ('srm_resnet50', 'act3')])
+def test_fx_node_names_of_the_fused_tail(name, fused_act):
+    """The README's node names: the block output is ``layerN.M`` (``se.relu``), SRM's output ``se.mul_1``;
+    the fused-away activation and timm's ``add`` have no node. They hold what hooks on the block and SRM see."""
+    from timm.models import create_feature_extractor, get_graph_node_names
+    from srm_zoo.benchmark.gpu_check import randomize_srm_
+    model = randomize_srm_(timm.create_model(name), torch.Generator().manual_seed(0)).eval()
+    nodes = set(get_graph_node_names(model)[1])
+    assert {'layer1.0.se.mul_1', 'layer1.0.se.add', 'layer1.0.se.relu'} <= nodes
+    assert not {f'layer1.0.{fused_act}', 'layer1.0.add'} & nodes
+    extractor = create_feature_extractor(model, return_nodes={'layer1.0': 'block', 'layer1.0.se.mul_1': 'srm'})
+    seen = {}
+    model.layer1[0].register_forward_hook(lambda module, args, output: seen.update(block=output))
+    model.layer1[0].se.register_forward_hook(lambda module, args, output: seen.update(srm=output))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        model(x)
+        features = extractor(x)
+    for key in ('block', 'srm'):
+        torch.testing.assert_close(features[key], seen[key], msg=key)
+
+
 def test_fx_backward():
     from timm.models import create_feature_extractor
     model = randomize_(timm.create_model('srm_resnet20_cifar')).train()
