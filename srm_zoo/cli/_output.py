@@ -30,9 +30,10 @@ def format_table(rows: Sequence[Dict[str, Any]], columns: Optional[Sequence[str]
     return '\n'.join(lines)
 
 
-def write_rows(rows: List[Dict[str, Any]], fmt: str, path: Optional[str] = None, stream: TextIO = sys.stdout) -> None:
-    """Write rows as ``table``, ``csv`` or ``json`` to ``path`` (or ``stream``)."""
-    out = Path(path).open('w', newline='') if path else stream
+def write_rows(rows: List[Dict[str, Any]], fmt: str, path: Optional[str] = None,
+               stream: Optional[TextIO] = None) -> None:
+    """Write rows as ``table``, ``csv`` or ``json`` to ``path`` (or ``stream``, by default the current stdout)."""
+    out = Path(path).open('w', newline='') if path else (stream or sys.stdout)
     try:
         if fmt == 'json':
             json.dump(rows, out, indent=2)
