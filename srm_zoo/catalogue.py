@@ -9,6 +9,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import timm
 
 from .errors import UnknownNameError, unknown_model_message
+from .manifest import find_release
 
 __all__ = [
     'PAPER', 'PaperResult', 'WeightTag', 'ModelEntry', 'IMAGENET_RESNETS', 'CIFAR_RESNETS',
@@ -80,8 +81,14 @@ class ModelEntry:
         return f'timm\'s ``{self.baseline}`` (same architecture and kwargs)'
 
     @property
+    def tags_with_weights(self) -> Tuple[str, ...]:
+        """The tags whose weights the release manifest lists, in catalogue order."""
+        return tuple(t.tag for t in self.tags if find_release(self.name, t.tag) is not None)
+
+    @property
     def default_tag(self) -> str:
-        return self.tags[0].tag
+        """timm's default tag (``generate_default_cfgs``): the first tag with weights, else the first tag."""
+        return next(iter(self.tags_with_weights), self.tags[0].tag)
 
     def get_tag(self, tag: Optional[str]) -> WeightTag:
         """The tag called ``tag`` (the default tag for None or '')."""

@@ -16,7 +16,8 @@ def _hub_entrypoint(name: str) -> Callable[..., 'timm.models.ResNet']:
     entrypoint.__doc__ = (
         f'``timm.create_model({name!r}, pretrained=..., **kwargs)``.\n\n'
         f'{CATALOGUE[name].docstring()}\n\n'
-        'Pass ``pretrained_cfg=<tag>`` to pick a tag; any timm kwarg (num_classes, in_chans, '
+        f'Pass ``pretrained_cfg=<tag>`` to pick a tag (default ``{CATALOGUE[name].default_tag}``: the first '
+        'tag with published weights, else the first tag); any timm kwarg (num_classes, in_chans, '
         'features_only, drop_path_rate, ...) passes through.'
     )
     return entrypoint

@@ -21,7 +21,7 @@ from eval_helpers import (IMG_SIZE, CROP_PCT, imagenet_synsets, make_model, plac
                           ranked_targets, real_label_table, timm_index_file, write_images)
 
 NUM_IMAGES = 12
-MODEL_ARGS = ['--model', 'srm_resnet20_cifar', '--num-classes', '1000', '--img-size', str(IMG_SIZE),
+MODEL_ARGS = ['--model', 'srm_resnet20_cifar.cifar10', '--num-classes', '1000', '--img-size', str(IMG_SIZE),
               '--crop-pct', str(CROP_PCT), '--workers', '0', '--batch-size', '5']
 
 
@@ -226,7 +226,7 @@ def test_folder_dataset_maps_label_names_indices_or_sorted_names(zoo, tmp_path):
     model, checkpoint = make_model(tmp_path, num_classes=10)
     logits = plain_logits(model, zoo['files'])
     targets = ranked_targets(logits)
-    args = ['eval', '--model', 'srm_resnet20_cifar', '--checkpoint', str(checkpoint), '--dataset', 'folder',
+    args = ['eval', '--model', 'srm_resnet20_cifar.cifar10', '--checkpoint', str(checkpoint), '--dataset', 'folder',
             '--img-size', '32', '--crop-pct', '0.875', '--workers', '0', '--results-file', str(tmp_path / 'r.json')]
     present = sorted(set(targets))
     assert len(present) < 10  # some classes have no image: their empty folders must keep their place

@@ -1,4 +1,6 @@
 """Catalogue, parameter counts, weight-decay groups, torch.hub and the `srm-zoo list` command."""
+import csv
+import io
 import json
 import re
 import subprocess
@@ -108,3 +110,41 @@ def test_cli_errors_and_help(capsys):
         assert exit_info.value.code == 0 and 'usage: srm-zoo' in help_text
         # a default is said once, and never as a bare None
         assert '(default: None)' not in help_text and not re.search(r'default:[^()]*\) \(default', help_text), command
+
+
+def test_default_tag_is_timms(tmp_path):
+    from srm_zoo.catalogue import resolve_name
+    from srm_zoo.evaluation.model import build_model
+    from srm_zoo.manifest import use_manifest
+    for name, entry in CATALOGUE.items():
+        assert entry.default_tag == timm.models.get_pretrained_cfg(name).tag, name
+    # the first tag with weights, not the first tag
+    assert resolve_name('srm_resnet20_cifar') == 'srm_resnet20_cifar.sklearn_digits'
+    assert build_model('srm_resnet20_cifar').name == 'srm_resnet20_cifar.sklearn_digits'  # srm-zoo eval's model
+    with use_manifest(tmp_path / 'no-releases.json'):  # without weights: the first tag, for timm too
+        assert timm.models.get_pretrained_cfg('srm_resnet20_cifar').tag == 'cifar10'
+        assert resolve_name('srm_resnet20_cifar') == 'srm_resnet20_cifar.cifar10'
+
+
+def test_missing_weights_advice_names_the_tag(tmp_path):
+    from safetensors.torch import save_file
+    from srm_zoo.hub.weights import MissingWeightsError
+    name = 'srm_resnet20_cifar.cifar10'  # the architecture's other tag has weights
+    with pytest.raises(MissingWeightsError) as error:
+        timm.create_model(name, pretrained=True)
+    message = str(error.value)
+    assert f"timm.create_model('{name}', pretrained=True, pretrained_cfg_overlay=dict(file=" in message
+    assert 'with weights: srm_resnet20_cifar.sklearn_digits' in message
+    # the advice builds that tag's cfg (CIFAR-10 normalisation and labels), not the default tag's
+    weights = tmp_path / 'model.safetensors'
+    save_file(timm.create_model(name).state_dict(), str(weights))
+    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)))
+    assert model.pretrained_cfg['tag'] == 'cifar10' and model.pretrained_cfg['mean'][0] == pytest.approx(0.4914)
+
+
+def test_cli_list_shows_default_and_weighted_tags(capsys):
+    assert main(['list', 'srm_resnet*_cifar', '--format', 'csv']) == 0
+    rows = {row['model']: row for row in csv.DictReader(io.StringIO(capsys.readouterr().out))}
+    assert rows['srm_resnet20_cifar']['default_tag'] == 'sklearn_digits'
+    assert rows['srm_resnet20_cifar']['tags_with_weights'] == 'sklearn_digits'
+    assert (rows['srm_resnet32_cifar']['default_tag'], rows['srm_resnet32_cifar']['tags_with_weights']) == ('cifar10', '')

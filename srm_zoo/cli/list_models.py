@@ -25,6 +25,8 @@ def _row(entry: ModelEntry) -> Dict[str, Any]:
         'gmacs': round(stats.gmacs, 3),
         'img_size': stats.input_size[-1],
         'tags': ','.join(t.tag for t in entry.tags),
+        'default_tag': entry.default_tag,
+        'tags_with_weights': ','.join(entry.tags_with_weights),
         'paper_top1': reported.top1 if reported else None,
         'paper_dataset': reported.dataset if reported else None,
     }

@@ -15,7 +15,7 @@ from timm.models import resolve_pretrained_cfg
 from ..catalogue import CATALOGUE
 from ..checkpoint import file_sha256
 from ..errors import UserError, error_reason
-from ..manifest import Release, find_release, load_manifest, releases_of
+from ..manifest import Release, find_release, load_manifest
 
 __all__ = ['MissingWeightsError', 'IntegrityError', 'WeightsUnavailableError', 'missing_weights_message',
            'fetch_release_file', 'verify_release_file', 'verified_weights_overlay']
@@ -34,21 +34,21 @@ class WeightsUnavailableError(UserError):
 
 
 def missing_weights_message(model: str, tag: Optional[str]) -> str:
-    """Why ``model.tag`` cannot be loaded with ``pretrained=True``, and the ways to get weights."""
+    """Why ``model.tag`` (``model`` and its default tag for None) cannot be loaded with ``pretrained=True``, and
+    the ways to get weights; the advice names ``model.tag`` in full, so that timm builds that tag's cfg."""
     entry = CATALOGUE[model]
-    tag = tag or entry.default_tag
-    own = [r.name for r in releases_of(model)]
+    name = f'{model}.{tag or entry.default_tag}'
     published = [r.name for r in load_manifest()]
-    if own:
-        available = f'Tags of {model} with weights: {", ".join(own)}.'
+    if entry.tags_with_weights:
+        available = f'Tags of {model} with weights: {", ".join(f"{model}.{t}" for t in entry.tags_with_weights)}.'
     else:
         available = f'No tag of {model} has weights yet (tags: {", ".join(t.tag for t in entry.tags)}); ' + (
             f'models with weights: {", ".join(published)}.' if published else 'no SRM model has published weights yet.')
     return (
-        f'{model}.{tag} has no published weights, so pretrained=True cannot load any. {available} '
-        f'To get weights for {model}: train them (`srm-zoo train`), convert the paper authors\' checkpoint '
+        f'{name} has no published weights, so pretrained=True cannot load any. {available} '
+        f'To get weights for {name}: train them (`srm-zoo train`), convert the paper authors\' checkpoint '
         f'(`srm-zoo convert`) or graft a pretrained plain ResNet into it (`srm-zoo graft`); then load the file '
-        f'with timm.create_model({model!r}, pretrained=True, pretrained_cfg_overlay=dict(file=\'model.safetensors\')) '
+        f'with timm.create_model({name!r}, pretrained=True, pretrained_cfg_overlay=dict(file=\'model.safetensors\')) '
         f'or publish it (`srm-zoo export`, `srm-zoo publish`). pretrained=False builds the model with random weights.'
     )
 

@@ -15,7 +15,8 @@ from .helpers import MODEL, TAG, make_checkpoint, make_results
 def test_export_writes_timm_repository_with_card(tmp_path, trained):
     checkpoint, state_dict, results = trained
     out = tmp_path / 'repo'
-    assert main(['export', MODEL, '--checkpoint', str(checkpoint), '--out', str(out), '--results', str(results)]) == 0
+    assert main(['export', f'{MODEL}.{TAG}', '--checkpoint', str(checkpoint), '--out', str(out),
+                 '--results', str(results)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.safetensors',
                                                      'srm_zoo_release.json']
     weights = load_file(out / 'model.safetensors')
@@ -67,7 +68,8 @@ def test_results_of_other_weights_are_refused(tmp_path, trained, capsys):
     make_checkpoint(other, seed=5)
     results = make_results(tmp_path / 'results.json', other)
     out = tmp_path / 'repo'
-    assert main(['export', MODEL, '--checkpoint', str(checkpoint), '--out', str(out), '--results', str(results)]) == 2
+    assert main(['export', f'{MODEL}.{TAG}', '--checkpoint', str(checkpoint), '--out', str(out),
+                 '--results', str(results)]) == 2
     err = capsys.readouterr().err
     assert 'measured on weights with sha256' in err and 'Traceback' not in err
     assert not (out / 'model.safetensors').exists()
@@ -86,6 +88,7 @@ def test_bad_model_names_are_user_errors(tmp_path, trained, capsys, argv, messag
 def test_mismatching_checkpoint_is_refused_by_export(tmp_path, capsys):
     make_checkpoint(tmp_path / 'r32.pth', seed=0, model='srm_resnet32_cifar')
     published = timm.list_pretrained('srm_*')
-    assert main(['export', MODEL, '--checkpoint', str(tmp_path / 'r32.pth'), '--out', str(tmp_path / 'o')]) == 2
+    assert main(['export', f'{MODEL}.{TAG}', '--checkpoint', str(tmp_path / 'r32.pth'),
+                 '--out', str(tmp_path / 'o')]) == 2
     assert 'not in the model: layer1.3' in capsys.readouterr().err
     assert timm.list_pretrained('srm_*') == published and not (tmp_path / 'o' / 'model.safetensors').exists()

@@ -46,7 +46,8 @@ def hf_api(monkeypatch):
 def export_dir(tmp_path, trained):
     checkpoint, _, results = trained
     out = tmp_path / 'export'
-    assert main(['export', MODEL, '--checkpoint', str(checkpoint), '--out', str(out), '--results', str(results)]) == 0
+    assert main(['export', f'{MODEL}.{TAG}', '--checkpoint', str(checkpoint), '--out', str(out),
+                 '--results', str(results)]) == 0
     (out / 'notes.txt').write_text('local notes, not for the Hub')
     return out
 
