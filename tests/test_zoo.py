@@ -147,4 +147,26 @@ def test_cli_list_shows_default_and_weighted_tags(capsys):
     rows = {row['model']: row for row in csv.DictReader(io.StringIO(capsys.readouterr().out))}
     assert rows['srm_resnet20_cifar']['default_tag'] == 'sklearn_digits'
     assert rows['srm_resnet20_cifar']['tags_with_weights'] == 'sklearn_digits'
-    assert (rows['srm_resnet32_cifar']['default_tag'], rows['srm_resnet32_cifar']['tags_with_weights']) == ('cifar10', '')
+    r32 = rows['srm_resnet32_cifar']
+    assert (r32['default_tag'], r32['tags_with_weights']) == ('cifar10', '')
+
+
+@pytest.mark.parametrize('target, message', [('missing/zoo.csv', 'does not exist'), ('.', 'it is a folder')])
+def test_cli_list_refuses_an_unwritable_results_file_before_any_work(tmp_path, monkeypatch, capsys, target, message):
+    def no_work(*args, **kwargs):
+        raise AssertionError('model statistics computed before the results file was checked')
+    monkeypatch.setattr('srm_zoo.cli.list_models.model_stats', no_work)
+    assert main(['list', 'srm_resnet20*', '--results-file', str(tmp_path / target)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('srm-zoo list: error: Cannot write') and message in err and err.count('\n') == 1
+
+
+def test_cli_list_format_follows_the_results_file_suffix(tmp_path):
+    assert main(['list', 'srm_resnet20*', '--results-file', str(tmp_path / 'zoo.json')]) == 0
+    assert [row['model'] for row in json.loads((tmp_path / 'zoo.json').read_text())] == ['srm_resnet20_cifar']
+    assert main(['list', 'srm_resnet20*', '--results-file', str(tmp_path / 'zoo.csv')]) == 0
+    assert next(csv.DictReader((tmp_path / 'zoo.csv').open()))['model'] == 'srm_resnet20_cifar'
+    assert main(['list', 'srm_resnet20*', '--format', 'csv', '--results-file', str(tmp_path / 'zoo.txt')]) == 0
+    assert (tmp_path / 'zoo.txt').read_text().startswith('model,param_count,')  # an explicit --format wins
+    assert main(['list', 'srm_resnet20*', '--format', 'table', '--results-file', str(tmp_path / 'table.json')]) == 0
+    assert (tmp_path / 'table.json').read_text().startswith('model  ')

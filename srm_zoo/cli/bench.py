@@ -1,12 +1,11 @@
 """``srm-zoo bench``: throughput of SRM models against their baselines, interleaved in one process."""
 import argparse
 import sys
-from pathlib import Path
 
 from ..benchmark import BenchConfig, run_benchmark
 from ..compiling import COMPILE_MODES
 from ._help import DefaultsHelpFormatter
-from ._output import write_rows
+from ._output import file_format, write_rows
 
 SUMMARY_COLUMNS = ('model', 'srm_path', '{m}_samples_per_sec', '{m}_ratio', '{m}_round_ratio_q1', '{m}_round_ratio',
                    '{m}_round_ratio_q3', '{m}_ratio_best', '{m}_step_time', '{m}_kernel_time', '{m}_peak_mem_mb',
@@ -24,8 +23,7 @@ def run(args: argparse.Namespace) -> int:
     columns = [c.format(m=args.mode) for c in SUMMARY_COLUMNS]
     write_rows([{c: row[c] for c in columns} for row in rows], 'table', stream=sys.stdout)
     if args.results_file:
-        fmt = args.results_format or ('json' if Path(args.results_file).suffix.lower() == '.json' else 'csv')
-        write_rows(rows, fmt, args.results_file)
+        write_rows(rows, file_format(args.results_file, args.results_format, 'csv'), args.results_file)
     return 0
 
 

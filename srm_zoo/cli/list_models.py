@@ -7,13 +7,18 @@ from ..catalogue import CATALOGUE, ModelEntry
 from ..errors import UserError
 from ..stats import model_stats
 from ._help import DefaultsHelpFormatter
-from ._output import write_rows
+from ._output import check_writable_file, file_format, write_rows
+
+
+def matching_entries(pattern: str = '*') -> List[ModelEntry]:
+    """The catalogue models whose name matches ``pattern`` (fnmatch; a plain word matches as a substring)."""
+    pattern = pattern if any(ch in pattern for ch in '*?[') else f'*{pattern}*'
+    return [entry for name, entry in CATALOGUE.items() if fnmatch.fnmatch(name, pattern)]
 
 
 def catalogue_rows(pattern: str = '*') -> List[Dict[str, Any]]:
-    """One row per catalogue model matching ``pattern`` (fnmatch, on the model name)."""
-    pattern = pattern if any(ch in pattern for ch in '*?[') else f'*{pattern}*'
-    return [_row(entry) for name, entry in CATALOGUE.items() if fnmatch.fnmatch(name, pattern)]
+    """One row per catalogue model matching ``pattern`` (see :func:`matching_entries`)."""
+    return [_row(entry) for entry in matching_entries(pattern)]
 
 
 def _row(entry: ModelEntry) -> Dict[str, Any]:
@@ -33,10 +38,13 @@ def _row(entry: ModelEntry) -> Dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    rows = catalogue_rows(args.pattern)
-    if not rows:
+    entries = matching_entries(args.pattern)
+    if not entries:
         raise UserError(f'No SRM model matches {args.pattern!r}. `srm-zoo list` shows them all.')
-    write_rows(rows, args.format, args.results_file)
+    if args.results_file:
+        check_writable_file(args.results_file)  # before the models' statistics are computed
+    write_rows([_row(entry) for entry in entries], file_format(args.results_file, args.format, 'table'),
+               args.results_file)
     return 0
 
 
@@ -45,6 +53,7 @@ def add_parser(subparsers) -> None:
         'list', help='list the SRM models', description=__doc__.split(':', 1)[1].strip(),
         formatter_class=DefaultsHelpFormatter)
     parser.add_argument('pattern', nargs='?', default='*', help='model name pattern (fnmatch), e.g. "srm_resnet*"')
-    parser.add_argument('--format', choices=('table', 'csv', 'json'), default='table', help='output format')
+    parser.add_argument('--format', choices=('table', 'csv', 'json'), default=None,
+                        help='output format (default: from --results-file\'s suffix, .csv or .json, else table)')
     parser.add_argument('--results-file', default=None, help='write to this file instead of stdout')
     parser.set_defaults(run=run)
