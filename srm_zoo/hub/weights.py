@@ -17,8 +17,9 @@ from ..checkpoint import file_sha256
 from ..errors import UserError, error_reason
 from ..manifest import Release, find_release, load_manifest
 
-__all__ = ['MissingWeightsError', 'IntegrityError', 'WeightsUnavailableError', 'missing_weights_message',
-           'fetch_release_file', 'verify_release_file', 'verified_weights_overlay']
+__all__ = ['MissingWeightsError', 'IntegrityError', 'WeightsUnavailableError', 'WeightsFileNotFoundError',
+           'missing_weights_message', 'fetch_release_file', 'verify_release_file', 'check_weights_file',
+           'verified_weights_overlay']
 
 
 class MissingWeightsError(UserError):
@@ -31,6 +32,10 @@ class IntegrityError(UserError):
 
 class WeightsUnavailableError(UserError):
     """Published weights that could not be fetched (no network, offline without cache, ...)."""
+
+
+class WeightsFileNotFoundError(UserError, FileNotFoundError):
+    """A weights ``file`` (``pretrained_cfg_overlay=dict(file=...)``) that does not exist or is a folder."""
 
 
 def missing_weights_message(model: str, tag: Optional[str]) -> str:
@@ -83,6 +88,17 @@ def verify_release_file(path: Union[str, Path], release: Release) -> Path:
     return Path(path)
 
 
+def check_weights_file(path: Union[str, Path]) -> Path:
+    """Refuse, naming it, a weights file that timm could not read because it does not exist or is a folder
+    (timm's own error names no path)."""
+    target = Path(path)
+    if not target.is_file():
+        problem = 'is a folder, not a weights file' if target.is_dir() else 'does not exist'
+        raise WeightsFileNotFoundError(
+            f'The weights file {str(path)!r} (pretrained_cfg file=...) {problem}: looked at {target.absolute()}.')
+    return target
+
+
 def _hub_release(hf_hub_id: str) -> Optional[Release]:
     """The release published at exactly this ``repo@revision`` (a pinned revision only)."""
     return next((r for r in load_manifest() if not r.embedded and f'{r.hf_hub_id}@{r.revision}' == hf_hub_id), None)
@@ -107,15 +123,19 @@ def verified_weights_overlay(
         if release is not None:  # timm downloads the same pinned, cached file again
             verify_release_file(fetch_release_file(release, cache_dir), release)
         return overlay
-    if cfg.source == 'local-dir' or cfg.state_dict is not None or cfg.url:
+    if cfg.source == 'local-dir' or cfg.state_dict is not None:
         return overlay
-    if not (cfg.file or cfg.hf_hub_id):
-        raise MissingWeightsError(missing_weights_message(variant, cfg.tag))
     release = find_release(variant, cfg.tag or '')
-    if release is None:
+    if cfg.file:  # timm reads a file before any url or Hub id
+        if release is not None and release.embedded and Path(cfg.file) == release.embedded_dir / release.filename:
+            verify_release_file(fetch_release_file(release), release)
+        else:
+            check_weights_file(cfg.file)
         return overlay
-    if release.embedded and cfg.file and Path(cfg.file) == release.embedded_dir / release.filename:
-        verify_release_file(fetch_release_file(release), release)
-    elif not release.embedded and not cfg.file and cfg.hf_hub_id == f'{release.hf_hub_id}@{release.revision}':
+    if cfg.url:
+        return overlay
+    if not cfg.hf_hub_id:
+        raise MissingWeightsError(missing_weights_message(variant, cfg.tag))
+    if release is not None and not release.embedded and cfg.hf_hub_id == f'{release.hf_hub_id}@{release.revision}':
         overlay['file'] = str(verify_release_file(fetch_release_file(release, cache_dir), release))
     return overlay

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from srm_zoo.cli import main
+from srm_zoo.errors import UserError
 from srm_zoo.hub.export import export_release
 from srm_zoo.hub.weights import IntegrityError, MissingWeightsError
 from srm_zoo.manifest import Release, use_manifest, write_release
@@ -121,6 +122,16 @@ def test_pretrained_without_weights_explains_what_to_do(served, tmp_path):
     overlay = dict(file=str(tmp_path / 'r32.safetensors'))
     assert_same_weights(timm.create_model('srm_resnet32_cifar', pretrained=True, pretrained_cfg_overlay=overlay),
                         expected)
+
+
+@pytest.mark.parametrize('target, problem', [('missing.safetensors', 'does not exist'),
+                                             ('.', 'is a folder, not a weights file')])
+def test_missing_overlay_file_is_named(tmp_path, target, problem):
+    path = str(tmp_path / target)
+    with pytest.raises(FileNotFoundError) as error:
+        timm.create_model('srm_resnet50', pretrained=True, pretrained_cfg_overlay=dict(file=path))
+    assert isinstance(error.value, UserError) and f"The weights file {path!r}" in str(error.value)
+    assert problem in str(error.value)
 
 
 def test_embedded_release_loads_and_is_checked(trained, tmp_path):
