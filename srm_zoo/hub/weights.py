@@ -81,10 +81,11 @@ def verify_release_file(path: Union[str, Path], release: Release) -> Path:
     """Refuse ``path`` unless its sha256 is the one the manifest records for ``release``."""
     actual = file_sha256(path)
     if actual != release.sha256:
+        remedy = ('reinstall srm-zoo, which ships it' if release.embedded else
+                  'delete it (for a download, its Hugging Face cache entry) and load again')
         raise IntegrityError(
             f'Refusing the weights of {release.name}: {path} has sha256 {actual}, but the release manifest '
-            f'records {release.sha256} for {release.location}. The file is corrupt or was altered; delete it '
-            '(for a download, its Hugging Face cache entry) and load again.')
+            f'records {release.sha256} for {release.location}. The file is corrupt or was altered; {remedy}.')
     return Path(path)
 
 

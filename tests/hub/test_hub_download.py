@@ -89,8 +89,9 @@ def test_tampered_weights_are_refused(served, tmp_path):
     data = bytearray(blob.read_bytes())
     data[-1] ^= 0xFF  # one flipped bit in the last tensor still parses as safetensors
     blob.write_bytes(bytes(data))
-    with pytest.raises(IntegrityError, match=str(served.sha256)):
+    with pytest.raises(IntegrityError, match=str(served.sha256)) as error:
         timm.create_model(NAME, pretrained=True, cache_dir=cache)
+    assert 'delete it (for a download, its Hugging Face cache entry)' in str(error.value)
 
 
 def test_offline_mode_loads_from_a_warm_cache(served, tmp_path):
@@ -147,6 +148,6 @@ def test_embedded_release_loads_and_is_checked(trained, tmp_path):
         assert timm.list_pretrained('srm_*') == [NAME]
         save_file({k: v + 1 if v.is_floating_point() else v for k, v in state_dict.items()},
                   str(tmp_path / NAME / 'model.safetensors'))
-        with pytest.raises(IntegrityError, match='was altered'):
+        with pytest.raises(IntegrityError, match='was altered; reinstall srm-zoo'):  # deleting it cannot help
             timm.create_model(MODEL, pretrained=True)
     assert timm.get_pretrained_cfg(NAME).file is None  # the previous manifest is back
