@@ -1,16 +1,20 @@
 """``srm-zoo release MODEL.TAG --checkpoint FILE --data PATH (--embed | --out DIR [--repo-id ORG/NAME])``: measure trained weights and release them in one step."""
 import argparse
 from pathlib import Path
+from typing import Dict
 
+from ..catalogue import get_entry_and_tag
 from ..errors import UserError
 from ..hub.cards import write_model_cards
-from ..manifest import reload_manifest, write_release
-from ..hub.publish import publish_folder
+from ..manifest import MANIFEST_PATH, active_manifest_path, reload_manifest, write_release
+from ..hub.publish import check_repo_id, publish_folder
+from ..paths import check_output_dir
 from ..releasing import embed_release, export_measured
+from ..training.data import load_split
 from .publish import report_published
 
 
-def _comparison(values):
+def _comparison(values) -> Dict[str, str]:
     compare = {}
     for value in values or ():
         attention, sep, path = value.partition('=')
@@ -20,21 +24,53 @@ def _comparison(values):
     return compare
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.embed:
-        _embed(args)
-    elif args.out:
-        _hub(args)
-    else:
+def _check_embed_manifest() -> None:
+    """Refuse --embed unless the active manifest is the package's own (the one next to srm_zoo/weights)."""
+    active = active_manifest_path()
+    if active != MANIFEST_PATH:
+        raise UserError(f'--embed writes the weights into the package (srm_zoo/weights) and records them in the '
+                        f"package's manifest, but the active manifest is {active} (SRM_ZOO_MANIFEST). Unset "
+                        'SRM_ZOO_MANIFEST to embed, or release to a Hub repository folder with --out DIR.')
+
+
+def _check_inputs(args: argparse.Namespace) -> Dict[str, str]:
+    """Everything the release reads and where it writes, checked before any file is written; returns the
+    --compare checkpoints by attention."""
+    if args.embed and args.out:
+        raise UserError('--embed and --out exclude each other: the release goes into the package or to a Hub '
+                        'repository folder.')
+    if not (args.embed or args.out):
         raise UserError('Say where the release goes: --embed (weights in the package) or --out DIR (a Hub '
                         'repository folder; add --repo-id ORG/NAME to publish it).')
+    get_entry_and_tag(args.model)
+    compare = _comparison(args.compare)
+    for path in (args.checkpoint, *compare.values()):
+        if not Path(path).is_file():
+            raise UserError(f'Checkpoint {path!r} does not exist or is not a file.')
+    load_split(args.data, args.split, is_training=False)
+    check_output_dir(args.cards, '--cards')
+    if args.embed:
+        _check_embed_manifest()
+    else:
+        check_output_dir(args.out, '--out')
+        if args.repo_id:
+            check_repo_id(args.repo_id)
+    return compare
+
+
+def run(args: argparse.Namespace) -> int:
+    compare = _check_inputs(args)
+    if args.embed:
+        _embed(args, compare)
+    else:
+        _hub(args)
     changed = write_model_cards(Path(args.cards))
     print(f'Updated {len(changed)} model card(s): {", ".join(changed) or "none"}')
     return 0
 
 
-def _embed(args: argparse.Namespace) -> None:
-    release = embed_release(args.model, args.checkpoint, args.data, args.split, _comparison(args.compare))
+def _embed(args: argparse.Namespace, compare: Dict[str, str]) -> None:
+    release = embed_release(args.model, args.checkpoint, args.data, args.split, compare)
     write_release(release)
     reload_manifest()
     metric = release.metrics[0]

@@ -13,7 +13,7 @@ from ..errors import UserError, error_reason
 from ..manifest import Release, active_manifest_path, write_release
 from .export import HUB_FILES, WEIGHTS_FILE, read_exported_release
 
-__all__ = ['PublishResult', 'check_export_folder', 'publish_folder', 'record_embedded', 'release_json']
+__all__ = ['PublishResult', 'check_repo_id', 'check_export_folder', 'publish_folder', 'record_embedded', 'release_json']
 
 PICKLE_SUFFIXES = ('.bin', '.pt', '.pth', '.pkl', '.pickle', '.ckpt', '.tar')
 REPO_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')
@@ -26,14 +26,21 @@ class PublishResult:
     manifest: Optional[Path]
 
 
+def check_repo_id(repo_id: str) -> str:
+    """Refuse a Hub repository id that is not of the form ORG/NAME."""
+    if not REPO_ID.match(repo_id):
+        raise UserError(f'--repo-id {repo_id!r} is not a Hub repository id of the form ORG/NAME.')
+    return repo_id
+
+
 def check_export_folder(folder: Union[str, Path], repo_id: Optional[str]) -> Release:
     """The manifest entry ``folder`` would become once uploaded (revision still unknown); refuses bad folders.
 
     ``repo_id`` None checks the folder for embedding in the package instead of uploading.
     """
     folder = Path(folder)
-    if repo_id is not None and not REPO_ID.match(repo_id):
-        raise UserError(f'--repo-id {repo_id!r} is not a Hub repository id of the form ORG/NAME.')
+    if repo_id is not None:
+        check_repo_id(repo_id)
     if not folder.is_dir():
         raise UserError(f'{str(folder)!r} is not a folder; create one with `srm-zoo export`.')
     pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)

@@ -1,0 +1,59 @@
+"""`srm-zoo release`: every input is checked before anything is written, and --embed writes only into the package
+under the package's own manifest."""
+import pytest
+
+from srm_zoo.benchmark.train_check import write_random_image_folder
+from srm_zoo.checkpoint import file_sha256
+from srm_zoo.cli import main
+from srm_zoo.manifest import find_release, use_manifest
+
+NAME = 'srm_resnet20_cifar.sklearn_digits'
+
+
+@pytest.fixture(scope='module')
+def small_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp('small')
+    write_random_image_folder(root)
+    return root
+
+
+def _package_files():
+    shipped = find_release(*NAME.split('.'))
+    return {p.name: file_sha256(p) for p in shipped.embedded_dir.iterdir()}
+
+
+def test_embed_is_refused_under_another_manifest_and_writes_nothing(small_folder, tmp_path, capsys):
+    shipped = find_release(*NAME.split('.'))
+    before = _package_files()
+    manifest, cards = tmp_path / 'manifest.json', tmp_path / 'cards'
+    with use_manifest(manifest):
+        rc = main(['release', NAME, '--checkpoint', str(shipped.embedded_dir / 'model.safetensors'), '--data',
+                   str(small_folder), '--split', 'validation', '--embed', '--cards', str(cards)])
+    assert rc == 2
+    assert 'SRM_ZOO_MANIFEST' in capsys.readouterr().err
+    assert _package_files() == before and 'README.md' in before
+    assert not manifest.exists() and not cards.exists()
+
+
+@pytest.mark.parametrize('change, message', [
+    (dict(split='test'), "No folder for split 'test'"),
+    (dict(out='afile/out'), "'afile' is a file"),
+    (dict(cards='afile'), "--cards 'afile' is a file"),
+    (dict(repo_id='not a repo id'), 'is not a Hub repository id'),
+    (dict(checkpoint='missing.pth'), "Checkpoint 'missing.pth' does not exist"),
+])
+def test_bad_inputs_are_refused_before_anything_is_written(small_folder, tmp_path, capsys, monkeypatch, change,
+                                                           message):
+    shipped = find_release(*NAME.split('.'))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'afile').write_text('')
+    args = dict(checkpoint=str(shipped.embedded_dir / 'model.safetensors'), split='validation', out='out',
+                cards='cards', repo_id=None)
+    args.update(change)
+    argv = ['release', NAME, '--checkpoint', args['checkpoint'], '--data', str(small_folder), '--split',
+            args['split'], '--out', args['out'], '--cards', args['cards']]
+    with use_manifest(tmp_path / 'manifest.json'):
+        rc = main(argv + (['--repo-id', args['repo_id']] if args['repo_id'] else []))
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['afile']
