@@ -1,16 +1,17 @@
 """Reading checkpoints as people have them and loading them strictly into a model.
 
 Accepted layouts: a plain state dict, or one inside a dict under ``state_dict``, ``model``
-(or ``state_dict_ema`` / ``model_ema`` with ``use_ema``), with or without the ``module.`` /
-``_orig_mod.`` prefixes of DDP and ``torch.compile``; as a ``torch.save`` file (read with
+(or ``state_dict_ema`` / ``model_ema`` / ``ema``, the last ``srm-zoo train``'s, with ``use_ema``),
+with or without the ``module.`` / ``_orig_mod.`` prefixes of DDP and ``torch.compile``; as a ``torch.save`` file (read with
 ``weights_only=True``) or a safetensors file. Checkpoints whose keys or shapes do not fit the
 model are refused with the first mismatches named.
 """
 import hashlib
 import pickle
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import torch
 from safetensors.torch import load_file
@@ -18,8 +19,8 @@ from timm.models import clean_state_dict
 
 from .errors import UserError, error_reason
 
-__all__ = ['file_sha256', 'load_weights_only', 'read_state_dict', 'state_dict_mismatches', 'check_state_dict',
-           'load_state_dict_for', 'load_checkpoint_for']
+__all__ = ['file_sha256', 'load_weights_only', 'CheckpointWeights', 'read_checkpoint', 'read_checkpoint_file',
+           'read_state_dict', 'state_dict_mismatches', 'check_state_dict', 'load_state_dict_for', 'load_checkpoint_for']
 
 MAX_LISTED = 5
 """How many mismatching keys of each kind an error message names."""
@@ -40,24 +41,67 @@ def file_sha256(path: Union[str, Path]) -> str:
     return digest.hexdigest()
 
 
-def read_state_dict(path: Union[str, Path], use_ema: bool = False) -> Dict[str, torch.Tensor]:
-    """The tensors of a checkpoint file, unwrapped from training dicts and DDP/compile prefixes."""
+MODEL_KEYS = ('state_dict', 'model')
+EMA_KEYS = ('state_dict_ema', 'model_ema', 'ema')
+"""Where checkpoints keep their weights and their EMA weights (``ema``: ``srm-zoo train``'s checkpoints)."""
+
+
+@dataclass(frozen=True)
+class CheckpointWeights:
+    """The weights a checkpoint file holds: plain and EMA state dicts (cleaned of DDP/compile prefixes), and
+    the ``srm-zoo train`` settings of a training checkpoint."""
+    path: Path
+    model: Optional[Dict[str, torch.Tensor]]
+    ema: Optional[Dict[str, torch.Tensor]] = None
+    train_config: Optional[Dict[str, Any]] = None
+
+    def weights(self, use_ema: bool = False) -> Dict[str, torch.Tensor]:
+        """The EMA weights with ``use_ema``, the plain weights otherwise; a :class:`UserError` when absent."""
+        if use_ema and self.ema is None:
+            raise UserError(f'Checkpoint {str(self.path)!r} has no EMA weights (no {", ".join(EMA_KEYS)} entry); '
+                            'leave out --use-ema to load its plain weights.')
+        weights = self.ema if use_ema else self.model
+        if weights is None:
+            raise UserError(f'Checkpoint {str(self.path)!r} is not a state dict: expected tensors by parameter name, '
+                            f'directly or under {", ".join(repr(k) for k in MODEL_KEYS + EMA_KEYS)}.')
+        return weights
+
+
+def _state_dict(value: Any) -> Optional[Dict[str, torch.Tensor]]:
+    """``value`` cleaned of prefixes when it is a non-empty dict of tensors, else None."""
+    if not isinstance(value, dict) or not value or not all(isinstance(v, torch.Tensor) for v in value.values()):
+        return None
+    return clean_state_dict(value)
+
+
+def _first_state_dict(checkpoint: Dict[str, Any], keys) -> Optional[Dict[str, torch.Tensor]]:
+    return next((sd for sd in (_state_dict(checkpoint.get(k)) for k in keys) if sd is not None), None)
+
+
+def read_checkpoint(path: Union[str, Path]) -> CheckpointWeights:
+    """The weights of a checkpoint file in any accepted layout (the one function every command reads them with)."""
     path = Path(path)
+    checkpoint = read_checkpoint_file(path)
+    if not isinstance(checkpoint, dict) or not any(isinstance(checkpoint.get(k), dict) for k in MODEL_KEYS + EMA_KEYS):
+        return CheckpointWeights(path, _state_dict(checkpoint))
+    config = checkpoint.get('config')
+    train_config = config if 'epoch' in checkpoint and isinstance(config, dict) else None
+    return CheckpointWeights(path, _first_state_dict(checkpoint, MODEL_KEYS), _first_state_dict(checkpoint, EMA_KEYS),
+                             train_config)
+
+
+def read_state_dict(path: Union[str, Path], use_ema: bool = False) -> Dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file (its EMA weights with ``use_ema``), unwrapped from training dicts and
+    DDP/compile prefixes."""
+    return read_checkpoint(path).weights(use_ema)
+
+
+def read_checkpoint_file(path: Path) -> Any:
+    """What a checkpoint file holds, read with ``weights_only=True`` (or as safetensors); clear errors for missing,
+    unsafe and unreadable files."""
     if not path.is_file():
         raise UserError(f'Checkpoint {str(path)!r} does not exist or is not a file.')
-    checkpoint = _read_file(path)
-    keys = ('state_dict_ema', 'model_ema') if use_ema else ('state_dict', 'model')
-    if isinstance(checkpoint, dict):
-        key = next((k for k in keys if isinstance(checkpoint.get(k), dict)), None)
-        if key is None and use_ema:
-            raise UserError(f'Checkpoint {str(path)!r} has no EMA weights (no state_dict_ema or model_ema '
-                            'entry); leave out --use-ema to load its plain weights.')
-        checkpoint = checkpoint[key] if key else checkpoint
-    if not isinstance(checkpoint, dict) or not checkpoint or \
-            not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        raise UserError(f'Checkpoint {str(path)!r} is not a state dict: expected tensors by parameter name, '
-                        'directly or under "state_dict", "state_dict_ema" or "model".')
-    return clean_state_dict(checkpoint)
+    return _read_file(path)
 
 
 def _read_file(path: Path):

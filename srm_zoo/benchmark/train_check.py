@@ -9,7 +9,7 @@ and compares the two weight updates.
 import dataclasses
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 import timm
@@ -27,11 +27,12 @@ MODEL = 'srm_resnet20_cifar'
 TOLERANCE = 1e-2  # losing one of two accumulated gradients changes the update by about half
 
 
-def write_random_image_folder(root: Path, size: int = 16) -> None:
-    """An image folder of two classes of random RGB PNGs: 8 training and 3 evaluation images each."""
+def write_random_image_folder(root: Path, size: int = 16, classes: Sequence[str] = ('a', 'b'),
+                              counts: Tuple[int, int] = (8, 3)) -> None:
+    """An image folder of random RGB PNGs: per class (default two), ``counts`` training and evaluation images."""
     rng = np.random.default_rng(0)
-    for split, count in (('train', 8), ('validation', 3)):
-        for label in ('a', 'b'):
+    for split, count in zip(('train', 'validation'), counts):
+        for label in classes:
             folder = root / split / label
             folder.mkdir(parents=True)
             for index in range(count):

@@ -24,12 +24,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument('model', help='model name, optionally with its tag (srm_resnet50 or srm_resnet50.official_in1k)')
     parser.add_argument('--checkpoint', required=True,
                         help='checkpoint file: a state dict (plain, or under state_dict/state_dict_ema/model), '
-                             '.pth/.pth.tar or .safetensors')
+                             '.pth/.pth.tar or .safetensors, or an srm-zoo train checkpoint.pth')
     parser.add_argument('--out', required=True, help='folder to write (created if needed)')
     parser.add_argument('--results', default=None,
                         help='results JSON of `srm-zoo eval` on this checkpoint (one object or a list, one per dataset)')
     parser.add_argument('--repo-id', default=None, help='Hub repository the card names (default: <org>/<model>.<tag>)')
     parser.add_argument('--source', default=None,
                         help='where the weights come from, for the provenance record (default: the checkpoint file name)')
-    parser.add_argument('--use-ema', action='store_true', help='export the EMA weights of the checkpoint')
+    parser.add_argument('--use-ema', action='store_true', help='export the EMA weights of the checkpoint (under state_dict_ema, model_ema, or ema '
+                        'in an srm-zoo train checkpoint): the weights to publish when the recipe keeps an EMA')
     parser.set_defaults(run=run)

@@ -7,6 +7,7 @@ turns into a manifest entry).
 """
 import json
 import math
+import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from timm.models import save_for_hf, split_model_name_tag
 
 from .. import __version__
 from ..catalogue import get_entry_and_tag
-from ..checkpoint import file_sha256, load_checkpoint_for
+from ..checkpoint import file_sha256, load_state_dict_for, read_checkpoint
 from ..errors import UserError
 from ..manifest import Metric, hub_repo_id
 from .cards import CardWeights, render_card
@@ -121,7 +122,11 @@ def export_release(
     checkpoint, out = Path(checkpoint), Path(out)
     result_rows = read_results(results) if results else []
     model = timm.create_model(f'{entry.name}.{tag}')
-    load_checkpoint_for(model, checkpoint, use_ema=use_ema, model_name=entry.name)
+    read = read_checkpoint(checkpoint)
+    load_state_dict_for(model, read.weights(use_ema), f'Checkpoint {str(checkpoint)!r}', entry.name)
+    if read.ema is not None and not use_ema:
+        print(f'note: {checkpoint} also holds EMA weights; exporting its plain weights (--use-ema exports the EMA, '
+              'the weights to publish for recipes that keep one).', file=sys.stderr)
     checkpoint_sha256 = file_sha256(checkpoint)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix='.export-') as staging:

@@ -16,29 +16,22 @@ import torch
 from timm.models import save_for_hf
 
 from ..catalogue import get_entry_and_tag
-from ..checkpoint import file_sha256, load_state_dict_for, read_state_dict
+from ..checkpoint import file_sha256, load_state_dict_for, read_checkpoint
 from ..conversion.state import write_safetensors
 from ..errors import UserError
 from ..hub.export import EVAL_SETTING_KEYS, ExportedRelease, export_release
 from ..manifest import WEIGHTS_DIR, Metric, Release
 from ..training import TrainConfig, attention_kwargs, get_recipe
-from ..training.state import load_checkpoint
 from .measure import measure_accuracy
 
 __all__ = ['load_trained', 'embed_release', 'export_measured']
 
 
 def _read_weights(checkpoint: str) -> Tuple[Dict[str, torch.Tensor], Optional[TrainConfig]]:
-    """The weights of ``checkpoint`` (an ``srm-zoo train`` checkpoint's EMA weights when it kept them)
-    and, for such a checkpoint, its training settings."""
-    if Path(checkpoint).suffix == '.pth':
-        try:
-            run = load_checkpoint(Path(checkpoint))
-        except UserError:  # not a training checkpoint: read it as a weights file below
-            run = {}
-        if 'config' in run:
-            return (run.get('ema') or run['model']), TrainConfig(**run['config'])
-    return read_state_dict(checkpoint), None
+    """The weights of ``checkpoint`` (its EMA weights when it holds them) and the training settings of an
+    ``srm-zoo train`` checkpoint."""
+    read = read_checkpoint(checkpoint)
+    return read.weights(read.ema is not None), TrainConfig(**read.train_config) if read.train_config else None
 
 
 def _source(config: Optional[TrainConfig], checkpoint: str) -> str:
@@ -50,7 +43,8 @@ def load_trained(name: str, checkpoint: str, attention: str = 'srm') -> Tuple[to
     """``name`` (``model.tag``) with the weights of ``checkpoint``, and the training settings when known.
 
     ``checkpoint`` is an ``srm-zoo train`` checkpoint (its EMA weights when it kept one; its settings
-    give the provenance), or any weights file (``.safetensors`` or torch state dict).
+    give the provenance), or any weights file (``.safetensors`` or torch state dict, EMA weights when
+    it holds some).
     """
     get_entry_and_tag(name)  # an unknown model or tag fails before any file is read
     state, config = _read_weights(checkpoint)

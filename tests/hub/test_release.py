@@ -1,6 +1,10 @@
 """`srm-zoo release`: every input is checked before anything is written, and --embed writes only into the package
 under the package's own manifest."""
+import json
+
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from srm_zoo.benchmark.train_check import write_random_image_folder
 from srm_zoo.checkpoint import file_sha256
@@ -57,3 +61,45 @@ def test_bad_inputs_are_refused_before_anything_is_written(small_folder, tmp_pat
     assert rc == 2
     assert message in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ['afile']
+
+
+@pytest.fixture(scope='module')
+def modern_run(tmp_path_factory):
+    """An `srm-zoo train --recipe modern` run (it keeps an EMA) of 1 epoch on 10 classes of random images."""
+    root = tmp_path_factory.mktemp('modern')
+    write_random_image_folder(root / 'data', classes=[str(i) for i in range(10)], counts=(2, 1))
+    assert main(['train', '--model', 'srm_resnet20_cifar', '--data', str(root / 'data'), '--output',
+                 str(root / 'run'), '--recipe', 'modern', '--epochs', '1', '--img-size', '16', '--batch-size', '4',
+                 '--workers', '0', '--device', 'cpu', '--lr', '0.01']) == 0
+    return root / 'data', root / 'run' / 'checkpoint.pth'
+
+
+def _ema_weights(checkpoint):
+    ema = torch.load(checkpoint, weights_only=True)['ema']
+    assert all(k.startswith('module.') for k in ema)  # ModelEmaV3's own keys
+    return {k[len('module.'):]: v for k, v in ema.items()}
+
+
+def test_export_and_release_read_the_ema_of_training_checkpoints(modern_run, tmp_path, capsys):
+    data, checkpoint = modern_run
+    ema = _ema_weights(checkpoint)
+    plain = torch.load(checkpoint, weights_only=True)['model']
+    assert any(not torch.equal(plain[k], v) for k, v in ema.items())
+    assert main(['export', NAME, '--checkpoint', str(checkpoint), '--use-ema', '--out', str(tmp_path / 'ema')]) == 0
+    assert capsys.readouterr().err == ''
+    assert_state_equal(load_file(str(tmp_path / 'ema' / 'model.safetensors')), ema)
+    assert json.loads((tmp_path / 'ema' / 'srm_zoo_release.json').read_text())['provenance']['weights'] == 'EMA'
+
+    assert main(['export', NAME, '--checkpoint', str(checkpoint), '--out', str(tmp_path / 'plain')]) == 0
+    assert 'also holds EMA weights' in capsys.readouterr().err
+    assert_state_equal(load_file(str(tmp_path / 'plain' / 'model.safetensors')), plain)
+
+    with use_manifest(tmp_path / 'manifest.json'):
+        assert main(['release', NAME, '--checkpoint', str(checkpoint), '--data', str(data), '--split', 'validation',
+                     '--out', str(tmp_path / 'released'), '--cards', str(tmp_path / 'cards')]) == 0
+    assert_state_equal(load_file(str(tmp_path / 'released' / 'model.safetensors')), ema)
+
+
+def assert_state_equal(actual, expected):
+    assert actual.keys() == expected.keys()
+    assert all(torch.equal(actual[k], v) for k, v in expected.items())
