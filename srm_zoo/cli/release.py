@@ -81,7 +81,8 @@ def _embed(args: argparse.Namespace, compare: Dict[str, str]) -> None:
 
 
 def _hub(args: argparse.Namespace) -> None:
-    exported = export_measured(args.model, args.checkpoint, args.data, args.split, Path(args.out))
+    exported = export_measured(args.model, args.checkpoint, args.data, args.split, Path(args.out),
+                               repo_id=args.repo_id)
     metric = exported.metrics[0]
     print(f'{exported.model}.{exported.tag}: top-1 {metric.top1:.2f}, top-5 {metric.top5:.2f} on {metric.num_images} '
           f'{metric.split} images of {metric.dataset}; Hub repository folder {args.out} (sha256 {exported.sha256})')

@@ -94,9 +94,11 @@ def _summary(result: Dict[str, Any]) -> Dict[str, Any]:
     return {k: result[k] for k in ('top1', 'top5', 'num_images')}
 
 
-def export_measured(name: str, checkpoint: str, data: str, split: str, out: Path) -> ExportedRelease:
+def export_measured(name: str, checkpoint: str, data: str, split: str, out: Path,
+                    repo_id: Optional[str] = None) -> ExportedRelease:
     """Measure ``checkpoint`` as ``name`` on ``data``/``split`` and write its Hub repository folder to ``out``
-    (weights, config, model card with the measured results, release record for ``srm-zoo publish``)."""
+    (weights, config, model card with the measured results, release record for ``srm-zoo publish``) for the
+    Hub repository ``repo_id`` (default: the zoo's)."""
     entry, tag = get_entry_and_tag(name)
     model, config = load_trained(name, checkpoint)
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,5 +109,5 @@ def export_measured(name: str, checkpoint: str, data: str, split: str, out: Path
                       checkpoint_sha256=file_sha256(weights))
         results = Path(tmp) / 'results.json'
         results.write_text(json.dumps(result))
-        return export_release(f'{entry.name}.{tag.tag}', weights, out, results=results,
+        return export_release(f'{entry.name}.{tag.tag}', weights, out, results=results, repo_id=repo_id,
                               source=_source(config, checkpoint))

@@ -80,7 +80,7 @@ def test_publish_uploads_the_folder_and_records_the_release(hf_api, export_dir, 
 
 def test_release_measures_exports_and_publishes_in_one_step(hf_api, tmp_path, capsys):
     """`srm-zoo release --out DIR --repo-id`: the measured folder is uploaded and recorded like `srm-zoo publish`'s."""
-    name, repo_id = 'srm_resnet20_cifar.sklearn_digits', 'srm-zoo/srm_resnet20_cifar.sklearn_digits'
+    name, repo_id = 'srm_resnet20_cifar.sklearn_digits', 'myorg/srm_resnet20_cifar.sklearn_digits'  # not the zoo's
     shipped = find_release(*name.split('.'))
     digits, out, manifest = tmp_path / 'digits', tmp_path / 'hub', tmp_path / 'manifest.json'
     assert main(['digits', '--out', str(digits)]) == 0
@@ -92,6 +92,8 @@ def test_release_measures_exports_and_publishes_in_one_step(hf_api, tmp_path, ca
     (_, upload) = hf_api.calls
     assert upload[1] == repo_id and upload[2]['uploaded']['model.safetensors'] == (out / 'model.safetensors').read_bytes()
     assert (release.hf_hub_id, release.revision, release.sha256) == (repo_id, COMMIT, shipped.sha256)
+    assert json.loads((out / 'srm_zoo_release.json').read_text())['repo_id'] == repo_id
+    assert f'hf-hub:{repo_id}' in (out / 'README.md').read_text()
     assert (release.metrics[0].top1, release.metrics[0].num_images) == (shipped.metrics[0].top1,
                                                                         shipped.metrics[0].num_images)
     assert f'Recorded the release in {manifest.resolve()}' in capsys.readouterr().out
