@@ -210,7 +210,7 @@ def render_card(entry: ModelEntry, tag: str, weights: CardWeights) -> str:
         f'  - Image size: {size[1]} x {size[2]}',
         '- **Papers:**', papers,
         f'- **Dataset:** {_dataset_name(weight_tag.dataset)}',
-        f'- **Recipe:** {weight_tag.recipe}',
+        f'- **Recipe:** {weights.provenance.get("recipe") or weight_tag.recipe}',
         f'- **Original:** {PAPER["code"]}',
     ])
     return '\n'.join([

@@ -18,7 +18,7 @@ from timm.data import ImageNetInfo
 from timm.models import save_for_hf, split_model_name_tag
 
 from .. import __version__
-from ..catalogue import get_entry_and_tag
+from ..catalogue import get_entry, get_entry_and_tag
 from ..checkpoint import file_sha256, load_state_dict_for, read_checkpoint
 from ..errors import UserError
 from ..manifest import Metric, hub_repo_id
@@ -73,13 +73,19 @@ def read_results(path: Union[str, Path]) -> List[Dict[str, Any]]:
 
 
 def metrics_from_results(results: Sequence[Dict[str, Any]], model: str, weight_sha256s: Sequence[str],
-                         source: str = 'results') -> Tuple[Metric, ...]:
-    """Metrics of ``model`` from eval results, refusing results of another model or other weights."""
+                         source: str = 'results', tag: Optional[str] = None) -> Tuple[Metric, ...]:
+    """Metrics of ``model.tag`` (``tag`` None: the default tag) from eval results, refusing results of another
+    model or tag (another preprocessing and label set) or of other weights."""
     metrics, seen = [], set()
+    tag = tag or get_entry(model).default_tag
     for result in results:
-        arch = split_model_name_tag(str(result['model']).split(':')[-1].split('/')[-1])[0]
+        arch, result_tag = split_model_name_tag(str(result['model']).split(':')[-1].split('/')[-1])
         if arch != model:
             raise UserError(f'{source}: the results are of {result["model"]!r}, not of {model}.')
+        if (result_tag or get_entry(model).default_tag) != tag:
+            raise UserError(f'{source}: the results are of {result["model"]!r} (with that tag\'s preprocessing and '
+                            f'data), not of {model}.{tag}. Evaluate the checkpoint as {model}.{tag} with '
+                            '`srm-zoo eval` and pass that results file.')
         if result['checkpoint_sha256'] not in weight_sha256s:
             raise UserError(
                 f'{source}: the {result["dataset"]} results were measured on weights with sha256 '
@@ -135,9 +141,9 @@ def export_release(
                     safe_serialization=True)
         weights_sha256 = file_sha256(staging / WEIGHTS_FILE)
         metrics = metrics_from_results(result_rows, entry.name, (checkpoint_sha256, weights_sha256),
-                                       source=f'Results file {str(results)!r}')
+                                       source=f'Results file {str(results)!r}', tag=tag)
         provenance = {
-            'recipe': weight_tag.recipe,
+            'recipe': (read.train_config or {}).get('recipe') or weight_tag.recipe,
             'source': source or f'checkpoint {checkpoint.name}',
             'checkpoint_sha256': checkpoint_sha256,
             'weights': 'EMA' if use_ema else 'model',

@@ -11,6 +11,8 @@ from srm_zoo.checkpoint import file_sha256
 from srm_zoo.cli import main
 from srm_zoo.manifest import find_release, use_manifest
 
+from .helpers import MODEL
+
 NAME = 'srm_resnet20_cifar.sklearn_digits'
 
 
@@ -88,7 +90,9 @@ def test_export_and_release_read_the_ema_of_training_checkpoints(modern_run, tmp
     assert main(['export', NAME, '--checkpoint', str(checkpoint), '--use-ema', '--out', str(tmp_path / 'ema')]) == 0
     assert capsys.readouterr().err == ''
     assert_state_equal(load_file(str(tmp_path / 'ema' / 'model.safetensors')), ema)
-    assert json.loads((tmp_path / 'ema' / 'srm_zoo_release.json').read_text())['provenance']['weights'] == 'EMA'
+    provenance = json.loads((tmp_path / 'ema' / 'srm_zoo_release.json').read_text())['provenance']
+    assert (provenance['weights'], provenance['recipe']) == ('EMA', 'modern')  # the tag's recipe is digits
+    assert '- **Recipe:** modern' in (tmp_path / 'ema' / 'README.md').read_text()
 
     assert main(['export', NAME, '--checkpoint', str(checkpoint), '--out', str(tmp_path / 'plain')]) == 0
     assert 'also holds EMA weights' in capsys.readouterr().err
@@ -103,3 +107,17 @@ def test_export_and_release_read_the_ema_of_training_checkpoints(modern_run, tmp
 def assert_state_equal(actual, expected):
     assert actual.keys() == expected.keys()
     assert all(torch.equal(actual[k], v) for k, v in expected.items())
+
+
+def test_export_refuses_results_of_another_tag(trained, tmp_path, capsys):
+    checkpoint, _, results = trained
+    rows = json.loads(results.read_text())
+    for row in rows:
+        row['model'] = f'{MODEL}.sklearn_digits'
+    other_tag = tmp_path / 'results.json'
+    other_tag.write_text(json.dumps(rows))
+    assert main(['export', f'{MODEL}.cifar10', '--checkpoint', str(checkpoint), '--results', str(other_tag),
+                 '--out', str(tmp_path / 'out')]) == 2
+    assert f"are of '{MODEL}.sklearn_digits'" in capsys.readouterr().err
+    assert main(['export', f'{MODEL}.sklearn_digits', '--checkpoint', str(checkpoint), '--results', str(other_tag),
+                 '--out', str(tmp_path / 'out')]) == 0
