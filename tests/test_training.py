@@ -15,7 +15,7 @@ import srm_zoo.training.loop as loop
 from srm_zoo.benchmark.train_check import compiled_training_checks, write_random_image_folder
 from srm_zoo.cli import main
 from srm_zoo.training import RECIPES, get_recipe
-from srm_zoo.training.optim import create_optimizer, srm_parameter_names
+from srm_zoo.training.optim import create_optimizer, create_scheduler, srm_parameter_names
 from srm_zoo.training.state import CHECKPOINT_NAME, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -192,3 +192,23 @@ def test_list_recipes(capsys):
     assert [r['recipe'] for r in listed] == list(RECIPES)
     official = listed[0]
     assert (official['epochs'], official['batch_size'], official['lr'], official['opt']) == (90, 256, 0.1, 'momentum')
+
+
+def _epoch_lrs(recipe, epochs, lr=0.1):
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    scheduler = create_scheduler(optimizer, recipe, epochs)
+    lrs = []
+    for epoch in range(epochs):  # as the training loop steps it: before each 0-based epoch
+        scheduler.step(epoch)
+        lrs.append(optimizer.param_groups[0]['lr'])
+    return lrs
+
+
+def test_official_schedule_lowers_the_rate_at_epochs_31_and_61_and_short_runs_start_at_the_base_rate():
+    official = RECIPES['official']
+    lrs = _epoch_lrs(official, 90)
+    expected = [0.1] * 30 + [0.1 * 0.1] * 30 + [0.1 * 0.1 * 0.1] * 30  # epochs 1-30, 31-60, 61-90
+    assert lrs == pytest.approx(expected, rel=1e-12)
+    assert _epoch_lrs(official, 1) == pytest.approx([0.1])
+    assert _epoch_lrs(official, 2) == pytest.approx([0.1, 0.001])
+    assert _epoch_lrs(official, 3) == pytest.approx([0.1, 0.01, 0.001])

@@ -40,9 +40,16 @@ def create_optimizer(model: nn.Module, recipe: Recipe, lr: float) -> torch.optim
 
 
 def create_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, epochs: int):
-    """timm's per-epoch learning-rate scheduler for a run of ``epochs``."""
+    """timm's per-epoch learning-rate scheduler for a run of ``epochs``.
+
+    timm's multistep schedule lowers the rate at 0-based epoch ``t`` once for every milestone up to
+    ``t + 1`` (``bisect_right(decay_t, t + 1)``), one epoch before the milestone; it is therefore given
+    the recipe's milestones plus one, so that the rate drops exactly at them (epochs 31 and 61 of
+    the official recipe, counting from 1).
+    """
+    milestones = [m + 1 for m in recipe.milestones_for(epochs)]
     scheduler, _ = create_scheduler_v2(
-        optimizer, sched=recipe.sched, num_epochs=epochs, decay_milestones=list(recipe.milestones_for(epochs)),
+        optimizer, sched=recipe.sched, num_epochs=epochs, decay_milestones=milestones,
         decay_rate=recipe.decay_rate, warmup_epochs=recipe.warmup_epochs, warmup_lr=recipe.warmup_lr,
         min_lr=recipe.min_lr)
     return scheduler

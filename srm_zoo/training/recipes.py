@@ -29,6 +29,7 @@ class Recipe:
     sched: str
     momentum: float = 0.9
     decay_milestones: Tuple[int, ...] = ()
+    """0-based epochs from which the step schedule lowers the rate: (30, 60) lowers it at epochs 31 and 61."""
     decay_rate: float = 0.1
     warmup_epochs: int = 0
     warmup_lr: float = 1e-6
@@ -49,8 +50,9 @@ class Recipe:
     ResNets learn far faster without it: with zero residual branches their features are the pooled stem."""
 
     def milestones_for(self, epochs: int) -> Tuple[int, ...]:
-        """Step-schedule milestones for a run of ``epochs`` (scaled from the recipe's epochs)."""
-        return tuple(round(m * epochs / self.epochs) for m in self.decay_milestones)
+        """Step-schedule milestones for a run of ``epochs``: the 0-based epochs from which the rate is lowered
+        (once more at each), scaled from the recipe's; never 0, so the first epoch runs at the base rate."""
+        return tuple(max(1, round(m * epochs / self.epochs)) for m in self.decay_milestones)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
