@@ -212,3 +212,18 @@ def test_official_schedule_lowers_the_rate_at_epochs_31_and_61_and_short_runs_st
     assert _epoch_lrs(official, 1) == pytest.approx([0.1])
     assert _epoch_lrs(official, 2) == pytest.approx([0.1, 0.001])
     assert _epoch_lrs(official, 3) == pytest.approx([0.1, 0.01, 0.001])
+
+
+@pytest.mark.parametrize('flag, value, message', [
+    ('--epochs', '0', "'0' is not a positive integer"), ('--epochs', '-1', "'-1' is not a positive integer"),
+    ('--batch-size', '0', "'0' is not a positive integer"), ('--batch-size', '-4', "'-4' is not a positive integer"),
+    ('--img-size', '0', "'0' is not a positive integer"), ('--grad-accum', '0', "'0' is not a positive integer"),
+    ('--workers', '-1', "'-1' is not a non-negative integer"), ('--lr', '-1', "'-1' is not a positive number"),
+    ('--lr', 'nan', "'nan' is not a positive number"), ('--epochs', 'two', "'two' is not a positive integer"),
+])
+def test_invalid_numbers_are_argparse_errors(tiny_folder, tmp_path, capsys, flag, value, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(_train_args(tiny_folder, tmp_path / 'run', '--recipe', 'digits', flag, value))
+    assert exit_.value.code == 2
+    assert f'argument {flag}: {message}' in capsys.readouterr().err
+    assert not (tmp_path / 'run').exists()

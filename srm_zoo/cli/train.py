@@ -6,6 +6,7 @@ from ..compiling import COMPILE_MODES
 from ..training import ATTENTIONS, RECIPES, TrainConfig, train
 from ._help import DefaultsHelpFormatter
 from ._output import write_rows
+from ._types import non_negative_int, positive_float, positive_int
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,19 +45,19 @@ def add_parser(subparsers) -> None:
     parser.add_argument('--format', choices=('table', 'csv', 'json'), default='table', help='--list-recipes format')
     parser.add_argument('--output', default='output/train', help='run folder (checkpoint, logs, final model)')
     parser.add_argument('--resume', action='store_true', help='continue the run in --output from its checkpoint')
-    parser.add_argument('--epochs', type=int, default=None, help="epochs (default: the recipe's)")
-    parser.add_argument('--batch-size', type=int, default=None,
+    parser.add_argument('--epochs', type=positive_int, default=None, help="epochs (default: the recipe's)")
+    parser.add_argument('--batch-size', type=positive_int, default=None,
                         help="images per process per step (default: the recipe's global batch / processes / accumulation)")
-    parser.add_argument('--lr', type=float, default=None,
+    parser.add_argument('--lr', type=positive_float, default=None,
                         help="learning rate (default: the recipe's, scaled linearly to the global batch)")
-    parser.add_argument('--grad-accum', type=int, default=1, help='gradient accumulation steps per optimiser step')
+    parser.add_argument('--grad-accum', type=positive_int, default=1, help='gradient accumulation steps per optimiser step')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
     parser.add_argument('--attention', choices=ATTENTIONS, default='srm',
                         help='block attention: SRM, or the SE / plain counterpart for comparisons')
-    parser.add_argument('--img-size', type=int, default=None, help="input size (default: the model's pretrained cfg)")
+    parser.add_argument('--img-size', type=positive_int, default=None, help="input size (default: the model's pretrained cfg)")
     parser.add_argument('--train-split', default='train', help='training split folder')
     parser.add_argument('--val-split', default='validation', help='evaluation split folder (timm synonyms: val, ...)')
-    parser.add_argument('--workers', type=int, default=4, help='data loading workers per process')
+    parser.add_argument('--workers', type=non_negative_int, default=4, help='data loading workers per process')
     parser.add_argument('--amp', choices=('none', 'bf16', 'fp16'), default='none', help='mixed precision')
     parser.add_argument('--channels-last', action='store_true', help='channels_last memory format')
     parser.add_argument('--compile', action='store_true', help='torch.compile the model for training')

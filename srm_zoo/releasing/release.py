@@ -81,7 +81,7 @@ def embed_release(name: str, checkpoint: str, data: str, split: str,
     )
     if config:
         provenance.update(command=config.command(data='DATA'), seed=config.seed,
-                          epochs=config.epochs or get_recipe(config.recipe).epochs,
+                          epochs=config.epochs if config.epochs is not None else get_recipe(config.recipe).epochs,
                           weights='EMA' if get_recipe(config.recipe).ema_decay else 'last epoch')
     metric = Metric(dataset=tag.dataset, split=split, top1=result['top1'], top5=result['top5'],
                     num_images=result['num_images'],

@@ -88,9 +88,11 @@ class _Run:
 
         self.model = self._create_model()
         self.data_config = resolve_data_config(
-            {'input_size': (3, config.img_size, config.img_size)} if config.img_size else {}, model=self.model)
-        self.epochs = config.epochs or recipe.epochs
-        self.batch_size = config.batch_size or max(1, recipe.batch_size // (ctx.world_size * config.grad_accum))
+            {'input_size': (3, config.img_size, config.img_size)} if config.img_size is not None else {},
+            model=self.model)
+        self.epochs = config.epochs if config.epochs is not None else recipe.epochs
+        self.batch_size = config.batch_size if config.batch_size is not None else \
+            max(1, recipe.batch_size // (ctx.world_size * config.grad_accum))
         global_batch = self.batch_size * ctx.world_size * config.grad_accum
         self.lr = config.lr if config.lr is not None else recipe.lr * global_batch / recipe.batch_size
         if (recipe.mixup or recipe.cutmix) and self.batch_size % 2:
