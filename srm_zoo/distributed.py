@@ -12,8 +12,8 @@ import torch.distributed as dist
 
 from .errors import UserError
 
-__all__ = ['DistContext', 'parse_device', 'check_device', 'init_distributed', 'close_distributed', 'shard_indices',
-           'all_sum', 'all_reduce_sum', 'all_gather_objects', 'broadcast_object', 'barrier']
+__all__ = ['DistContext', 'parse_device', 'check_device', 'uses_cuda', 'init_distributed', 'close_distributed',
+           'shard_indices', 'all_sum', 'all_reduce_sum', 'all_gather_objects', 'broadcast_object', 'barrier']
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,11 @@ def check_device(device: Optional[str], world_size: int = 1) -> None:
         raise UserError(f'--device {device}: there are only {torch.cuda.device_count()} CUDA devices.')
 
 
+def uses_cuda(device: Optional[str] = None) -> bool:
+    """Whether a run given ``device`` (``--device``; None: CUDA when available) runs on CUDA."""
+    return torch.cuda.is_available() and not (device or '').startswith('cpu')
+
+
 def init_distributed(device: Optional[str] = None) -> DistContext:
     """Join the process group that ``torchrun`` describes in the environment (if any).
 
@@ -66,7 +71,7 @@ def init_distributed(device: Optional[str] = None) -> DistContext:
     world_size = int(os.environ.get('WORLD_SIZE', '1'))
     local_rank = int(os.environ.get('LOCAL_RANK', '0'))
     check_device(device, world_size)
-    use_cuda = torch.cuda.is_available() and not (device or '').startswith('cpu')
+    use_cuda = uses_cuda(device)
     if use_cuda:
         named = torch.device(device) if device and device.startswith('cuda') else None
         torch_device = torch.device('cuda', local_rank if world_size > 1 or named is None or named.index is None

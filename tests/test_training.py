@@ -110,6 +110,9 @@ def test_output_is_never_overwritten_and_resume_checks_settings(tiny_folder, tmp
     assert "No folder for split 'test'" in capsys.readouterr().err
     assert main(_train_args(tiny_folder, tmp_path / 'other', *args, '--compile-mode', 'reduce-overhead')) == 2
     assert '--compile-mode sets the mode of torch.compile: add --compile.' in capsys.readouterr().err
+    assert main(_train_args(tiny_folder, tmp_path / 'other', *args, '--sync-bn')) == 2  # --device cpu
+    assert '--sync-bn synchronises BatchNorm across GPU processes and needs CUDA' in capsys.readouterr().err
+    assert not (tmp_path / 'other').exists()
 
 
 def test_torchrun_two_cpu_processes_leave_one_complete_checkpoint(tiny_folder, tmp_path):

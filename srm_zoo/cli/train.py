@@ -64,7 +64,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument('--compile-mode', choices=COMPILE_MODES, default=None,
                         help="mode of --compile (default: torch.compile's); on CUDA, reduce-overhead replays each "
                         'step as CUDA graphs (the gradients then stay allocated between steps)')
-    parser.add_argument('--sync-bn', action='store_true', help='SyncBatchNorm across processes')
+    parser.add_argument('--sync-bn', action='store_true', help='SyncBatchNorm across processes (CUDA only)')
     parser.add_argument('--initial-checkpoint', default=None,
                         help='start from these weights (.safetensors or torch state dict), e.g. from srm-zoo graft')
     parser.add_argument('--device', choices=('cpu', 'cuda'), default=None, help='default: cuda when available')

@@ -28,7 +28,7 @@ from ..catalogue import CATALOGUE, get_entry, resolve_name
 from ..checkpoint import load_state_dict_for, read_state_dict
 from ..compiling import check_compile_mode, cudagraph_skips, describe_skips, replays_cuda_graphs
 from ..distributed import (DistContext, all_gather_objects, all_reduce_sum, all_sum, barrier, close_distributed,
-                           init_distributed)
+                           init_distributed, uses_cuda)
 from ..errors import UserError
 from ..evaluation.metrics import Counts, score_batch
 from .config import ATTENTIONS, TrainConfig
@@ -63,6 +63,9 @@ def train(config: TrainConfig) -> Dict[str, Any]:
     if config.amp not in _AMP_DTYPES:
         raise UserError(f'--amp must be one of {", ".join(_AMP_DTYPES)}, got {config.amp!r}.')
     check_compile_mode(config.compile, config.compile_mode)
+    if config.sync_bn and not uses_cuda(config.device):
+        raise UserError('--sync-bn synchronises BatchNorm across GPU processes and needs CUDA, but this run trains '
+                        'on the CPU; leave out --sync-bn.')
     ctx = init_distributed(config.device)
     try:
         return _Run(config, recipe, ctx).fit()
