@@ -230,3 +230,23 @@ def test_invalid_numbers_are_argparse_errors(tiny_folder, tmp_path, capsys, flag
     assert exit_.value.code == 2
     assert f'argument {flag}: {message}' in capsys.readouterr().err
     assert not (tmp_path / 'run').exists()
+
+
+def test_attention_none_run_exports_a_model_timm_loads(tiny_folder, tmp_path):
+    assert main(_train_args(tiny_folder, tmp_path, '--recipe', 'digits', '--epochs', '1', '--attention', 'none')) == 0
+    config = json.loads((tmp_path / 'model' / 'config.json').read_text())
+    assert config['model_args']['attn_layer'] == ''  # timm's 'no attention'
+    model = timm.create_model(f'local-dir:{tmp_path / "model"}', pretrained=True)
+    assert all(block.se is None for stage in (model.layer1, model.layer2, model.layer3) for block in stage)
+    saved = load_file(str(tmp_path / 'model' / 'model.safetensors'))
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize('name', ['srm_resnet20_cifar', 'srm_resnet18'])
+def test_attention_kwargs_survive_json(name):
+    """The kwargs go into config.json's model_args: their JSON round trip builds the same counterpart."""
+    for attention, layer in (('none', type(None)), ('se', timm.layers.SEModule)):
+        kwargs = json.loads(json.dumps(loop.attention_kwargs(name, attention)))
+        model = timm.create_model(name, num_classes=2, **kwargs)
+        blocks = [m for m in model.modules() if hasattr(m, 'se')]
+        assert blocks and all(isinstance(b.se, layer) for b in blocks), attention

@@ -6,7 +6,7 @@ transitions use the parameter-free shortcut of the CIFAR ResNets (option A: subs
 zero-pad the channels), so SRM-ResNet-20 has the familiar ~0.27M parameters.
 """
 from functools import partial
-from typing import List, Optional, Set, Tuple, Union
+from typing import Any, List, Optional, Set, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -51,7 +51,9 @@ class CifarResNet(nn.Module):
         drop_rate: dropout before the classifier.
         drop_path_rate: stochastic depth, linearly increasing over the blocks.
         srm_pooling: SRM style pooling (``'mean_std'``, ``'mean'``, ``'std'``).
-        attn_layer: replaces SRM when given (None keeps SRM; use ``nn.Identity`` for a plain net).
+        attn_layer: the block attention: ``'srm'`` (SRM, the default), another timm attention layer (e.g.
+            ``'se'``), or ``''`` / None / ``nn.Identity`` for a plain net (timm's blocks build no attention
+            for an empty name; ``timm.create_model`` drops None kwargs, so ``''`` is the one for config files).
         zero_init_last: zero the last BatchNorm of every block at initialisation.
     """
 
@@ -64,7 +66,7 @@ class CifarResNet(nn.Module):
             drop_rate: float = 0.,
             drop_path_rate: float = 0.,
             srm_pooling: str = 'mean_std',
-            attn_layer=None,
+            attn_layer: Any = 'srm',
             zero_init_last: bool = True,
             device=None,
             dtype=None,
@@ -74,7 +76,8 @@ class CifarResNet(nn.Module):
             raise ValueError(f'CIFAR ResNet depth must be 6n + 2 with n >= 1, got {depth}')
         dd = dict(device=device, dtype=dtype)
         blocks_per_stage = (depth - 2) // 6
-        attn_layer = attn_layer or partial(SRM, style_pooling=srm_pooling)
+        if attn_layer == 'srm':
+            attn_layer = partial(SRM, style_pooling=srm_pooling)
         block_cls = SRMBasicBlock if fuses_srm(attn_layer) else BasicBlock
         self.num_classes = num_classes
         self.drop_rate = drop_rate

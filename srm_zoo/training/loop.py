@@ -44,12 +44,16 @@ _AMP_DTYPES = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 
 def attention_kwargs(model_name: str, attention: str) -> Dict[str, Any]:
-    """Model kwargs that build ``model_name`` with SRM (none), SE or no block attention."""
+    """Model kwargs that build ``model_name`` with SRM (none), SE or no block attention; JSON values, so that
+    they go into the ``model_args`` of timm's ``config.json`` as they are.
+
+    No attention is ``attn_layer=''``: timm's blocks build none for an empty name (``None`` would do too,
+    but ``timm.create_model`` drops None kwargs, leaving the model's default, SRM)."""
     if attention not in ATTENTIONS:
         raise UserError(f'Unknown attention {attention!r}; choose one of {", ".join(ATTENTIONS)}.')
     if attention == 'srm':
         return {}
-    layer = 'se' if attention == 'se' else nn.Identity
+    layer = 'se' if attention == 'se' else ''
     if model_name.split('.', 1)[0] not in CATALOGUE:
         raise UserError(f'--attention {attention} needs one of the zoo\'s models, not {model_name!r}.')
     if get_entry(model_name).family == 'cifar':
@@ -292,7 +296,7 @@ class _Run:
     def _export(self) -> None:
         model = self.ema.module if self.ema is not None else self.model
         model.to(memory_format=torch.contiguous_format)  # safetensors stores contiguous tensors only
-        model_args = {'attn_layer': 'none'} if self.config.attention == 'none' else None
+        model_args = attention_kwargs(self.config.model, self.config.attention) or None
         save_for_hf(model, str(self.output / 'model'), safe_serialization=True, model_args=model_args,
                     model_config=dict(label_names=self.class_names))
 
