@@ -250,3 +250,16 @@ def test_attention_kwargs_survive_json(name):
         model = timm.create_model(name, num_classes=2, **kwargs)
         blocks = [m for m in model.modules() if hasattr(m, 'se')]
         assert blocks and all(isinstance(b.se, layer) for b in blocks), attention
+
+
+def test_the_run_model_config_describes_the_trained_model(tiny_folder, tmp_path):
+    assert main(_train_args(tiny_folder, tmp_path, '--recipe', 'digits', '--epochs', '1')) == 0  # --img-size 16
+    config = json.loads((tmp_path / 'model' / 'config.json').read_text())
+    cfg = config['pretrained_cfg']
+    assert cfg['input_size'] == [3, 16, 16]  # the model's pretrained cfg says 32
+    data_config = load_checkpoint(tmp_path / CHECKPOINT_NAME)['data_config']
+    assert (cfg['mean'], cfg['std']) == (list(data_config['mean']), list(data_config['std']))
+    assert not {'tag', 'description', 'notes'} & cfg.keys()  # untagged: no sklearn_digits description
+    assert config['label_names'] == ['a', 'b']
+    model = timm.create_model(f'local-dir:{tmp_path / "model"}', pretrained=True)
+    assert tuple(timm.data.resolve_data_config(model=model)['input_size']) == (3, 16, 16)

@@ -41,6 +41,9 @@ from .state import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint,
 __all__ = ['train', 'attention_kwargs', 'evaluate']
 
 _AMP_DTYPES = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+_TAG_FIELDS = ('tag', 'description', 'notes', 'license', 'file', 'url', 'hf_hub_id', 'label_names',
+               'label_descriptions')
+"""Pretrained-cfg fields that describe a weight tag's weights, not the architecture."""
 
 
 def attention_kwargs(model_name: str, attention: str) -> Dict[str, Any]:
@@ -296,9 +299,11 @@ class _Run:
     def _export(self) -> None:
         model = self.ema.module if self.ema is not None else self.model
         model.to(memory_format=torch.contiguous_format)  # safetensors stores contiguous tensors only
+        if '.' not in self.config.model:  # untagged: no weight tag's description applies to this run's weights
+            model.pretrained_cfg = {k: v for k, v in model.pretrained_cfg.items() if k not in _TAG_FIELDS}
         model_args = attention_kwargs(self.config.model, self.config.attention) or None
         save_for_hf(model, str(self.output / 'model'), safe_serialization=True, model_args=model_args,
-                    model_config=dict(label_names=self.class_names))
+                    model_config=dict(label_names=self.class_names), data_config=dict(self.data_config))
 
 
 @torch.no_grad()
