@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 import srm_zoo.training.loop as loop
 from srm_zoo.benchmark.train_check import compiled_training_checks, write_random_image_folder
@@ -263,3 +263,20 @@ def test_the_run_model_config_describes_the_trained_model(tiny_folder, tmp_path)
     assert config['label_names'] == ['a', 'b']
     model = timm.create_model(f'local-dir:{tmp_path / "model"}', pretrained=True)
     assert tuple(timm.data.resolve_data_config(model=model)['input_size']) == (3, 16, 16)
+
+
+def test_resume_compares_settings_by_meaning(tiny_folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tiny_folder.parent)
+    initial = tmp_path / 'grafted.safetensors'
+    save_file(timm.create_model('srm_resnet20_cifar', num_classes=2).state_dict(), str(initial))
+    args = ['train', '--model', 'srm_resnet20_cifar', '--recipe', 'digits', '--epochs', '1', '--img-size', '16',
+            '--batch-size', '4', '--workers', '0', '--output', str(tmp_path / 'run')]
+    assert main(args + ['--data', tiny_folder.name, '--device', 'cpu', '--initial-checkpoint', str(initial)]) == 0
+    assert load_checkpoint(tmp_path / 'run' / CHECKPOINT_NAME)['config']['data'] == str(tiny_folder)
+    initial.rename(tmp_path / 'moved.safetensors')  # its weights are in the training checkpoint
+    device = [] if not torch.cuda.is_available() else ['--device', 'cpu']  # None picks the CPU here
+    assert main(args + ['--data', f'{tiny_folder}/', '--initial-checkpoint', str(initial), '--resume', *device]) == 0
+    monkeypatch.chdir(tmp_path)  # the same relative path names another folder from here
+    (tmp_path / tiny_folder.name).mkdir()
+    assert main(args + ['--data', tiny_folder.name, '--device', 'cpu', '--resume']) == 2
+    assert f"data='{tmp_path / tiny_folder.name}'" in capsys.readouterr().err

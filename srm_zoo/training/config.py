@@ -1,14 +1,29 @@
 """The settings of one training run (the ``srm-zoo train`` options)."""
-from dataclasses import asdict, dataclass, fields
+import os
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Dict, List, Optional
+
+from ..distributed import uses_cuda
 
 __all__ = ['TrainConfig', 'ATTENTIONS']
 
 ATTENTIONS = ('srm', 'se', 'none')
 """The block attention to train: SRM (the zoo's models), or the SE / plain counterpart for comparisons."""
 
-RUN_ONLY_FIELDS = ('resume', 'workers', 'output')
-"""Settings that may change when a run is resumed; every other one must match the checkpoint."""
+RUN_ONLY_FIELDS = ('resume', 'workers', 'output', 'initial_checkpoint')
+"""Settings that may change when a run is resumed; every other one must match the checkpoint (the
+initial weights are in the checkpoint, so their file may have moved)."""
+
+PATH_FIELDS = ('data', 'output', 'initial_checkpoint')
+
+
+def _meaning(name: str, value: Any) -> Any:
+    """A setting as it acts: paths absolute and normalised, the device the run picks for None."""
+    if name in PATH_FIELDS and value is not None:
+        return os.path.abspath(value)
+    if name == 'device':
+        return 'cuda' if uses_cuda(value) else 'cpu'
+    return value
 
 
 @dataclass(frozen=True)
@@ -53,8 +68,12 @@ class TrainConfig:
             words += [flag] if value is True else [flag, str(value)]
         return ' '.join(words)
 
+    def resolved(self) -> 'TrainConfig':
+        """These settings as they act (absolute paths, the device picked), as checkpoints record them."""
+        return replace(self, **{f.name: _meaning(f.name, getattr(self, f.name)) for f in fields(self)})
+
     def differences(self, recorded: Dict[str, Any]) -> List[str]:
-        """Settings (other than run-only ones) that differ from a checkpoint's recorded config."""
+        """Settings (other than run-only ones) that act differently from a checkpoint's recorded config."""
         return [f'{f.name}={getattr(self, f.name)!r} (checkpoint: {recorded.get(f.name)!r})'
-                for f in fields(self)
-                if f.name not in RUN_ONLY_FIELDS and recorded.get(f.name) != getattr(self, f.name)]
+                for f in fields(self) if f.name not in RUN_ONLY_FIELDS
+                and _meaning(f.name, recorded.get(f.name)) != _meaning(f.name, getattr(self, f.name))]

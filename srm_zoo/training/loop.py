@@ -70,6 +70,7 @@ def train(config: TrainConfig) -> Dict[str, Any]:
     if config.amp not in _AMP_DTYPES:
         raise UserError(f'--amp must be one of {", ".join(_AMP_DTYPES)}, got {config.amp!r}.')
     check_compile_mode(config.compile, config.compile_mode)
+    config = config.resolved()  # recorded as it acts: a resumed run compares paths and devices by meaning
     if config.sync_bn and not uses_cuda(config.device):
         raise UserError('--sync-bn synchronises BatchNorm across GPU processes and needs CUDA, but this run trains '
                         'on the CPU; leave out --sync-bn.')
@@ -96,7 +97,7 @@ class _Run:
         if class_names(val_set) != self.class_names:
             raise UserError(f'The classes of split {config.val_split!r} differ from those of {config.train_split!r}.')
 
-        self.model = self._create_model()
+        self.model = self._create_model(initial_weights=resumed is None)
         self.data_config = resolve_data_config(
             {'input_size': (3, config.img_size, config.img_size)} if config.img_size is not None else {},
             model=self.model)
@@ -159,13 +160,15 @@ class _Run:
         np.random.seed(seed)
         torch.manual_seed(seed)
 
-    def _create_model(self) -> nn.Module:
+    def _create_model(self, initial_weights: bool) -> nn.Module:
+        """The model, with the --initial-checkpoint weights when ``initial_weights`` (a resumed run has
+        its weights in the training checkpoint)."""
         config = self.config
         resolve_name(config.model)  # an unknown model or tag is a clear error
         model = timm.create_model(config.model, num_classes=len(self.class_names),
                                   zero_init_last=self.recipe.zero_init_last,
                                   **attention_kwargs(config.model, config.attention))
-        if config.initial_checkpoint:
+        if config.initial_checkpoint and initial_weights:
             state = read_state_dict(config.initial_checkpoint)
             load_state_dict_for(model, state, f'--initial-checkpoint {config.initial_checkpoint}', config.model)
         model.to(self.ctx.device)
