@@ -276,6 +276,9 @@ def test_resume_compares_settings_by_meaning(tiny_folder, tmp_path, monkeypatch,
     initial.rename(tmp_path / 'moved.safetensors')  # its weights are in the training checkpoint
     device = [] if not torch.cuda.is_available() else ['--device', 'cpu']  # None picks the CPU here
     assert main(args + ['--data', f'{tiny_folder}/', '--initial-checkpoint', str(initial), '--resume', *device]) == 0
+    assert 'warning' not in capsys.readouterr().err
+    assert main(args + ['--data', str(tiny_folder), '--device', 'cpu', '--resume', '--workers', '1']) == 0
+    assert "--workers 1 differs from the run's 0; the remaining epochs' data order differs" in capsys.readouterr().err
     monkeypatch.chdir(tmp_path)  # the same relative path names another folder from here
     (tmp_path / tiny_folder.name).mkdir()
     assert main(args + ['--data', tiny_folder.name, '--device', 'cpu', '--resume']) == 2

@@ -9,6 +9,7 @@ keeps one) are written with timm's ``save_for_hf`` to ``<output>/model``.
 """
 import math
 import random
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -148,6 +149,10 @@ class _Run:
         if differences:
             raise UserError(f'--resume needs the settings of the checkpointed run; these differ: '
                             f'{"; ".join(differences)}.')
+        workers = checkpoint.get('config', {}).get('workers', self.config.workers)
+        if workers != self.config.workers and self.ctx.is_main:
+            print(f'srm-zoo train: warning: --workers {self.config.workers} differs from the run\'s {workers}; the '
+                  "remaining epochs' data order differs from an uninterrupted run's.", file=sys.stderr, flush=True)
         rng_states = checkpoint.get('rng', [])
         if len(rng_states) != self.ctx.world_size:
             raise UserError(f'The checkpoint was written by {len(rng_states)} process(es); resume it with the same '
