@@ -1,4 +1,9 @@
 """`srm-zoo convert official` and `srm-zoo graft`: outputs equal the source networks'."""
+import os
+import stat
+from pathlib import Path
+
+import pytest
 import timm
 import torch
 import torch.nn as nn
@@ -6,6 +11,8 @@ from safetensors.torch import load_file, save_file
 
 from conftest import randomize_
 from srm_zoo.cli import main
+from srm_zoo.conversion import state as conversion_state
+from srm_zoo.conversion import write_safetensors
 from srm_zoo.layers import SRM
 
 
@@ -183,3 +190,35 @@ def test_graft_refuses_a_different_shape(tmp_path, capsys):
     assert main(['graft', '--from', 'no_such_net_or_file', '--model', 'srm_resnet18', '--out',
                  str(tmp_path / 'x.safetensors')]) == 2
     assert 'neither a checkpoint file nor a timm model' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('command', ['convert', 'graft'])
+@pytest.mark.parametrize('out, message', [('folder', "--out 'folder' is a folder"),
+                                          ('afile/x.safetensors', "'afile' is a file, not a folder")])
+def test_output_paths_that_cannot_be_written_are_refused_first(tmp_path, capsys, monkeypatch, command, out, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'folder').mkdir()
+    (tmp_path / 'afile').write_text('')
+    source = tmp_path / 'source.pth'  # never read: the output path is checked first
+    argv = (['convert', 'official', str(source), '--model', 'srm_resnet50', '--out', out] if command == 'convert'
+            else ['graft', '--from', str(source), '--model', 'srm_resnet18', '--out', out])
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['afile', 'folder'] and not any((tmp_path / 'folder').iterdir())
+
+
+def test_written_weights_have_the_default_permissions_and_failures_leave_no_file(tmp_path, monkeypatch):
+    umask = os.umask(0o022)
+    try:
+        write_safetensors({'w': torch.zeros(2)}, str(tmp_path / 'w.safetensors'))
+        assert stat.S_IMODE((tmp_path / 'w.safetensors').stat().st_mode) == 0o644  # safetensors alone: 0o600
+
+        def fail_midway(tensors, filename, metadata=None):
+            Path(filename).write_bytes(b'partial')
+            raise OSError('disk full')
+        monkeypatch.setattr(conversion_state, 'save_file', fail_midway)
+        with pytest.raises(OSError, match='disk full'):
+            write_safetensors({'w': torch.zeros(2)}, str(tmp_path / 'x.safetensors'))
+        assert sorted(p.name for p in tmp_path.iterdir()) == ['w.safetensors']
+    finally:
+        os.umask(umask)

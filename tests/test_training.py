@@ -113,6 +113,9 @@ def test_output_is_never_overwritten_and_resume_checks_settings(tiny_folder, tmp
     assert main(_train_args(tiny_folder, tmp_path / 'other', *args, '--sync-bn')) == 2  # --device cpu
     assert '--sync-bn synchronises BatchNorm across GPU processes and needs CUDA' in capsys.readouterr().err
     assert not (tmp_path / 'other').exists()
+    (tmp_path / 'afile').write_text('')
+    assert main(_train_args(tiny_folder / 'nowhere', tmp_path / 'afile', *args)) == 2  # checked before the data
+    assert "--output '" in capsys.readouterr().err
 
 
 def test_torchrun_two_cpu_processes_leave_one_complete_checkpoint(tiny_folder, tmp_path):
@@ -261,6 +264,8 @@ def test_the_run_model_config_describes_the_trained_model(tiny_folder, tmp_path)
     assert (cfg['mean'], cfg['std']) == (list(data_config['mean']), list(data_config['std']))
     assert not {'tag', 'description', 'notes'} & cfg.keys()  # untagged: no sklearn_digits description
     assert config['label_names'] == ['a', 'b']
+    modes = {name: (tmp_path / 'model' / name).stat().st_mode for name in ('model.safetensors', 'config.json')}
+    assert modes['model.safetensors'] == modes['config.json']  # not safetensors' own 0o600
     model = timm.create_model(f'local-dir:{tmp_path / "model"}', pretrained=True)
     assert tuple(timm.data.resolve_data_config(model=model)['input_size']) == (3, 16, 16)
 

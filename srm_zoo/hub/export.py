@@ -15,11 +15,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import timm
 from timm.data import ImageNetInfo
-from timm.models import save_for_hf, split_model_name_tag
+from timm.models import split_model_name_tag
 
 from .. import __version__
 from ..catalogue import get_entry, get_entry_and_tag
 from ..checkpoint import file_sha256, load_state_dict_for, read_checkpoint
+from ..conversion.state import save_hf_folder
 from ..errors import UserError
 from ..manifest import Metric, hub_repo_id
 from .cards import CardWeights, render_card
@@ -137,8 +138,8 @@ def export_release(
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix='.export-') as staging:
         staging = Path(staging)
-        save_for_hf(model.eval(), str(staging), model_config=_label_config(weight_tag.dataset, model.num_classes),
-                    safe_serialization=True)
+        save_hf_folder(model.eval(), str(staging),
+                       model_config=_label_config(weight_tag.dataset, model.num_classes))
         weights_sha256 = file_sha256(staging / WEIGHTS_FILE)
         metrics = metrics_from_results(result_rows, entry.name, (checkpoint_sha256, weights_sha256),
                                        source=f'Results file {str(results)!r}', tag=tag)

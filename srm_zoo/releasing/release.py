@@ -13,11 +13,10 @@ from typing import Any, Dict, Optional, Tuple
 
 import timm
 import torch
-from timm.models import save_for_hf
 
 from ..catalogue import get_entry_and_tag
 from ..checkpoint import file_sha256, load_state_dict_for, read_checkpoint
-from ..conversion.state import write_safetensors
+from ..conversion.state import save_hf_folder, write_safetensors
 from ..errors import UserError
 from ..hub.export import EVAL_SETTING_KEYS, ExportedRelease, export_release
 from ..manifest import WEIGHTS_DIR, Metric, Release
@@ -72,8 +71,7 @@ def embed_release(name: str, checkpoint: str, data: str, split: str,
     if folder.exists():
         shutil.rmtree(folder)
     label_names = model.pretrained_cfg.get('label_names')
-    save_for_hf(model, str(folder), safe_serialization=True,
-                model_config=dict(label_names=list(label_names)) if label_names else None)
+    save_hf_folder(model, str(folder), model_config=dict(label_names=list(label_names)) if label_names else None)
     provenance: Dict[str, Any] = dict(
         recipe=config.recipe if config else tag.recipe,
         source=_source(config, checkpoint),

@@ -21,16 +21,17 @@ import torch
 import torch.nn as nn
 from timm.data import Mixup, resolve_data_config
 from timm.loss import SoftTargetCrossEntropy
-from timm.models import save_for_hf
 from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel
 
 from ..catalogue import CATALOGUE, get_entry, resolve_name
 from ..checkpoint import load_state_dict_for, read_state_dict
 from ..compiling import check_compile_mode, cudagraph_skips, describe_skips, replays_cuda_graphs
+from ..conversion.state import save_hf_folder
 from ..distributed import (DistContext, all_gather_objects, all_reduce_sum, all_sum, barrier, close_distributed,
                            init_distributed, uses_cuda)
 from ..errors import UserError
+from ..paths import check_output_dir
 from ..evaluation.metrics import Counts, score_batch
 from .config import ATTENTIONS, TrainConfig
 from .data import class_names, eval_loader, load_split, train_loader
@@ -72,6 +73,7 @@ def train(config: TrainConfig) -> Dict[str, Any]:
         raise UserError(f'--amp must be one of {", ".join(_AMP_DTYPES)}, got {config.amp!r}.')
     check_compile_mode(config.compile, config.compile_mode)
     config = config.resolved()  # recorded as it acts: a resumed run compares paths and devices by meaning
+    check_output_dir(config.output, '--output')
     if config.sync_bn and not uses_cuda(config.device):
         raise UserError('--sync-bn synchronises BatchNorm across GPU processes and needs CUDA, but this run trains '
                         'on the CPU; leave out --sync-bn.')
@@ -310,8 +312,8 @@ class _Run:
         if '.' not in self.config.model:  # untagged: no weight tag's description applies to this run's weights
             model.pretrained_cfg = {k: v for k, v in model.pretrained_cfg.items() if k not in _TAG_FIELDS}
         model_args = attention_kwargs(self.config.model, self.config.attention) or None
-        save_for_hf(model, str(self.output / 'model'), safe_serialization=True, model_args=model_args,
-                    model_config=dict(label_names=self.class_names), data_config=dict(self.data_config))
+        save_hf_folder(model, str(self.output / 'model'), model_args=model_args,
+                       model_config=dict(label_names=self.class_names), data_config=dict(self.data_config))
 
 
 @torch.no_grad()
