@@ -21,7 +21,7 @@ from .. import __version__
 from ..catalogue import get_entry, get_entry_and_tag
 from ..checkpoint import file_sha256, load_state_dict_for, read_checkpoint
 from ..conversion.state import save_hf_folder
-from ..errors import UserError
+from ..errors import UserError, error_reason
 from ..manifest import Metric, hub_repo_id
 from .cards import CardWeights, render_card
 
@@ -168,6 +168,10 @@ def read_exported_release(folder: Union[str, Path]) -> ExportedRelease:
     if missing:
         raise UserError(f'{str(folder)!r} is not a complete `srm-zoo export` folder: {", ".join(missing)} missing. '
                         'Create it with `srm-zoo export MODEL --checkpoint FILE --out DIR`.')
-    data = json.loads((folder / RELEASE_FILE).read_text())
-    data['metrics'] = tuple(Metric(**m) for m in data.get('metrics', ()))
-    return ExportedRelease(**data)
+    try:
+        data = json.loads((folder / RELEASE_FILE).read_text())
+        data['metrics'] = tuple(Metric(**m) for m in data.get('metrics', ()))
+        return ExportedRelease(**data)
+    except (ValueError, TypeError, AttributeError) as error:  # not JSON, not an object, missing or unknown keys
+        raise UserError(f'{str(folder / RELEASE_FILE)!r} is not a release record of `srm-zoo export` '
+                        f'({type(error).__name__}: {error_reason(error)}); export the folder again.') from None

@@ -5,8 +5,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Union
 
-from huggingface_hub import HfApi
-from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub import HfApi, constants
+from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+try:  # the HTTP client of huggingface_hub (httpx2 from version 2, httpx before)
+    from httpx2 import HTTPError as ClientError
+except ImportError:  # pragma: no cover
+    from httpx import HTTPError as ClientError
 
 from ..checkpoint import file_sha256
 from ..errors import UserError, error_reason
@@ -84,6 +89,12 @@ def publish_folder(
         reason = error_reason(error)
         raise UserError(f'Uploading {str(folder)!r} to {repo_id} failed: {reason}. Log in with `hf auth login` '
                         'or set HF_TOKEN to a token with write access.') from None
+    except OfflineModeIsEnabled:
+        raise UserError(f'Cannot upload {str(folder)!r} to {repo_id}: the Hugging Face Hub is in offline mode '
+                        '(HF_HUB_OFFLINE=1); publish with the network on.') from None
+    except (ClientError, OSError) as error:  # no network, refused connection, timeout, ...
+        raise UserError(f'Cannot reach the Hugging Face Hub at {constants.ENDPOINT} to upload {str(folder)!r} '
+                        f'({type(error).__name__}: {error_reason(error)}). Check the network, or HF_ENDPOINT.') from None
     release = replace(release, revision=commit.oid)
     try:
         written = write_release(release, manifest)

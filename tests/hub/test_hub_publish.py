@@ -1,11 +1,14 @@
 """`srm-zoo publish`: everything up to the HfApi boundary (HfApi itself is replaced here only)."""
 import json
 import shutil
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import timm
+from huggingface_hub import HfApi
+from huggingface_hub.errors import OfflineModeIsEnabled
 
 from srm_zoo.checkpoint import file_sha256
 from srm_zoo.cli import main
@@ -113,6 +116,8 @@ def test_unwritable_manifest_prints_the_entry(hf_api, export_dir, tmp_path, caps
     ('repo', 'was exported for srm-zoo/srm_resnet20_cifar.cifar10'),
     ('weights', 'changed after the export'),
     ('incomplete', 'README.md missing'),
+    ('corrupt', "srm_zoo_release.json' is not a release record of `srm-zoo export` (JSONDecodeError"),
+    ('partial', "srm_zoo_release.json' is not a release record of `srm-zoo export` (TypeError"),
 ])
 def test_bad_folders_are_refused_before_any_upload(hf_api, export_dir, tmp_path, capsys, damage, message):
     repo_id = REPO_ID
@@ -124,6 +129,10 @@ def test_bad_folders_are_refused_before_any_upload(hf_api, export_dir, tmp_path,
         data = bytearray((export_dir / 'model.safetensors').read_bytes())
         data[-1] ^= 0xFF
         (export_dir / 'model.safetensors').write_bytes(bytes(data))
+    elif damage == 'corrupt':
+        (export_dir / 'srm_zoo_release.json').write_text('{')
+    elif damage == 'partial':
+        (export_dir / 'srm_zoo_release.json').write_text('{"model": "x"}')
     else:
         (export_dir / 'README.md').unlink()
     manifest = tmp_path / 'manifest.json'
@@ -142,3 +151,20 @@ def test_commands_have_help(command, capsys):
 def test_publish_without_repo_id_is_a_user_error(export_dir, capsys):
     assert main(['publish', str(export_dir)]) == 2
     assert '--repo-id ORG/NAME is required' in capsys.readouterr().err
+
+
+class OfflineHfApi(RecordingHfApi):
+    def create_repo(self, repo_id, **kwargs):
+        raise OfflineModeIsEnabled('Cannot reach https://huggingface.co/api/repos/create: offline mode is enabled.')
+
+
+@pytest.mark.parametrize('api, message', [
+    (partial(HfApi, endpoint='http://127.0.0.1:9'), 'Cannot reach the Hugging Face Hub at '),  # nothing listens
+    (OfflineHfApi, 'the Hugging Face Hub is in offline mode (HF_HUB_OFFLINE=1)'),
+])
+def test_unreachable_hub_is_a_user_error(export_dir, tmp_path, capsys, monkeypatch, api, message):
+    monkeypatch.setattr(publish, 'HfApi', api)
+    manifest = tmp_path / 'manifest.json'
+    assert main(['publish', str(export_dir), '--repo-id', REPO_ID, '--token', 'x', '--manifest', str(manifest)]) == 2
+    assert message in capsys.readouterr().err
+    assert not manifest.exists()
