@@ -113,6 +113,10 @@ def test_output_is_never_overwritten_and_resume_checks_settings(tiny_folder, tmp
     assert main(_train_args(tiny_folder, tmp_path / 'other', *args, '--sync-bn')) == 2  # --device cpu
     assert '--sync-bn synchronises BatchNorm across GPU processes and needs CUDA' in capsys.readouterr().err
     assert not (tmp_path / 'other').exists()
+    (tmp_path / 'junk').mkdir()
+    (tmp_path / 'junk' / CHECKPOINT_NAME).write_text('junk\n')
+    assert main(_train_args(tiny_folder, tmp_path / 'junk', *args, '--resume')) == 2
+    assert f"{tmp_path / 'junk' / CHECKPOINT_NAME}': it is not a readable PyTorch checkpoint" in capsys.readouterr().err
     (tmp_path / 'afile').write_text('')
     assert main(_train_args(tiny_folder / 'nowhere', tmp_path / 'afile', *args)) == 2  # checked before the data
     assert "--output '" in capsys.readouterr().err
