@@ -190,6 +190,8 @@ def test_graft_refuses_a_different_shape(tmp_path, capsys):
     assert main(['graft', '--from', 'no_such_net_or_file', '--model', 'srm_resnet18', '--out',
                  str(tmp_path / 'x.safetensors')]) == 2
     assert 'neither a checkpoint file nor a timm model' in capsys.readouterr().err
+    assert main(['graft', '--from', str(source_file), '--model', 'resnet18', '--out', str(tmp_path / 'x.safetensors')]) == 2
+    assert "'resnet18' is a plain timm model: pass it as the source with --from resnet18" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize('command', ['convert', 'graft'])

@@ -1,13 +1,26 @@
 """``srm-zoo graft --from CHECKPOINT_OR_TIMM_NAME --model NAME --out FILE.safetensors``: SRM from a plain ResNet."""
 import argparse
 
-from ..catalogue import get_entry
+import timm
+
+from ..catalogue import CATALOGUE, get_entry
 from ..conversion import graft, write_safetensors
+from ..errors import UserError
 from ..paths import check_output_file
 
 
+def _check_srm_model(name: str) -> None:
+    """Refuse a --model that is not an SRM model of the zoo, saying where a plain timm model goes."""
+    arch = name.split('.', 1)[0]
+    if arch not in CATALOGUE and timm.is_model(arch):
+        example = f'srm_{arch}' if f'srm_{arch}' in CATALOGUE else 'srm_resnet50'
+        raise UserError(f'--model takes the SRM model to build (e.g. {example}; `srm-zoo list` shows them), but '
+                        f'{name!r} is a plain timm model: pass it as the source with --from {name}.')
+    get_entry(name)
+
+
 def run(args: argparse.Namespace) -> int:
-    get_entry(args.model)  # an unknown name or output path fails here, before any file is read
+    _check_srm_model(args.model)  # an unknown name or output path fails here, before any file is read
     check_output_file(args.out, '--out')
     model = graft(args.source, args.model)
     write_safetensors(model.state_dict(), args.out, metadata={
