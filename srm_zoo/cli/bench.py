@@ -6,7 +6,6 @@ from ..benchmark import BenchConfig, run_benchmark
 from ..compiling import COMPILE_MODES
 from ._help import DefaultsHelpFormatter
 from ._output import file_format, write_rows
-from ._types import non_negative_int, positive_int
 
 SUMMARY_COLUMNS = ('model', 'srm_path', '{m}_samples_per_sec', '{m}_ratio', '{m}_round_ratio_q1', '{m}_round_ratio',
                    '{m}_round_ratio_q3', '{m}_ratio_best', '{m}_step_time', '{m}_kernel_time', '{m}_peak_mem_mb',
@@ -53,15 +52,15 @@ def add_parser(subparsers) -> None:
     parser.add_argument('--compile-mode', choices=COMPILE_MODES, default=None,
                         help='mode of --compile (default: torch.compile\'s); on CUDA, reduce-overhead replays each '
                         'step as CUDA graphs, so the host issues it in a few calls')
-    parser.add_argument('--batch-size', '-b', type=positive_int, default=8, help='images per step')
-    parser.add_argument('--img-size', type=positive_int, default=None, help='square input size (default: the model\'s)')
-    parser.add_argument('--rounds', type=positive_int, default=5, help='interleaved timed rounds')
-    parser.add_argument('--steps', type=positive_int, default=5, help='timed steps per model and round')
-    parser.add_argument('--warmup-steps', type=non_negative_int, default=3, help='untimed steps per model before the rounds')
+    parser.add_argument('--batch-size', '-b', type=int, default=8, help='images per step')
+    parser.add_argument('--img-size', type=int, default=None, help='square input size (default: the model\'s)')
+    parser.add_argument('--rounds', type=int, default=5, help='interleaved timed rounds')
+    parser.add_argument('--steps', type=int, default=5, help='timed steps per model and round')
+    parser.add_argument('--warmup-steps', type=int, default=3, help='untimed steps per model before the rounds')
     parser.add_argument('--reference', action='store_true',
                         help='also run each SRM model on the reference (unfused, published) SRM path')
-    parser.add_argument('--threads', type=positive_int, default=None, help="CPU threads (torch.set_num_threads; default: PyTorch's)")
-    parser.add_argument('--profile-steps', type=non_negative_int, default=0,
+    parser.add_argument('--threads', type=int, default=None, help="CPU threads (torch.set_num_threads; default: PyTorch's)")
+    parser.add_argument('--profile-steps', type=int, default=0,
                         help='CUDA: after the rounds, profile this many steps of each model and report the GPU\'s '
                         'kernel time per step (_kernel_time, ms); well under _step_time, the step is bound by the host')
     parser.add_argument('--results-file', default=None, help='also write every column to this CSV or JSON file')

@@ -15,6 +15,7 @@ RUN_ONLY_FIELDS = ('resume', 'workers', 'output', 'initial_checkpoint')
 initial weights are in the checkpoint, so their file may have moved)."""
 
 PATH_FIELDS = ('data', 'output', 'initial_checkpoint')
+"""Settings that name files or folders: compared and recorded as absolute paths."""
 
 
 def _meaning(name: str, value: Any) -> Any:
