@@ -17,7 +17,6 @@ import torch
 from ..catalogue import get_entry_and_tag
 from ..checkpoint import file_sha256, load_state_dict_for, read_checkpoint
 from ..conversion.state import save_hf_folder, write_safetensors
-from ..errors import UserError
 from ..hub.export import EVAL_SETTING_KEYS, ExportedRelease, export_release
 from ..manifest import WEIGHTS_DIR, Metric, Release
 from ..training import TrainConfig, attention_kwargs, get_recipe
