@@ -21,7 +21,7 @@ def make_checkpoint(path: Path, seed: int, model: str = MODEL, wrap: str = 'stat
 
 def make_results(path: Path, checkpoint: Path, rows=(('cifar10', 'test', 91.25, 99.5, 10000),)) -> Path:
     """An ``srm-zoo eval`` results file measured on ``checkpoint`` (one object, or a list for several rows)."""
-    results = [dict(model=MODEL, top1=top1, top5=top5, num_images=n, loss=0.3, img_size=32, crop_pct=1.0,
+    results = [dict(model=f'{MODEL}.{TAG}', top1=top1, top5=top5, num_images=n, loss=0.3, img_size=32, crop_pct=1.0,
                     interpolation='bilinear', dataset=dataset, split=split, checkpoint_sha256=file_sha256(checkpoint))
                for dataset, split, top1, top5, n in rows]
     path.write_text(json.dumps(results if len(results) > 1 else results[0]))
