@@ -2,8 +2,8 @@
 
 Accepted layouts: a plain state dict, or one inside a dict under ``state_dict``, ``model``
 (or ``state_dict_ema`` / ``model_ema`` / ``ema``, the last ``srm-zoo train``'s, with ``use_ema``),
-with or without the ``module.`` / ``_orig_mod.`` prefixes of DDP and ``torch.compile``; as a ``torch.save`` file (read with
-``weights_only=True``) or a safetensors file. Checkpoints whose keys or shapes do not fit the
+with or without the ``module.`` / ``_orig_mod.`` prefixes of DDP and ``torch.compile``; as a
+``torch.save`` file (read with ``weights_only=True``) or a safetensors file. Checkpoints whose keys or shapes do not fit the
 model are refused with the first mismatches named.
 """
 import hashlib

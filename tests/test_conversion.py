@@ -190,7 +190,8 @@ def test_graft_refuses_a_different_shape(tmp_path, capsys):
     assert main(['graft', '--from', 'no_such_net_or_file', '--model', 'srm_resnet18', '--out',
                  str(tmp_path / 'x.safetensors')]) == 2
     assert 'neither a checkpoint file nor a timm model' in capsys.readouterr().err
-    assert main(['graft', '--from', str(source_file), '--model', 'resnet18', '--out', str(tmp_path / 'x.safetensors')]) == 2
+    out = str(tmp_path / 'x.safetensors')
+    assert main(['graft', '--from', str(source_file), '--model', 'resnet18', '--out', out]) == 2
     assert "'resnet18' is a plain timm model: pass it as the source with --from resnet18" in capsys.readouterr().err
 
 
@@ -206,7 +207,8 @@ def test_output_paths_that_cannot_be_written_are_refused_first(tmp_path, capsys,
             else ['graft', '--from', str(source), '--model', 'srm_resnet18', '--out', out])
     assert main(argv) == 2
     assert message in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['afile', 'folder'] and not any((tmp_path / 'folder').iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['afile', 'folder']
+    assert not any((tmp_path / 'folder').iterdir())
 
 
 def test_written_weights_have_the_default_permissions_and_failures_leave_no_file(tmp_path, monkeypatch):

@@ -31,6 +31,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument('--repo-id', default=None, help='Hub repository the card names (default: <org>/<model>.<tag>)')
     parser.add_argument('--source', default=None,
                         help='where the weights come from, for the provenance record (default: the checkpoint file name)')
-    parser.add_argument('--use-ema', action='store_true', help='export the EMA weights of the checkpoint (under state_dict_ema, model_ema, or ema '
+    parser.add_argument('--use-ema', action='store_true',
+                        help='export the EMA weights of the checkpoint (under state_dict_ema, model_ema, or ema '
                         'in an srm-zoo train checkpoint): the weights to publish when the recipe keeps an EMA')
     parser.set_defaults(run=run)

@@ -50,11 +50,13 @@ def add_parser(subparsers) -> None:
                         help="images per process per step (default: the recipe's global batch / processes / accumulation)")
     parser.add_argument('--lr', type=positive_float, default=None,
                         help="learning rate (default: the recipe's, scaled linearly to the global batch)")
-    parser.add_argument('--grad-accum', type=positive_int, default=1, help='gradient accumulation steps per optimiser step')
+    parser.add_argument('--grad-accum', type=positive_int, default=1,
+                        help='gradient accumulation steps per optimiser step')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
     parser.add_argument('--attention', choices=ATTENTIONS, default='srm',
                         help='block attention: SRM, or the SE / plain counterpart for comparisons')
-    parser.add_argument('--img-size', type=positive_int, default=None, help="input size (default: the model's pretrained cfg)")
+    parser.add_argument('--img-size', type=positive_int, default=None,
+                        help="input size (default: the model's pretrained cfg)")
     parser.add_argument('--train-split', default='train', help='training split folder')
     parser.add_argument('--val-split', default='validation', help='evaluation split folder (timm synonyms: val, ...)')
     parser.add_argument('--workers', type=non_negative_int, default=4, help='data loading workers per process')

@@ -94,7 +94,8 @@ def publish_folder(
                         '(HF_HUB_OFFLINE=1); publish with the network on.') from None
     except (ClientError, OSError) as error:  # no network, refused connection, timeout, ...
         raise UserError(f'Cannot reach the Hugging Face Hub at {constants.ENDPOINT} to upload {str(folder)!r} '
-                        f'({type(error).__name__}: {error_reason(error)}). Check the network, or HF_ENDPOINT.') from None
+                        f'({type(error).__name__}: {error_reason(error)}). Check the network, or HF_ENDPOINT.') \
+            from None
     release = replace(release, revision=commit.oid)
     try:
         written = write_release(release, manifest)
