@@ -192,10 +192,10 @@ CATALOGUE: Dict[str, ModelEntry] = {entry.name: entry for family in FAMILIES.val
 
 def get_entry(name: str) -> ModelEntry:
     """The catalogue entry of ``name`` (``arch`` or ``arch.tag``); an :class:`UnknownNameError` (a KeyError)
-    suggesting close names for unknown ones."""
+    suggesting the zoo's closest names for unknown ones."""
     arch = name.split('.', 1)[0]
     if arch.startswith('hf-hub:') or arch not in CATALOGUE:
-        raise UnknownNameError(unknown_model_message(name))
+        raise UnknownNameError(unknown_model_message(name, CATALOGUE))
     return CATALOGUE[arch]
 
 

@@ -384,6 +384,17 @@ def test_folders_not_named_as_the_models_labels(zoo, tmp_path, capsys):
     assert "Rename the class folders to the model's label names." in err and '--num-classes' not in err
 
 
+def test_flat_imagenet_files_for_a_model_with_its_own_labels(zoo, tmp_path, capsys):
+    """A model whose labels are not ImageNet's wants class folders; given --labels, the message names the
+    --dataset that reads flat ILSVRC2012_val_* files."""
+    data = place(zoo['files'][:2], ['', ''], tmp_path / 'data', _flat_names(2))
+    args = ['eval', '--model', 'srm_resnet20_cifar', '--data', str(data), '--workers', '0']
+    assert main([*args, '--labels', str(tmp_path / 'gt.txt')]) == 2
+    assert 'found image files directly in' in (err := capsys.readouterr().err) and 'add --dataset imagenet' in err
+    assert main(args) == 2
+    assert 'add --dataset imagenet' not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize('case, message', [
     ('unknown_model', 'Did you mean: srm_resnet50'),
     ('no_weights', 'has no published weights'),

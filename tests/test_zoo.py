@@ -48,6 +48,10 @@ def test_architecture_matches_plain_counterpart():
 def test_unknown_model_suggests_names():
     with pytest.raises(KeyError, match='srm_resnet50'):
         get_entry('srm_resnet05')
+    with pytest.raises(KeyError) as error:  # the zoo's names only: a plain timm model would not be one
+        get_entry('resnet1')
+    suggested = str(error.value).split('Did you mean: ')[1].split('?')[0].split(', ')
+    assert 'srm_resnet18' in suggested and all(name.startswith('srm_') for name in suggested)
 
 
 def test_no_weight_decay_on_srm_weights():

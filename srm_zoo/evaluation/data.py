@@ -237,8 +237,10 @@ def _flat_targets(filenames: List[str], space: LabelSpace, roots: Sequence[Path]
                   meta_file: Optional[Path], required: bool) -> Tuple[List[int], str]:
     """Targets of flat ``ILSVRC2012_val_*`` files from the devkit or LOC ground truth."""
     if space.kind not in _FLAT_KINDS:
+        hint = (' For ILSVRC2012_val_* files labelled by --labels/--meta, add --dataset imagenet.'
+                if labels_file or meta_file else '')
         raise UserError(f'{space.dataset} images must be in class folders ({space.expected_names}); '
-                        f'found image files directly in {roots[0]}.')
+                        f'found image files directly in {roots[0]}.{hint}')
     if not required and labels_file is None and meta_file is None:
         try:
             truth, source = find_ground_truth(roots, None, meta_file)
