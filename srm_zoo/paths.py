@@ -1,10 +1,35 @@
-"""Checks of the files and folders a command will write, made before any work is done."""
+"""The files and folders a command will write: their format, and checks made before any work is done."""
+import os
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 from .errors import UserError
 
-__all__ = ['check_output_file', 'check_output_dir']
+__all__ = ['file_format', 'check_writable_file', 'check_output_file', 'check_output_dir']
+
+SUFFIX_FORMATS = {'.csv': 'csv', '.json': 'json'}
+"""The format a results file's suffix asks for."""
+
+
+def file_format(path: Optional[str], fmt: Optional[str], default: str) -> str:
+    """``fmt`` when given, else the format of ``path``'s suffix (``.csv``, ``.json``), else ``default``."""
+    if fmt:
+        return fmt
+    return SUFFIX_FORMATS.get(Path(path).suffix.lower(), default) if path else default
+
+
+def check_writable_file(path: str, example: str, what: str = '') -> Path:
+    """Refuse a file that cannot be written: a folder (``example`` names a file to write in it), a path in a
+    missing folder, or one without write permission; ``what`` (e.g. ``'results to '``) says what is written.
+    For files written whole after the work, checked before it, so that none is lost."""
+    target = Path(path)
+    if target.is_dir():
+        raise UserError(f'Cannot write {what}{path}: it is a folder; name a file in it, e.g. {target / example}.')
+    if not target.parent.is_dir():
+        raise UserError(f'Cannot write {what}{path}: folder {target.parent} does not exist.')
+    if not os.access(target if target.exists() else target.parent, os.W_OK):
+        raise UserError(f'Cannot write {what}{path}: permission denied.')
+    return target
 
 
 def _blocking_file(path: Path) -> Union[Path, None]:

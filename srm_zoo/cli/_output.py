@@ -1,36 +1,11 @@
 """Writing result rows as an aligned table, CSV or JSON."""
 import csv
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, TextIO
 
-from ..errors import UserError
-
-__all__ = ['format_table', 'write_rows', 'file_format', 'check_writable_file']
-
-SUFFIX_FORMATS = {'.csv': 'csv', '.json': 'json'}
-"""The format a results file's suffix asks for."""
-
-
-def file_format(path: Optional[str], fmt: Optional[str], default: str) -> str:
-    """``fmt`` when given, else the format of ``path``'s suffix (``.csv``, ``.json``), else ``default``."""
-    if fmt:
-        return fmt
-    return SUFFIX_FORMATS.get(Path(path).suffix.lower(), default) if path else default
-
-
-def check_writable_file(path: str) -> None:
-    """A :class:`UserError` unless ``path`` can be written as a file: not a folder, in a folder that exists
-    and is writable (checked before any work, so that none is lost)."""
-    target = Path(path)
-    if target.is_dir():
-        raise UserError(f'Cannot write {path}: it is a folder; give a file name.')
-    if not target.parent.is_dir():
-        raise UserError(f'Cannot write {path}: folder {target.parent} does not exist.')
-    if not os.access(target if target.exists() else target.parent, os.W_OK):
-        raise UserError(f'Cannot write {path}: permission denied.')
+__all__ = ['format_table', 'write_rows']
 
 
 def _cell(value: Any) -> str:

@@ -5,7 +5,8 @@ import sys
 from ..benchmark import BenchConfig, run_benchmark
 from ..compiling import COMPILE_MODES
 from ._help import DefaultsHelpFormatter
-from ._output import file_format, write_rows
+from ..paths import file_format
+from ._output import write_rows
 
 SUMMARY_COLUMNS = ('model', 'srm_path', '{m}_samples_per_sec', '{m}_ratio', '{m}_round_ratio_q1', '{m}_round_ratio',
                    '{m}_round_ratio_q3', '{m}_ratio_best', '{m}_step_time', '{m}_kernel_time', '{m}_peak_mem_mb',

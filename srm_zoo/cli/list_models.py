@@ -7,7 +7,8 @@ from ..catalogue import CATALOGUE, ModelEntry
 from ..errors import UserError
 from ..stats import model_stats
 from ._help import DefaultsHelpFormatter
-from ._output import check_writable_file, file_format, write_rows
+from ..paths import check_writable_file, file_format
+from ._output import write_rows
 
 
 def matching_entries(pattern: str = '*') -> List[ModelEntry]:
@@ -41,10 +42,10 @@ def run(args: argparse.Namespace) -> int:
     entries = matching_entries(args.pattern)
     if not entries:
         raise UserError(f'No SRM model matches {args.pattern!r}. `srm-zoo list` shows them all.')
+    fmt = file_format(args.results_file, args.format, 'table')
     if args.results_file:
-        check_writable_file(args.results_file)  # before the models' statistics are computed
-    write_rows([_row(entry) for entry in entries], file_format(args.results_file, args.format, 'table'),
-               args.results_file)
+        check_writable_file(args.results_file, f'models.{fmt}')  # before the models' statistics are computed
+    write_rows([_row(entry) for entry in entries], fmt, args.results_file)
     return 0
 
 

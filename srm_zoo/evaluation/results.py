@@ -1,7 +1,6 @@
 """The results of one evaluation: a JSON record (one per file) and timm's results-table CSV row (appended)."""
 import csv
 import json
-import os
 import platform
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -11,8 +10,9 @@ import torch
 import torchvision
 
 from ..errors import UserError
+from ..paths import check_writable_file, file_format
 
-__all__ = ['CSV_COLUMNS', 'software_versions', 'results_format', 'check_results_file', 'write_results']
+__all__ = ['CSV_COLUMNS', 'software_versions', 'check_results_file', 'write_results']
 
 CSV_COLUMNS = ('model', 'img_size', 'top1', 'top1_err', 'top5', 'top5_err', 'param_count', 'crop_pct',
                'interpolation')
@@ -28,11 +28,6 @@ def software_versions() -> Dict[str, Optional[str]]:
     }
 
 
-def results_format(path: str, fmt: Optional[str] = None) -> str:
-    """``fmt``, else the format of ``path``'s extension (``csv`` for ``.csv``, ``json`` otherwise)."""
-    return fmt or ('csv' if str(path).lower().endswith('.csv') else 'json')
-
-
 def _csv_header(path: Path) -> Optional[List[str]]:
     """The first row of the CSV file ``path``; None when it is empty."""
     with path.open(newline='') as handle:
@@ -43,15 +38,8 @@ def check_results_file(path: str, fmt: Optional[str] = None) -> str:
     """Refuse a results file that cannot be written, before anything is evaluated: its folder is missing,
     it is a folder, it may not be written, or it is a CSV with other columns than timm's results table.
     Returns the format."""
-    fmt, target = results_format(path, fmt), Path(path)
-    folder = target.parent
-    if not folder.is_dir():
-        raise UserError(f'Cannot write results to {path}: folder {folder} does not exist.')
-    if target.is_dir():
-        raise UserError(f'Cannot write results to {path}: it is a folder; name a file in it, e.g. '
-                        f'{target / f"results.{fmt}"}.')
-    if not os.access(target if target.exists() else folder, os.W_OK):
-        raise UserError(f'Cannot write results to {path}: permission denied.')
+    fmt = file_format(path, fmt, 'json')
+    target = check_writable_file(path, f'results.{fmt}', 'results to ')
     if fmt == 'csv' and target.exists():
         header = _csv_header(target)
         if header is not None and header != list(CSV_COLUMNS):
