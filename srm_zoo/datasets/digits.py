@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UserError
+from ..paths import check_output_dir
 
 __all__ = ['DIGITS_SPLIT_SEED', 'DIGITS_TEST_FRACTION', 'DIGITS_IMAGE_SIZE', 'digits_split', 'write_digits']
 
@@ -55,9 +56,7 @@ def _to_image(scan: np.ndarray) -> Image.Image:
 
 def _check_out(root: Path) -> None:
     """Refuse an ``--out`` that is a file, lies under a file, or is a non-empty folder not written here."""
-    blocking = next((p for p in (root, *root.parents) if p.exists() and not p.is_dir()), None)
-    if blocking is not None:
-        raise UserError(f'--out {root}: {blocking} is a file, not a folder; choose a folder for the digits.')
+    check_output_dir(root, '--out')
     if root.exists() and any(root.iterdir()) and not (root / _MARKER).exists():
         raise UserError(f'{root} exists and is not empty, and it is not a digits folder written by srm-zoo '
                         f'(no {_MARKER}). Choose a new or empty folder.')
