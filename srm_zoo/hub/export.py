@@ -78,12 +78,13 @@ def metrics_from_results(results: Sequence[Dict[str, Any]], model: str, weight_s
     """Metrics of ``model.tag`` (``tag`` None: the default tag) from eval results, refusing results of another
     model or tag (another preprocessing and label set) or of other weights."""
     metrics, seen = [], set()
-    tag = tag or get_entry(model).default_tag
+    default_tag = get_entry(model).default_tag
+    tag = tag or default_tag
     for result in results:
         arch, result_tag = split_model_name_tag(str(result['model']).split(':')[-1].split('/')[-1])
         if arch != model:
             raise UserError(f'{source}: the results are of {result["model"]!r}, not of {model}.')
-        if (result_tag or get_entry(model).default_tag) != tag:
+        if (result_tag or default_tag) != tag:
             raise UserError(f'{source}: the results are of {result["model"]!r} (with that tag\'s preprocessing and '
                             f'data), not of {model}.{tag}. Evaluate the checkpoint as {model}.{tag} with '
                             '`srm-zoo eval` and pass that results file.')
