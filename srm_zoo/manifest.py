@@ -14,10 +14,10 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, Optional, Tuple, Union
 
 __all__ = ['HUB_ORG', 'WEIGHTS_DIR', 'MANIFEST_PATH', 'Metric', 'Release', 'active_manifest_path', 'load_manifest',
-           'find_release', 'releases_of', 'hub_repo_id', 'use_manifest', 'reload_manifest', 'write_release']
+           'find_release', 'hub_repo_id', 'use_manifest', 'reload_manifest', 'write_release']
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / 'weights'
 MANIFEST_PATH = WEIGHTS_DIR / 'manifest.json'
@@ -101,11 +101,6 @@ def _read_manifest(path: Path) -> Tuple[Release, ...]:
 def load_manifest(path: Optional[Union[str, Path]] = None) -> Tuple[Release, ...]:
     """Every release in the manifest (the active one by default; empty when the file does not exist)."""
     return _read_manifest(Path(path).resolve() if path else _active_path)
-
-
-def releases_of(model: str) -> List[Release]:
-    """The releases of one architecture."""
-    return [r for r in load_manifest() if r.model == model]
 
 
 def find_release(model: str, tag: str) -> Optional[Release]:
