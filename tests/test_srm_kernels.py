@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from srm_zoo.layers import srm_kernels
 
@@ -73,3 +74,22 @@ def test_host_tile_arithmetic_matches_triton():
         assert _next_power_of_2(n) == triton.next_power_of_2(n)
         for d in (1, 3, 16, 128):
             assert _cdiv(n, d) == triton.cdiv(n, d)
+
+
+@pytest.mark.parametrize('shape, channels_last, one_pass', [
+    ((2, 256, 56, 56), False, False), ((8, 256, 56, 56), False, True),  # 4 channels a program: 128, 512 programs
+    ((16, 256, 56, 56), True, False), ((32, 256, 56, 56), True, True),  # 16 channels a program: 256, 512
+    ((1, 2048, 7, 7), True, False), ((256, 2048, 7, 7), True, True)])
+def test_inference_tail_takes_one_kernel_where_that_fills_the_gpu(monkeypatch, shape, channels_last, one_pass):
+    """``folded_block_tail`` runs as one kernel where it has 512 programs or more (one for each sample
+    and block of channels), else as three."""
+    from srm_zoo.layers.srm_kernels import launch
+    picked = []
+    for name in ('folded_tail_one_pass', 'folded_tail_three_kernels'):
+        monkeypatch.setattr(launch, name, lambda *args, name=name: picked.append(name))
+    y = torch.empty(shape, device='meta')
+    if channels_last:
+        y = y.contiguous(memory_format=torch.channels_last)
+    launch.folded_block_tail(y, y, (), 1e-5, y, (), 1e-5, 1e-5, 'mean_std')
+    assert launch.takes_one_pass(y) == one_pass
+    assert picked == ['folded_tail_one_pass' if one_pass else 'folded_tail_three_kernels']

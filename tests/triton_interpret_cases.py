@@ -13,7 +13,8 @@ import torch
 from timm.models.resnet import Bottleneck
 
 from conftest import randomize_
-from srm_zoo.benchmark.gpu_check import BF16_CHECKED, block_tail_errors, kernel_errors, randomize_srm_
+from srm_zoo.benchmark.gpu_check import (BF16_CHECKED, INFERENCE_TAILS, block_tail_errors, inference_tail_errors,
+                                         kernel_errors, randomize_srm_)
 from srm_zoo.benchmark.memory import saved_activation_bytes
 from srm_zoo.layers import SRM, srm_kernels, use_reference
 from srm_zoo.layers.srm_kernels import launch
@@ -101,14 +102,17 @@ def test_compiled_training_block_folds_its_norm_in_one_graph():
         torch.testing.assert_close(actual, expected, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize('training', [False, True])
-def test_inductor_compiled_block_runs_the_kernels(monkeypatch, training):
+@pytest.mark.parametrize('training, one_pass', [(False, False), (False, True), (True, False)])
+def test_inductor_compiled_block_runs_the_kernels(monkeypatch, training, one_pass):
     """Under torch.compile's default backend (Inductor, as in the GPU benchmark) the block tail's
-    kernels run inside the compiled graph, with the reference's outputs, gradients and running statistics."""
+    kernels run inside the compiled graph, with the reference's outputs, gradients and running statistics:
+    in inference as one kernel where that fills the GPU (here, where any program does), else as three."""
     launched = []
-    for name in ('map_sums', 'gate_apply'):
+    for name in ('map_sums', 'gate_apply', 'folded_tail_one_pass'):
         monkeypatch.setattr(launch, name, partial(lambda fn, *args: launched.append(fn.__name__) or fn(*args),
                                                   getattr(launch, name)))
+    if one_pass:
+        monkeypatch.setattr(launch, '_ONE_PASS_MIN_PROGRAMS', 1)
     block = randomize_(SRMBottleneck(16, 4, attn_layer=SRM)).double().train(training)
     reference = copy.deepcopy(block)
     compiled = torch.compile(block, fullgraph=True)
@@ -122,9 +126,30 @@ def test_inductor_compiled_block_runs_the_kernels(monkeypatch, training):
                 out.square().sum().backward()
         results.append([out] + ([inputs.grad] + [p.grad for p in module.parameters()] if training else [])
                        + list(module.buffers()))
-    assert launched == ['map_sums', 'gate_apply']
+    assert launched == (['folded_tail_one_pass'] if one_pass else ['map_sums', 'gate_apply'])
     for actual, expected in zip(*results):
         torch.testing.assert_close(actual, expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize('shape', [(2, 20, 3, 7), (3, 132, 1, 1), (1, 36, 30, 30), (2, 8, 1, 5)])
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('dtype, tolerance', [(torch.float64, 1e-12), (torch.bfloat16, 1e-2)])
+def test_inference_tails_match_reference(shape, channels_last, dtype, tolerance):
+    """Both inference tails (one kernel, and three) against the block's tail on the reference path in
+    float64: over several channel blocks and spatial tiles (30 x 30), H*W = 1, and a large mean."""
+    channels = shape[1]
+    block = randomize_(SRMBottleneck(channels, channels // 4, attn_layer=SRM)).to(dtype)
+    y, shortcut = (_input(shape, dtype, channels_last, offset) for offset in (40.0, 0.0))
+    errors = inference_tail_errors(block, y, shortcut)
+    assert set(errors) == set(INFERENCE_TAILS)
+    assert max(errors.values()) <= tolerance, errors
+
+
+@pytest.mark.parametrize('style_pooling', ['mean', 'std'])
+def test_one_pass_tail_follows_style_pooling(style_pooling):
+    block = randomize_(SRMBottleneck(16, 4, attn_layer=partial(SRM, style_pooling=style_pooling))).double()
+    y, shortcut = (_input((3, 16, 4, 5), torch.float64, False, offset) for offset in (5.0, 0.0))
+    assert max(inference_tail_errors(block, y, shortcut).values()) <= 1e-12
 
 
 @pytest.mark.parametrize('style_pooling', ['mean_std', 'mean', 'std'])

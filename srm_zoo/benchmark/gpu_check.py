@@ -5,16 +5,18 @@ Run on a machine with a CUDA GPU (most of its time goes to torch.compile)::
     python -m srm_zoo.benchmark.gpu_check --out gpu_results
 
 It checks the kernels (statistics, fused apply and their gradients; NCHW and channels_last;
-float32, bfloat16 and float16; odd sizes and H*W = 1), an SRM bottleneck's fused tail (eval and
-training, float32 and bf16 autocast) and SRM-ResNet-50 end to end against the reference path and
+float32, bfloat16 and float16; odd sizes and H*W = 1), both inference tails (one kernel and three) on
+SRM-ResNet-50's stage shapes, an SRM bottleneck's fused tail (eval and training, float32 and bf16
+autocast) and SRM-ResNet-50 end to end against the reference path and
 float64 (float32 checks without TF32; a fast-path error passes below a tolerance or below twice the
 reference path's error in the same dtype), that the fused tail gives the same bits on every run,
 and that ``srm-zoo train`` compiled with CUDA graphs and gradient accumulation updates the weights as
-eager training does (:mod:`.train_check`). Then it benchmarks resnet50, srm_resnet50 (fast and
+eager training does (:mod:`.train_check`). Then it times both inference tails and the fused apply
+alone on SRM-ResNet-50's stage shapes at batch 256 (``tails``), and benchmarks resnet50, srm_resnet50 (fast and
 reference) and seresnet50 with bf16 autocast and channels_last: inference eager and compiled at batch
 256, and a training step at batch 128, eager, compiled, and compiled with CUDA graphs
 (``reduce-overhead``); the GPU kernel time of the training steps outside CUDA graphs is profiled too
-(``--benchmarks eager,compile,train`` picks some; an empty list runs the checks only; ``--no-checks``
+(``--benchmarks tails,eager,compile,train`` picks some; an empty list runs the checks only; ``--no-checks``
 runs the benchmarks only). It writes ``checks.json``, one CSV per benchmark and ``speed_table.md``
 under ``--out``. A check or benchmark that raises is reported and the rest still run; the exit status
 is non-zero when any check or benchmark fails.
@@ -25,6 +27,7 @@ import json
 import sys
 import traceback
 from contextlib import contextmanager, nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -33,6 +36,7 @@ import torch
 
 from ..cli._output import write_rows
 from ..layers import SRM, srm_kernels, style_pool, use_reference
+from ..layers.srm_kernels import launch
 from ..models.srm_blocks import SRMBottleneck
 from .runner import BenchConfig, run_benchmark
 from .train_check import compiled_training_checks
@@ -130,6 +134,33 @@ def randomize_srm_(model: torch.nn.Module, generator: torch.Generator) -> torch.
     return model
 
 
+INFERENCE_TAILS = {'one_pass': launch.folded_tail_one_pass, 'three_kernels': launch.folded_tail_three_kernels}
+"""The two implementations of the inference block tail (:func:`~srm_zoo.layers.srm_kernels.launch.folded_block_tail`
+picks one by shape)."""
+
+
+def folded_tail_args(block: torch.nn.Module) -> tuple:
+    """The arguments after ``(y, shortcut)`` of the inference tails for SRM bottleneck ``block`` in eval mode:
+    its last BatchNorm and SRM's BatchNorm as (weight, bias, running mean, running var), their epsilons,
+    SRM's channel-wise weights, epsilon and style pooling."""
+    norm, srm = block.bn3, block.se
+    return ((norm.weight, norm.bias, norm.running_mean, norm.running_var), norm.eps, srm.cfc,
+            (srm.bn.weight, srm.bn.bias, srm.bn.running_mean, srm.bn.running_var), srm.bn.eps, srm.eps,
+            srm.style_pooling)
+
+
+def inference_tail_errors(block: torch.nn.Module, y: torch.Tensor, shortcut: torch.Tensor) -> Dict[str, float]:
+    """Largest errors, relative to the largest value, of each of :data:`INFERENCE_TAILS` for SRM bottleneck
+    ``block`` (eval mode) on the last convolution's output ``y`` against a float64 copy of the block's tail
+    on the reference path."""
+    reference = copy.deepcopy(block).double().eval()
+    with torch.no_grad(), use_reference(True):
+        expected = reference._tail(y.double(), shortcut.double())
+    args = folded_tail_args(block.eval())
+    with torch.no_grad():
+        return {name: _max_rel_err(tail(y, shortcut, *args), expected) for name, tail in INFERENCE_TAILS.items()}
+
+
 def block_tail_errors(block: torch.nn.Module, x: torch.Tensor, training: bool,
                       amp_dtype: Optional[torch.dtype] = None) -> Dict[str, float]:
     """Relative errors of an SRM block on the fast path (under ``amp_dtype`` autocast when given)
@@ -200,6 +231,61 @@ def tail_checks(device: torch.device) -> List[Dict[str, Any]]:
                                     passed=all(_within(errors[k], reference_errors[k], tolerance) for k in checked),
                                     **errors, **{f'reference_{k}': v for k, v in reference_errors.items()}))
     return results
+
+
+TAIL_SHAPES = ((8, 256, 56, 56), (8, 512, 28, 28), (8, 1024, 14, 14), (8, 2048, 7, 7), (3, 132, 9, 9), (5, 300, 1, 1))
+
+
+def inference_tail_checks(device: torch.device) -> List[Dict[str, Any]]:
+    """:func:`inference_tail_errors` on SRM-ResNet-50's stage shapes, odd sizes and H*W = 1, both layouts,
+    float32 and bfloat16: both implementations of the inference tail, whichever the shape would pick."""
+    results = []
+    for shape in TAIL_SHAPES:
+        channels = shape[1]
+        block = randomize_srm_(SRMBottleneck(channels, channels // 4, attn_layer=SRM), torch.Generator().manual_seed(0))
+        for channels_last in (False, True):
+            memory_format = torch.channels_last if channels_last else torch.contiguous_format
+            for dtype, tolerance in ((torch.float32, 1e-4), (torch.bfloat16, 2e-2)):
+                gen = torch.Generator(device).manual_seed(0)
+                y, shortcut = ((torch.randn(shape, device=device, generator=gen) * 3 + offset).to(dtype)
+                               .contiguous(memory_format=memory_format) for offset in (20, 0))
+                errors = inference_tail_errors(copy.deepcopy(block).to(device, dtype), y, shortcut)
+                results.append(dict(check='inference tail', shape=list(shape), channels_last=channels_last,
+                                    dtype=str(dtype), tolerance=tolerance,
+                                    passed=all(v <= tolerance for v in errors.values()), **errors))
+    return results
+
+
+STAGE_TAILS = ((256, 56), (512, 28), (1024, 14), (2048, 7))
+"""SRM-ResNet-50's block tails at 224 x 224: channels and map size of each stage."""
+
+
+def inference_tail_timings(device: torch.device, batch_size: int = 256) -> List[Dict[str, Any]]:
+    """GPU time (median microseconds of ``triton.testing.do_bench``, caches flushed between runs) of each of
+    :data:`INFERENCE_TAILS` on SRM-ResNet-50's stage shapes in bf16, both layouts; and of the fused apply alone
+    (``relu(y * k + b + shortcut)`` for given ``k``, ``b``), whose one pass over ``y``, the shortcut and the
+    output is what resnet50's BatchNorm, add and ReLU cost: the floor, also given as bandwidth."""
+    from triton.testing import do_bench
+    rows = []
+    for channels, size in STAGE_TAILS:
+        block = randomize_srm_(SRMBottleneck(channels, channels // 4, attn_layer=SRM), torch.Generator().manual_seed(0))
+        block = block.to(device).eval()
+        args = folded_tail_args(block)
+        for channels_last in (True, False):
+            memory_format = torch.channels_last if channels_last else torch.contiguous_format
+            y, shortcut = (torch.randn(batch_size, channels, size, size, device=device, dtype=torch.bfloat16)
+                           .contiguous(memory_format=memory_format) for _ in range(2))
+            scale, bias = (torch.rand(batch_size, channels, device=device) for _ in range(2))
+            row = dict(shape=f'{batch_size}x{channels}x{size}x{size}', channels_last=channels_last,
+                       picked='one_pass' if launch.takes_one_pass(y) else 'three_kernels')
+            with torch.no_grad():
+                for name, tail in INFERENCE_TAILS.items():
+                    row[f'{name}_us'] = do_bench(partial(tail, y, shortcut, *args), return_mode='median') * 1e3
+                row['apply_only_us'] = do_bench(partial(launch.gate_apply, y, scale, bias, shortcut),
+                                                return_mode='median') * 1e3
+            row['apply_only_gbps'] = 3 * y.numel() * y.element_size() / row['apply_only_us'] / 1e3
+            rows.append(row)
+    return rows
 
 
 def tail_repeat_differences(block: torch.nn.Module, y: torch.Tensor, shortcut: torch.Tensor, training: bool
@@ -293,7 +379,8 @@ def exact_float32():
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-CHECK_GROUPS = (kernel_checks, tail_checks, repeat_checks, model_checks, compiled_training_checks)
+CHECK_GROUPS = (kernel_checks, inference_tail_checks, tail_checks, repeat_checks, model_checks,
+                compiled_training_checks)
 
 
 def run_checks(device: torch.device, groups: Sequence[Callable[[torch.device], List[Dict[str, Any]]]] = CHECK_GROUPS
@@ -348,21 +435,34 @@ def speed_table(rows_by_run: Dict[str, List[Dict[str, Any]]]) -> str:
     return '\n'.join(lines)
 
 
+KERNEL_BENCHMARKS = {'tails': inference_tail_timings}  # name: rows of GPU times
+
+
+def markdown_rows(rows: List[Dict[str, Any]]) -> str:
+    """``rows`` as a markdown table, floats to one decimal."""
+    columns = list(rows[0])
+    lines = ['| ' + ' | '.join(columns) + ' |', '|---' * len(columns) + '|']
+    for row in rows:
+        lines.append('| ' + ' | '.join(f'{v:.1f}' if isinstance(v, float) else str(v) for v in row.values()) + ' |')
+    return '\n'.join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog='python -m srm_zoo.benchmark.gpu_check', description=__doc__.split('\n\n')[0])
     parser.add_argument('--out', default='gpu_results', help='folder for checks.json, CSVs and speed_table.md')
     parser.add_argument('--rounds', type=int, default=5, help='interleaved rounds per benchmark')
     parser.add_argument('--steps', type=int, default=20, help='timed steps per model and round')
-    parser.add_argument('--benchmarks', default=','.join(BENCHMARKS),
-                        help=f'comma-separated benchmarks to run after the checks, of {", ".join(BENCHMARKS)} '
-                        '(empty: the checks only)')
+    parser.add_argument('--benchmarks', default=','.join([*KERNEL_BENCHMARKS, *BENCHMARKS]),
+                        help='comma-separated benchmarks to run after the checks, of '
+                        f'{", ".join([*KERNEL_BENCHMARKS, *BENCHMARKS])} (empty: the checks only)')
     parser.add_argument('--checks', action=argparse.BooleanOptionalAction, default=True,
                         help='check the kernels, an SRM block tail and SRM-ResNet-50 against the reference first')
     args = parser.parse_args(argv)
     benchmarks = [name.strip() for name in args.benchmarks.split(',') if name.strip()]
-    unknown = sorted(set(benchmarks) - set(BENCHMARKS))
+    known = [*KERNEL_BENCHMARKS, *BENCHMARKS]
+    unknown = sorted(set(benchmarks) - set(known))
     if unknown:
-        parser.error(f'unknown benchmarks {unknown}: choose from {", ".join(BENCHMARKS)}')
+        parser.error(f'unknown benchmarks {unknown}: choose from {", ".join(known)}')
     if not torch.cuda.is_available() or not srm_kernels.available():
         print('gpu_check needs a CUDA device and triton.', file=sys.stderr)
         return 2
@@ -379,6 +479,16 @@ def main(argv=None) -> int:
             print(f'FAILED: {check}', file=sys.stderr)
     rows_by_run = {}
     for name in benchmarks:
+        if name in KERNEL_BENCHMARKS:
+            try:
+                rows = KERNEL_BENCHMARKS[name](device)
+            except Exception:
+                traceback.print_exc()
+                failed_benchmarks.append(name)
+                continue
+            write_rows(rows, 'csv', str(out_dir / f'{name}.csv'))
+            print(markdown_rows(rows))
+            continue
         run_name, options = BENCHMARKS[name]
         config = BenchConfig(models=MODELS, device='cuda', amp='bf16', channels_last=True, rounds=args.rounds,
                              steps=args.steps, warmup_steps=5, **options)

@@ -14,8 +14,9 @@
   into the same passes: SRM's statistics of ``x = a * y + b`` (per channel) follow from those of
   the convolution output ``y``, and so do BatchNorm's batch statistics in training (the mean and
   variance of N maps follow from each map's). The block tail reads ``y`` once for the statistics
-  and once for ``relu(y * gate * a + gate * b + shortcut)``, and keeps only ``y`` and the output
-  for the backward pass, as a plain ResNet block does. (``y * gate * a`` and ``gate * b`` nearly
+  and once for ``relu(y * gate * a + gate * b + shortcut)`` (in inference on the Triton kernels, in
+  one kernel whose second read comes from the caches where they still hold ``y``), and keeps only
+  ``y`` and the output for the backward pass, as a plain ResNet block does. (``y * gate * a`` and ``gate * b`` nearly
   cancel where the norm's mean is large: in bf16 or fp16 that sum stays in float32.)
 * On CUDA with Triton the statistics, the fused apply and their backward passes are Triton
   kernels (:mod:`srm_zoo.layers.srm_kernels`), registered as ``torch.library`` custom ops; so is

@@ -9,6 +9,27 @@ import triton.language as tl
 
 
 @triton.jit
+def _shifted_sums(x_ptr, rows, c_mask, HW, s_hw, first, step, acc_dtype: tl.constexpr,
+                  BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    """Each map's first value (the shift) and the sums of its shifted values and of their squares over
+    the spatial tiles that start at ``first``, ``first + step``, ..., for the maps of the channels
+    starting at offsets ``rows``."""
+    shift = tl.load(x_ptr + rows, mask=c_mask, other=0.).to(acc_dtype)
+    acc = tl.zeros((BLOCK_C, BLOCK_HW), dtype=acc_dtype)
+    acc_sq = tl.zeros((BLOCK_C, BLOCK_HW), dtype=acc_dtype)
+    for start in range(first, HW, step):
+        hw = start + tl.arange(0, BLOCK_HW)
+        mask = c_mask[:, None] & (hw[None, :] < HW)
+        # cached with priority: the one-pass tail's second sweep and the fused apply read them again
+        v = tl.load(x_ptr + rows[:, None] + hw[None, :] * s_hw, mask=mask, other=0.,
+                    eviction_policy='evict_last').to(acc_dtype)
+        v = tl.where(mask, v - shift[:, None], 0.)
+        acc += v
+        acc_sq += v * v
+    return shift, tl.sum(acc, 1), tl.sum(acc_sq, 1)
+
+
+@triton.jit
 def stats_kernel(x_ptr, sums_ptr, C, NC, HW, s_n, s_c, s_hw, num_cblocks, split,
                  BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
     """Each map's sum and sum of squares, after subtracting its first value, into ``sums``
@@ -18,21 +39,11 @@ def stats_kernel(x_ptr, sums_ptr, C, NC, HW, s_n, s_c, s_hw, num_cblocks, split,
     n = (pid // num_cblocks).to(tl.int64)
     c = (pid % num_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_mask = c < C
-    acc_dtype = sums_ptr.dtype.element_ty
-    starts = x_ptr + n * s_n + c * s_c
-    shift = tl.load(starts, mask=c_mask, other=0.).to(acc_dtype)
-    acc = tl.zeros((BLOCK_C, BLOCK_HW), dtype=acc_dtype)
-    acc_sq = tl.zeros((BLOCK_C, BLOCK_HW), dtype=acc_dtype)
-    for start in range(tl.program_id(1) * BLOCK_HW, HW, split * BLOCK_HW):
-        hw = start + tl.arange(0, BLOCK_HW)
-        mask = c_mask[:, None] & (hw[None, :] < HW)
-        v = tl.load(starts[:, None] + hw[None, :] * s_hw, mask=mask, other=0.).to(acc_dtype)
-        v = tl.where(mask, v - shift[:, None], 0.)
-        acc += v
-        acc_sq += v * v
+    _, total, total_sq = _shifted_sums(x_ptr, n * s_n + c * s_c, c_mask, HW, s_hw, tl.program_id(1) * BLOCK_HW,
+                                       split * BLOCK_HW, sums_ptr.dtype.element_ty, BLOCK_C, BLOCK_HW)
     part = sums_ptr + tl.program_id(1).to(tl.int64) * 2 * NC + n * C + c
-    tl.store(part, tl.sum(acc, 1), mask=c_mask)
-    tl.store(part + NC, tl.sum(acc_sq, 1), mask=c_mask)
+    tl.store(part, total, mask=c_mask)
+    tl.store(part + NC, total_sq, mask=c_mask)
 
 
 @triton.jit
@@ -55,6 +66,13 @@ def _load_moments(x_ptr, sums_ptr, index, mask, C, NC, HW, s_n, s_c, split):
     n = (index // C).to(tl.int64)
     shift = tl.load(x_ptr + n * s_n + (index % C) * s_c, mask=mask, other=0.).to(acc_dtype)
     total, total_sq = _load_parts(sums_ptr, index, mask, NC, split)
+    return _shifted_moments(shift, total, total_sq, HW)
+
+
+@triton.jit
+def _shifted_moments(shift, total, total_sq, HW):
+    """Mean and unbiased variance (0 for a single value) of maps of ``HW`` values from their first value
+    ``shift`` and the sums of the shifted values and of their squares."""
     mean = shift + total / HW
     var = tl.maximum((total_sq - total * total / HW) / tl.maximum(HW - 1, 1), 0.)
     return mean, var
@@ -81,20 +99,16 @@ def _running_affine(weight_ptr, bias_ptr, mean_ptr, var_ptr, c, mask, eps, acc_d
 
 
 @triton.jit
-def folded_gate_kernel(x_ptr, sums_ptr, norm_weight_ptr, norm_bias_ptr, norm_mean_ptr, norm_var_ptr,
-                       cfc_ptr, srm_weight_ptr, srm_bias_ptr, srm_mean_ptr, srm_var_ptr, scale_ptr, bias_ptr,
-                       C, NC, HW, s_n, s_c, split, eps_ptr,
-                       USE_MEAN: tl.constexpr, USE_STD: tl.constexpr, BLOCK: tl.constexpr):
-    """Per (n, c): ``k = gate * a`` and ``b = gate * d`` for ``relu(y * k + b + shortcut)``, where
-    ``a * y + d`` is the norm before SRM and ``gate`` SRM's (both normalising with running statistics)."""
+def _folded_gate(mean_y, var_y, c, mask, norm_weight_ptr, norm_bias_ptr, norm_mean_ptr, norm_var_ptr, cfc_ptr,
+                 srm_weight_ptr, srm_bias_ptr, srm_mean_ptr, srm_var_ptr, eps_ptr,
+                 USE_MEAN: tl.constexpr, USE_STD: tl.constexpr):
+    """``(k, b) = (gate * a, gate * d)`` for ``relu(y * k + b + shortcut)``, from the moments of maps of
+    ``y`` in channels ``c``: ``a * y + d`` is the norm before SRM and ``gate`` SRM's, both normalising with
+    running statistics (the norm's epsilon, SRM's BatchNorm's and SRM's at ``eps_ptr``)."""
     norm_eps = tl.load(eps_ptr)
     srm_bn_eps = tl.load(eps_ptr + 1)
     srm_eps = tl.load(eps_ptr + 2)
-    acc_dtype = sums_ptr.dtype.element_ty
-    index = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = index < NC
-    c = index % C
-    mean_y, var_y = _load_moments(x_ptr, sums_ptr, index, mask, C, NC, HW, s_n, s_c, split)
+    acc_dtype = mean_y.dtype
     a, d = _running_affine(norm_weight_ptr, norm_bias_ptr, norm_mean_ptr, norm_var_ptr, c, mask, norm_eps, acc_dtype)
     z = tl.zeros_like(mean_y)
     if USE_MEAN:  # the first channel-wise weight belongs to the mean
@@ -105,8 +119,22 @@ def folded_gate_kernel(x_ptr, sums_ptr, norm_weight_ptr, norm_bias_ptr, norm_mea
     srm_scale, srm_shift = _running_affine(srm_weight_ptr, srm_bias_ptr, srm_mean_ptr, srm_var_ptr, c, mask,
                                            srm_bn_eps, acc_dtype)
     gate = tl.sigmoid(z * srm_scale + srm_shift)
-    tl.store(scale_ptr + index, gate * a, mask=mask)
-    tl.store(bias_ptr + index, gate * d, mask=mask)
+    return gate * a, gate * d
+
+
+@triton.jit
+def folded_gate_kernel(x_ptr, sums_ptr, norm_weight_ptr, norm_bias_ptr, norm_mean_ptr, norm_var_ptr,
+                       cfc_ptr, srm_weight_ptr, srm_bias_ptr, srm_mean_ptr, srm_var_ptr, scale_ptr, bias_ptr,
+                       C, NC, HW, s_n, s_c, split, eps_ptr,
+                       USE_MEAN: tl.constexpr, USE_STD: tl.constexpr, BLOCK: tl.constexpr):
+    """Per (n, c), from the map sums of ``x``: :func:`_folded_gate`'s ``k`` into ``scale``, ``b`` into ``bias``."""
+    index = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = index < NC
+    mean_y, var_y = _load_moments(x_ptr, sums_ptr, index, mask, C, NC, HW, s_n, s_c, split)
+    k, b = _folded_gate(mean_y, var_y, index % C, mask, norm_weight_ptr, norm_bias_ptr, norm_mean_ptr, norm_var_ptr,
+                        cfc_ptr, srm_weight_ptr, srm_bias_ptr, srm_mean_ptr, srm_var_ptr, eps_ptr, USE_MEAN, USE_STD)
+    tl.store(scale_ptr + index, k, mask=mask)
+    tl.store(bias_ptr + index, b, mask=mask)
 
 
 @triton.jit
@@ -318,15 +346,47 @@ def input_grad_kernel(x_ptr, mean_ptr, grad_mean_ptr, grad_var_ptr, grad_out_ptr
 
 
 @triton.jit
+def _affine_residual_relu_tile(x_ptr, shortcut_ptr, out_ptr, offsets, mask, scale, bias):
+    """``relu(x * scale + bias + shortcut)`` for one tile, ``scale`` and ``bias`` per channel (the tile's
+    rows). Both inputs are read for the last time: the caches may drop them first."""
+    v = tl.load(x_ptr + offsets, mask=mask, other=0., eviction_policy='evict_first').to(scale.dtype)
+    s = tl.load(shortcut_ptr + offsets, mask=mask, other=0., eviction_policy='evict_first').to(scale.dtype)
+    out = tl.maximum(v * scale[:, None] + bias[:, None] + s, 0.)
+    tl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def affine_residual_relu_kernel(x_ptr, scale_ptr, bias_ptr, shortcut_ptr, out_ptr, C, HW, s_n, s_c, s_hw,
                                 num_cblocks, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
     n, c, mask, offsets = _elementwise_tile(C, HW, s_n, s_c, s_hw, num_cblocks, BLOCK_C, BLOCK_HW)
     scale = tl.load(scale_ptr + n * C + c, mask=c < C, other=0.)
     bias = tl.load(bias_ptr + n * C + c, mask=c < C, other=0.)
-    v = tl.load(x_ptr + offsets, mask=mask, other=0.).to(scale.dtype)
-    s = tl.load(shortcut_ptr + offsets, mask=mask, other=0.).to(scale.dtype)
-    out = tl.maximum(v * scale[:, None] + bias[:, None] + s, 0.)
-    tl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=mask)
+    _affine_residual_relu_tile(x_ptr, shortcut_ptr, out_ptr, offsets, mask, scale, bias)
+
+
+@triton.jit
+def folded_tail_kernel(x_ptr, shortcut_ptr, out_ptr, norm_weight_ptr, norm_bias_ptr, norm_mean_ptr, norm_var_ptr,
+                       cfc_ptr, srm_weight_ptr, srm_bias_ptr, srm_mean_ptr, srm_var_ptr, eps_ptr,
+                       C, HW, s_n, s_c, s_hw, num_cblocks,
+                       USE_MEAN: tl.constexpr, USE_STD: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    """The whole inference tail ``relu(x * k + b + shortcut)`` (:func:`_folded_gate`) in one kernel: each
+    program sweeps the maps of one sample and ``BLOCK_C`` channels twice, first for their sums, then to
+    apply their gate. The first sweep asks the caches to keep ``x``, so that the second reads it from
+    there rather than from memory."""
+    pid = tl.program_id(0)
+    n = (pid // num_cblocks).to(tl.int64)
+    c = (pid % num_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_mask = c < C
+    rows = n * s_n + c * s_c
+    acc_dtype = eps_ptr.dtype.element_ty
+    shift, total, total_sq = _shifted_sums(x_ptr, rows, c_mask, HW, s_hw, 0, BLOCK_HW, acc_dtype, BLOCK_C, BLOCK_HW)
+    mean, var = _shifted_moments(shift, total, total_sq, HW)
+    k, b = _folded_gate(mean, var, c, c_mask, norm_weight_ptr, norm_bias_ptr, norm_mean_ptr, norm_var_ptr, cfc_ptr,
+                        srm_weight_ptr, srm_bias_ptr, srm_mean_ptr, srm_var_ptr, eps_ptr, USE_MEAN, USE_STD)
+    for start in range(0, HW, BLOCK_HW):
+        hw = start + tl.arange(0, BLOCK_HW)
+        mask = c_mask[:, None] & (hw[None, :] < HW)
+        _affine_residual_relu_tile(x_ptr, shortcut_ptr, out_ptr, rows[:, None] + hw[None, :] * s_hw, mask, k, b)
 
 
 @triton.jit

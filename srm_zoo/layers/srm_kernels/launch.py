@@ -25,6 +25,8 @@ GATE_TRAIN_MAX_BATCH = 2048  # the training gate kernel holds a channel's whole 
 _TILE = 2048  # elements per program tile
 _TARGET_PROGRAMS = 1024  # reductions split the spatial axis until about this many programs run
 _MAPS_PER_PROGRAM = 256  # (n, c) pairs per program of the per-map kernels
+_ONE_PASS_MIN_PROGRAMS = 512  # fewer programs (one per sample and block of channels) leave SMs idle
+_SECTOR_CHANNELS = 16  # channels_last: channels a one-pass program reads per position (32 bytes in 16 bits)
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -228,6 +230,78 @@ def folded_gate(y: torch.Tensor, sums: torch.Tensor, norm: Tuple[torch.Tensor, .
         y.stride(0), y.stride(1), sums.shape[0], _constants(sums, norm_eps, srm_bn_eps, srm_eps),
         BLOCK=_MAPS_PER_PROGRAM, **_style_switches(style_pooling))
     return scale, bias
+
+
+class _OnePassTile(NamedTuple):
+    """Grid, kernel arguments and tile of :func:`folded_tail_one_pass` for one shape and strides."""
+    grid: Tuple[int]
+    args: Tuple[int, ...]
+    blocks: dict
+
+
+@functools.lru_cache(maxsize=512)
+def _one_pass_tile_for(shape: Tuple[int, ...], strides: Tuple[int, ...]) -> _OnePassTile:
+    """The :class:`_OnePassTile` of a tensor of ``shape`` and ``strides``."""
+    batch, channels, height, width = shape
+    s_n, s_c, s_hw = _map_strides(shape, strides)
+    hw = height * width
+    if s_c == 1 and s_hw != 1:
+        # channels_last: on large maps few channels a program, so that the maps it sweeps twice stay small
+        # in the caches, but enough to read whole 32-byte sectors; on small maps, a tile's worth
+        block_c = min(_next_power_of_2(channels), 128, max(_SECTOR_CHANNELS, _TILE // _next_power_of_2(hw)))
+        block_hw = max(1, min(_next_power_of_2(hw), _TILE // block_c))
+    else:
+        block_hw = min(_next_power_of_2(hw), 512)
+        block_c = max(1, min(_next_power_of_2(channels), _TILE // block_hw))
+    num_cblocks = _cdiv(channels, block_c)
+    return _OnePassTile((batch * num_cblocks,), (channels, hw, s_n, s_c, s_hw, num_cblocks),
+                        dict(BLOCK_C=block_c, BLOCK_HW=block_hw))
+
+
+def _one_pass_tile(y: torch.Tensor) -> _OnePassTile:
+    """The grid and tile of :func:`folded_tail_one_pass` for ``y``."""
+    return _one_pass_tile_for(y.shape, y.stride())
+
+
+def takes_one_pass(y: torch.Tensor) -> bool:
+    """Whether :func:`folded_block_tail` runs as :func:`folded_tail_one_pass` for ``y``: where its programs,
+    one for each sample and block of channels, are enough to fill the GPU. With fewer, the three kernels'
+    statistics split each map's spatial axis over programs."""
+    return _one_pass_tile(y).grid[0] >= _ONE_PASS_MIN_PROGRAMS
+
+
+def folded_tail_one_pass(y: torch.Tensor, shortcut: torch.Tensor, norm: Tuple[torch.Tensor, ...], norm_eps: float,
+                         cfc: torch.Tensor, srm_norm: Tuple[torch.Tensor, ...], srm_bn_eps: float, srm_eps: float,
+                         style_pooling: str) -> torch.Tensor:
+    """:func:`folded_block_tail` as one kernel, one program for each sample and block of channels, whose
+    second sweep over ``y`` reads it from the caches where they still hold it."""
+    tile = _one_pass_tile(y)
+    out = torch.empty_like(y)
+    _kernels.folded_tail_kernel[tile.grid](
+        y, _like(shortcut, y), out, *norm, cfc.contiguous(), *srm_norm,
+        _cached_constants((norm_eps, srm_bn_eps, srm_eps), acc_dtype(y), y.device), *tile.args,
+        **_style_switches(style_pooling), **tile.blocks)
+    return out
+
+
+def folded_tail_three_kernels(y: torch.Tensor, shortcut: torch.Tensor, norm: Tuple[torch.Tensor, ...],
+                              norm_eps: float, cfc: torch.Tensor, srm_norm: Tuple[torch.Tensor, ...],
+                              srm_bn_eps: float, srm_eps: float, style_pooling: str) -> torch.Tensor:
+    """:func:`folded_block_tail` as three kernels: the map sums of ``y`` (each map's spatial axis split over
+    programs where that fills the GPU), the (n, c) gate, the fused apply."""
+    sums = map_sums(y)
+    scale, bias = folded_gate(y, sums, norm, norm_eps, cfc, srm_norm, srm_bn_eps, srm_eps, style_pooling)
+    return gate_apply(y, scale, bias, shortcut)
+
+
+def folded_block_tail(y: torch.Tensor, shortcut: torch.Tensor, norm: Tuple[torch.Tensor, ...], norm_eps: float,
+                      cfc: torch.Tensor, srm_norm: Tuple[torch.Tensor, ...], srm_bn_eps: float, srm_eps: float,
+                      style_pooling: str) -> torch.Tensor:
+    """Inference ``relu(SRM(norm(y)) + shortcut)``, the norm before SRM and SRM's BatchNorm (each given as
+    weight, bias, running mean, running var) folded into the gate: :func:`folded_tail_one_pass` where it
+    has programs enough to fill the GPU (:func:`takes_one_pass`), else :func:`folded_tail_three_kernels`."""
+    tail = folded_tail_one_pass if takes_one_pass(y) else folded_tail_three_kernels
+    return tail(y, shortcut, norm, norm_eps, cfc, srm_norm, srm_bn_eps, srm_eps, style_pooling)
 
 
 @functools.lru_cache(maxsize=256)

@@ -100,11 +100,10 @@ def folded_block_tail(y: torch.Tensor, shortcut: torch.Tensor, norm_weight: torc
                       srm_bn_eps: float, srm_eps: float, style_pooling: str) -> torch.Tensor:
     """Inference tail of an SRM block, ``relu(SRM(norm(y)) + shortcut)``, for a BatchNorm ``norm`` and an
     SRM whose BatchNorm both normalise with running statistics: the statistics of ``y``, the (n, c)
-    gate with both BatchNorms folded in, the fused apply. Forward only."""
-    sums = launch.map_sums(y)
-    scale, bias = launch.folded_gate(y, sums, (norm_weight, norm_bias, norm_mean, norm_var), norm_eps, cfc,
-                                     (srm_weight, srm_bias, srm_mean, srm_var), srm_bn_eps, srm_eps, style_pooling)
-    return launch.gate_apply(y, scale, bias, shortcut)
+    gate with both BatchNorms folded in, the fused apply; in one kernel where that fills the GPU
+    (:func:`.launch.folded_block_tail`). Forward only."""
+    return launch.folded_block_tail(y, shortcut, (norm_weight, norm_bias, norm_mean, norm_var), norm_eps, cfc,
+                                    (srm_weight, srm_bias, srm_mean, srm_var), srm_bn_eps, srm_eps, style_pooling)
 
 
 @folded_block_tail.register_fake
