@@ -9,20 +9,19 @@ import triton.language as tl
 
 
 @triton.jit
-def _shifted_sums(x_ptr, rows, c_mask, HW, s_hw, first, step, acc_dtype: tl.constexpr,
+def _shifted_sums(x_ptr, rows, c_mask, HW, s_hw, first, step, acc_dtype: tl.constexpr, eviction: tl.constexpr,
                   BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
     """Each map's first value (the shift) and the sums of its shifted values and of their squares over
     the spatial tiles that start at ``first``, ``first + step``, ..., for the maps of the channels
-    starting at offsets ``rows``."""
+    starting at offsets ``rows``; the tiles read with cache eviction policy ``eviction``."""
     shift = tl.load(x_ptr + rows, mask=c_mask, other=0.).to(acc_dtype)
     acc = tl.zeros((BLOCK_C, BLOCK_HW), dtype=acc_dtype)
     acc_sq = tl.zeros((BLOCK_C, BLOCK_HW), dtype=acc_dtype)
     for start in range(first, HW, step):
         hw = start + tl.arange(0, BLOCK_HW)
         mask = c_mask[:, None] & (hw[None, :] < HW)
-        # cached with priority: the one-pass tail's second sweep and the fused apply read them again
         v = tl.load(x_ptr + rows[:, None] + hw[None, :] * s_hw, mask=mask, other=0.,
-                    eviction_policy='evict_last').to(acc_dtype)
+                    eviction_policy=eviction).to(acc_dtype)
         v = tl.where(mask, v - shift[:, None], 0.)
         acc += v
         acc_sq += v * v
@@ -40,7 +39,7 @@ def stats_kernel(x_ptr, sums_ptr, C, NC, HW, s_n, s_c, s_hw, num_cblocks, split,
     c = (pid % num_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_mask = c < C
     _, total, total_sq = _shifted_sums(x_ptr, n * s_n + c * s_c, c_mask, HW, s_hw, tl.program_id(1) * BLOCK_HW,
-                                       split * BLOCK_HW, sums_ptr.dtype.element_ty, BLOCK_C, BLOCK_HW)
+                                       split * BLOCK_HW, sums_ptr.dtype.element_ty, '', BLOCK_C, BLOCK_HW)
     part = sums_ptr + tl.program_id(1).to(tl.int64) * 2 * NC + n * C + c
     tl.store(part, total, mask=c_mask)
     tl.store(part + NC, total_sq, mask=c_mask)
@@ -379,7 +378,8 @@ def folded_tail_kernel(x_ptr, shortcut_ptr, out_ptr, norm_weight_ptr, norm_bias_
     c_mask = c < C
     rows = n * s_n + c * s_c
     acc_dtype = eps_ptr.dtype.element_ty
-    shift, total, total_sq = _shifted_sums(x_ptr, rows, c_mask, HW, s_hw, 0, BLOCK_HW, acc_dtype, BLOCK_C, BLOCK_HW)
+    shift, total, total_sq = _shifted_sums(x_ptr, rows, c_mask, HW, s_hw, 0, BLOCK_HW, acc_dtype, 'evict_last',
+                                           BLOCK_C, BLOCK_HW)
     mean, var = _shifted_moments(shift, total, total_sq, HW)
     k, b = _folded_gate(mean, var, c, c_mask, norm_weight_ptr, norm_bias_ptr, norm_mean_ptr, norm_var_ptr, cfc_ptr,
                         srm_weight_ptr, srm_bias_ptr, srm_mean_ptr, srm_var_ptr, eps_ptr, USE_MEAN, USE_STD)
