@@ -207,3 +207,19 @@ def test_gpu_check_writes_kernel_timings_as_a_markdown_table():
     assert markdown_rows(rows).splitlines() == [
         '| shape | channels_last | one_pass_us | three_kernels_us |', '|---|---|---|---|',
         '| 256x512x28x28 | True | 101.3 | 140.0 |', '| 256x512x28x28 | False | 99.9 | 151.6 |']
+
+
+def test_gpu_check_inductor_tail_is_the_block_tail(randomize):
+    """The tails benchmark's Inductor comparator computes the block's tail (here compiled for the CPU)."""
+    import copy
+    from srm_zoo.benchmark.gpu_check import inductor_tail
+    from srm_zoo.layers import SRM, use_reference
+    from srm_zoo.models.srm_blocks import SRMBottleneck
+    block = randomize(SRMBottleneck(16, 4, attn_layer=SRM)).eval()
+    y, shortcut = torch.randn(3, 16, 5, 5) * 3 + 10, torch.randn(3, 16, 5, 5)
+    reference = copy.deepcopy(block).double()
+    with torch.no_grad(), use_reference(True):
+        expected = reference._tail(y.double(), shortcut.double())
+        out = inductor_tail(block)(y, shortcut)
+    torch.testing.assert_close(out.double() / expected.abs().max(), expected / expected.abs().max(),
+                               rtol=1e-6, atol=1e-6)

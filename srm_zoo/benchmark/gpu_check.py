@@ -4,22 +4,23 @@ Run on a machine with a CUDA GPU (most of its time goes to torch.compile)::
 
     python -m srm_zoo.benchmark.gpu_check --out gpu_results
 
-It checks the kernels (statistics, fused apply and their gradients; NCHW and channels_last;
-float32, bfloat16 and float16; odd sizes and H*W = 1), both inference tails (one kernel and three) on
+It checks the kernels (statistics, fused apply and their gradients; NCHW and channels_last; float32,
+bfloat16 and float16; odd sizes and H*W = 1), both inference tails (one kernel and three) on
 SRM-ResNet-50's stage shapes, an SRM bottleneck's fused tail (eval and training, float32 and bf16
-autocast) and SRM-ResNet-50 end to end against the reference path and
-float64 (float32 checks without TF32; a fast-path error passes below a tolerance or below twice the
-reference path's error in the same dtype), that the fused tail gives the same bits on every run,
-and that ``srm-zoo train`` compiled with CUDA graphs and gradient accumulation updates the weights as
-eager training does (:mod:`.train_check`). Then it times both inference tails and the fused apply
-alone on SRM-ResNet-50's stage shapes at batch 256 (``tails``), and benchmarks resnet50, srm_resnet50 (fast and
-reference) and seresnet50 with bf16 autocast and channels_last: inference eager and compiled at batch
-256, and a training step at batch 128, eager, compiled, and compiled with CUDA graphs
-(``reduce-overhead``); the GPU kernel time of the training steps outside CUDA graphs is profiled too
-(``--benchmarks tails,eager,compile,train`` picks some; an empty list runs the checks only; ``--no-checks``
-runs the benchmarks only). It writes ``checks.json``, one CSV per benchmark and ``speed_table.md``
-under ``--out``. A check or benchmark that raises is reported and the rest still run; the exit status
-is non-zero when any check or benchmark fails.
+autocast) and SRM-ResNet-50 end to end against the reference path and float64 (float32 checks
+without TF32; a fast-path error passes below a tolerance or below twice the reference path's error
+in the same dtype), that the fused tail gives the same bits on every run, and that ``srm-zoo train``
+compiled with CUDA graphs and gradient accumulation updates the weights as eager training does
+(:mod:`.train_check`). Then it times both inference tails, the fused apply alone and the tail as
+Inductor compiles it from PyTorch operations on SRM-ResNet-50's stage shapes at batch 256
+(``tails``), and benchmarks resnet50, srm_resnet50 (fast and reference) and seresnet50 with bf16
+autocast and channels_last: inference eager and compiled at batch 256, and a training step at batch
+128, eager, compiled, and compiled with CUDA graphs (``reduce-overhead``); the GPU kernel time of
+the training steps outside CUDA graphs is profiled too (``--benchmarks tails,eager,compile,train``
+picks some; an empty list runs the checks only; ``--no-checks`` runs the benchmarks only). It writes
+``checks.json``, one CSV per benchmark and ``speed_table.md`` under ``--out``. A check or benchmark
+that raises is reported and the rest still run; the exit status is non-zero when any check or
+benchmark fails.
 """
 import argparse
 import copy
@@ -260,9 +261,19 @@ STAGE_TAILS = ((256, 56), (512, 28), (1024, 14), (2048, 7))
 """SRM-ResNet-50's block tails at 224 x 224: channels and map size of each stage."""
 
 
+def inductor_tail(block: torch.nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """SRM bottleneck ``block``'s tail as PyTorch operations in timm's order (its last BatchNorm, SRM's
+    published formulation, the residual add, ReLU), compiled by Inductor: what the compiler makes of the
+    tail without the zoo's kernels. Call it with the reference path on (:func:`use_reference`)."""
+    def tail(y: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        return torch.relu(block.se(block.bn3(y)) + shortcut)
+    return torch.compile(tail, fullgraph=True, dynamic=False)
+
+
 def inference_tail_timings(device: torch.device, batch_size: int = 256) -> List[Dict[str, Any]]:
     """GPU time (median microseconds of ``triton.testing.do_bench``, caches flushed between runs) of each of
-    :data:`INFERENCE_TAILS` on SRM-ResNet-50's stage shapes in bf16, both layouts; and of the fused apply alone
+    :data:`INFERENCE_TAILS` on SRM-ResNet-50's stage shapes in bf16, both layouts; of the tail as Inductor
+    compiles it from PyTorch operations (:func:`inductor_tail`); and of the fused apply alone
     (``relu(y * k + b + shortcut)`` for given ``k``, ``b``), whose one pass over ``y``, the shortcut and the
     output is what resnet50's BatchNorm, add and ReLU cost: the floor, also given as bandwidth."""
     from triton.testing import do_bench
@@ -281,6 +292,8 @@ def inference_tail_timings(device: torch.device, batch_size: int = 256) -> List[
             with torch.no_grad():
                 for name, tail in INFERENCE_TAILS.items():
                     row[f'{name}_us'] = do_bench(partial(tail, y, shortcut, *args), return_mode='median') * 1e3
+                with use_reference(True):
+                    row['inductor_us'] = do_bench(partial(inductor_tail(block), y, shortcut), return_mode='median') * 1e3
                 row['apply_only_us'] = do_bench(partial(launch.gate_apply, y, scale, bias, shortcut),
                                                 return_mode='median') * 1e3
             row['apply_only_gbps'] = 3 * y.numel() * y.element_size() / row['apply_only_us'] / 1e3
