@@ -147,6 +147,7 @@ def test_inference_tails_match_reference(shape, channels_last, dtype, tolerance)
 
 @pytest.mark.parametrize('style_pooling', ['mean', 'std'])
 def test_one_pass_tail_follows_style_pooling(style_pooling):
+    """Both inference tails with SRM's one-statistic poolings (one channel-wise weight each)."""
     block = randomize_(SRMBottleneck(16, 4, attn_layer=partial(SRM, style_pooling=style_pooling))).double()
     y, shortcut = (_input((3, 16, 4, 5), torch.float64, False, offset) for offset in (5.0, 0.0))
     assert max(inference_tail_errors(block, y, shortcut).values()) <= 1e-12
