@@ -205,11 +205,12 @@ def _within(error: float, reference_error: float, tolerance: float) -> bool:
     return error <= max(tolerance, 2 * reference_error)
 
 
-def _random_srm_bottleneck(device: torch.device) -> Tuple[torch.nn.Module, torch.Generator]:
-    """The SRM bottleneck (256 channels) that the tail checks run, randomised from a fixed seed, and the
-    generator that goes on to draw its inputs."""
+def _random_srm_bottleneck(device: torch.device, channels: int = 256) -> Tuple[torch.nn.Module, torch.Generator]:
+    """An SRM bottleneck of ``channels`` channels (256: the one the tail checks run), randomised from a fixed
+    seed, and the generator that goes on to draw its inputs."""
     generator = torch.Generator().manual_seed(0)
-    return randomize_srm_(SRMBottleneck(256, 64, attn_layer=SRM), generator).to(device), generator
+    block = SRMBottleneck(channels, channels // 4, attn_layer=SRM)
+    return randomize_srm_(block, generator).to(device), generator
 
 
 def tail_checks(device: torch.device) -> List[Dict[str, Any]]:
@@ -242,8 +243,7 @@ def inference_tail_checks(device: torch.device) -> List[Dict[str, Any]]:
     float32 and bfloat16: both implementations of the inference tail, whichever the shape would pick."""
     results = []
     for shape in TAIL_SHAPES:
-        channels = shape[1]
-        block = randomize_srm_(SRMBottleneck(channels, channels // 4, attn_layer=SRM), torch.Generator().manual_seed(0))
+        block, _ = _random_srm_bottleneck(device, shape[1])
         for channels_last in (False, True):
             memory_format = torch.channels_last if channels_last else torch.contiguous_format
             for dtype, tolerance in ((torch.float32, 1e-4), (torch.bfloat16, 2e-2)):
@@ -279,8 +279,7 @@ def inference_tail_timings(device: torch.device, batch_size: int = 256) -> List[
     from triton.testing import do_bench
     rows = []
     for channels, size in STAGE_TAILS:
-        block = randomize_srm_(SRMBottleneck(channels, channels // 4, attn_layer=SRM), torch.Generator().manual_seed(0))
-        block = block.to(device).eval()
+        block = _random_srm_bottleneck(device, channels)[0].eval()
         args = folded_tail_args(block)
         for channels_last in (True, False):
             memory_format = torch.channels_last if channels_last else torch.contiguous_format
