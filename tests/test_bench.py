@@ -200,15 +200,6 @@ def test_gpu_check_tail_repeat_tells_a_tail_that_varies_between_runs():
     assert tail_repeat_differences(block, y, shortcut, training=True)['output'] > 0
 
 
-def test_gpu_check_writes_kernel_timings_as_a_markdown_table():
-    from srm_zoo.benchmark.gpu_check import markdown_rows
-    rows = [dict(shape='256x512x28x28', channels_last=True, one_pass_us=101.26, three_kernels_us=140.0),
-            dict(shape='256x512x28x28', channels_last=False, one_pass_us=99.94, three_kernels_us=151.55)]
-    assert markdown_rows(rows).splitlines() == [
-        '| shape | channels_last | one_pass_us | three_kernels_us |', '|---|---|---|---|',
-        '| 256x512x28x28 | True | 101.3 | 140.0 |', '| 256x512x28x28 | False | 99.9 | 151.6 |']
-
-
 def test_gpu_check_inductor_tail_is_the_block_tail(randomize):
     """The tails benchmark's Inductor comparator computes the block's tail (here compiled for the CPU)."""
     import copy

@@ -450,15 +450,6 @@ def speed_table(rows_by_run: Dict[str, List[Dict[str, Any]]]) -> str:
 KERNEL_BENCHMARKS = {'tails': inference_tail_timings}  # name: rows of GPU times
 
 
-def markdown_rows(rows: List[Dict[str, Any]]) -> str:
-    """``rows`` as a markdown table, floats to one decimal."""
-    columns = list(rows[0])
-    lines = ['| ' + ' | '.join(columns) + ' |', '|---' * len(columns) + '|']
-    for row in rows:
-        lines.append('| ' + ' | '.join(f'{v:.1f}' if isinstance(v, float) else str(v) for v in row.values()) + ' |')
-    return '\n'.join(lines)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog='python -m srm_zoo.benchmark.gpu_check', description=__doc__.split('\n\n')[0])
     parser.add_argument('--out', default='gpu_results', help='folder for checks.json, CSVs and speed_table.md')
@@ -499,7 +490,7 @@ def main(argv=None) -> int:
                 failed_benchmarks.append(name)
                 continue
             write_rows(rows, 'csv', str(out_dir / f'{name}.csv'))
-            print(markdown_rows(rows))
+            write_rows(rows, 'table')
             continue
         run_name, options = BENCHMARKS[name]
         config = BenchConfig(models=MODELS, device='cuda', amp='bf16', channels_last=True, rounds=args.rounds,
