@@ -92,40 +92,56 @@ def _next_power_of_2(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
 
-class _Grid:
-    """Channels, spatial size, strides and the (channel, spatial) tile of an (N, C, H, W) tensor, with
-    the launch grids of the elementwise and the reducing kernels. Made once per shape and strides
-    (:func:`_grid`): a block tail launches several kernels over the same tensor layout."""
+def _tile(shape: Tuple[int, ...], strides: Tuple[int, int, int], one_pass: bool) -> Tuple[int, int]:
+    """(channels, positions) of a program's tile over an (N, C, H, W) tensor with (sample, channel, spatial)
+    ``strides``: _TILE elements, along the contiguous dimension first (at most 128 channels in channels_last).
+    For the one-pass tail (``one_pass``), channels_last takes fewer channels on large maps, so that the maps a
+    program sweeps twice stay small in the caches, but enough to read whole 32-byte sectors."""
+    channels, hw = shape[1], shape[2] * shape[3]
+    if strides[1] == 1 and strides[2] != 1:  # channels_last: channels are contiguous
+        block_c = min(_next_power_of_2(channels), 128)
+        if one_pass:
+            block_c = min(block_c, max(_SECTOR_CHANNELS, _TILE // _next_power_of_2(hw)))
+        return block_c, max(1, min(_next_power_of_2(hw), _TILE // block_c))
+    block_hw = min(_next_power_of_2(hw), 512)
+    return max(1, min(_next_power_of_2(channels), _TILE // block_hw)), block_hw
 
-    def __init__(self, shape: Tuple[int, ...], strides: Tuple[int, int, int]) -> None:
+
+class _Grid:
+    """Channels, spatial size, strides and a (channel, spatial) tile of an (N, C, H, W) tensor, with the
+    launch grids of the kernels: one program for each sample and block of channels, and the elementwise
+    and reducing kernels' splits of the spatial axis. Made once per shape, strides and kind of tile
+    (:func:`_grid`, :func:`_one_pass_grid`): a block tail launches several kernels over the same layout."""
+
+    def __init__(self, shape: Tuple[int, ...], strides: Tuple[int, int, int], tile: Tuple[int, int]) -> None:
         batch, channels, height, width = shape
         hw = height * width
-        s_c, s_hw = strides[1:]
-        if s_c == 1 and s_hw != 1:  # channels_last: channels are contiguous
-            block_c = min(_next_power_of_2(channels), 128)
-            block_hw = max(1, min(_next_power_of_2(hw), _TILE // block_c))
-        else:
-            block_hw = min(_next_power_of_2(hw), 512)
-            block_c = max(1, min(_next_power_of_2(channels), _TILE // block_hw))
+        block_c, block_hw = tile
         num_cblocks = _cdiv(channels, block_c)
-        programs = batch * num_cblocks
+        self.programs = batch * num_cblocks
         self.channels = channels
         self.args = (channels, hw, *strides, num_cblocks)
         self.blocks = dict(BLOCK_C=block_c, BLOCK_HW=block_hw)
         # elementwise kernels: one program per tile; reductions: the spatial axis split until about
         # _TARGET_PROGRAMS programs run (each writes its part of the sums)
-        self.elementwise = (programs, _cdiv(hw, block_hw))
-        self.reduction = (programs, max(1, min(_cdiv(hw, block_hw), _TARGET_PROGRAMS // programs)))
+        self.elementwise = (self.programs, _cdiv(hw, block_hw))
+        self.reduction = (self.programs, max(1, min(_cdiv(hw, block_hw), _TARGET_PROGRAMS // self.programs)))
 
 
 @functools.lru_cache(maxsize=512)
-def _grid_for(shape: Tuple[int, ...], strides: Tuple[int, ...]) -> _Grid:
-    return _Grid(shape, _map_strides(shape, strides))
+def _grid_for(shape: Tuple[int, ...], strides: Tuple[int, ...], one_pass: bool) -> _Grid:
+    map_strides = _map_strides(shape, strides)
+    return _Grid(shape, map_strides, _tile(shape, map_strides, one_pass))
 
 
 def _grid(x: torch.Tensor) -> _Grid:
-    """The :class:`_Grid` of ``x``'s shape and strides."""
-    return _grid_for(x.shape, x.stride())
+    """The :class:`_Grid` of ``x``'s shape and strides for the elementwise and reducing kernels."""
+    return _grid_for(x.shape, x.stride(), False)
+
+
+def _one_pass_grid(y: torch.Tensor) -> _Grid:
+    """The :class:`_Grid` of ``y``'s shape and strides for :func:`folded_tail_one_pass`."""
+    return _grid_for(y.shape, y.stride(), True)
 
 
 class RunningUpdate(NamedTuple):
@@ -232,42 +248,11 @@ def folded_gate(y: torch.Tensor, sums: torch.Tensor, norm: Tuple[torch.Tensor, .
     return scale, bias
 
 
-class _OnePassTile(NamedTuple):
-    """Grid, kernel arguments and tile of :func:`folded_tail_one_pass` for one shape and strides."""
-    grid: Tuple[int]
-    args: Tuple[int, ...]
-    blocks: dict
-
-
-@functools.lru_cache(maxsize=512)
-def _one_pass_tile_for(shape: Tuple[int, ...], strides: Tuple[int, ...]) -> _OnePassTile:
-    """The :class:`_OnePassTile` of a tensor of ``shape`` and ``strides``."""
-    batch, channels, height, width = shape
-    s_n, s_c, s_hw = _map_strides(shape, strides)
-    hw = height * width
-    if s_c == 1 and s_hw != 1:
-        # channels_last: on large maps few channels a program, so that the maps it sweeps twice stay small
-        # in the caches, but enough to read whole 32-byte sectors; on small maps, a tile's worth
-        block_c = min(_next_power_of_2(channels), 128, max(_SECTOR_CHANNELS, _TILE // _next_power_of_2(hw)))
-        block_hw = max(1, min(_next_power_of_2(hw), _TILE // block_c))
-    else:
-        block_hw = min(_next_power_of_2(hw), 512)
-        block_c = max(1, min(_next_power_of_2(channels), _TILE // block_hw))
-    num_cblocks = _cdiv(channels, block_c)
-    return _OnePassTile((batch * num_cblocks,), (channels, hw, s_n, s_c, s_hw, num_cblocks),
-                        dict(BLOCK_C=block_c, BLOCK_HW=block_hw))
-
-
-def _one_pass_tile(y: torch.Tensor) -> _OnePassTile:
-    """The grid and tile of :func:`folded_tail_one_pass` for ``y``."""
-    return _one_pass_tile_for(y.shape, y.stride())
-
-
 def takes_one_pass(y: torch.Tensor) -> bool:
     """Whether :func:`folded_block_tail` runs as :func:`folded_tail_one_pass` for ``y``: where its programs,
     one for each sample and block of channels, are enough to fill the GPU. With fewer, the three kernels'
     statistics split each map's spatial axis over programs."""
-    return _one_pass_tile(y).grid[0] >= _ONE_PASS_MIN_PROGRAMS
+    return _one_pass_grid(y).programs >= _ONE_PASS_MIN_PROGRAMS
 
 
 def folded_tail_one_pass(y: torch.Tensor, shortcut: torch.Tensor, norm: Tuple[torch.Tensor, ...], norm_eps: float,
@@ -275,12 +260,12 @@ def folded_tail_one_pass(y: torch.Tensor, shortcut: torch.Tensor, norm: Tuple[to
                          style_pooling: str) -> torch.Tensor:
     """:func:`folded_block_tail` as one kernel, one program for each sample and block of channels, whose
     second sweep over ``y`` reads it from the caches where they still hold it."""
-    tile = _one_pass_tile(y)
+    grid = _one_pass_grid(y)
     out = torch.empty_like(y)
-    _kernels.folded_tail_kernel[tile.grid](
+    _kernels.folded_tail_kernel[(grid.programs,)](
         y, _like(shortcut, y), out, *norm, cfc.contiguous(), *srm_norm,
-        _cached_constants((norm_eps, srm_bn_eps, srm_eps), acc_dtype(y), y.device), *tile.args,
-        **_style_switches(style_pooling), **tile.blocks)
+        _cached_constants((norm_eps, srm_bn_eps, srm_eps), acc_dtype(y), y.device), *grid.args,
+        **_style_switches(style_pooling), **grid.blocks)
     return out
 
 
