@@ -9,6 +9,15 @@ import triton.language as tl
 
 
 @triton.jit
+def _sample_channels(C, num_cblocks, BLOCK_C: tl.constexpr):
+    """This program's sample and block of channels (the first grid axis runs over both), with the
+    channels' mask."""
+    pid = tl.program_id(0)
+    c = (pid % num_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
+    return (pid // num_cblocks).to(tl.int64), c, c < C
+
+
+@triton.jit
 def _shifted_sums(x_ptr, rows, c_mask, HW, s_hw, first, step, acc_dtype: tl.constexpr, eviction: tl.constexpr,
                   BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
     """Each map's first value (the shift) and the sums of its shifted values and of their squares over
@@ -34,10 +43,7 @@ def stats_kernel(x_ptr, sums_ptr, C, NC, HW, s_n, s_c, s_hw, num_cblocks, split,
     """Each map's sum and sum of squares, after subtracting its first value, into ``sums``
     (split, 2, N, C): the spatial axis may be split over ``split`` programs, each storing its part
     (no atomics: the sums come out the same on every run)."""
-    pid = tl.program_id(0)
-    n = (pid // num_cblocks).to(tl.int64)
-    c = (pid % num_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_mask = c < C
+    n, c, c_mask = _sample_channels(C, num_cblocks, BLOCK_C)
     _, total, total_sq = _shifted_sums(x_ptr, n * s_n + c * s_c, c_mask, HW, s_hw, tl.program_id(1) * BLOCK_HW,
                                        split * BLOCK_HW, sums_ptr.dtype.element_ty, '', BLOCK_C, BLOCK_HW)
     part = sums_ptr + tl.program_id(1).to(tl.int64) * 2 * NC + n * C + c
@@ -139,11 +145,9 @@ def folded_gate_kernel(x_ptr, sums_ptr, norm_weight_ptr, norm_bias_ptr, norm_mea
 @triton.jit
 def _elementwise_tile(C, HW, s_n, s_c, s_hw, num_cblocks, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
     """This program's (sample, channel block, spatial block) tile: sample, channels, mask, element offsets."""
-    pid = tl.program_id(0)
-    n = (pid // num_cblocks).to(tl.int64)
-    c = (pid % num_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
+    n, c, c_mask = _sample_channels(C, num_cblocks, BLOCK_C)
     hw = tl.program_id(1) * BLOCK_HW + tl.arange(0, BLOCK_HW)
-    mask = (c[:, None] < C) & (hw[None, :] < HW)
+    mask = c_mask[:, None] & (hw[None, :] < HW)
     return n, c, mask, n * s_n + c[:, None] * s_c + hw[None, :] * s_hw
 
 
@@ -372,10 +376,7 @@ def folded_tail_kernel(x_ptr, shortcut_ptr, out_ptr, norm_weight_ptr, norm_bias_
     program sweeps the maps of one sample and ``BLOCK_C`` channels twice, first for their sums, then to
     apply their gate. The first sweep asks the caches to keep ``x``, so that the second reads it from
     there rather than from memory."""
-    pid = tl.program_id(0)
-    n = (pid // num_cblocks).to(tl.int64)
-    c = (pid % num_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_mask = c < C
+    n, c, c_mask = _sample_channels(C, num_cblocks, BLOCK_C)
     rows = n * s_n + c * s_c
     acc_dtype = eps_ptr.dtype.element_ty
     shift, total, total_sq = _shifted_sums(x_ptr, rows, c_mask, HW, s_hw, 0, BLOCK_HW, acc_dtype, 'evict_last',
@@ -397,10 +398,7 @@ def affine_residual_relu_backward_kernel(grad_ptr, out_ptr, x_ptr, scale_ptr, gr
     """Gradients of ``relu(x * scale + bias + shortcut)``: the shortcut's (the output gradient where the
     output is positive), ``x``'s unless ``WRITE_GRAD_X`` is off, and per-(n, c) sums for scale and bias
     into ``grad_gate`` (split, 2, N, C), a part from each of the ``split`` programs of a map."""
-    pid = tl.program_id(0)
-    n = (pid // num_cblocks).to(tl.int64)
-    c = (pid % num_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_mask = c < C
+    n, c, c_mask = _sample_channels(C, num_cblocks, BLOCK_C)
     scale = tl.load(scale_ptr + n * C + c, mask=c_mask, other=0.)
     rows = n * s_n + c[:, None] * s_c
     acc_scale = tl.zeros((BLOCK_C, BLOCK_HW), dtype=scale.dtype)
