@@ -12,6 +12,7 @@ import torch
 
 from srm_zoo.benchmark.memory import saved_activation_bytes
 from srm_zoo.cli import main
+from srm_zoo.layers import use_reference
 from srm_zoo.stats import model_stats
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,15 +76,58 @@ def test_bench_round_ratios_pair_each_round_with_the_first_models(tmp_path):
     (['--models', 'resnet18', '--device', 'cuda:0'], 'no CUDA device'),
     (['--models', 'resnet18', '--mode', 'train', '--batch-size', '1'], 'batch of at least 2'),
     (['--models', 'resnet18', '--profile-steps', '3'], 'needs --device cuda'),
-    (['--models', 'resnet18', '--rounds', '0'], 'at least 1'),
     (['--models', 'resnet18', '--compile-mode', 'reduce-overhead'], 'add --compile'),
+    (['--models', 'resnet18', '--device', 'mps'], 'runs on cpu or cuda only'),
+    (['--models', 'resnet18.no_such_tag'], "Unknown pretrained tag 'no_such_tag' for resnet18 (timm knows: a1_in1k"),
+    (['--models', 'resnet18', '--results-file', 'missing/bench.csv'], 'folder missing does not exist'),
+    (['--models', 'resnet18', '--results-file', '.'], 'it is a folder; name a file in it, e.g. bench.csv'),
 ])
-def test_bench_errors_are_one_paragraph(args, message, capsys):
+def test_bench_errors_are_one_paragraph(args, message, capsys, tmp_path, monkeypatch):
+    """Bad input is refused before any model runs (a results file that cannot be written included)."""
     if 'cuda:0' in args and torch.cuda.is_available():
         pytest.skip('a CUDA device is present')
+    monkeypatch.chdir(tmp_path)
     assert main(['bench', *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith('srm-zoo bench: error:') and message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize('flag, value', [('--img-size', '0'), ('--batch-size', '-1'), ('--threads', '0'),
+                                         ('--rounds', '0'), ('--warmup-steps', '-1'),
+                                         ('--profile-steps', 'x')])
+def test_bench_refuses_numbers_out_of_range(flag, value, capsys):
+    """Out-of-range numbers are argparse errors (not a traceback, nor 0 read as "the default")."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(['bench', '--models', 'resnet18', flag, value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f'argument {flag}' in err and f': {value!r} is not a' in err
+
+
+@pytest.mark.parametrize('settings', [dict(rounds=0), dict(img_size=0), dict(threads=0)])
+def test_bench_config_refuses_numbers_out_of_range(settings):
+    """The same limits hold for a BenchConfig made in Python."""
+    from srm_zoo.benchmark import BenchConfig, run_benchmark
+    from srm_zoo.errors import UserError
+    with pytest.raises(UserError, match='at least 1'):
+        run_benchmark(BenchConfig(models=['resnet18'], **settings))
+
+
+def test_bench_takes_tagged_names_and_the_forced_reference_path(tmp_path, monkeypatch):
+    """A pretrained tag timm knows is accepted (its configuration sets the input size); under
+    SRM_ZOO_REFERENCE=1 an SRM model runs, and is labelled, on the reference path only."""
+    out = tmp_path / 'bench.json'
+    monkeypatch.setenv('SRM_ZOO_REFERENCE', '1')
+    args = ['--batch-size', '2', '--rounds', '1', '--steps', '1', '--warmup-steps', '1', '--mode', 'train']
+    assert main(['bench', '--models', 'srm_resnet20_cifar.sklearn_digits', '--reference', *args,
+                 '--results-file', str(out)]) == 0
+    (row,) = json.loads(out.read_text())
+    assert (row['model'], row['srm_path'], row['train_img_size']) == ('srm_resnet20_cifar.sklearn_digits',
+                                                                      'reference', 32)
+    model = timm.create_model('srm_resnet20_cifar').train()
+    with use_reference(True):
+        expected_mb = saved_activation_bytes(model, torch.randn(2, 3, 32, 32)) / 2 ** 20
+    assert row['train_activation_mb'] == pytest.approx(expected_mb, abs=0.05)
 
 
 def test_bench_help():

@@ -20,9 +20,9 @@ import torch.nn as nn
 from timm.optim import create_optimizer_v2
 
 from ..compiling import check_compile_mode, cudagraph_skips, describe_skips
-from ..distributed import parse_device
+from ..distributed import check_device, parse_device
 from ..errors import UserError, unknown_model_message
-from ..layers import SRM, use_reference
+from ..layers import SRM, reference_enabled, use_reference
 from ..stats import model_stats
 from .kernel_time import profile_kernel_time
 from .memory import saved_activation_bytes
@@ -88,21 +88,35 @@ def _validate(config: BenchConfig) -> torch.device:
         raise UserError(f'Unknown --amp {config.amp!r}: use one of {", ".join(AMP_DTYPES)}.')
     if min(config.batch_size, config.rounds, config.steps) < 1 or config.warmup_steps < 0:
         raise UserError('--batch-size, --rounds and --steps must be at least 1, --warmup-steps at least 0.')
+    if (config.img_size is not None and config.img_size < 1) or (config.threads is not None and config.threads < 1):
+        raise UserError('--img-size and --threads must be at least 1 where given.')
     check_compile_mode(config.compile, config.compile_mode)
     if config.profile_steps < 0:
         raise UserError('--profile-steps must be at least 0.')
     if config.mode == 'train' and config.batch_size < 2:
         raise UserError('Training needs a batch of at least 2 (BatchNorm statistics over one sample do not exist).')
+    check_device(config.device)
     device = parse_device(config.device)
     if config.profile_steps and device.type != 'cuda':
         raise UserError('--profile-steps measures the GPU\'s kernel time: it needs --device cuda.')
     if not config.models:
         raise UserError('No model given: pass --models, e.g. --models srm_resnet50,resnet50.')
-    known = set(timm.list_models())
     for name in config.models:
-        if name not in known:
-            raise UserError(unknown_model_message(name))
+        _check_model_name(name)
     return device
+
+
+def _check_model_name(name: str) -> None:
+    """Refuse a name that timm cannot create: an unknown architecture, or a pretrained tag timm does not
+    know for it (``arch.tag`` takes the tag's configuration, e.g. its input size)."""
+    arch, _, tag = name.partition('.')
+    if not timm.is_model(arch):
+        raise UserError(unknown_model_message(name))
+    tagged = timm.list_pretrained(f'{arch}.*')
+    if tag and name not in tagged:
+        known = ', '.join(t.partition('.')[2] for t in tagged) or 'none'
+        raise UserError(f'Unknown pretrained tag {tag!r} for {arch} (timm knows: {known}); or name the architecture '
+                        f'alone, {arch}.')
 
 
 def _has_srm(model: nn.Module) -> bool:
@@ -152,13 +166,21 @@ def _make_step(model: nn.Module, config: BenchConfig, device: torch.device, inpu
     return step, measure_activations
 
 
+def _srm_paths(with_reference: bool) -> List[str]:
+    """The SRM paths an SRM model runs on: the fast path, and the reference path too ``with_reference``;
+    only the reference path where ``SRM_ZOO_REFERENCE`` (or :func:`use_reference`) forces it."""
+    if reference_enabled():
+        return ['reference']
+    return ['fast', 'reference'] if with_reference else ['fast']
+
+
 def _build_variants(config: BenchConfig, device: torch.device) -> List[ModelVariant]:
     variants = []
     for name in config.models:
         model = timm.create_model(name)
         paths = [None]
         if _has_srm(model):
-            paths = ['fast', 'reference'] if config.reference else ['fast']
+            paths = _srm_paths(config.reference)
         for idx, path in enumerate(paths):
             model = (model if idx == 0 else timm.create_model(name)).to(device)
             if config.channels_last:

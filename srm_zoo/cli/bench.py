@@ -5,8 +5,9 @@ import sys
 from ..benchmark import BenchConfig, run_benchmark
 from ..compiling import COMPILE_MODES
 from ._help import DefaultsHelpFormatter
-from ..paths import file_format
+from ..paths import check_writable_file, file_format
 from ._output import write_rows
+from ._types import non_negative_int, positive_int
 
 SUMMARY_COLUMNS = ('model', 'srm_path', '{m}_samples_per_sec', '{m}_ratio', '{m}_round_ratio_q1', '{m}_round_ratio',
                    '{m}_round_ratio_q3', '{m}_ratio_best', '{m}_step_time', '{m}_kernel_time', '{m}_peak_mem_mb',
@@ -20,11 +21,14 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, img_size=args.img_size, rounds=args.rounds, steps=args.steps,
         warmup_steps=args.warmup_steps, reference=args.reference, threads=args.threads,
         profile_steps=args.profile_steps)
+    fmt = file_format(args.results_file, args.results_format, 'csv')
+    if args.results_file:
+        check_writable_file(args.results_file, f'bench.{fmt}', 'results to ')  # before the rounds, not after
     rows = run_benchmark(config)
     columns = [c.format(m=args.mode) for c in SUMMARY_COLUMNS]
     write_rows([{c: row[c] for c in columns} for row in rows], 'table', stream=sys.stdout)
     if args.results_file:
-        write_rows(rows, file_format(args.results_file, args.results_format, 'csv'), args.results_file)
+        write_rows(rows, fmt, args.results_file)
     return 0
 
 
@@ -38,7 +42,7 @@ def add_parser(subparsers) -> None:
         'first model\'s round next to it, and show the machine\'s noise: list the first model twice, as in '
         '--models resnet50,srm_resnet50,resnet50, to see what two copies of one model measure). '
         'SRM models run their fast path; --reference adds a row for each on the reference path '
-        '(SRM_ZOO_REFERENCE=1 forces the reference path everywhere). Memory: peak CUDA memory of the steps '
+        '(SRM_ZOO_REFERENCE=1 runs them on the reference path only). Memory: peak CUDA memory of the steps '
         '(_peak_mem_mb) and, in training on any device, what one forward pass keeps for the backward pass '
         '(_activation_mb).',
         formatter_class=DefaultsHelpFormatter)
@@ -53,15 +57,15 @@ def add_parser(subparsers) -> None:
     parser.add_argument('--compile-mode', choices=COMPILE_MODES, default=None,
                         help='mode of --compile (default: torch.compile\'s); on CUDA, reduce-overhead replays each '
                         'step as CUDA graphs, so the host issues it in a few calls')
-    parser.add_argument('--batch-size', '-b', type=int, default=8, help='images per step')
-    parser.add_argument('--img-size', type=int, default=None, help='square input size (default: the model\'s)')
-    parser.add_argument('--rounds', type=int, default=5, help='interleaved timed rounds')
-    parser.add_argument('--steps', type=int, default=5, help='timed steps per model and round')
-    parser.add_argument('--warmup-steps', type=int, default=3, help='untimed steps per model before the rounds')
+    parser.add_argument('--batch-size', '-b', type=positive_int, default=8, help='images per step')
+    parser.add_argument('--img-size', type=positive_int, default=None, help='square input size (default: the model\'s)')
+    parser.add_argument('--rounds', type=positive_int, default=5, help='interleaved timed rounds')
+    parser.add_argument('--steps', type=positive_int, default=5, help='timed steps per model and round')
+    parser.add_argument('--warmup-steps', type=non_negative_int, default=3, help='untimed steps per model before the rounds')
     parser.add_argument('--reference', action='store_true',
                         help='also run each SRM model on the reference (unfused, published) SRM path')
-    parser.add_argument('--threads', type=int, default=None, help="CPU threads (torch.set_num_threads; default: PyTorch's)")
-    parser.add_argument('--profile-steps', type=int, default=0,
+    parser.add_argument('--threads', type=positive_int, default=None, help="CPU threads (torch.set_num_threads; default: PyTorch's)")
+    parser.add_argument('--profile-steps', type=non_negative_int, default=0,
                         help='CUDA: after the rounds, profile this many steps of each model and report the GPU\'s '
                         'kernel time per step (_kernel_time, ms); well under _step_time, the step is bound by the host')
     parser.add_argument('--results-file', default=None, help='also write every column to this CSV or JSON file')
