@@ -6,11 +6,17 @@ missing or out of date (exit status 1), for CI.
 import argparse
 
 from ..hub.cards import stale_cards, write_model_cards
+from ..paths import check_output_dir
 from ._help import DefaultsHelpFormatter
 
 
 def run(args: argparse.Namespace) -> int:
+    out = check_output_dir(args.out, '--out')
     if args.check:
+        if not out.is_dir():
+            print(f'There are no model cards in {args.out}: the folder does not exist. Run `srm-zoo cards --out '
+                  f'{args.out}` to write them.')
+            return 1
         stale = stale_cards(args.out)
         if stale:
             print(f'{len(stale)} model card(s) in {args.out} are out of date: {", ".join(stale)}. '

@@ -48,3 +48,17 @@ def test_cards_command_regenerates_and_checks(generated, tmp_path, monkeypatch, 
     assert 'srm_resnet18.official_in1k.md' in capsys.readouterr().out
     assert write_model_cards(tmp_path) == ['srm_resnet18.official_in1k.md']
     assert main(['cards', '--check', '--out', str(tmp_path)]) == 0
+
+
+def test_cards_command_refuses_an_out_that_is_no_folder(tmp_path, capsys):
+    """--out naming a file (or a path under one) is a one-line error, and nothing is written; --check of a
+    missing folder says that the folder is missing."""
+    not_a_folder = tmp_path / 'cards.md'
+    not_a_folder.write_text('a file')
+    for out in (not_a_folder, not_a_folder / 'cards'):
+        assert main(['cards', '--out', str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith('srm-zoo cards: error: --out') and len(err.strip().splitlines()) == 1
+    assert not_a_folder.read_text() == 'a file'
+    assert main(['cards', '--check', '--out', str(tmp_path / 'missing')]) == 1
+    assert 'the folder does not exist' in capsys.readouterr().out and not (tmp_path / 'missing').exists()
