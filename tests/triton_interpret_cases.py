@@ -10,7 +10,7 @@ from functools import partial
 import pytest
 import timm
 import torch
-from timm.models.resnet import Bottleneck
+from timm.models.resnet import Bottleneck, downsample_avg, downsample_conv
 
 from conftest import randomize_
 from srm_zoo.benchmark.gpu_check import (BF16_CHECKED, INFERENCE_TAILS, block_tail_errors, inference_tail_errors,
@@ -134,15 +134,47 @@ def test_inductor_compiled_block_runs_the_kernels(monkeypatch, training, one_pas
 @pytest.mark.parametrize('shape', [(2, 20, 3, 7), (3, 132, 1, 1), (1, 36, 30, 30), (2, 8, 1, 5)])
 @pytest.mark.parametrize('channels_last', [False, True])
 @pytest.mark.parametrize('dtype, tolerance', [(torch.float64, 1e-12), (torch.bfloat16, 1e-2)])
-def test_inference_tails_match_reference(shape, channels_last, dtype, tolerance):
+@pytest.mark.parametrize('with_shortcut_norm', [False, True])
+def test_inference_tails_match_reference(shape, channels_last, dtype, tolerance, with_shortcut_norm):
     """Both inference tails (one kernel, and three) against the block's tail on the reference path in
-    float64: over several channel blocks and spatial tiles (30 x 30), H*W = 1, and a large mean."""
+    float64: over several channel blocks and spatial tiles (30 x 30), H*W = 1, and a large mean; and
+    with a downsample's BatchNorm on the shortcut (a shortcut of mean 3)."""
     channels = shape[1]
     block = randomize_(SRMBottleneck(channels, channels // 4, attn_layer=SRM)).to(dtype)
-    y, shortcut = (_input(shape, dtype, channels_last, offset) for offset in (40.0, 0.0))
-    errors = inference_tail_errors(block, y, shortcut)
+    shortcut_norm = randomize_(torch.nn.BatchNorm2d(channels)).to(dtype).eval() if with_shortcut_norm else None
+    y, shortcut = (_input(shape, dtype, channels_last, offset) for offset in (40.0, 3.0))
+    errors = inference_tail_errors(block, y, shortcut, shortcut_norm)
     assert set(errors) == set(INFERENCE_TAILS)
     assert max(errors.values()) <= tolerance, errors
+
+
+@pytest.mark.parametrize('downsample', [downsample_conv, downsample_avg])
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('one_pass', [False, True])
+def test_downsampling_block_folds_its_shortcut_norm(monkeypatch, downsample, channels_last, one_pass):
+    """In inference a downsampling block's shortcut skips the downsample's BatchNorm: the block tail's
+    kernel takes it (in both tails, eager and compiled), with the reference's outputs. Where a hook
+    observes that BatchNorm it runs as a module, and the hook sees its output."""
+    tails = []
+    folded = srm_kernels.folded_block_tail
+    monkeypatch.setattr(srm_kernels, 'folded_block_tail', lambda *args: tails.append(len(args[15])) or folded(*args))
+    monkeypatch.setattr(launch, '_ONE_PASS_MIN_PROGRAMS', 1 if one_pass else 10 ** 9)
+    block = SRMBottleneck(16, 8, stride=2, downsample=downsample(16, 32, 1, stride=2), attn_layer=SRM)
+    block = randomize_(block).double().eval()
+    x = torch.randn(2, 16, 6, 6, dtype=torch.float64) * 2 + 1
+    if channels_last:
+        x, block = x.contiguous(memory_format=torch.channels_last), block.to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        with use_reference(True):
+            expected = block(x)
+        outputs = [block(x), torch.compile(block, fullgraph=True)(x)]
+        shortcut_norm_outputs = []
+        block.downsample[-1].register_forward_hook(lambda module, args, out: shortcut_norm_outputs.append(out))
+        outputs.append(block(x))
+    assert tails == [4, 4, 0]  # the shortcut norm's four tensors, then none: the hooked norm ran as a module
+    assert len(shortcut_norm_outputs) == 1
+    for out in outputs:
+        torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize('style_pooling', ['mean', 'std'])

@@ -5,14 +5,15 @@ Run on a machine with a CUDA GPU (most of its time goes to torch.compile)::
     python -m srm_zoo.benchmark.gpu_check --out gpu_results
 
 It checks the kernels (statistics, fused apply and their gradients; NCHW and channels_last; float32,
-bfloat16 and float16; odd sizes and H*W = 1), both inference tails (one kernel and three) on
-SRM-ResNet-50's stage shapes, an SRM bottleneck's fused tail (eval and training, float32 and bf16
-autocast) and SRM-ResNet-50 end to end against the reference path and float64 (float32 checks
-without TF32; a fast-path error passes below a tolerance or below twice the reference path's error
-in the same dtype), that the fused tail gives the same bits on every run, and that ``srm-zoo train``
-compiled with CUDA graphs and gradient accumulation updates the weights as eager training does
-(:mod:`.train_check`). Then it times both inference tails, the fused apply alone and the tail as
-Inductor compiles it from PyTorch operations on SRM-ResNet-50's stage shapes at batch 256
+bfloat16 and float16; odd sizes and H*W = 1), both inference tails (one kernel and three, with and
+without a downsample's BatchNorm on the shortcut) on SRM-ResNet-50's stage shapes, an SRM
+bottleneck's fused tail (eval and training, float32 and bf16 autocast) and SRM-ResNet-50 end to end
+against the reference path and float64 (float32 checks without TF32; a fast-path error passes below
+a tolerance or below twice the reference path's error in the same dtype), that the fused tail gives
+the same bits on every run, and that ``srm-zoo train`` compiled with CUDA graphs and gradient
+accumulation updates the weights as eager training does (:mod:`.train_check`). Then it times both
+inference tails (and the picked one taking a shortcut's BatchNorm), the fused apply alone and the
+tail as Inductor compiles it from PyTorch operations on SRM-ResNet-50's stage shapes at batch 256
 (``tails``), and benchmarks resnet50, srm_resnet50 (fast and reference) and seresnet50 with bf16
 autocast and channels_last: inference eager and compiled at batch 256, and a training step at batch
 128, eager, compiled, and compiled with CUDA graphs (``reduce-overhead``); the GPU kernel time of
@@ -150,14 +151,26 @@ def folded_tail_args(block: torch.nn.Module) -> tuple:
             srm.style_pooling)
 
 
-def inference_tail_errors(block: torch.nn.Module, y: torch.Tensor, shortcut: torch.Tensor) -> Dict[str, float]:
+def shortcut_norm_args(norm: Optional[torch.nn.Module]) -> tuple:
+    """The inference tails' last two arguments for a BatchNorm ``norm`` in eval mode that the shortcut still
+    has to pass (a downsample's): its (weight, bias, running mean, running var) and epsilon; for None, none."""
+    if norm is None:
+        return (), 0.0
+    return (norm.weight, norm.bias, norm.running_mean, norm.running_var), norm.eps
+
+
+def inference_tail_errors(block: torch.nn.Module, y: torch.Tensor, shortcut: torch.Tensor,
+                          shortcut_norm: Optional[torch.nn.Module] = None) -> Dict[str, float]:
     """Largest errors, relative to the largest value, of each of :data:`INFERENCE_TAILS` for SRM bottleneck
     ``block`` (eval mode) on the last convolution's output ``y`` against a float64 copy of the block's tail
-    on the reference path."""
+    on the reference path; the shortcut passes the BatchNorm ``shortcut_norm`` first where given."""
     reference = copy.deepcopy(block).double().eval()
     with torch.no_grad(), use_reference(True):
-        expected = reference._tail(y.double(), shortcut.double())
-    args = folded_tail_args(block.eval())
+        expected_shortcut = shortcut.double()
+        if shortcut_norm is not None:
+            expected_shortcut = copy.deepcopy(shortcut_norm).double().eval()(expected_shortcut)
+        expected = reference._tail(y.double(), expected_shortcut)
+    args = (*folded_tail_args(block.eval()), *shortcut_norm_args(shortcut_norm))
     with torch.no_grad():
         return {name: _max_rel_err(tail(y, shortcut, *args), expected) for name, tail in INFERENCE_TAILS.items()}
 
@@ -238,22 +251,31 @@ def tail_checks(device: torch.device) -> List[Dict[str, Any]]:
 TAIL_SHAPES = ((8, 256, 56, 56), (8, 512, 28, 28), (8, 1024, 14, 14), (8, 2048, 7, 7), (3, 132, 9, 9), (5, 300, 1, 1))
 
 
+def _random_shortcut_norm(channels: int, device: torch.device) -> torch.nn.BatchNorm2d:
+    """A downsample's BatchNorm in eval mode with random running statistics and affine parameters."""
+    norm = torch.nn.BatchNorm2d(channels)
+    return randomize_srm_(norm, torch.Generator().manual_seed(1)).to(device).eval()
+
+
 def inference_tail_checks(device: torch.device) -> List[Dict[str, Any]]:
     """:func:`inference_tail_errors` on SRM-ResNet-50's stage shapes, odd sizes and H*W = 1, both layouts,
-    float32 and bfloat16: both implementations of the inference tail, whichever the shape would pick."""
+    float32 and bfloat16, without and with a BatchNorm on the shortcut (a downsampling block's): both
+    implementations of the inference tail, whichever the shape would pick."""
     results = []
     for shape in TAIL_SHAPES:
         block, _ = _random_srm_bottleneck(device, shape[1])
-        for channels_last in (False, True):
-            memory_format = torch.channels_last if channels_last else torch.contiguous_format
-            for dtype, tolerance in ((torch.float32, 1e-4), (torch.bfloat16, 2e-2)):
-                gen = torch.Generator(device).manual_seed(0)
-                y, shortcut = ((torch.randn(shape, device=device, generator=gen) * 3 + offset).to(dtype)
-                               .contiguous(memory_format=memory_format) for offset in (20, 0))
-                errors = inference_tail_errors(copy.deepcopy(block).to(device, dtype), y, shortcut)
-                results.append(dict(check='inference tail', shape=list(shape), channels_last=channels_last,
-                                    dtype=str(dtype), tolerance=tolerance,
-                                    passed=all(v <= tolerance for v in errors.values()), **errors))
+        for shortcut_norm in (None, _random_shortcut_norm(shape[1], device)):
+            for channels_last in (False, True):
+                memory_format = torch.channels_last if channels_last else torch.contiguous_format
+                for dtype, tolerance in ((torch.float32, 1e-4), (torch.bfloat16, 2e-2)):
+                    gen = torch.Generator(device).manual_seed(0)
+                    y, shortcut = ((torch.randn(shape, device=device, generator=gen) * 3 + offset).to(dtype)
+                                   .contiguous(memory_format=memory_format) for offset in (20, 0))
+                    errors = inference_tail_errors(copy.deepcopy(block).to(device, dtype), y, shortcut, shortcut_norm)
+                    results.append(dict(check='inference tail', shape=list(shape), channels_last=channels_last,
+                                        dtype=str(dtype), shortcut_norm=shortcut_norm is not None,
+                                        tolerance=tolerance, passed=all(v <= tolerance for v in errors.values()),
+                                        **errors))
     return results
 
 
@@ -291,6 +313,9 @@ def inference_tail_timings(device: torch.device, batch_size: int = 256) -> List[
             with torch.no_grad():
                 for name, tail in INFERENCE_TAILS.items():
                     row[f'{name}_us'] = do_bench(partial(tail, y, shortcut, *args), return_mode='median') * 1e3
+                row['picked_shortcut_norm_us'] = do_bench(
+                    partial(launch.folded_block_tail, y, shortcut, *args,
+                            *shortcut_norm_args(_random_shortcut_norm(channels, device))), return_mode='median') * 1e3
                 with use_reference(True):
                     row['inductor_us'] = do_bench(partial(inductor_tail(block), y, shortcut), return_mode='median') * 1e3
                 row['apply_only_us'] = do_bench(partial(launch.gate_apply, y, scale, bias, shortcut),

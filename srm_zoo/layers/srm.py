@@ -170,12 +170,14 @@ class SRM(nn.Module):
         return gate_residual_relu(x, gate, shortcut)
 
     @torch.jit.unused
-    def forward_after_norm(self, norm: nn.Module, y: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+    def forward_after_norm(self, norm: nn.Module, y: torch.Tensor, shortcut: torch.Tensor,
+                           shortcut_norm: Optional[nn.Module] = None) -> torch.Tensor:
         """``relu(self(norm(y)) + shortcut)`` on the fast path, with the BatchNorm ``norm`` folded into
-        SRM's pass (see :func:`~srm_zoo.layers.srm_fast.norm_folds_into_srm` for which norms fold)."""
+        SRM's pass (see :func:`~srm_zoo.layers.srm_fast.norm_folds_into_srm` for which norms fold); given
+        ``shortcut_norm``, the shortcut passes it first (:func:`~srm_zoo.layers.srm_fast.shortcut_norm_to_fold`)."""
         if y.shape[0] == 1:  # the only batch size the check can refuse; it costs microseconds per call
             self._check_batch_size(y)
-        return norm_gate_residual_relu(norm, self, y, shortcut)
+        return norm_gate_residual_relu(norm, self, y, shortcut, shortcut_norm)
 
     def _check_batch_size(self, x: torch.Tensor) -> None:
         _check_batch_statistics(x.shape[0], self.training and self.bn.training and self._bn_uses_batch_stats())

@@ -18,6 +18,9 @@
   one kernel whose second read comes from the caches where they still hold ``y``), and keeps only
   ``y`` and the output for the backward pass, as a plain ResNet block does. (``y * gate * a`` and ``gate * b`` nearly
   cancel where the norm's mean is large: in bf16 or fp16 that sum stays in float32.)
+* In inference on the Triton kernels a downsampling block's shortcut skips the downsample's last
+  BatchNorm, which the tail's apply takes instead (:func:`shortcut_norm_to_fold`): one write and one
+  read of the shortcut fewer.
 * On CUDA with Triton the statistics, the fused apply and their backward passes are Triton
   kernels (:mod:`srm_zoo.layers.srm_kernels`), registered as ``torch.library`` custom ops; so is
   the (N, C) gate between them (both BatchNorms folded in), forward and backward, which keeps a
@@ -313,10 +316,11 @@ def _batch_statistics(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor,
     return batch_mean, batch_var
 
 
-def _takes_folded_kernel(norm: nn.Module, srm: nn.Module, y: torch.Tensor, shortcut: torch.Tensor) -> bool:
+def _takes_folded_kernel(norm: nn.Module, srm: nn.Module, y: torch.Tensor, shortcut: torch.Tensor,
+                         shortcut_norm: Optional[nn.Module] = None) -> bool:
     """Whether the tail runs as :func:`~srm_zoo.layers.srm_kernels.folded_block_tail`: nothing needs
-    gradients and both BatchNorms are affine with running statistics."""
-    norms = (norm, srm.bn)
+    gradients and the BatchNorms (``shortcut_norm`` too, where given) are affine with running statistics."""
+    norms = (norm, srm.bn) if shortcut_norm is None else (norm, srm.bn, shortcut_norm)
     if not all(_uses_running_statistics(bn) and bn.weight is not None and bn.bias is not None for bn in norms):
         return False
     return not _needs_grad(y, shortcut, srm.cfc, *(t for bn in norms for t in (bn.weight, bn.bias)))
@@ -374,25 +378,48 @@ def _kernel_tail_train(norm: nn.Module, srm: nn.Module, y: torch.Tensor, shortcu
                                         (norm.eps, srm_bn.eps, srm.eps), srm.style_pooling)
 
 
-def norm_gate_residual_relu(norm: nn.Module, srm: nn.Module, y: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
-    """``relu(srm(norm(y)) + shortcut)`` in two passes over ``y``, for a ``norm`` that
-    :func:`norm_folds_into_srm`: the statistics of ``y``, then the fused apply.
+def shortcut_norm_to_fold(downsample: Optional[nn.Module], y: torch.Tensor) -> Optional[nn.Module]:
+    """The last module of a block's ``downsample`` where the inference tail on the Triton kernels can take
+    it (so that the shortcut need not pass it as a module, a write and a read of the shortcut fewer):
+    ``downsample`` an ``nn.Sequential`` ending in a foldable BatchNorm with running statistics
+    (:func:`_foldable_norm`), neither with hooks, no autograd, and ``y`` (the last convolution's output)
+    on the kernels. Else None."""
+    if downsample is None or torch.is_grad_enabled() or not srm_kernels.applies(y):
+        return None
+    if type(downsample) is not nn.Sequential or len(downsample) < 2 or has_hooks(downsample):
+        return None
+    norm = downsample[-1]
+    if not (_foldable_norm(norm) and _uses_running_statistics(norm)) or norm.weight is None or norm.bias is None:
+        return None
+    return norm
+
+
+def norm_gate_residual_relu(norm: nn.Module, srm: nn.Module, y: torch.Tensor, shortcut: torch.Tensor,
+                            shortcut_norm: Optional[nn.Module] = None) -> torch.Tensor:
+    """``relu(srm(norm(y)) + shortcut_norm(shortcut))`` in two passes over ``y``, for a ``norm`` that
+    :func:`norm_folds_into_srm`: the statistics of ``y``, then the fused apply. ``shortcut_norm`` (from
+    :func:`shortcut_norm_to_fold`, or None where the shortcut is final) folds into the apply where the
+    tail runs as the inference kernel, and runs as a module elsewhere.
 
     On CUDA the whole tail is one call (inference, or training with plain BatchNorms) whose (N, C)
     gate is one Triton kernel; elsewhere the gate is differentiable PyTorch ops over (N, C) tensors
     between the two passes.
     """
     on_triton = srm_kernels.applies(y) and y.shape == shortcut.shape
+    if shortcut_norm is not None and not (on_triton and _takes_folded_kernel(norm, srm, y, shortcut, shortcut_norm)):
+        shortcut, shortcut_norm = shortcut_norm(shortcut), None
     if on_triton:
         out = _kernel_tail_train(norm, srm, y, shortcut)
         if out is not None:
             return out
     srm_bn = srm.bn
-    if on_triton and _takes_folded_kernel(norm, srm, y, shortcut):
+    if on_triton and _takes_folded_kernel(norm, srm, y, shortcut, shortcut_norm):
+        shortcut_bn = () if shortcut_norm is None else (
+            shortcut_norm.weight, shortcut_norm.bias, shortcut_norm.running_mean, shortcut_norm.running_var)
         return srm_kernels.folded_block_tail(
             y, shortcut, norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps, srm.cfc,
             srm_bn.weight, srm_bn.bias, srm_bn.running_mean, srm_bn.running_var, srm_bn.eps, srm.eps,
-            srm.style_pooling)
+            srm.style_pooling, shortcut_bn, 0.0 if shortcut_norm is None else shortcut_norm.eps)
     mean_y, var_y = style_moments(y)
     if _uses_running_statistics(norm):
         center, variance = norm.running_mean, norm.running_var

@@ -8,14 +8,16 @@ into SRM's pass (:meth:`~srm_zoo.layers.SRM.forward_after_norm`). Otherwise the 
 ``self.se(bn(x), shortcut)``, which SRM computes as ``relu(x * gate + shortcut)`` (without autograd,
 written into ``bn(x)``). The block's last activation (``act2`` of a BasicBlock, ``act3`` of a Bottleneck)
 is then not called: SRM applies the ReLU. With stochastic depth active in training, the block runs
-timm's order of operations (BatchNorm, SRM, drop path, add, ReLU) instead.
+timm's order of operations (BatchNorm, SRM, drop path, add, ReLU) instead. The tail also runs the
+downsample, after the last convolution: in inference on the Triton kernels the tail takes the
+downsample's BatchNorm too (:func:`~srm_zoo.layers.srm_fast.shortcut_norm_to_fold`).
 
 Where hooks observe the tail (on the last BatchNorm, on SRM, on SRM's BatchNorm or on the last
 activation, or global module hooks), the block calls each of those modules in timm's order and
 overwrites none of their outputs, so every hook fires and sees the values it would see in timm's block.
 """
 from functools import partial
-from typing import Any
+from typing import Any, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -23,7 +25,7 @@ from timm.models.resnet import BasicBlock, Bottleneck
 
 from ..layers import SRM
 from ..layers.srm import use_reference_path
-from ..layers.srm_fast import conv_folds_norm, conv_norm, has_hooks, norm_folds_into_srm
+from ..layers.srm_fast import conv_folds_norm, conv_norm, has_hooks, norm_folds_into_srm, shortcut_norm_to_fold
 
 __all__ = ['SRMBasicBlock', 'SRMBottleneck', 'fuses_srm']
 
@@ -48,11 +50,18 @@ class _SRMTail:
     last_norm: str
     last_act: str
 
-    def _conv_tail(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
-        """The tail from the last convolution's input ``x``."""
+    def _conv_tail(self, x: torch.Tensor, block_input: torch.Tensor) -> torch.Tensor:
+        """The tail from the last convolution's input ``x`` and the block's input (downsampled here, for the
+        shortcut)."""
         if not torch.jit.is_scripting() and self._takes_fast_path():
-            return self._fast_conv_tail(x, shortcut)
-        return self._module_tail(self._last_conv(x), shortcut)
+            return self._fast_conv_tail(x, block_input)
+        return self._module_tail(self._last_conv(x), self._shortcut(block_input))
+
+    def _shortcut(self, block_input: torch.Tensor) -> torch.Tensor:
+        """The residual branch: the block's input, downsampled where the block downsamples."""
+        if self.downsample is not None:
+            return self.downsample(block_input)
+        return block_input
 
     def _tail(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
         """The tail from the last convolution's output ``x``."""
@@ -102,22 +111,41 @@ class _SRMTail:
                     or self._hooks_observe_tail())
 
     @torch.jit.unused
-    def _fast_conv_tail(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+    def _fast_conv_tail(self, x: torch.Tensor, block_input: torch.Tensor) -> torch.Tensor:
         """The fast tail from the last convolution's input: the block's last BatchNorm folded into that
         convolution where it folds (:func:`~srm_zoo.layers.srm_fast.conv_folds_norm`), else
-        :meth:`_fast_tail` of the convolution's output."""
+        :meth:`_fast_tail` of the convolution's output, which may also take the downsample's BatchNorm
+        (:meth:`_unnormalised_shortcut`)."""
         conv, norm = getattr(self, self.last_conv), getattr(self, self.last_norm)
         if conv_folds_norm(conv, norm, x):
-            return self.se(conv_norm(conv, norm, x), shortcut)
-        return self._fast_tail(conv(x), shortcut)
+            return self.se(conv_norm(conv, norm, x), self._shortcut(block_input))
+        y = conv(x)
+        return self._fast_tail(y, *self._unnormalised_shortcut(block_input, y))
 
     @torch.jit.unused
-    def _fast_tail(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+    def _unnormalised_shortcut(self, block_input: torch.Tensor, y: torch.Tensor
+                               ) -> Tuple[torch.Tensor, Optional[nn.Module]]:
+        """``(shortcut, None)``; or, where the tail can take the downsample's last BatchNorm
+        (:func:`~srm_zoo.layers.srm_fast.shortcut_norm_to_fold`), the shortcut before that norm and the norm."""
+        shortcut_norm = shortcut_norm_to_fold(self.downsample, y)
+        if shortcut_norm is None:
+            return self._shortcut(block_input), None
+        shortcut = block_input
+        for module in list(self.downsample)[:-1]:
+            shortcut = module(shortcut)
+        return shortcut, shortcut_norm
+
+    @torch.jit.unused
+    def _fast_tail(self, x: torch.Tensor, shortcut: torch.Tensor, shortcut_norm: Optional[nn.Module] = None
+                   ) -> torch.Tensor:
         """The fast tail from the last convolution's output: the block's last BatchNorm folded into SRM's
-        pass where it folds (:func:`~srm_zoo.layers.srm_fast.norm_folds_into_srm`), else run as a module."""
+        pass where it folds (:func:`~srm_zoo.layers.srm_fast.norm_folds_into_srm`), else run as a module;
+        ``shortcut`` passes ``shortcut_norm`` first where given."""
         norm = getattr(self, self.last_norm)
         if norm_folds_into_srm(norm, x):
-            return self.se.forward_after_norm(norm, x, shortcut)
+            return self.se.forward_after_norm(norm, x, shortcut, shortcut_norm)
+        if shortcut_norm is not None:
+            shortcut = shortcut_norm(shortcut)
         return self._srm_tail(norm(x), shortcut)
 
 
@@ -134,17 +162,14 @@ class SRMBasicBlock(_SRMTail, BasicBlock):
         return self.bn2(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x
+        block_input = x
 
         x = self.conv1(x)
         x = self.bn1(x)
         x = self.drop_block(x)
         x = self.act1(x)
         x = self.aa(x)
-
-        if self.downsample is not None:
-            shortcut = self.downsample(shortcut)
-        return self._conv_tail(x, shortcut)
+        return self._conv_tail(x, block_input)
 
 
 class SRMBottleneck(_SRMTail, Bottleneck):
@@ -160,7 +185,7 @@ class SRMBottleneck(_SRMTail, Bottleneck):
         return self.bn3(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x
+        block_input = x
 
         x = self.conv1(x)
         x = self.bn1(x)
@@ -171,7 +196,4 @@ class SRMBottleneck(_SRMTail, Bottleneck):
         x = self.drop_block(x)
         x = self.act2(x)
         x = self.aa(x)
-
-        if self.downsample is not None:
-            shortcut = self.downsample(shortcut)
-        return self._conv_tail(x, shortcut)
+        return self._conv_tail(x, block_input)

@@ -349,33 +349,57 @@ def input_grad_kernel(x_ptr, mean_ptr, grad_mean_ptr, grad_var_ptr, grad_out_ptr
 
 
 @triton.jit
-def _affine_residual_relu_tile(x_ptr, shortcut_ptr, out_ptr, offsets, mask, scale, bias):
+def _with_shortcut_norm(bias, c, c_mask, sc_weight_ptr, sc_bias_ptr, sc_mean_ptr, sc_var_ptr, sc_eps_ptr):
+    """``(bias + shift, scale)`` for channels ``c``, where the shortcut still has to pass a BatchNorm that
+    normalises with its running statistics, ``norm(s) = s * scale + shift``: ``relu(x * k + bias + norm(s))``
+    is then ``relu(x * k + (bias + shift) + s * scale)``."""
+    scale, shift = _running_affine(sc_weight_ptr, sc_bias_ptr, sc_mean_ptr, sc_var_ptr, c, c_mask, tl.load(sc_eps_ptr),
+                                   bias.dtype)
+    return bias + shift, scale
+
+
+@triton.jit
+def _affine_residual_relu_tile(x_ptr, shortcut_ptr, out_ptr, offsets, mask, scale, bias, shortcut_scale,
+                               SCALE_SHORTCUT: tl.constexpr):
     """``relu(x * scale + bias + shortcut)`` for one tile, ``scale`` and ``bias`` per channel (the tile's
-    rows). Both inputs are read for the last time: the caches may drop them first."""
+    rows), the shortcut multiplied by ``shortcut_scale`` (per channel) first if ``SCALE_SHORTCUT``. Both
+    inputs are read for the last time: the caches may drop them first."""
     v = tl.load(x_ptr + offsets, mask=mask, other=0., eviction_policy='evict_first').to(scale.dtype)
     s = tl.load(shortcut_ptr + offsets, mask=mask, other=0., eviction_policy='evict_first').to(scale.dtype)
+    if SCALE_SHORTCUT:
+        s = s * shortcut_scale[:, None]
     out = tl.maximum(v * scale[:, None] + bias[:, None] + s, 0.)
     tl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def affine_residual_relu_kernel(x_ptr, scale_ptr, bias_ptr, shortcut_ptr, out_ptr, C, HW, s_n, s_c, s_hw,
-                                num_cblocks, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+def affine_residual_relu_kernel(x_ptr, scale_ptr, bias_ptr, shortcut_ptr, out_ptr, sc_weight_ptr, sc_bias_ptr,
+                                sc_mean_ptr, sc_var_ptr, sc_eps_ptr, C, HW, s_n, s_c, s_hw, num_cblocks,
+                                SHORTCUT_NORM: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    """``relu(x * scale + bias + shortcut)`` with (N, C) ``scale`` and ``bias``; with ``SHORTCUT_NORM`` the
+    shortcut first passes a BatchNorm with running statistics (:func:`_with_shortcut_norm`)."""
     n, c, mask, offsets = _elementwise_tile(C, HW, s_n, s_c, s_hw, num_cblocks, BLOCK_C, BLOCK_HW)
     scale = tl.load(scale_ptr + n * C + c, mask=c < C, other=0.)
     bias = tl.load(bias_ptr + n * C + c, mask=c < C, other=0.)
-    _affine_residual_relu_tile(x_ptr, shortcut_ptr, out_ptr, offsets, mask, scale, bias)
+    shortcut_scale = scale  # read only with SHORTCUT_NORM
+    if SHORTCUT_NORM:
+        bias, shortcut_scale = _with_shortcut_norm(bias, c, c < C, sc_weight_ptr, sc_bias_ptr, sc_mean_ptr, sc_var_ptr,
+                                                   sc_eps_ptr)
+    _affine_residual_relu_tile(x_ptr, shortcut_ptr, out_ptr, offsets, mask, scale, bias, shortcut_scale,
+                               SHORTCUT_NORM)
 
 
 @triton.jit
 def folded_tail_kernel(x_ptr, shortcut_ptr, out_ptr, norm_weight_ptr, norm_bias_ptr, norm_mean_ptr, norm_var_ptr,
-                       cfc_ptr, srm_weight_ptr, srm_bias_ptr, srm_mean_ptr, srm_var_ptr, eps_ptr,
-                       C, HW, s_n, s_c, s_hw, num_cblocks,
-                       USE_MEAN: tl.constexpr, USE_STD: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+                       cfc_ptr, srm_weight_ptr, srm_bias_ptr, srm_mean_ptr, srm_var_ptr, eps_ptr, sc_weight_ptr,
+                       sc_bias_ptr, sc_mean_ptr, sc_var_ptr, sc_eps_ptr, C, HW, s_n, s_c, s_hw, num_cblocks,
+                       USE_MEAN: tl.constexpr, USE_STD: tl.constexpr, SHORTCUT_NORM: tl.constexpr,
+                       BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
     """The whole inference tail ``relu(x * k + b + shortcut)`` (:func:`_folded_gate`) in one kernel: each
     program sweeps the maps of one sample and ``BLOCK_C`` channels twice, first for their sums, then to
     apply their gate. The first sweep asks the caches to keep ``x``, so that the second reads it from
-    there rather than from memory."""
+    there rather than from memory. With ``SHORTCUT_NORM`` the shortcut first passes a BatchNorm with
+    running statistics (:func:`_with_shortcut_norm`)."""
     n, c, c_mask = _sample_channels(C, num_cblocks, BLOCK_C)
     rows = n * s_n + c * s_c
     acc_dtype = eps_ptr.dtype.element_ty
@@ -384,10 +408,15 @@ def folded_tail_kernel(x_ptr, shortcut_ptr, out_ptr, norm_weight_ptr, norm_bias_
     mean, var = _shifted_moments(shift, total, total_sq, HW)
     k, b = _folded_gate(mean, var, c, c_mask, norm_weight_ptr, norm_bias_ptr, norm_mean_ptr, norm_var_ptr, cfc_ptr,
                         srm_weight_ptr, srm_bias_ptr, srm_mean_ptr, srm_var_ptr, eps_ptr, USE_MEAN, USE_STD)
+    shortcut_scale = k  # read only with SHORTCUT_NORM
+    if SHORTCUT_NORM:
+        b, shortcut_scale = _with_shortcut_norm(b, c, c_mask, sc_weight_ptr, sc_bias_ptr, sc_mean_ptr, sc_var_ptr,
+                                                sc_eps_ptr)
     for start in range(0, HW, BLOCK_HW):
         hw = start + tl.arange(0, BLOCK_HW)
         mask = c_mask[:, None] & (hw[None, :] < HW)
-        _affine_residual_relu_tile(x_ptr, shortcut_ptr, out_ptr, rows[:, None] + hw[None, :] * s_hw, mask, k, b)
+        _affine_residual_relu_tile(x_ptr, shortcut_ptr, out_ptr, rows[:, None] + hw[None, :] * s_hw, mask, k, b,
+                                   shortcut_scale, SHORTCUT_NORM)
 
 
 @triton.jit

@@ -206,13 +206,26 @@ def affine_residual_relu(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tenso
     return gate_apply(x, scale.contiguous(), bias.to(scale.dtype).contiguous(), shortcut)
 
 
-def gate_apply(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+def _shortcut_norm_args(shortcut_norm: Tuple[torch.Tensor, ...], eps: float, stand_in: torch.Tensor
+                        ) -> Tuple[tuple, dict]:
+    """The kernels' arguments for a BatchNorm that the shortcut still has to pass, given as ``shortcut_norm``
+    (weight, bias, running mean, running var) and ``eps``: those tensors and the epsilon (in the dtype of
+    ``stand_in``, the statistics' dtype), and the ``SHORTCUT_NORM`` switch. Without one (``()``),
+    ``stand_in`` takes their places, never read."""
+    if not shortcut_norm:
+        return (stand_in,) * 5, dict(SHORTCUT_NORM=False)
+    return (*shortcut_norm, _cached_constants((eps,), stand_in.dtype, stand_in.device)), dict(SHORTCUT_NORM=True)
+
+
+def gate_apply(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, shortcut: torch.Tensor,
+               shortcut_norm: Tuple[torch.Tensor, ...] = (), shortcut_norm_eps: float = 0.0) -> torch.Tensor:
     """:func:`affine_residual_relu` for contiguous ``scale`` and ``bias`` of one dtype, as the gate
-    kernels write them."""
+    kernels write them; the shortcut first passes ``shortcut_norm`` where given (:func:`_shortcut_norm_args`)."""
     grid = _grid(x)
     out = torch.empty_like(x)
+    norm_args, switch = _shortcut_norm_args(shortcut_norm, shortcut_norm_eps, scale)
     _kernels.affine_residual_relu_kernel[grid.elementwise](
-        x, scale, bias, _like(shortcut, x), out, *grid.args, **grid.blocks)
+        x, scale, bias, _like(shortcut, x), out, *norm_args, *grid.args, **switch, **grid.blocks)
     return out
 
 
@@ -257,36 +270,43 @@ def takes_one_pass(y: torch.Tensor) -> bool:
 
 def folded_tail_one_pass(y: torch.Tensor, shortcut: torch.Tensor, norm: Tuple[torch.Tensor, ...], norm_eps: float,
                          cfc: torch.Tensor, srm_norm: Tuple[torch.Tensor, ...], srm_bn_eps: float, srm_eps: float,
-                         style_pooling: str) -> torch.Tensor:
+                         style_pooling: str, shortcut_norm: Tuple[torch.Tensor, ...] = (),
+                         shortcut_norm_eps: float = 0.0) -> torch.Tensor:
     """:func:`folded_block_tail` as one kernel, one program for each sample and block of channels, whose
     second sweep over ``y`` reads it from the caches where they still hold it."""
     grid = _one_pass_grid(y)
     out = torch.empty_like(y)
+    eps = _cached_constants((norm_eps, srm_bn_eps, srm_eps), acc_dtype(y), y.device)
+    norm_args, switch = _shortcut_norm_args(shortcut_norm, shortcut_norm_eps, eps)
     _kernels.folded_tail_kernel[(grid.programs,)](
-        y, _like(shortcut, y), out, *norm, cfc.contiguous(), *srm_norm,
-        _cached_constants((norm_eps, srm_bn_eps, srm_eps), acc_dtype(y), y.device), *grid.args,
-        **_style_switches(style_pooling), **grid.blocks)
+        y, _like(shortcut, y), out, *norm, cfc.contiguous(), *srm_norm, eps, *norm_args, *grid.args,
+        **_style_switches(style_pooling), **switch, **grid.blocks)
     return out
 
 
 def folded_tail_three_kernels(y: torch.Tensor, shortcut: torch.Tensor, norm: Tuple[torch.Tensor, ...],
                               norm_eps: float, cfc: torch.Tensor, srm_norm: Tuple[torch.Tensor, ...],
-                              srm_bn_eps: float, srm_eps: float, style_pooling: str) -> torch.Tensor:
+                              srm_bn_eps: float, srm_eps: float, style_pooling: str,
+                              shortcut_norm: Tuple[torch.Tensor, ...] = (), shortcut_norm_eps: float = 0.0
+                              ) -> torch.Tensor:
     """:func:`folded_block_tail` as three kernels: the map sums of ``y`` (each map's spatial axis split over
     programs where that fills the GPU), the (n, c) gate, the fused apply."""
     sums = map_sums(y)
     scale, bias = folded_gate(y, sums, norm, norm_eps, cfc, srm_norm, srm_bn_eps, srm_eps, style_pooling)
-    return gate_apply(y, scale, bias, shortcut)
+    return gate_apply(y, scale, bias, shortcut, shortcut_norm, shortcut_norm_eps)
 
 
 def folded_block_tail(y: torch.Tensor, shortcut: torch.Tensor, norm: Tuple[torch.Tensor, ...], norm_eps: float,
                       cfc: torch.Tensor, srm_norm: Tuple[torch.Tensor, ...], srm_bn_eps: float, srm_eps: float,
-                      style_pooling: str) -> torch.Tensor:
-    """Inference ``relu(SRM(norm(y)) + shortcut)``, the norm before SRM and SRM's BatchNorm (each given as
-    weight, bias, running mean, running var) folded into the gate: :func:`folded_tail_one_pass` where it
-    has programs enough to fill the GPU (:func:`takes_one_pass`), else :func:`folded_tail_three_kernels`."""
+                      style_pooling: str, shortcut_norm: Tuple[torch.Tensor, ...] = (),
+                      shortcut_norm_eps: float = 0.0) -> torch.Tensor:
+    """Inference ``relu(SRM(norm(y)) + shortcut_norm(shortcut))``, the norm before SRM and SRM's BatchNorm (each
+    given as weight, bias, running mean, running var) folded into the gate, and the shortcut's BatchNorm
+    (given the same way, or ``()`` for none: a downsampled shortcut's) into the apply: :func:`folded_tail_one_pass`
+    where it has programs enough to fill the GPU (:func:`takes_one_pass`), else :func:`folded_tail_three_kernels`."""
     tail = folded_tail_one_pass if takes_one_pass(y) else folded_tail_three_kernels
-    return tail(y, shortcut, norm, norm_eps, cfc, srm_norm, srm_bn_eps, srm_eps, style_pooling)
+    return tail(y, shortcut, norm, norm_eps, cfc, srm_norm, srm_bn_eps, srm_eps, style_pooling, shortcut_norm,
+                shortcut_norm_eps)
 
 
 @functools.lru_cache(maxsize=256)

@@ -97,18 +97,21 @@ affine_residual_relu.register_autograd(_affine_residual_relu_grad, setup_context
 def folded_block_tail(y: torch.Tensor, shortcut: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor,
                       norm_mean: torch.Tensor, norm_var: torch.Tensor, norm_eps: float, cfc: torch.Tensor,
                       srm_weight: torch.Tensor, srm_bias: torch.Tensor, srm_mean: torch.Tensor, srm_var: torch.Tensor,
-                      srm_bn_eps: float, srm_eps: float, style_pooling: str) -> torch.Tensor:
+                      srm_bn_eps: float, srm_eps: float, style_pooling: str, shortcut_norm: Sequence[torch.Tensor],
+                      shortcut_norm_eps: float) -> torch.Tensor:
     """Inference tail of an SRM block, ``relu(SRM(norm(y)) + shortcut)``, for a BatchNorm ``norm`` and an
     SRM whose BatchNorm both normalise with running statistics: the statistics of ``y``, the (n, c)
     gate with both BatchNorms folded in, the fused apply; in one kernel where that fills the GPU
-    (:func:`.launch.folded_block_tail`). Forward only."""
+    (:func:`.launch.folded_block_tail`). Where ``shortcut_norm`` gives a BatchNorm's weight, bias, running
+    mean and running var (``[]``: none), the shortcut passes that norm first. Forward only."""
     return launch.folded_block_tail(y, shortcut, (norm_weight, norm_bias, norm_mean, norm_var), norm_eps, cfc,
-                                    (srm_weight, srm_bias, srm_mean, srm_var), srm_bn_eps, srm_eps, style_pooling)
+                                    (srm_weight, srm_bias, srm_mean, srm_var), srm_bn_eps, srm_eps, style_pooling,
+                                    tuple(shortcut_norm), shortcut_norm_eps)
 
 
 @folded_block_tail.register_fake
 def _(y, shortcut, norm_weight, norm_bias, norm_mean, norm_var, norm_eps, cfc, srm_weight, srm_bias, srm_mean,
-      srm_var, srm_bn_eps, srm_eps, style_pooling):
+      srm_var, srm_bn_eps, srm_eps, style_pooling, shortcut_norm, shortcut_norm_eps):
     return torch.empty_like(y)
 
 
