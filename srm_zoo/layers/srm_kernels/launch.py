@@ -301,8 +301,8 @@ def folded_block_tail(y: torch.Tensor, shortcut: torch.Tensor, norm: Tuple[torch
                       style_pooling: str, shortcut_norm: Tuple[torch.Tensor, ...] = (),
                       shortcut_norm_eps: float = 0.0) -> torch.Tensor:
     """Inference ``relu(SRM(norm(y)) + shortcut_norm(shortcut))``, the norm before SRM and SRM's BatchNorm (each
-    given as weight, bias, running mean, running var) folded into the gate, and the shortcut's BatchNorm
-    (given the same way, or ``()`` for none: a downsampled shortcut's) into the apply: :func:`folded_tail_one_pass`
+    given as weight, bias, running mean, running var) folded into the gate, and ``shortcut_norm`` (a
+    downsample's BatchNorm, given the same way; ``()`` for none) into the apply: :func:`folded_tail_one_pass`
     where it has programs enough to fill the GPU (:func:`takes_one_pass`), else :func:`folded_tail_three_kernels`."""
     tail = folded_tail_one_pass if takes_one_pass(y) else folded_tail_three_kernels
     return tail(y, shortcut, norm, norm_eps, cfc, srm_norm, srm_bn_eps, srm_eps, style_pooling, shortcut_norm,
