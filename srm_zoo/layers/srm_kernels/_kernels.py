@@ -349,13 +349,18 @@ def input_grad_kernel(x_ptr, mean_ptr, grad_mean_ptr, grad_var_ptr, grad_out_ptr
 
 
 @triton.jit
-def _with_shortcut_norm(bias, c, c_mask, sc_weight_ptr, sc_bias_ptr, sc_mean_ptr, sc_var_ptr, sc_eps_ptr):
-    """``(bias + shift, scale)`` for channels ``c``, where the shortcut still has to pass a BatchNorm that
-    normalises with its running statistics, ``norm(s) = s * scale + shift``: ``relu(x * k + bias + norm(s))``
-    is then ``relu(x * k + (bias + shift) + s * scale)``."""
-    scale, shift = _running_affine(sc_weight_ptr, sc_bias_ptr, sc_mean_ptr, sc_var_ptr, c, c_mask, tl.load(sc_eps_ptr),
-                                   bias.dtype)
-    return bias + shift, scale
+def _with_shortcut_norm(bias, c, c_mask, sc_weight_ptr, sc_bias_ptr, sc_mean_ptr, sc_var_ptr, sc_eps_ptr,
+                        SHORTCUT_NORM: tl.constexpr):
+    """``(bias + shift, scale)`` for channels ``c`` with ``SHORTCUT_NORM``, where the shortcut still has to pass
+    a BatchNorm that normalises with its running statistics, ``norm(s) = s * scale + shift``:
+    ``relu(x * k + bias + norm(s))`` is then ``relu(x * k + (bias + shift) + s * scale)``. Without it
+    ``bias`` unchanged, and ``bias`` again in place of the scale, which is then never read."""
+    shortcut_scale = bias
+    if SHORTCUT_NORM:
+        shortcut_scale, shift = _running_affine(sc_weight_ptr, sc_bias_ptr, sc_mean_ptr, sc_var_ptr, c, c_mask,
+                                                tl.load(sc_eps_ptr), bias.dtype)
+        bias = bias + shift
+    return bias, shortcut_scale
 
 
 @triton.jit
@@ -381,10 +386,8 @@ def affine_residual_relu_kernel(x_ptr, scale_ptr, bias_ptr, shortcut_ptr, out_pt
     n, c, mask, offsets = _elementwise_tile(C, HW, s_n, s_c, s_hw, num_cblocks, BLOCK_C, BLOCK_HW)
     scale = tl.load(scale_ptr + n * C + c, mask=c < C, other=0.)
     bias = tl.load(bias_ptr + n * C + c, mask=c < C, other=0.)
-    shortcut_scale = scale  # read only with SHORTCUT_NORM
-    if SHORTCUT_NORM:
-        bias, shortcut_scale = _with_shortcut_norm(bias, c, c < C, sc_weight_ptr, sc_bias_ptr, sc_mean_ptr, sc_var_ptr,
-                                                   sc_eps_ptr)
+    bias, shortcut_scale = _with_shortcut_norm(bias, c, c < C, sc_weight_ptr, sc_bias_ptr, sc_mean_ptr, sc_var_ptr,
+                                               sc_eps_ptr, SHORTCUT_NORM)
     _affine_residual_relu_tile(x_ptr, shortcut_ptr, out_ptr, offsets, mask, scale, bias, shortcut_scale,
                                SHORTCUT_NORM)
 
@@ -408,10 +411,8 @@ def folded_tail_kernel(x_ptr, shortcut_ptr, out_ptr, norm_weight_ptr, norm_bias_
     mean, var = _shifted_moments(shift, total, total_sq, HW)
     k, b = _folded_gate(mean, var, c, c_mask, norm_weight_ptr, norm_bias_ptr, norm_mean_ptr, norm_var_ptr, cfc_ptr,
                         srm_weight_ptr, srm_bias_ptr, srm_mean_ptr, srm_var_ptr, eps_ptr, USE_MEAN, USE_STD)
-    shortcut_scale = k  # read only with SHORTCUT_NORM
-    if SHORTCUT_NORM:
-        b, shortcut_scale = _with_shortcut_norm(b, c, c_mask, sc_weight_ptr, sc_bias_ptr, sc_mean_ptr, sc_var_ptr,
-                                                sc_eps_ptr)
+    b, shortcut_scale = _with_shortcut_norm(b, c, c_mask, sc_weight_ptr, sc_bias_ptr, sc_mean_ptr, sc_var_ptr,
+                                            sc_eps_ptr, SHORTCUT_NORM)
     for start in range(0, HW, BLOCK_HW):
         hw = start + tl.arange(0, BLOCK_HW)
         mask = c_mask[:, None] & (hw[None, :] < HW)
