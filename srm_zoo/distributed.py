@@ -44,16 +44,17 @@ def parse_device(device: str) -> torch.device:
     return parsed
 
 
-def check_device(device: Optional[str], world_size: int = 1) -> None:
-    """Refuse a ``--device`` that would not be used: not a device (see :func:`parse_device`), neither cpu nor
-    cuda, or (single process) a GPU index past the last GPU."""
+def check_device(device: Optional[str], world_size: int = 1) -> Optional[torch.device]:
+    """``device`` parsed (None for None); a UserError for a ``--device`` that would not be used: not a device
+    (see :func:`parse_device`), neither cpu nor cuda, or (single process) a GPU index past the last GPU."""
     if device is None:
-        return
+        return None
     parsed = parse_device(device)
     if parsed.type not in ('cpu', 'cuda'):
         raise UserError(f'--device {device}: srm-zoo runs on cpu or cuda only.')
     if parsed.type == 'cuda' and world_size == 1 and (parsed.index or 0) >= torch.cuda.device_count():
         raise UserError(f'--device {device}: there are only {torch.cuda.device_count()} CUDA devices.')
+    return parsed
 
 
 def uses_cuda(device: Optional[str] = None) -> bool:

@@ -38,6 +38,7 @@ import torch
 
 from ..cli._output import write_rows
 from ..layers import SRM, srm_kernels, style_pool, use_reference
+from ..layers.srm_fast import running_norm_state
 from ..layers.srm_kernels import launch
 from ..models.srm_blocks import SRMBottleneck
 from .runner import BenchConfig, run_benchmark
@@ -146,8 +147,7 @@ def folded_tail_args(block: torch.nn.Module) -> tuple:
     its last BatchNorm and SRM's BatchNorm as (weight, bias, running mean, running var), their epsilons,
     SRM's channel-wise weights, epsilon and style pooling."""
     norm, srm = block.bn3, block.se
-    return ((norm.weight, norm.bias, norm.running_mean, norm.running_var), norm.eps, srm.cfc,
-            (srm.bn.weight, srm.bn.bias, srm.bn.running_mean, srm.bn.running_var), srm.bn.eps, srm.eps,
+    return (running_norm_state(norm), norm.eps, srm.cfc, running_norm_state(srm.bn), srm.bn.eps, srm.eps,
             srm.style_pooling)
 
 
@@ -156,7 +156,7 @@ def shortcut_norm_args(norm: Optional[torch.nn.Module]) -> tuple:
     has to pass (a downsample's): its (weight, bias, running mean, running var) and epsilon; for None, none."""
     if norm is None:
         return (), 0.0
-    return (norm.weight, norm.bias, norm.running_mean, norm.running_var), norm.eps
+    return running_norm_state(norm), norm.eps
 
 
 def inference_tail_errors(block: torch.nn.Module, y: torch.Tensor, shortcut: torch.Tensor,
@@ -480,14 +480,14 @@ def main(argv=None) -> int:
     parser.add_argument('--out', default='gpu_results', help='folder for checks.json, CSVs and speed_table.md')
     parser.add_argument('--rounds', type=int, default=5, help='interleaved rounds per benchmark')
     parser.add_argument('--steps', type=int, default=20, help='timed steps per model and round')
-    parser.add_argument('--benchmarks', default=','.join([*KERNEL_BENCHMARKS, *BENCHMARKS]),
-                        help='comma-separated benchmarks to run after the checks, of '
-                        f'{", ".join([*KERNEL_BENCHMARKS, *BENCHMARKS])} (empty: the checks only)')
+    known = [*KERNEL_BENCHMARKS, *BENCHMARKS]
+    parser.add_argument('--benchmarks', default=','.join(known),
+                        help=f'comma-separated benchmarks to run after the checks, of {", ".join(known)} '
+                        '(empty: the checks only)')
     parser.add_argument('--checks', action=argparse.BooleanOptionalAction, default=True,
                         help='check the kernels, an SRM block tail and SRM-ResNet-50 against the reference first')
     args = parser.parse_args(argv)
     benchmarks = [name.strip() for name in args.benchmarks.split(',') if name.strip()]
-    known = [*KERNEL_BENCHMARKS, *BENCHMARKS]
     unknown = sorted(set(benchmarks) - set(known))
     if unknown:
         parser.error(f'unknown benchmarks {unknown}: choose from {", ".join(known)}')

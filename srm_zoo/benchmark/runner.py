@@ -20,7 +20,7 @@ import torch.nn as nn
 from timm.optim import create_optimizer_v2
 
 from ..compiling import check_compile_mode, cudagraph_skips, describe_skips
-from ..distributed import check_device, parse_device
+from ..distributed import check_device
 from ..errors import UserError, unknown_model_message
 from ..layers import SRM, reference_enabled, use_reference
 from ..stats import model_stats
@@ -95,8 +95,7 @@ def _validate(config: BenchConfig) -> torch.device:
         raise UserError('--profile-steps must be at least 0.')
     if config.mode == 'train' and config.batch_size < 2:
         raise UserError('Training needs a batch of at least 2 (BatchNorm statistics over one sample do not exist).')
-    check_device(config.device)
-    device = parse_device(config.device)
+    device = check_device(config.device)
     if config.profile_steps and device.type != 'cuda':
         raise UserError('--profile-steps measures the GPU\'s kernel time: it needs --device cuda.')
     if not config.models:

@@ -46,7 +46,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from . import srm_kernels
 
 __all__ = ['style_moments', 'fast_gate', 'gate_residual_relu', 'norm_folds_into_srm', 'norm_gate_residual_relu',
-           'conv_folds_norm', 'conv_norm', 'has_hooks']
+           'conv_folds_norm', 'conv_norm', 'has_hooks', 'running_norm_state', 'shortcut_norm_to_fold']
 
 
 def has_hooks(*modules: nn.Module) -> bool:
@@ -394,6 +394,22 @@ def shortcut_norm_to_fold(downsample: Optional[nn.Module], y: torch.Tensor) -> O
     return norm
 
 
+def running_norm_state(bn: nn.Module) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(weight, bias, running_mean, running_var)`` of a BatchNorm, as the inference kernels take it."""
+    return bn.weight, bn.bias, bn.running_mean, bn.running_var
+
+
+def _folded_kernel_tail(norm: nn.Module, srm: nn.Module, y: torch.Tensor, shortcut: torch.Tensor,
+                        shortcut_norm: Optional[nn.Module] = None) -> torch.Tensor:
+    """The tail as :func:`~srm_zoo.layers.srm_kernels.folded_block_tail` (see :func:`_takes_folded_kernel`),
+    the shortcut passing ``shortcut_norm`` in its apply where given."""
+    srm_bn = srm.bn
+    shortcut_bn = () if shortcut_norm is None else running_norm_state(shortcut_norm)
+    return srm_kernels.folded_block_tail(
+        y, shortcut, *running_norm_state(norm), norm.eps, srm.cfc, *running_norm_state(srm_bn), srm_bn.eps, srm.eps,
+        srm.style_pooling, shortcut_bn, 0.0 if shortcut_norm is None else shortcut_norm.eps)
+
+
 def norm_gate_residual_relu(norm: nn.Module, srm: nn.Module, y: torch.Tensor, shortcut: torch.Tensor,
                             shortcut_norm: Optional[nn.Module] = None) -> torch.Tensor:
     """``relu(srm(norm(y)) + shortcut_norm(shortcut))`` in two passes over ``y``, for a ``norm`` that
@@ -406,20 +422,16 @@ def norm_gate_residual_relu(norm: nn.Module, srm: nn.Module, y: torch.Tensor, sh
     between the two passes.
     """
     on_triton = srm_kernels.applies(y) and y.shape == shortcut.shape
-    if shortcut_norm is not None and not (on_triton and _takes_folded_kernel(norm, srm, y, shortcut, shortcut_norm)):
-        shortcut, shortcut_norm = shortcut_norm(shortcut), None
+    if shortcut_norm is not None:
+        if on_triton and _takes_folded_kernel(norm, srm, y, shortcut, shortcut_norm):
+            return _folded_kernel_tail(norm, srm, y, shortcut, shortcut_norm)
+        shortcut = shortcut_norm(shortcut)  # no kernel here takes it
     if on_triton:
         out = _kernel_tail_train(norm, srm, y, shortcut)
         if out is not None:
             return out
-    srm_bn = srm.bn
-    if on_triton and _takes_folded_kernel(norm, srm, y, shortcut, shortcut_norm):
-        shortcut_bn = () if shortcut_norm is None else (
-            shortcut_norm.weight, shortcut_norm.bias, shortcut_norm.running_mean, shortcut_norm.running_var)
-        return srm_kernels.folded_block_tail(
-            y, shortcut, norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps, srm.cfc,
-            srm_bn.weight, srm_bn.bias, srm_bn.running_mean, srm_bn.running_var, srm_bn.eps, srm.eps,
-            srm.style_pooling, shortcut_bn, 0.0 if shortcut_norm is None else shortcut_norm.eps)
+        if _takes_folded_kernel(norm, srm, y, shortcut):
+            return _folded_kernel_tail(norm, srm, y, shortcut)
     mean_y, var_y = style_moments(y)
     if _uses_running_statistics(norm):
         center, variance = norm.running_mean, norm.running_var
