@@ -4,7 +4,9 @@ Needs ``TRITON_INTERPRET=1`` and ``SRM_ZOO_TRITON_ON_CPU=1`` in the environment 
 imported; the kernels then run on CPU tensors. Sizes are tiny: the interpreter is slow.
 """
 import copy
+import gc
 import os
+import warnings
 from functools import partial
 
 import pytest
@@ -106,13 +108,12 @@ def test_compiled_training_block_folds_its_norm_in_one_graph():
 def test_inductor_compiled_block_runs_the_kernels(monkeypatch, training, one_pass):
     """Under torch.compile's default backend (Inductor, as in the GPU benchmark) the block tail's
     kernels run inside the compiled graph, with the reference's outputs, gradients and running statistics:
-    in inference as one kernel where that fills the GPU (here, where any program does), else as three."""
+    in inference as one kernel or as three, whichever ``takes_one_pass`` picks."""
     launched = []
     for name in ('map_sums', 'gate_apply', 'folded_tail_one_pass'):
         monkeypatch.setattr(launch, name, partial(lambda fn, *args: launched.append(fn.__name__) or fn(*args),
                                                   getattr(launch, name)))
-    if one_pass:
-        monkeypatch.setattr(launch, '_ONE_PASS_MIN_PROGRAMS', 1)
+    monkeypatch.setattr(launch, 'takes_one_pass', lambda y: one_pass)
     block = randomize_(SRMBottleneck(16, 4, attn_layer=SRM)).double().train(training)
     reference = copy.deepcopy(block)
     compiled = torch.compile(block, fullgraph=True)
@@ -158,7 +159,7 @@ def test_downsampling_block_folds_its_shortcut_norm(monkeypatch, downsample, cha
     tails = []
     folded = srm_kernels.folded_block_tail
     monkeypatch.setattr(srm_kernels, 'folded_block_tail', lambda *args: tails.append(len(args[15])) or folded(*args))
-    monkeypatch.setattr(launch, '_ONE_PASS_MIN_PROGRAMS', 1 if one_pass else 10 ** 9)
+    monkeypatch.setattr(launch, 'takes_one_pass', lambda y: one_pass)
     block = SRMBottleneck(16, 8, stride=2, downsample=downsample(16, 32, 1, stride=2), attn_layer=SRM)
     block = randomize_(block).double().eval()
     x = torch.randn(2, 16, 6, 6, dtype=torch.float64) * 2 + 1
@@ -282,3 +283,32 @@ def test_block_tail_in_float32_and_bf16_autocast(amp_dtype, tolerance, channels_
     errors = block_tail_errors(block, x, training, amp_dtype)
     checked = {k: v for k, v in errors.items() if amp_dtype is None or k in BF16_CHECKED}
     assert max(checked.values()) <= tolerance, errors
+
+
+def _live_tensor_ids():
+    gc.collect()
+    with warnings.catch_warnings():  # isinstance() reads deprecated module attributes among the objects
+        warnings.simplefilter('ignore')
+        return {id(obj) for obj in gc.get_objects() if isinstance(obj, torch.Tensor)}
+
+
+@pytest.mark.parametrize('one_pass', [False, True])
+def test_kernel_launches_leave_no_tensor_alive(monkeypatch, one_pass):
+    """What a CUDA graph captures may allocate nothing that outlives the call (CUDA-graph trees refuse a
+    graph whose memory pool holds a tensor that is not an output): the block's inference and training
+    tails, backward pass included, leave no tensor alive besides the parameters' gradients. Epsilons
+    and momenta no other case uses, so no launch finds anything already made for them."""
+    monkeypatch.setattr(launch, 'takes_one_pass', lambda y: one_pass)
+    block = randomize_(SRMBottleneck(16, 4, downsample=downsample_conv(16, 16, 1), attn_layer=SRM)).double()
+    for index, norm in enumerate(m for m in block.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        norm.eps = 1e-5 + index * 1.2345e-7 + one_pass * 1e-9
+        norm.momentum = 0.1 + index * 1.2345e-3 + one_pass * 1e-4
+    block.se.eps = 1.2345e-6 + one_pass * 1e-9
+    x = torch.randn(2, 16, 5, 5, dtype=torch.float64)
+    before = _live_tensor_ids()
+    with torch.no_grad():
+        block.eval()(x)
+    block.train()(x.requires_grad_()).sum().backward()
+    block.zero_grad(set_to_none=True)
+    x.grad = None
+    assert _live_tensor_ids() == before

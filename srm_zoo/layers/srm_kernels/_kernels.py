@@ -2,10 +2,25 @@
 
 A map is one (sample, channel) plane of an (N, C, H, W) tensor, addressed by the sample, channel and
 flattened spatial strides, so NCHW and channels_last tensors take the same kernels. Statistics
-accumulate in float32 (float64 for float64 inputs), whatever the input dtype.
+accumulate in float32 (float64 for float64 inputs), whatever the input dtype. Epsilons and momenta
+come as float64 arguments (:func:`_scalar`), not as tensors, so that a launch allocates nothing that
+outlives it (CUDA graphs require that of what they capture).
 """
 import triton
 import triton.language as tl
+
+
+@triton.jit
+def _scalar(value, dtype: tl.constexpr):
+    """A float64 argument (a Python float under the interpreter) rounded once to ``dtype``, as PyTorch
+    rounds a Python float that it adds to a ``dtype`` tensor."""
+    return tl.full((), value, dtype)
+
+
+@triton.jit
+def _epsilons(norm_eps, srm_bn_eps, srm_eps, dtype: tl.constexpr):
+    """The norm's, SRM's BatchNorm's and SRM's epsilons as ``dtype`` scalars (:func:`_scalar`)."""
+    return _scalar(norm_eps, dtype), _scalar(srm_bn_eps, dtype), _scalar(srm_eps, dtype)
 
 
 @triton.jit
@@ -105,15 +120,13 @@ def _running_affine(weight_ptr, bias_ptr, mean_ptr, var_ptr, c, mask, eps, acc_d
 
 @triton.jit
 def _folded_gate(mean_y, var_y, c, mask, norm_weight_ptr, norm_bias_ptr, norm_mean_ptr, norm_var_ptr, cfc_ptr,
-                 srm_weight_ptr, srm_bias_ptr, srm_mean_ptr, srm_var_ptr, eps_ptr,
+                 srm_weight_ptr, srm_bias_ptr, srm_mean_ptr, srm_var_ptr, norm_eps, srm_bn_eps, srm_eps,
                  USE_MEAN: tl.constexpr, USE_STD: tl.constexpr):
     """``(k, b) = (gate * a, gate * d)`` for ``relu(y * k + b + shortcut)``, from the moments of maps of
     ``y`` in channels ``c``: ``a * y + d`` is the norm before SRM and ``gate`` SRM's, both normalising with
-    running statistics (the norm's epsilon, SRM's BatchNorm's and SRM's at ``eps_ptr``)."""
-    norm_eps = tl.load(eps_ptr)
-    srm_bn_eps = tl.load(eps_ptr + 1)
-    srm_eps = tl.load(eps_ptr + 2)
+    running statistics (with the norm's epsilon, SRM's BatchNorm's and SRM's)."""
     acc_dtype = mean_y.dtype
+    norm_eps, srm_bn_eps, srm_eps = _epsilons(norm_eps, srm_bn_eps, srm_eps, acc_dtype)
     a, d = _running_affine(norm_weight_ptr, norm_bias_ptr, norm_mean_ptr, norm_var_ptr, c, mask, norm_eps, acc_dtype)
     z = tl.zeros_like(mean_y)
     if USE_MEAN:  # the first channel-wise weight belongs to the mean
@@ -130,14 +143,15 @@ def _folded_gate(mean_y, var_y, c, mask, norm_weight_ptr, norm_bias_ptr, norm_me
 @triton.jit
 def folded_gate_kernel(x_ptr, sums_ptr, norm_weight_ptr, norm_bias_ptr, norm_mean_ptr, norm_var_ptr,
                        cfc_ptr, srm_weight_ptr, srm_bias_ptr, srm_mean_ptr, srm_var_ptr, scale_ptr, bias_ptr,
-                       C, NC, HW, s_n, s_c, split, eps_ptr,
-                       USE_MEAN: tl.constexpr, USE_STD: tl.constexpr, BLOCK: tl.constexpr):
+                       C, NC, HW, s_n, s_c, split, norm_eps: tl.float64, srm_bn_eps: tl.float64,
+                       srm_eps: tl.float64, USE_MEAN: tl.constexpr, USE_STD: tl.constexpr, BLOCK: tl.constexpr):
     """Per (n, c), from the map sums of ``x``: :func:`_folded_gate`'s ``k`` into ``scale``, ``b`` into ``bias``."""
     index = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = index < NC
     mean_y, var_y = _load_moments(x_ptr, sums_ptr, index, mask, C, NC, HW, s_n, s_c, split)
     k, b = _folded_gate(mean_y, var_y, index % C, mask, norm_weight_ptr, norm_bias_ptr, norm_mean_ptr, norm_var_ptr,
-                        cfc_ptr, srm_weight_ptr, srm_bias_ptr, srm_mean_ptr, srm_var_ptr, eps_ptr, USE_MEAN, USE_STD)
+                        cfc_ptr, srm_weight_ptr, srm_bias_ptr, srm_mean_ptr, srm_var_ptr, norm_eps, srm_bn_eps, srm_eps,
+                        USE_MEAN, USE_STD)
     tl.store(scale_ptr + index, k, mask=mask)
     tl.store(bias_ptr + index, b, mask=mask)
 
@@ -163,7 +177,7 @@ def _batch_tile(N, C, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
 
 @triton.jit
 def _gate_train_tile(m, v, c, c_mask, mask, norm_weight_ptr, norm_bias_ptr, cfc_ptr, srm_weight_ptr, srm_bias_ptr,
-                     eps_ptr, N, HW, USE_MEAN: tl.constexpr, USE_STD: tl.constexpr):
+                     norm_eps, srm_bn_eps, srm_eps, N, HW, USE_MEAN: tl.constexpr, USE_STD: tl.constexpr):
     """Training-mode gate for the (N, C-block) tile of map moments ``m``, ``v``: the norm's batch
     statistics from the moments, SRM's statistics of the normalised maps, SRM's BatchNorm over N.
     Returns the parameters and intermediates."""
@@ -175,9 +189,7 @@ def _gate_train_tile(m, v, c, c_mask, mask, norm_weight_ptr, norm_bias_ptr, cfc_
     num_styles = USE_MEAN + USE_STD
     cfc_mean = tl.load(cfc_ptr + c * num_styles, mask=c_mask & USE_MEAN, other=0.).to(acc_dtype)
     cfc_std = tl.load(cfc_ptr + c * num_styles + USE_MEAN, mask=c_mask & USE_STD, other=0.).to(acc_dtype)
-    norm_eps = tl.load(eps_ptr)
-    srm_bn_eps = tl.load(eps_ptr + 1)
-    srm_eps = tl.load(eps_ptr + 2)
+    norm_eps, srm_bn_eps, srm_eps = _epsilons(norm_eps, srm_bn_eps, srm_eps, acc_dtype)
 
     mu = tl.sum(m, 0) / N
     centered = tl.where(mask, m - mu[None, :], 0.)
@@ -206,17 +218,16 @@ def _gate_train_tile(m, v, c, c_mask, mask, norm_weight_ptr, norm_bias_ptr, cfc_
 @triton.jit
 def _move_running(running_ptr, batch_value, c, mask, factor):
     running = tl.load(running_ptr + c, mask=mask, other=0.)
+    factor = _scalar(factor, running.dtype)
     tl.store(running_ptr + c, running + factor * (batch_value.to(running.dtype) - running), mask=mask)
 
 
 @triton.jit
 def _update_running(c, mask, mu, var, mu_z, var_z, norm_mean_ptr, norm_var_ptr, srm_mean_ptr, srm_var_ptr,
-                    norm_count, srm_count, factors_ptr):
+                    norm_count, srm_count, norm_factor, srm_factor):
     """Both BatchNorms' running statistics moved towards their batch statistics (biased variances
     ``var`` over ``norm_count`` values, ``var_z`` over ``srm_count``) as :class:`torch.nn.BatchNorm2d`
-    does, with the momenta at ``factors_ptr``."""
-    norm_factor = tl.load(factors_ptr)
-    srm_factor = tl.load(factors_ptr + 1)
+    does, with the momenta ``norm_factor`` and ``srm_factor``."""
     _move_running(norm_mean_ptr, mu, c, mask, norm_factor)
     _move_running(norm_var_ptr, var * norm_count / (norm_count - 1), c, mask, norm_factor)
     _move_running(srm_mean_ptr, mu_z, c, mask, srm_factor)
@@ -226,9 +237,11 @@ def _update_running(c, mask, mu, var, mu_z, var_z, norm_mean_ptr, norm_var_ptr, 
 @triton.jit
 def gate_train_kernel(x_ptr, sums_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr, srm_weight_ptr, srm_bias_ptr,
                       mean_ptr, var_ptr, scale_ptr, bias_ptr, stats_ptr, norm_mean_ptr, norm_var_ptr, srm_mean_ptr,
-                      srm_var_ptr, norm_batches_ptr, srm_batches_ptr, N, C, HW, s_n, s_c, split, eps_ptr,
-                      factors_ptr, USE_MEAN: tl.constexpr, USE_STD: tl.constexpr, UPDATE_RUNNING: tl.constexpr,
-                      COUNT_BATCHES: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
+                      srm_var_ptr, norm_batches_ptr, srm_batches_ptr, N, C, HW, s_n, s_c, split,
+                      norm_eps: tl.float64, srm_bn_eps: tl.float64, srm_eps: tl.float64, norm_factor: tl.float64,
+                      srm_factor: tl.float64, USE_MEAN: tl.constexpr, USE_STD: tl.constexpr,
+                      UPDATE_RUNNING: tl.constexpr, COUNT_BATCHES: tl.constexpr, BLOCK_N: tl.constexpr,
+                      BLOCK_C: tl.constexpr):
     """From the map sums of ``x`` (the convolution output; ``split`` parts): each map's mean and
     variance, ``k = gate * a`` and ``b = gate * d`` per (n, c) in training, the batch statistics of both
     BatchNorms as rows of ``stats`` (4, C): mean and biased variance of the norm, then of SRM's; with
@@ -238,7 +251,8 @@ def gate_train_kernel(x_ptr, sums_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr, 
     m, v = _load_moments(x_ptr, sums_ptr, index, mask, C, N * C, HW, s_n, s_c, split)
     (norm_weight, cfc_mean, cfc_std, srm_weight, mu, centered, var, r, a, d, mean_x, std_x, mu_z, var_z, r_z,
      z_hat, gate) = _gate_train_tile(m, v, c, c_mask, mask, norm_weight_ptr, norm_bias_ptr, cfc_ptr,
-                                     srm_weight_ptr, srm_bias_ptr, eps_ptr, N, HW, USE_MEAN, USE_STD)
+                                     srm_weight_ptr, srm_bias_ptr, norm_eps, srm_bn_eps, srm_eps, N, HW, USE_MEAN,
+                                     USE_STD)
     tl.store(mean_ptr + index, m, mask=mask)
     tl.store(var_ptr + index, v, mask=mask)
     tl.store(scale_ptr + index, gate * a[None, :], mask=mask)
@@ -249,7 +263,7 @@ def gate_train_kernel(x_ptr, sums_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr, 
     tl.store(stats_ptr + 3 * C + c, var_z, mask=c_mask)
     if UPDATE_RUNNING:
         _update_running(c, c_mask, mu, var, mu_z, var_z, norm_mean_ptr, norm_var_ptr, srm_mean_ptr, srm_var_ptr,
-                        N * HW, N, factors_ptr)
+                        N * HW, N, norm_factor, srm_factor)
     if COUNT_BATCHES:
         first = tl.program_id(0) == 0
         tl.store(norm_batches_ptr, tl.load(norm_batches_ptr, mask=first) + 1, mask=first)
@@ -258,7 +272,7 @@ def gate_train_kernel(x_ptr, sums_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr, 
 
 @triton.jit
 def running_stats_kernel(stats_ptr, norm_mean_ptr, norm_var_ptr, srm_mean_ptr, srm_var_ptr, C, norm_count,
-                         srm_count, factors_ptr, BLOCK: tl.constexpr):
+                         srm_count, norm_factor: tl.float64, srm_factor: tl.float64, BLOCK: tl.constexpr):
     """Both BatchNorms' running statistics moved towards the batch statistics ``stats`` of
     :func:`gate_train_kernel`."""
     c = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -268,15 +282,15 @@ def running_stats_kernel(stats_ptr, norm_mean_ptr, norm_var_ptr, srm_mean_ptr, s
     mu_z = tl.load(stats_ptr + 2 * C + c, mask=mask, other=0.)
     var_z = tl.load(stats_ptr + 3 * C + c, mask=mask, other=0.)
     _update_running(c, mask, mu, var, mu_z, var_z, norm_mean_ptr, norm_var_ptr, srm_mean_ptr, srm_var_ptr,
-                    norm_count, srm_count, factors_ptr)
+                    norm_count, srm_count, norm_factor, srm_factor)
 
 
 @triton.jit
 def gate_train_backward_kernel(mean_ptr, var_ptr, norm_weight_ptr, norm_bias_ptr, cfc_ptr, srm_weight_ptr,
                                srm_bias_ptr, grad_gate_ptr, grad_mean_ptr, grad_var_ptr,
-                               grad_params_ptr, grad_cfc_ptr, N, C, HW, split, eps_ptr,
-                               USE_MEAN: tl.constexpr, USE_STD: tl.constexpr,
-                               BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
+                               grad_params_ptr, grad_cfc_ptr, N, C, HW, split, norm_eps: tl.float64,
+                               srm_bn_eps: tl.float64, srm_eps: tl.float64, USE_MEAN: tl.constexpr,
+                               USE_STD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
     """Gradients of ``gate_train_kernel``'s ``k`` and ``b`` (``grad_gate``: (split, 2, N, C) parts) for the
     moments and the parameters: rows of ``grad_params`` (4, C) for the norm's weight and bias and SRM's
     BatchNorm weight and bias, and ``grad_cfc`` in the (C, S) layout of ``cfc``."""
@@ -285,7 +299,8 @@ def gate_train_backward_kernel(mean_ptr, var_ptr, norm_weight_ptr, norm_bias_ptr
     v = tl.load(var_ptr + index, mask=mask, other=0.)
     (norm_weight, cfc_mean, cfc_std, srm_weight, mu, centered, var, r, a, d, mean_x, std_x, mu_z, var_z, r_z,
      z_hat, gate) = _gate_train_tile(m, v, c, c_mask, mask, norm_weight_ptr, norm_bias_ptr, cfc_ptr,
-                                     srm_weight_ptr, srm_bias_ptr, eps_ptr, N, HW, USE_MEAN, USE_STD)
+                                     srm_weight_ptr, srm_bias_ptr, norm_eps, srm_bn_eps, srm_eps, N, HW, USE_MEAN,
+                                     USE_STD)
     grad_k, grad_b = _load_parts(grad_gate_ptr, index, mask, N * C, split)
     grad_k, grad_b = grad_k.to(m.dtype), grad_b.to(m.dtype)
     # k = gate * a, b = gate * d
@@ -349,7 +364,7 @@ def input_grad_kernel(x_ptr, mean_ptr, grad_mean_ptr, grad_var_ptr, grad_out_ptr
 
 
 @triton.jit
-def _with_shortcut_norm(bias, c, c_mask, sc_weight_ptr, sc_bias_ptr, sc_mean_ptr, sc_var_ptr, sc_eps_ptr,
+def _with_shortcut_norm(bias, c, c_mask, sc_weight_ptr, sc_bias_ptr, sc_mean_ptr, sc_var_ptr, sc_eps,
                         SHORTCUT_NORM: tl.constexpr):
     """``(bias + shift, scale)`` for channels ``c`` with ``SHORTCUT_NORM``, where the shortcut still has to pass
     a BatchNorm that normalises with its running statistics, ``norm(s) = s * scale + shift``:
@@ -358,7 +373,7 @@ def _with_shortcut_norm(bias, c, c_mask, sc_weight_ptr, sc_bias_ptr, sc_mean_ptr
     shortcut_scale = bias
     if SHORTCUT_NORM:
         shortcut_scale, shift = _running_affine(sc_weight_ptr, sc_bias_ptr, sc_mean_ptr, sc_var_ptr, c, c_mask,
-                                                tl.load(sc_eps_ptr), bias.dtype)
+                                                _scalar(sc_eps, bias.dtype), bias.dtype)
         bias = bias + shift
     return bias, shortcut_scale
 
@@ -379,7 +394,7 @@ def _affine_residual_relu_tile(x_ptr, shortcut_ptr, out_ptr, offsets, mask, scal
 
 @triton.jit
 def affine_residual_relu_kernel(x_ptr, scale_ptr, bias_ptr, shortcut_ptr, out_ptr, sc_weight_ptr, sc_bias_ptr,
-                                sc_mean_ptr, sc_var_ptr, sc_eps_ptr, C, HW, s_n, s_c, s_hw, num_cblocks,
+                                sc_mean_ptr, sc_var_ptr, sc_eps: tl.float64, C, HW, s_n, s_c, s_hw, num_cblocks,
                                 SHORTCUT_NORM: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
     """``relu(x * scale + bias + shortcut)`` with (N, C) ``scale`` and ``bias``; with ``SHORTCUT_NORM`` the
     shortcut first passes a BatchNorm with running statistics (:func:`_with_shortcut_norm`)."""
@@ -387,17 +402,18 @@ def affine_residual_relu_kernel(x_ptr, scale_ptr, bias_ptr, shortcut_ptr, out_pt
     scale = tl.load(scale_ptr + n * C + c, mask=c < C, other=0.)
     bias = tl.load(bias_ptr + n * C + c, mask=c < C, other=0.)
     bias, shortcut_scale = _with_shortcut_norm(bias, c, c < C, sc_weight_ptr, sc_bias_ptr, sc_mean_ptr, sc_var_ptr,
-                                               sc_eps_ptr, SHORTCUT_NORM)
+                                               sc_eps, SHORTCUT_NORM)
     _affine_residual_relu_tile(x_ptr, shortcut_ptr, out_ptr, offsets, mask, scale, bias, shortcut_scale,
                                SHORTCUT_NORM)
 
 
 @triton.jit
 def folded_tail_kernel(x_ptr, shortcut_ptr, out_ptr, norm_weight_ptr, norm_bias_ptr, norm_mean_ptr, norm_var_ptr,
-                       cfc_ptr, srm_weight_ptr, srm_bias_ptr, srm_mean_ptr, srm_var_ptr, eps_ptr, sc_weight_ptr,
-                       sc_bias_ptr, sc_mean_ptr, sc_var_ptr, sc_eps_ptr, C, HW, s_n, s_c, s_hw, num_cblocks,
-                       USE_MEAN: tl.constexpr, USE_STD: tl.constexpr, SHORTCUT_NORM: tl.constexpr,
-                       BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+                       cfc_ptr, srm_weight_ptr, srm_bias_ptr, srm_mean_ptr, srm_var_ptr, norm_eps: tl.float64,
+                       srm_bn_eps: tl.float64, srm_eps: tl.float64, sc_weight_ptr, sc_bias_ptr, sc_mean_ptr,
+                       sc_var_ptr, sc_eps: tl.float64, C, HW, s_n, s_c, s_hw, num_cblocks, USE_MEAN: tl.constexpr,
+                       USE_STD: tl.constexpr, SHORTCUT_NORM: tl.constexpr, BLOCK_C: tl.constexpr,
+                       BLOCK_HW: tl.constexpr):
     """The whole inference tail ``relu(x * k + b + shortcut)`` (:func:`_folded_gate`) in one kernel: each
     program sweeps the maps of one sample and ``BLOCK_C`` channels twice, first for their sums, then to
     apply their gate. The first sweep asks the caches to keep ``x``, so that the second reads it from
@@ -405,14 +421,15 @@ def folded_tail_kernel(x_ptr, shortcut_ptr, out_ptr, norm_weight_ptr, norm_bias_
     running statistics (:func:`_with_shortcut_norm`)."""
     n, c, c_mask = _sample_channels(C, num_cblocks, BLOCK_C)
     rows = n * s_n + c * s_c
-    acc_dtype = eps_ptr.dtype.element_ty
+    acc_dtype: tl.constexpr = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
     shift, total, total_sq = _shifted_sums(x_ptr, rows, c_mask, HW, s_hw, 0, BLOCK_HW, acc_dtype, 'evict_last',
                                            BLOCK_C, BLOCK_HW)
     mean, var = _shifted_moments(shift, total, total_sq, HW)
     k, b = _folded_gate(mean, var, c, c_mask, norm_weight_ptr, norm_bias_ptr, norm_mean_ptr, norm_var_ptr, cfc_ptr,
-                        srm_weight_ptr, srm_bias_ptr, srm_mean_ptr, srm_var_ptr, eps_ptr, USE_MEAN, USE_STD)
+                        srm_weight_ptr, srm_bias_ptr, srm_mean_ptr, srm_var_ptr, norm_eps, srm_bn_eps, srm_eps,
+                        USE_MEAN, USE_STD)
     b, shortcut_scale = _with_shortcut_norm(b, c, c_mask, sc_weight_ptr, sc_bias_ptr, sc_mean_ptr, sc_var_ptr,
-                                            sc_eps_ptr, SHORTCUT_NORM)
+                                            sc_eps, SHORTCUT_NORM)
     for start in range(0, HW, BLOCK_HW):
         hw = start + tl.arange(0, BLOCK_HW)
         mask = c_mask[:, None] & (hw[None, :] < HW)

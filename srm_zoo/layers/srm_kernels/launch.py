@@ -26,6 +26,7 @@ _TILE = 2048  # elements per program tile
 _TARGET_PROGRAMS = 1024  # reductions split the spatial axis until about this many programs run
 _MAPS_PER_PROGRAM = 256  # (n, c) pairs per program of the per-map kernels
 _ONE_PASS_MIN_PROGRAMS = 512  # fewer programs (one per sample and block of channels) leave SMs idle
+_ONE_PASS_MIN_POSITIONS = 28 * 28  # on smaller maps (NCHW) three kernels measured faster
 _SECTOR_CHANNELS = 16  # channels_last: channels a one-pass program reads per position (32 bytes in 16 bits)
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -71,17 +72,6 @@ def acc_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
-def _constants(like: torch.Tensor, *values: float) -> torch.Tensor:
-    """``values`` as a tensor of ``like``'s dtype and device (Triton passes Python floats as float32,
-    which would round epsilons and momenta of float64 models)."""
-    return _cached_constants(values, like.dtype, like.device)
-
-
-@functools.lru_cache(maxsize=256)
-def _cached_constants(values: Tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    return torch.tensor(values, dtype=dtype, device=device)
-
-
 def _cdiv(a: int, b: int) -> int:
     """``ceil(a / b)`` (host code: ``triton.cdiv`` is a constexpr function, slow to call from Python)."""
     return -(-a // b)
@@ -92,13 +82,18 @@ def _next_power_of_2(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
 
+def _channels_last(strides: Tuple[int, int, int]) -> bool:
+    """Whether (sample, channel, spatial) ``strides`` make channels the contiguous dimension."""
+    return strides[1] == 1 and strides[2] != 1
+
+
 def _tile(shape: Tuple[int, ...], strides: Tuple[int, int, int], one_pass: bool) -> Tuple[int, int]:
     """(channels, positions) of a program's tile over an (N, C, H, W) tensor with (sample, channel, spatial)
     ``strides``: _TILE elements, along the contiguous dimension first (at most 128 channels in channels_last).
     For the one-pass tail (``one_pass``), channels_last takes fewer channels on large maps, so that the maps a
     program sweeps twice stay small in the caches, but enough to read whole 32-byte sectors."""
     channels, hw = shape[1], shape[2] * shape[3]
-    if strides[1] == 1 and strides[2] != 1:  # channels_last: channels are contiguous
+    if _channels_last(strides):
         block_c = min(_next_power_of_2(channels), 128)
         if one_pass:
             block_c = min(block_c, max(_SECTOR_CHANNELS, _TILE // _next_power_of_2(hw)))
@@ -120,6 +115,7 @@ class _Grid:
         num_cblocks = _cdiv(channels, block_c)
         self.programs = batch * num_cblocks
         self.channels = channels
+        self.channels_last = _channels_last(strides)
         self.args = (channels, hw, *strides, num_cblocks)
         self.blocks = dict(BLOCK_C=block_c, BLOCK_HW=block_hw)
         # elementwise kernels: one program per tile; reductions: the spatial axis split until about
@@ -209,12 +205,11 @@ def affine_residual_relu(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tenso
 def _shortcut_norm_args(shortcut_norm: Tuple[torch.Tensor, ...], eps: float, stand_in: torch.Tensor
                         ) -> Tuple[tuple, dict]:
     """The kernels' arguments for a BatchNorm that the shortcut still has to pass, given as ``shortcut_norm``
-    (weight, bias, running mean, running var) and ``eps``: those tensors and the epsilon (in the dtype of
-    ``stand_in``, the statistics' dtype), and the ``SHORTCUT_NORM`` switch. Without one (``()``),
-    ``stand_in`` takes their places, never read."""
+    (weight, bias, running mean, running var) and ``eps``: those tensors and the epsilon, and the
+    ``SHORTCUT_NORM`` switch. Without one (``()``), ``stand_in`` takes the tensors' places, never read."""
     if not shortcut_norm:
-        return (stand_in,) * 5, dict(SHORTCUT_NORM=False)
-    return (*shortcut_norm, _cached_constants((eps,), stand_in.dtype, stand_in.device)), dict(SHORTCUT_NORM=True)
+        return (stand_in,) * 4 + (0.0,), dict(SHORTCUT_NORM=False)
+    return (*shortcut_norm, eps), dict(SHORTCUT_NORM=True)
 
 
 def gate_apply(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, shortcut: torch.Tensor,
@@ -256,16 +251,20 @@ def folded_gate(y: torch.Tensor, sums: torch.Tensor, norm: Tuple[torch.Tensor, .
     scale, bias = sums.new_empty(batch, channels), sums.new_empty(batch, channels)
     _kernels.folded_gate_kernel[_per_map_grid(batch * channels)](
         y, sums, *norm, cfc.contiguous(), *srm_norm, scale, bias, channels, batch * channels, height * width,
-        y.stride(0), y.stride(1), sums.shape[0], _constants(sums, norm_eps, srm_bn_eps, srm_eps),
-        BLOCK=_MAPS_PER_PROGRAM, **_style_switches(style_pooling))
+        y.stride(0), y.stride(1), sums.shape[0], norm_eps, srm_bn_eps, srm_eps, BLOCK=_MAPS_PER_PROGRAM,
+        **_style_switches(style_pooling))
     return scale, bias
 
 
 def takes_one_pass(y: torch.Tensor) -> bool:
-    """Whether :func:`folded_block_tail` runs as :func:`folded_tail_one_pass` for ``y``: where its programs,
-    one for each sample and block of channels, are enough to fill the GPU. With fewer, the three kernels'
-    statistics split each map's spatial axis over programs."""
-    return _one_pass_grid(y).programs >= _ONE_PASS_MIN_PROGRAMS
+    """Whether :func:`folded_block_tail` runs as :func:`folded_tail_one_pass` for ``y``: where it measured
+    faster than three kernels, NCHW maps of 28 x 28 or more (on an H200, bf16, batch 256: 0.71x and 0.74x
+    their time at 56 x 56 and 28 x 28, 1.15x and 1.77x at 14 x 14 and 7 x 7; in channels_last 1.18x to
+    1.38x at every size), and where its programs, one for each sample and block of channels, are enough
+    to fill the GPU. Elsewhere the three kernels' statistics split each map's spatial axis over programs."""
+    grid = _one_pass_grid(y)
+    positions = grid.args[1]
+    return not grid.channels_last and positions >= _ONE_PASS_MIN_POSITIONS and grid.programs >= _ONE_PASS_MIN_PROGRAMS
 
 
 def folded_tail_one_pass(y: torch.Tensor, shortcut: torch.Tensor, norm: Tuple[torch.Tensor, ...], norm_eps: float,
@@ -276,11 +275,10 @@ def folded_tail_one_pass(y: torch.Tensor, shortcut: torch.Tensor, norm: Tuple[to
     second sweep over ``y`` reads it from the caches where they still hold it."""
     grid = _one_pass_grid(y)
     out = torch.empty_like(y)
-    eps = _cached_constants((norm_eps, srm_bn_eps, srm_eps), acc_dtype(y), y.device)
-    norm_args, switch = _shortcut_norm_args(shortcut_norm, shortcut_norm_eps, eps)
+    norm_args, switch = _shortcut_norm_args(shortcut_norm, shortcut_norm_eps, out)
     _kernels.folded_tail_kernel[(grid.programs,)](
-        y, _like(shortcut, y), out, *norm, cfc.contiguous(), *srm_norm, eps, *norm_args, *grid.args,
-        **_style_switches(style_pooling), **switch, **grid.blocks)
+        y, _like(shortcut, y), out, *norm, cfc.contiguous(), *srm_norm, norm_eps, srm_bn_eps, srm_eps, *norm_args,
+        *grid.args, **_style_switches(style_pooling), **switch, **grid.blocks)
     return out
 
 
@@ -303,7 +301,7 @@ def folded_block_tail(y: torch.Tensor, shortcut: torch.Tensor, norm: Tuple[torch
     """Inference ``relu(SRM(norm(y)) + shortcut_norm(shortcut))``, the norm before SRM and SRM's BatchNorm (each
     given as weight, bias, running mean, running var) folded into the gate, and ``shortcut_norm`` (a
     downsample's BatchNorm, given the same way; ``()`` for none) into the apply: :func:`folded_tail_one_pass`
-    where it has programs enough to fill the GPU (:func:`takes_one_pass`), else :func:`folded_tail_three_kernels`."""
+    where that is the faster (:func:`takes_one_pass`), else :func:`folded_tail_three_kernels`."""
     tail = folded_tail_one_pass if takes_one_pass(y) else folded_tail_three_kernels
     return tail(y, shortcut, norm, norm_eps, cfc, srm_norm, srm_bn_eps, srm_eps, style_pooling, shortcut_norm,
                 shortcut_norm_eps)
@@ -340,7 +338,7 @@ def block_tail_train(y: torch.Tensor, shortcut: torch.Tensor, params: Tuple[torc
     _kernels.gate_train_kernel[grid](
         y, sums, norm_weight, norm_bias, cfc.contiguous(), srm_weight, srm_bias, mean, var, scale, bias, stats,
         *update.buffers, *(update.counters or (stats, stats)), batch, channels, height * width, y.stride(0),
-        y.stride(1), sums.shape[0], _constants(sums, *eps), _constants(update.buffers[0], *update.factors),
+        y.stride(1), sums.shape[0], *eps, *update.factors,
         UPDATE_RUNNING=running is not None, COUNT_BATCHES=update.counters is not None, **blocks,
         **_style_switches(style_pooling))
     return gate_apply(y, scale, bias, shortcut), mean, var, scale, stats
@@ -365,7 +363,7 @@ def block_tail_train_backward(grad: torch.Tensor, out: torch.Tensor, y: torch.Te
     grid, blocks = _gate_train_blocks(*mean.shape)
     _kernels.gate_train_backward_kernel[grid](
         mean, var, norm_weight, norm_bias, cfc.contiguous(), srm_weight, srm_bias, grad_gate, grad_mean, grad_var,
-        grad_params, grad_cfc, *mean.shape, y.shape[2] * y.shape[3], grad_gate.shape[0], _constants(mean, *eps),
+        grad_params, grad_cfc, *mean.shape, y.shape[2] * y.shape[3], grad_gate.shape[0], *eps,
         **blocks, **_style_switches(style_pooling))
     grad_y = input_grad(y, mean, grad_mean, grad_var, grad_out=grad_shortcut, scale=scale)
     return grad_y, grad_shortcut, grad_params, grad_cfc
@@ -377,4 +375,4 @@ def update_running_stats(stats: torch.Tensor, running: Tuple[torch.Tensor, ...],
     :func:`block_tail_train` by ``factors``; variances made unbiased over ``counts`` values."""
     channels = stats.shape[1]
     _kernels.running_stats_kernel[_per_map_grid(channels)](
-        stats, *running, channels, *counts, _constants(running[0], *factors), BLOCK=_MAPS_PER_PROGRAM)
+        stats, *running, channels, *counts, *factors, BLOCK=_MAPS_PER_PROGRAM)
