@@ -14,10 +14,11 @@
   into the same passes: SRM's statistics of ``x = a * y + b`` (per channel) follow from those of
   the convolution output ``y``, and so do BatchNorm's batch statistics in training (the mean and
   variance of N maps follow from each map's). The block tail reads ``y`` once for the statistics
-  and once for ``relu(y * gate * a + gate * b + shortcut)`` (in inference on the Triton kernels, in
-  one kernel whose second read comes from the caches where they still hold ``y``), and keeps only
-  ``y`` and the output for the backward pass, as a plain ResNet block does. (``y * gate * a`` and ``gate * b`` nearly
-  cancel where the norm's mean is large: in bf16 or fp16 that sum stays in float32.)
+  and once for ``relu(y * gate * a + gate * b + shortcut)`` (in inference on the Triton kernels on
+  large NCHW maps, in one kernel whose second read comes from the caches where they still hold ``y``),
+  and keeps only ``y`` and the output for the backward pass, as a plain ResNet block does.
+  (``y * gate * a`` and ``gate * b`` nearly cancel where the norm's mean is large: in bf16 or fp16
+  that sum stays in float32.)
 * In inference on the Triton kernels a downsampling block's shortcut skips the downsample's last
   BatchNorm, which the tail's apply takes instead (:func:`shortcut_norm_to_fold`): one write and one
   read of the shortcut fewer.

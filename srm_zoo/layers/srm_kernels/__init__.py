@@ -10,8 +10,9 @@ differentiable ones with autograd formulas):
 * ``srm_zoo::style_moments_backward`` and ``srm_zoo::affine_residual_relu_backward``: their gradients;
 * ``srm_zoo::folded_block_tail``: a block's inference tail, ``relu(SRM(BN(y)) + shortcut)``, as the
   statistics kernel, one kernel for every (n, c) gate with both BatchNorms folded in, and the
-  fused apply; or, where one program for each sample and block of channels fills the GPU, as one
-  kernel that sweeps each program's maps twice, the second time from the caches where they hold them.
+  fused apply; or, on NCHW maps of 28 x 28 or more where one program for each sample and block of
+  channels fills the GPU (where that measured faster), as one kernel that sweeps each program's maps
+  twice, the second time from the caches where they hold them.
   Given a BatchNorm for the shortcut (a downsample's), the apply passes the shortcut through it;
 * ``srm_zoo::folded_block_tail_train`` (and its backward): the same tail in training, both
   BatchNorms on batch statistics (the gate and its gradient one kernel each way), with

@@ -258,10 +258,12 @@ def folded_gate(y: torch.Tensor, sums: torch.Tensor, norm: Tuple[torch.Tensor, .
 
 def takes_one_pass(y: torch.Tensor) -> bool:
     """Whether :func:`folded_block_tail` runs as :func:`folded_tail_one_pass` for ``y``: where it measured
-    faster than three kernels, NCHW maps of 28 x 28 or more (on an H200, bf16, batch 256: 0.71x and 0.74x
-    their time at 56 x 56 and 28 x 28, 1.15x and 1.77x at 14 x 14 and 7 x 7; in channels_last 1.18x to
-    1.38x at every size), and where its programs, one for each sample and block of channels, are enough
-    to fill the GPU. Elsewhere the three kernels' statistics split each map's spatial axis over programs."""
+    faster than three kernels, on NCHW maps of 28 x 28 or more (two runs on an H200, bf16, batch 256:
+    0.71-0.75x their time at 56 x 56 and 28 x 28, 1.15-1.18x at 14 x 14, 1.75-1.77x at 7 x 7; in
+    channels_last 1.18-1.40x from 56 x 56 to 14 x 14, and at 7 x 7 1.29x in one run, 0.82x in the other,
+    where the three kernels took 59% longer), and where its programs, one for each sample and block of
+    channels, are enough to fill the GPU. Elsewhere the three kernels' statistics split each map's
+    spatial axis over programs."""
     grid = _one_pass_grid(y)
     positions = grid.args[1]
     return not grid.channels_last and positions >= _ONE_PASS_MIN_POSITIONS and grid.programs >= _ONE_PASS_MIN_PROGRAMS

@@ -101,8 +101,8 @@ def folded_block_tail(y: torch.Tensor, shortcut: torch.Tensor, norm_weight: torc
                       shortcut_norm_eps: float) -> torch.Tensor:
     """Inference tail of an SRM block, ``relu(SRM(norm(y)) + shortcut)``, for a BatchNorm ``norm`` and an
     SRM whose BatchNorm both normalise with running statistics: the statistics of ``y``, the (n, c)
-    gate with both BatchNorms folded in, the fused apply; in one kernel where that fills the GPU
-    (:func:`.launch.folded_block_tail`). Where ``shortcut_norm`` gives a BatchNorm's weight, bias, running
+    gate with both BatchNorms folded in, the fused apply; in one kernel where that is the faster
+    (:func:`.launch.takes_one_pass`). Where ``shortcut_norm`` gives a BatchNorm's weight, bias, running
     mean and running var (``[]``: none), the shortcut passes that norm first. Forward only."""
     return launch.folded_block_tail(y, shortcut, (norm_weight, norm_bias, norm_mean, norm_var), norm_eps, cfc,
                                     (srm_weight, srm_bias, srm_mean, srm_var), srm_bn_eps, srm_eps, style_pooling,
