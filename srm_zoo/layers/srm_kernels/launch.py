@@ -114,7 +114,7 @@ class _Grid:
         block_c, block_hw = tile
         num_cblocks = _cdiv(channels, block_c)
         self.programs = batch * num_cblocks
-        self.channels = channels
+        self.channels, self.positions = channels, hw
         self.channels_last = _channels_last(strides)
         self.args = (channels, hw, *strides, num_cblocks)
         self.blocks = dict(BLOCK_C=block_c, BLOCK_HW=block_hw)
@@ -265,8 +265,8 @@ def takes_one_pass(y: torch.Tensor) -> bool:
     channels, are enough to fill the GPU. Elsewhere the three kernels' statistics split each map's
     spatial axis over programs."""
     grid = _one_pass_grid(y)
-    positions = grid.args[1]
-    return not grid.channels_last and positions >= _ONE_PASS_MIN_POSITIONS and grid.programs >= _ONE_PASS_MIN_PROGRAMS
+    return (not grid.channels_last and grid.positions >= _ONE_PASS_MIN_POSITIONS
+            and grid.programs >= _ONE_PASS_MIN_PROGRAMS)
 
 
 def folded_tail_one_pass(y: torch.Tensor, shortcut: torch.Tensor, norm: Tuple[torch.Tensor, ...], norm_eps: float,
