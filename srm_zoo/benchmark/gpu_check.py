@@ -475,6 +475,16 @@ def speed_table(rows_by_run: Dict[str, List[Dict[str, Any]]]) -> str:
 KERNEL_BENCHMARKS = {'tails': inference_tail_timings}  # name: rows of GPU times
 
 
+def _benchmark_rows(name: str, device: torch.device, rounds: int, steps: int) -> List[Dict[str, Any]]:
+    """The rows of benchmark ``name``: GPU times of one of :data:`KERNEL_BENCHMARKS`, or the models of one of
+    :data:`BENCHMARKS` (bf16 autocast, channels_last, ``rounds`` interleaved rounds of ``steps`` steps)."""
+    if name in KERNEL_BENCHMARKS:
+        return KERNEL_BENCHMARKS[name](device)
+    config = BenchConfig(models=MODELS, device='cuda', amp='bf16', channels_last=True, rounds=rounds, steps=steps,
+                         warmup_steps=5, **BENCHMARKS[name][1])
+    return run_benchmark(config)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog='python -m srm_zoo.benchmark.gpu_check', description=__doc__.split('\n\n')[0])
     parser.add_argument('--out', default='gpu_results', help='folder for checks.json, CSVs and speed_table.md')
@@ -507,27 +517,17 @@ def main(argv=None) -> int:
             print(f'FAILED: {check}', file=sys.stderr)
     rows_by_run = {}
     for name in benchmarks:
-        if name in KERNEL_BENCHMARKS:
-            try:
-                rows = KERNEL_BENCHMARKS[name](device)
-            except Exception:
-                traceback.print_exc()
-                failed_benchmarks.append(name)
-                continue
-            write_rows(rows, 'csv', str(out_dir / f'{name}.csv'))
-            write_rows(rows, 'table')
-            continue
-        run_name, options = BENCHMARKS[name]
-        config = BenchConfig(models=MODELS, device='cuda', amp='bf16', channels_last=True, rounds=args.rounds,
-                             steps=args.steps, warmup_steps=5, **options)
         try:
-            rows = run_benchmark(config)
+            rows = _benchmark_rows(name, device, args.rounds, args.steps)
         except Exception:  # the other benchmarks of a one-shot device run still count
             traceback.print_exc()
             failed_benchmarks.append(name)
             continue
         write_rows(rows, 'csv', str(out_dir / f'{name}.csv'))
-        rows_by_run[run_name] = rows
+        if name in KERNEL_BENCHMARKS:
+            write_rows(rows, 'table')
+        else:
+            rows_by_run[BENCHMARKS[name][0]] = rows
     if rows_by_run:
         table = speed_table(rows_by_run)
         header = (f'{torch.cuda.get_device_name()}, torch {torch.__version__}, timm {timm.__version__}, bf16 autocast, '
