@@ -17,11 +17,6 @@ def matching_entries(pattern: str = '*') -> List[ModelEntry]:
     return [entry for name, entry in CATALOGUE.items() if fnmatch.fnmatch(name, pattern)]
 
 
-def catalogue_rows(pattern: str = '*') -> List[Dict[str, Any]]:
-    """One row per catalogue model matching ``pattern`` (see :func:`matching_entries`)."""
-    return [_row(entry) for entry in matching_entries(pattern)]
-
-
 def _row(entry: ModelEntry) -> Dict[str, Any]:
     stats = model_stats(entry.name)
     reported = entry.paper[0] if entry.paper else None
