@@ -277,10 +277,11 @@ def folded_tail_one_pass(y: torch.Tensor, shortcut: torch.Tensor, norm: Tuple[to
     second sweep over ``y`` reads it from the caches where they still hold it."""
     grid = _one_pass_grid(y)
     out = torch.empty_like(y)
+    gate = y.new_empty((y.shape[0], 3, grid.channels), dtype=acc_dtype(y))
     norm_args, switch = _shortcut_norm_args(shortcut_norm, shortcut_norm_eps, out)
     _kernels.folded_tail_kernel[(grid.programs,)](
-        y, _like(shortcut, y), out, *norm, cfc.contiguous(), *srm_norm, norm_eps, srm_bn_eps, srm_eps, *norm_args,
-        *grid.args, **_style_switches(style_pooling), **switch, **grid.blocks)
+        y, _like(shortcut, y), out, gate, *norm, cfc.contiguous(), *srm_norm, norm_eps, srm_bn_eps, srm_eps,
+        *norm_args, *grid.args, **_style_switches(style_pooling), **switch, **grid.blocks)
     return out
 
 
