@@ -15,8 +15,8 @@ import torch
 from timm.models.resnet import Bottleneck, downsample_avg, downsample_conv
 
 from conftest import randomize_
-from srm_zoo.benchmark.gpu_check import (BF16_CHECKED, INFERENCE_TAILS, block_tail_errors, inference_tail_errors,
-                                         kernel_errors, randomize_srm_)
+from srm_zoo.benchmark.gpu_check import (BF16_CHECKED, INFERENCE_TAILS, block_tail_errors, folded_tail_args,
+                                         inference_tail_errors, kernel_errors, randomize_srm_)
 from srm_zoo.benchmark.memory import saved_activation_bytes
 from srm_zoo.layers import SRM, srm_kernels, use_reference
 from srm_zoo.layers.srm_kernels import launch
@@ -176,6 +176,19 @@ def test_downsampling_block_folds_its_shortcut_norm(monkeypatch, downsample, cha
     assert len(shortcut_norm_outputs) == 1
     for out in outputs:
         torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_one_pass_tail_with_any_channels_per_program(channels_last):
+    """The one-kernel tail with the channel blocks the tails benchmark tries, over 20 channels (partly masked
+    blocks) and 3 x 7 maps, against the three kernels' tail in float64."""
+    block = randomize_(SRMBottleneck(20, 5, attn_layer=SRM)).double().eval()
+    y, shortcut = (_input((2, 20, 3, 7), torch.float64, channels_last, offset) for offset in (7.0, 1.0))
+    args = folded_tail_args(block)
+    expected = launch.folded_tail_three_kernels(y, shortcut, *args)
+    for channels_per_program in (1, 4, 8, 32):
+        actual = launch.folded_tail_one_pass(y, shortcut, *args, channels_per_program=channels_per_program)
+        torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize('style_pooling', ['mean', 'std'])

@@ -281,6 +281,8 @@ def inference_tail_checks(device: torch.device) -> List[Dict[str, Any]]:
 
 STAGE_TAILS = ((256, 56), (512, 28), (1024, 14), (2048, 7))
 """SRM-ResNet-50's block tails at 224 x 224: channels and map size of each stage."""
+ONE_PASS_CHANNELS = (4, 8, 16, 32)
+"""Channels per program that the tails benchmark also times the one-kernel tail with, whatever its own tile."""
 
 
 def inductor_tail(block: torch.nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -294,7 +296,8 @@ def inductor_tail(block: torch.nn.Module) -> Callable[[torch.Tensor, torch.Tenso
 
 def inference_tail_timings(device: torch.device, batch_size: int = 256) -> List[Dict[str, Any]]:
     """GPU time (median microseconds of ``triton.testing.do_bench``, caches flushed between runs) of each of
-    :data:`INFERENCE_TAILS` on SRM-ResNet-50's stage shapes in bf16, both layouts; of the tail as Inductor
+    :data:`INFERENCE_TAILS` on SRM-ResNet-50's stage shapes in bf16, both layouts (the one-kernel tail also with
+each of :data:`ONE_PASS_CHANNELS` channels per program); of the tail as Inductor
     compiles it from PyTorch operations (:func:`inductor_tail`); and of the fused apply alone
     (``relu(y * k + b + shortcut)`` for given ``k``, ``b``), whose one pass over ``y``, the shortcut and the
     output is what resnet50's BatchNorm, add and ReLU cost: the floor, also given as bandwidth."""
@@ -309,10 +312,15 @@ def inference_tail_timings(device: torch.device, batch_size: int = 256) -> List[
                            .contiguous(memory_format=memory_format) for _ in range(2))
             scale, bias = (torch.rand(batch_size, channels, device=device) for _ in range(2))
             row = dict(shape=f'{batch_size}x{channels}x{size}x{size}', channels_last=channels_last,
-                       picked='one_pass' if launch.takes_one_pass(y) else 'three_kernels')
+                       picked='one_pass' if launch.takes_one_pass(y) else 'three_kernels',
+                       one_pass_tile='x'.join(map(str, launch.one_pass_tile(y))))
             with torch.no_grad():
                 for name, tail in INFERENCE_TAILS.items():
                     row[f'{name}_us'] = do_bench(partial(tail, y, shortcut, *args), return_mode='median') * 1e3
+                for channels_per_program in ONE_PASS_CHANNELS:
+                    row[f'one_pass_c{channels_per_program}_us'] = do_bench(
+                        partial(launch.folded_tail_one_pass, y, shortcut, *args,
+                                channels_per_program=channels_per_program), return_mode='median') * 1e3
                 row['picked_shortcut_norm_us'] = do_bench(
                     partial(launch.folded_block_tail, y, shortcut, *args,
                             *shortcut_norm_args(_random_shortcut_norm(channels, device))), return_mode='median') * 1e3

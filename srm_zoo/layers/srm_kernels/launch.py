@@ -135,9 +135,19 @@ def _grid(x: torch.Tensor) -> _Grid:
     return _grid_for(x.shape, x.stride(), False)
 
 
-def _one_pass_grid(y: torch.Tensor) -> _Grid:
-    """The :class:`_Grid` of ``y``'s shape and strides for :func:`folded_tail_one_pass`."""
-    return _grid_for(y.shape, y.stride(), True)
+def _one_pass_grid(y: torch.Tensor, channels_per_program: Optional[int] = None) -> _Grid:
+    """The :class:`_Grid` of ``y``'s shape and strides for :func:`folded_tail_one_pass`: its tile (:func:`_tile`),
+    or one of ``channels_per_program`` channels and up to _TILE elements."""
+    if channels_per_program is None:
+        return _grid_for(y.shape, y.stride(), True)
+    positions = min(_next_power_of_2(y.shape[2] * y.shape[3]), max(1, _TILE // channels_per_program))
+    return _Grid(y.shape, _map_strides(y.shape, y.stride()), (channels_per_program, positions))
+
+
+def one_pass_tile(y: torch.Tensor) -> Tuple[int, int]:
+    """(channels, positions) of a program's tile in :func:`folded_tail_one_pass` of ``y``."""
+    blocks = _one_pass_grid(y).blocks
+    return blocks['BLOCK_C'], blocks['BLOCK_HW']
 
 
 class RunningUpdate(NamedTuple):
@@ -272,10 +282,11 @@ def takes_one_pass(y: torch.Tensor) -> bool:
 def folded_tail_one_pass(y: torch.Tensor, shortcut: torch.Tensor, norm: Tuple[torch.Tensor, ...], norm_eps: float,
                          cfc: torch.Tensor, srm_norm: Tuple[torch.Tensor, ...], srm_bn_eps: float, srm_eps: float,
                          style_pooling: str, shortcut_norm: Tuple[torch.Tensor, ...] = (),
-                         shortcut_norm_eps: float = 0.0) -> torch.Tensor:
+                         shortcut_norm_eps: float = 0.0, channels_per_program: Optional[int] = None) -> torch.Tensor:
     """:func:`folded_block_tail` as one kernel, one program for each sample and block of channels, whose
-    second sweep over ``y`` reads it from the caches where they still hold it."""
-    grid = _one_pass_grid(y)
+    second sweep over ``y`` reads it from the caches where they still hold it. ``channels_per_program`` (a
+    power of two) overrides the tile's channels (:func:`one_pass_tile`), for tile experiments."""
+    grid = _one_pass_grid(y, channels_per_program)
     out = torch.empty_like(y)
     gate = y.new_empty((y.shape[0], 3, grid.channels), dtype=acc_dtype(y))
     norm_args, switch = _shortcut_norm_args(shortcut_norm, shortcut_norm_eps, out)
