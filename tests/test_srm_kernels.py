@@ -30,8 +30,6 @@ def test_triton_kernels_under_interpreter():
 
 # sizes of the tiles; every combination of the boolean switches is compiled
 BLOCK_SIZES = {'BLOCK_C': 16, 'BLOCK_HW': 64, 'BLOCK': 256, 'BLOCK_N': 128}
-DATA_POINTERS = {'x_ptr', 'grad_ptr', 'out_ptr', 'shortcut_ptr', 'grad_x_ptr', 'grad_shortcut_ptr', 'grad_out_ptr'}
-COUNTER_POINTERS = {'norm_batches_ptr', 'srm_batches_ptr'}  # BatchNorm's num_batches_tracked, int64
 
 
 def _compile_cases():
@@ -49,21 +47,32 @@ def _compile_cases():
 
 @pytest.mark.skipif(not srm_kernels.available(), reason='triton is not installed')
 def test_kernels_compile_for_sm90():
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+    from srm_zoo.benchmark.registers import compile_kernel
     compiled = []
     for kernel, flags, data, accumulate in _compile_cases():
         constexprs = {**{n: v for n, v in BLOCK_SIZES.items() if n in kernel.arg_names}, **flags}
-        scalars = {p.name: p.annotation_type or 'i32' for p in kernel.params}  # float64: epsilons, momenta
-        signature = {name: 'constexpr' if name in constexprs else '*i64' if name in COUNTER_POINTERS else
-                     (data if name in DATA_POINTERS else accumulate) if name.endswith('_ptr') else scalars[name]
-                     for name in kernel.arg_names}
-        source = ASTSource(kernel, signature, constexprs={(kernel.arg_names.index(n),): v for n, v in constexprs.items()})
-        binary = triton.compile(source, target=GPUTarget('cuda', 90, 32))
+        binary = compile_kernel(kernel, constexprs, data, accumulate)
         assert binary.asm['cubin'], (kernel.__name__, flags, data)
         compiled.append(kernel.__name__)
     assert len(set(compiled)) >= 9
+
+
+@pytest.mark.skipif(not srm_kernels.available(), reason='triton is not installed')
+def test_registers_of_the_one_kernel_tail_from_ptxas(monkeypatch, capsys):
+    """``python -m srm_zoo.benchmark.registers`` reports ptxas's registers per thread and spills of the
+    one-kernel tail on the launch code's tiles (here for the 56 x 56 stage alone): a 16-channel tile in
+    channels_last, 4 channels in NCHW, with and without a shortcut BatchNorm."""
+    from srm_zoo.benchmark import gpu_check, registers
+    monkeypatch.setattr(gpu_check, 'STAGE_TAILS', ((256, 56),))
+    registers.main([])
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header == 'shape,channels_last,shortcut_norm,tile,registers,spill_bytes'
+    rows = [line.split(',') for line in lines]
+    assert [row[:4] for row in rows] == [['256x256x56x56', layout, norm, tile]
+                                        for layout, tile in (('True', '16x128'), ('False', '4x512'))
+                                        for norm in ('False', 'True')]
+    for row in rows:
+        assert 16 <= int(row[4]) <= 255 and int(row[5]) >= 0, row
 
 
 @pytest.mark.skipif(not srm_kernels.available(), reason='triton is not installed')
