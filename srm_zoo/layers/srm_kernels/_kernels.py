@@ -416,8 +416,8 @@ def folded_tail_kernel(x_ptr, shortcut_ptr, out_ptr, gate_ptr, norm_weight_ptr, 
                        BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
     """The whole inference tail ``relu(x * k + b + shortcut)`` (:func:`_folded_gate`) in one kernel: each
     program sweeps the maps of one sample and ``BLOCK_C`` channels twice, first for their sums, then to
-    apply their gate. The first sweep asks the caches to keep ``x``, so that the second reads it from
-    there rather than from memory. With ``SHORTCUT_NORM`` the shortcut first passes a BatchNorm with
+    apply their gate. The first sweep asks the caches to keep ``x``, and the second, which runs backwards,
+    reads it from there rather than from memory wherever they still hold it. With ``SHORTCUT_NORM`` the shortcut first passes a BatchNorm with
     running statistics (:func:`_with_shortcut_norm`).
 
     The per-channel values pass through this sample's rows of ``gate`` (N, 3, C), in the float type of the
@@ -449,8 +449,9 @@ def folded_tail_kernel(x_ptr, shortcut_ptr, out_ptr, gate_ptr, norm_weight_ptr, 
     if SHORTCUT_NORM:
         tl.store(gate_ptr + 2 * C + channel, shortcut_scale, mask=mask)
     tl.debug_barrier()
-    for start in range(0, HW, BLOCK_HW):
-        hw = start + tl.arange(0, BLOCK_HW)
+    num_tiles = tl.cdiv(HW, BLOCK_HW)
+    for tile in range(0, num_tiles):  # backwards: the tiles read last are likeliest still in the caches
+        hw = (num_tiles - 1 - tile) * BLOCK_HW + tl.arange(0, BLOCK_HW)
         tile_k = tl.load(gate_ptr + c, mask=c_mask, other=0.)
         tile_b = tl.load(gate_ptr + C + c, mask=c_mask, other=0.)
         tile_shortcut_scale = tile_b  # read only with SHORTCUT_NORM
