@@ -12,7 +12,8 @@ against the reference path and float64 (float32 checks without TF32; a fast-path
 a tolerance or below twice the reference path's error in the same dtype), that the fused tail gives
 the same bits on every run, and that ``srm-zoo train`` compiled with CUDA graphs and gradient
 accumulation updates the weights as eager training does (:mod:`.train_check`). Then it times both
-inference tails (and the picked one taking a shortcut's BatchNorm), the fused apply alone and the
+inference tails (and the picked one taking a shortcut's BatchNorm; the one kernel also with 4 to 32
+channels per program), the fused apply alone and the
 tail as Inductor compiles it from PyTorch operations on SRM-ResNet-50's stage shapes at batch 256
 (``tails``), and benchmarks resnet50, srm_resnet50 (fast and reference) and seresnet50 with bf16
 autocast and channels_last: inference eager and compiled at batch 256, and a training step at batch
