@@ -13,10 +13,9 @@ a tolerance or below twice the reference path's error in the same dtype), that t
 the same bits on every run, and that ``srm-zoo train`` compiled with CUDA graphs and gradient
 accumulation updates the weights as eager training does (:mod:`.train_check`). Then it times both
 inference tails (and the picked one taking a shortcut's BatchNorm; the one kernel also with 4 to 32
-channels per program), the fused apply alone and the
-tail as Inductor compiles it from PyTorch operations on SRM-ResNet-50's stage shapes at batch 256
-(``tails``), and benchmarks resnet50, srm_resnet50 (fast and reference) and seresnet50 with bf16
-autocast and channels_last: inference eager and compiled at batch 256, and a training step at batch
+channels per program), the fused apply alone and the tail as Inductor compiles it from PyTorch
+operations on SRM-ResNet-50's stage shapes at batch 256 (``tails``), and benchmarks resnet50,
+srm_resnet50 (fast and reference) and seresnet50 with bf16 autocast and channels_last: inference eager and compiled at batch 256, and a training step at batch
 128, eager, compiled, and compiled with CUDA graphs (``reduce-overhead``); the GPU kernel time of
 the training steps outside CUDA graphs is profiled too (``--benchmarks tails,eager,compile,train``
 picks some; an empty list runs the checks only; ``--no-checks`` runs the benchmarks only). It writes
@@ -298,8 +297,8 @@ def inductor_tail(block: torch.nn.Module) -> Callable[[torch.Tensor, torch.Tenso
 def inference_tail_timings(device: torch.device, batch_size: int = 256) -> List[Dict[str, Any]]:
     """GPU time (median microseconds of ``triton.testing.do_bench``, caches flushed between runs) of each of
     :data:`INFERENCE_TAILS` on SRM-ResNet-50's stage shapes in bf16, both layouts (the one-kernel tail also with
-each of :data:`ONE_PASS_CHANNELS` channels per program); of the tail as Inductor
-    compiles it from PyTorch operations (:func:`inductor_tail`); and of the fused apply alone
+    each of :data:`ONE_PASS_CHANNELS` channels per program); of the tail as Inductor compiles it from PyTorch
+    operations (:func:`inductor_tail`); and of the fused apply alone
     (``relu(y * k + b + shortcut)`` for given ``k``, ``b``), whose one pass over ``y``, the shortcut and the
     output is what resnet50's BatchNorm, add and ReLU cost: the floor, also given as bandwidth."""
     from triton.testing import do_bench

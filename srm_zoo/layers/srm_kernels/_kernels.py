@@ -417,8 +417,8 @@ def folded_tail_kernel(x_ptr, shortcut_ptr, out_ptr, gate_ptr, norm_weight_ptr, 
     """The whole inference tail ``relu(x * k + b + shortcut)`` (:func:`_folded_gate`) in one kernel: each
     program sweeps the maps of one sample and ``BLOCK_C`` channels twice, first for their sums, then to
     apply their gate. The first sweep asks the caches to keep ``x``, and the second, which runs backwards,
-    reads it from there rather than from memory wherever they still hold it. With ``SHORTCUT_NORM`` the shortcut first passes a BatchNorm with
-    running statistics (:func:`_with_shortcut_norm`).
+    reads it from there rather than from memory wherever they still hold it. With ``SHORTCUT_NORM`` the
+    shortcut first passes a BatchNorm with running statistics (:func:`_with_shortcut_norm`).
 
     The per-channel values pass through this sample's rows of ``gate`` (N, 3, C), in the float type of the
     sums: the moments, then ``k``, ``b`` and the shortcut's scale, which each tile of the second sweep loads
