@@ -16,12 +16,12 @@ inference tails (and the picked one taking a shortcut's BatchNorm; the one kerne
 channels per program), the fused apply alone and the tail as Inductor compiles it from PyTorch
 operations on SRM-ResNet-50's stage shapes at batch 256 (``tails``), and benchmarks resnet50,
 srm_resnet50 (fast and reference) and seresnet50 with bf16 autocast and channels_last: inference
-eager and compiled at batch 256, and a training step at batch 128, eager, compiled, and compiled with
-CUDA graphs (``reduce-overhead``); the GPU kernel time of the training steps outside CUDA graphs is profiled too (``--benchmarks tails,eager,compile,train``
-picks some; an empty list runs the checks only; ``--no-checks`` runs the benchmarks only). It writes
-``checks.json``, one CSV per benchmark and ``speed_table.md`` under ``--out``. A check or benchmark
-that raises is reported and the rest still run; the exit status is non-zero when any check or
-benchmark fails.
+eager and compiled at batch 256, and a training step at batch 128, eager, compiled, and compiled
+with CUDA graphs (``reduce-overhead``); the GPU kernel time of the training steps outside CUDA
+graphs is profiled too (``--benchmarks tails,eager,compile,train`` picks some; an empty list runs
+the checks only; ``--no-checks`` runs the benchmarks only). It writes ``checks.json``, one CSV per
+benchmark and ``speed_table.md`` under ``--out``. A check or benchmark that raises is reported and
+the rest still run; the exit status is non-zero when any check or benchmark fails.
 """
 import argparse
 import copy
