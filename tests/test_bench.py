@@ -258,3 +258,27 @@ def test_gpu_check_inductor_tail_is_the_block_tail(randomize):
         out = inductor_tail(block)(y, shortcut)
     torch.testing.assert_close(out.double() / expected.abs().max(), expected / expected.abs().max(),
                                rtol=1e-6, atol=1e-6)
+
+
+def test_gpu_check_fastest_tails_follow_the_tails_benchmark():
+    """``compile-fastest-tails`` runs each inference tail as whichever of one kernel and three the same run's
+    ``tails`` timed faster for its shape and layout, the launch code's own rule elsewhere; and refuses to run
+    without ``tails`` before it."""
+    from srm_zoo.benchmark import gpu_check
+    from srm_zoo.layers.srm_kernels import launch
+
+    def maps(shape, channels_last):
+        y = torch.empty(shape, device='meta')
+        return y.contiguous(memory_format=torch.channels_last) if channels_last else y
+
+    tail_rows = [dict(shape='256x256x56x56', channels_last=True, one_pass_us=300.0, three_kernels_us=448.0),
+                 dict(shape='256x256x56x56', channels_last=False, one_pass_us=500.0, three_kernels_us=458.0)]
+    rule = launch.takes_one_pass
+    untimed = [maps((8, 256, 56, 56), False), maps((256, 2048, 7, 7), True)]
+    with gpu_check.fastest_tails(tail_rows):
+        assert launch.takes_one_pass(maps((256, 256, 56, 56), True)) is True  # three kernels by the rule
+        assert launch.takes_one_pass(maps((256, 256, 56, 56), False)) is False  # one kernel by the rule
+        assert [launch.takes_one_pass(y) for y in untimed] == [rule(y) for y in untimed] == [True, False]
+    assert launch.takes_one_pass is rule
+    with pytest.raises(ValueError, match='tails before it'):
+        gpu_check._benchmark_rows('compile-fastest-tails', torch.device('cpu'), 1, 1)

@@ -17,11 +17,13 @@ channels per program), the fused apply alone and the tail as Inductor compiles i
 operations on SRM-ResNet-50's stage shapes at batch 256 (``tails``), and benchmarks resnet50,
 srm_resnet50 (fast and reference) and seresnet50 with bf16 autocast and channels_last: inference
 eager and compiled at batch 256, and a training step at batch 128, eager, compiled, and compiled
-with CUDA graphs (``reduce-overhead``); the GPU kernel time of the training steps outside CUDA
-graphs is profiled too (``--benchmarks tails,eager,compile,train`` picks some; an empty list runs
-the checks only; ``--no-checks`` runs the benchmarks only). It writes ``checks.json``, one CSV per
-benchmark and ``speed_table.md`` under ``--out``. A check or benchmark that raises is reported and
-the rest still run; the exit status is non-zero when any check or benchmark fails.
+with CUDA graphs (``reduce-overhead``), and compiled inference once more with each block tail as
+whichever of one kernel and three ``tails`` timed faster (``compile-fastest-tails``, an experiment
+on that rule, after ``tails``); the GPU kernel time of the training steps outside CUDA graphs is
+profiled too (``--benchmarks tails,eager,compile,train`` picks some; an empty list runs the checks
+only; ``--no-checks`` runs the benchmarks only). It writes ``checks.json``, one CSV per benchmark
+and ``speed_table.md`` under ``--out``. A check or benchmark that raises is reported and the rest
+still run; the exit status is non-zero when any check or benchmark fails.
 """
 import argparse
 import copy
@@ -55,7 +57,13 @@ BENCHMARKS = {  # name: (table column, settings)
     # its kernels replay inside CUDA graphs: not profiled
     'train-graphs': ('train step, torch.compile reduce-overhead, bs 128',
                      dict(mode='train', batch_size=128, compile=True, compile_mode='reduce-overhead')),
+    # an experiment on the rule of which inference tail runs: needs ``tails`` earlier in the same run
+    'compile-fastest-tails': ('infer, torch.compile, the faster tail in this run, bs 256',
+                              dict(mode='infer', batch_size=256, compile=True)),
 }
+FOLLOWS_TAILS = {'compile-fastest-tails'}
+"""Benchmarks whose inference tails run as one kernel or three, whichever ``tails`` timed faster in the same
+run for their shape and layout (:func:`fastest_tails`)."""
 
 
 def _max_rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -483,14 +491,38 @@ def speed_table(rows_by_run: Dict[str, List[Dict[str, Any]]]) -> str:
 KERNEL_BENCHMARKS = {'tails': inference_tail_timings}  # name: rows of GPU times
 
 
-def _benchmark_rows(name: str, device: torch.device, rounds: int, steps: int) -> List[Dict[str, Any]]:
+@contextmanager
+def fastest_tails(tail_rows: Sequence[Dict[str, Any]]):
+    """:func:`~srm_zoo.layers.srm_kernels.launch.takes_one_pass` answering, for each shape and layout of
+    ``tail_rows`` (:func:`inference_tail_timings`), whether one kernel timed faster than three there; its own
+    rule elsewhere."""
+    faster = {(row['shape'], row['channels_last']): row['one_pass_us'] < row['three_kernels_us'] for row in tail_rows}
+    rule = launch.takes_one_pass
+
+    def measured_rule(y: torch.Tensor) -> bool:
+        channels_last = y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+        return faster.get(('x'.join(map(str, y.shape)), channels_last), rule(y))
+
+    launch.takes_one_pass = measured_rule
+    try:
+        yield
+    finally:
+        launch.takes_one_pass = rule
+
+
+def _benchmark_rows(name: str, device: torch.device, rounds: int, steps: int,
+                    tail_rows: Optional[Sequence[Dict[str, Any]]] = None) -> List[Dict[str, Any]]:
     """The rows of benchmark ``name``: GPU times of one of :data:`KERNEL_BENCHMARKS`, or the models of one of
-    :data:`BENCHMARKS` (bf16 autocast, channels_last, ``rounds`` interleaved rounds of ``steps`` steps)."""
+    :data:`BENCHMARKS` (bf16 autocast, channels_last, ``rounds`` interleaved rounds of ``steps`` steps), those of
+    :data:`FOLLOWS_TAILS` with the tails that ``tail_rows`` timed faster."""
     if name in KERNEL_BENCHMARKS:
         return KERNEL_BENCHMARKS[name](device)
+    if name in FOLLOWS_TAILS and tail_rows is None:
+        raise ValueError(f'{name} follows the tails benchmark: list tails before it in --benchmarks')
     config = BenchConfig(models=MODELS, device='cuda', amp='bf16', channels_last=True, rounds=rounds, steps=steps,
                          warmup_steps=5, **BENCHMARKS[name][1])
-    return run_benchmark(config)
+    with fastest_tails(tail_rows) if name in FOLLOWS_TAILS else nullcontext():
+        return run_benchmark(config)
 
 
 def main(argv=None) -> int:
@@ -523,16 +555,17 @@ def main(argv=None) -> int:
         print(f'{len(checks) - len(failed_checks)}/{len(checks)} checks passed', file=sys.stderr)
         for check in failed_checks:
             print(f'FAILED: {check}', file=sys.stderr)
-    rows_by_run = {}
+    rows_by_run, kernel_rows = {}, {}
     for name in benchmarks:
         try:
-            rows = _benchmark_rows(name, device, args.rounds, args.steps)
+            rows = _benchmark_rows(name, device, args.rounds, args.steps, kernel_rows.get('tails'))
         except Exception:  # the other benchmarks of a one-shot device run still count
             traceback.print_exc()
             failed_benchmarks.append(name)
             continue
         write_rows(rows, 'csv', str(out_dir / f'{name}.csv'))
         if name in KERNEL_BENCHMARKS:
+            kernel_rows[name] = rows
             write_rows(rows, 'table')
         else:
             rows_by_run[BENCHMARKS[name][0]] = rows
