@@ -76,6 +76,22 @@ def test_registers_of_the_one_kernel_tail_from_ptxas(monkeypatch, capsys):
 
 
 @pytest.mark.skipif(not srm_kernels.available(), reason='triton is not installed')
+def test_channel_blocks_that_are_no_power_of_two_are_refused(capsys):
+    """The tile experiments' channels per program must be a power of two (Triton's ranges are): a clear
+    error from the launch code and from the register tool's command line, before anything compiles."""
+    from srm_zoo.benchmark import registers
+    from srm_zoo.layers.srm_kernels import launch
+    y = torch.empty(2, 16, 4, 4, device='meta')
+    with pytest.raises(ValueError, match='power of two, not 3'):
+        launch.folded_tail_one_pass(y, y, (), 1e-5, y, (), 1e-5, 1e-5, 'mean_std', channels_per_program=3)
+    for text, message in (('3', "3 is not a power of two"), ('0', '0 is not a power of two'),
+                          ('x', "'x' is not a whole number")):
+        with pytest.raises(SystemExit) as exit_info:
+            registers.main(['--channels-per-program', text])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not srm_kernels.available(), reason='triton is not installed')
 def test_host_tile_arithmetic_matches_triton():
     """The launch code's integer helpers (plain Python: triton's are slow to call from host code)."""
     import triton

@@ -98,10 +98,21 @@ def one_pass_tail_registers(channels: int, size: int, channels_last: bool, short
                 registers=registers, spill_bytes=spills)
 
 
+def _power_of_two(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a whole number') from None
+    if value < 1 or value & (value - 1):
+        raise argparse.ArgumentTypeError(f'{text} is not a power of two')
+    return value
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(prog='python -m srm_zoo.benchmark.registers', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--channels-per-program', type=int, help="a program's channels (default: the launch code's)")
+    parser.add_argument('--channels-per-program', type=_power_of_two,
+                        help="a program's channels, a power of two (default: the launch code's)")
     args = parser.parse_args(argv)
     from .gpu_check import STAGE_TAILS
     print('shape,channels_last,shortcut_norm,tile,registers,spill_bytes')

@@ -140,6 +140,8 @@ def _one_pass_grid(y: torch.Tensor, channels_per_program: Optional[int] = None) 
     or one of ``channels_per_program`` channels and up to _TILE elements."""
     if channels_per_program is None:
         return _grid_for(y.shape, y.stride(), True)
+    if channels_per_program < 1 or channels_per_program & (channels_per_program - 1):
+        raise ValueError(f'channels_per_program must be a power of two, not {channels_per_program}')
     positions = min(_next_power_of_2(y.shape[2] * y.shape[3]), max(1, _TILE // channels_per_program))
     return _Grid(y.shape, _map_strides(y.shape, y.stride()), (channels_per_program, positions))
 
