@@ -282,3 +282,14 @@ def test_gpu_check_fastest_tails_follow_the_tails_benchmark():
     assert launch.takes_one_pass is rule
     with pytest.raises(ValueError, match='tails before it'):
         gpu_check._benchmark_rows('compile-fastest-tails', torch.device('cpu'), 1, 1)
+
+
+@pytest.mark.parametrize('benchmarks', ['compile-fastest-tails', 'compile-fastest-tails,tails'])
+def test_gpu_check_refuses_fastest_tails_without_tails_before_it(benchmarks, capsys):
+    """Listed without ``tails`` before it, ``compile-fastest-tails`` stops the command line at once (exit
+    status 2, saying why), before the checks' minutes on the GPU."""
+    from srm_zoo.benchmark import gpu_check
+    with pytest.raises(SystemExit) as exit_info:
+        gpu_check.main(['--benchmarks', benchmarks])
+    assert exit_info.value.code == 2
+    assert 'compile-fastest-tails follows the tails benchmark: list tails before it' in capsys.readouterr().err

@@ -541,6 +541,9 @@ def main(argv=None) -> int:
     unknown = sorted(set(benchmarks) - set(known))
     if unknown:
         parser.error(f'unknown benchmarks {unknown}: choose from {", ".join(known)}')
+    for position, name in enumerate(benchmarks):
+        if name in FOLLOWS_TAILS and 'tails' not in benchmarks[:position]:
+            parser.error(f'{name} follows the tails benchmark: list tails before it in --benchmarks')
     if not torch.cuda.is_available() or not srm_kernels.available():
         print('gpu_check needs a CUDA device and triton.', file=sys.stderr)
         return 2
