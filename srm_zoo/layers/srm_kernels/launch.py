@@ -87,6 +87,11 @@ def _channels_last(strides: Tuple[int, int, int]) -> bool:
     return strides[1] == 1 and strides[2] != 1
 
 
+def _positions(hw: int, block_c: int) -> int:
+    """Positions of a tile of ``block_c`` channels over maps of ``hw`` values: up to _TILE elements."""
+    return max(1, min(_next_power_of_2(hw), _TILE // block_c))
+
+
 def _tile(shape: Tuple[int, ...], strides: Tuple[int, int, int], one_pass: bool) -> Tuple[int, int]:
     """(channels, positions) of a program's tile over an (N, C, H, W) tensor with (sample, channel, spatial)
     ``strides``: _TILE elements, along the contiguous dimension first (at most 128 channels in channels_last).
@@ -97,7 +102,7 @@ def _tile(shape: Tuple[int, ...], strides: Tuple[int, int, int], one_pass: bool)
         block_c = min(_next_power_of_2(channels), 128)
         if one_pass:
             block_c = min(block_c, max(_SECTOR_CHANNELS, _TILE // _next_power_of_2(hw)))
-        return block_c, max(1, min(_next_power_of_2(hw), _TILE // block_c))
+        return block_c, _positions(hw, block_c)
     block_hw = min(_next_power_of_2(hw), 512)
     return max(1, min(_next_power_of_2(channels), _TILE // block_hw)), block_hw
 
@@ -142,8 +147,8 @@ def _one_pass_grid(y: torch.Tensor, channels_per_program: Optional[int] = None) 
         return _grid_for(y.shape, y.stride(), True)
     if channels_per_program < 1 or channels_per_program & (channels_per_program - 1):
         raise ValueError(f'channels_per_program must be a power of two, not {channels_per_program}')
-    positions = min(_next_power_of_2(y.shape[2] * y.shape[3]), max(1, _TILE // channels_per_program))
-    return _Grid(y.shape, _map_strides(y.shape, y.stride()), (channels_per_program, positions))
+    tile = channels_per_program, _positions(y.shape[2] * y.shape[3], channels_per_program)
+    return _Grid(y.shape, _map_strides(y.shape, y.stride()), tile)
 
 
 def one_pass_tile(y: torch.Tensor) -> Tuple[int, int]:
