@@ -293,6 +293,11 @@ ONE_PASS_CHANNELS = (4, 8, 16, 32)
 """Channels per program that the tails benchmark also times the one-kernel tail with, whatever its own tile."""
 
 
+def _dims(values: Sequence[int]) -> str:
+    """Sizes as the tails benchmark's rows write them, e.g. ``256x256x56x56``."""
+    return 'x'.join(map(str, values))
+
+
 def inductor_tail(block: torch.nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """SRM bottleneck ``block``'s tail as PyTorch operations in timm's order (its last BatchNorm, SRM's
     published formulation, the residual add, ReLU), compiled by Inductor: what the compiler makes of the
@@ -319,9 +324,9 @@ def inference_tail_timings(device: torch.device, batch_size: int = 256) -> List[
             y, shortcut = (torch.randn(batch_size, channels, size, size, device=device, dtype=torch.bfloat16)
                            .contiguous(memory_format=memory_format) for _ in range(2))
             scale, bias = (torch.rand(batch_size, channels, device=device) for _ in range(2))
-            row = dict(shape=f'{batch_size}x{channels}x{size}x{size}', channels_last=channels_last,
+            row = dict(shape=_dims(y.shape), channels_last=channels_last,
                        picked='one_pass' if launch.takes_one_pass(y) else 'three_kernels',
-                       one_pass_tile='x'.join(map(str, launch.one_pass_tile(y))))
+                       one_pass_tile=_dims(launch.one_pass_tile(y)))
             with torch.no_grad():
                 for name, tail in INFERENCE_TAILS.items():
                     row[f'{name}_us'] = do_bench(partial(tail, y, shortcut, *args), return_mode='median') * 1e3
@@ -500,8 +505,7 @@ def fastest_tails(tail_rows: Sequence[Dict[str, Any]]):
     rule = launch.takes_one_pass
 
     def measured_rule(y: torch.Tensor) -> bool:
-        channels_last = y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
-        return faster.get(('x'.join(map(str, y.shape)), channels_last), rule(y))
+        return faster.get((_dims(y.shape), launch._one_pass_grid(y).channels_last), rule(y))
 
     launch.takes_one_pass = measured_rule
     try:
