@@ -111,8 +111,10 @@ def _check_model_name(name: str) -> None:
     arch, _, tag = name.partition('.')
     if not timm.is_model(arch):
         raise UserError(unknown_model_message(name))
+    if not tag:
+        return
     tagged = timm.list_pretrained(f'{arch}.*')
-    if tag and name not in tagged:
+    if name not in tagged:
         known = ', '.join(t.partition('.')[2] for t in tagged) or 'none'
         raise UserError(f'Unknown pretrained tag {tag!r} for {arch} (timm knows: {known}); or name the architecture '
                         f'alone, {arch}.')
