@@ -450,6 +450,46 @@ def test_hooks_on_the_tail_fire_and_see_timms_values(block_cls, plain_cls, hooke
         torch.testing.assert_close(seen[key], expected[key], **TOLERANCES[torch.float64], msg=key)
 
 
+@pytest.mark.parametrize('hooked', ['last norm', 'se.bn'])
+@pytest.mark.parametrize('block_cls, plain_cls', [(SRMBottleneck, Bottleneck), (SRMBasicBlock, BasicBlock)])
+def test_backward_hooks_on_the_tail_fire_and_see_timms_gradients(block_cls, plain_cls, hooked):
+    """A full backward hook on a module that the fused tail skips in training fires once, with the output
+    gradient it gets in timm's block; the input's gradient is unchanged. (timm's block itself fails with
+    such a hook on SRM or the last activation: their outputs are changed in place.)"""
+    planes = 4 if block_cls is SRMBottleneck else 16
+    block = randomize_(block_cls(16, planes, attn_layer=SRM)).double().train()
+    plain = plain_cls(16, planes, attn_layer=SRM).double().train()
+    plain.load_state_dict(block.state_dict())
+    x = torch.randn(2, 16, 5, 5, dtype=torch.float64)
+    grad_out = torch.randn(2, 16, 5, 5, dtype=torch.float64)
+    seen = []
+    for module, reference in ((block, False), (plain, True)):
+        grads = []
+        TAIL_MODULES[hooked](module).register_full_backward_hook(
+            lambda m, grad_input, grad_output: grads.append(grad_output[0].clone()))
+        inputs = x.clone().requires_grad_(True)
+        with use_reference(reference):
+            module(inputs).backward(grad_out)
+        seen.append((grads, inputs.grad))
+    (grads, grad), (expected_grads, expected_grad) = seen
+    assert len(grads) == 1
+    assert_close_scaled(grads[0], expected_grads[0], torch.float64)
+    assert_close_scaled(grad, expected_grad, torch.float64)
+
+
+def test_backward_hook_on_srm_fires():
+    """A full backward hook on SRM fires in training, where timm's block fails (its residual add changes
+    SRM's hooked output in place): the block runs its unfused tail, whose add makes a new tensor."""
+    block = randomize_(SRMBottleneck(16, 4, attn_layer=SRM)).double().train()
+    grads = []
+    block.se.register_full_backward_hook(lambda m, grad_input, grad_output: grads.append(grad_output[0]))
+    out = block(torch.randn(2, 16, 5, 5, dtype=torch.float64, requires_grad=True))
+    grad_out = torch.randn_like(out)
+    out.backward(grad_out)
+    assert len(grads) == 1
+    torch.testing.assert_close(grads[0], grad_out * (out > 0))  # through the ReLU, before the residual add
+
+
 def test_model_hooks_keep_their_tensors():
     model = randomize_srm_(timm.create_model('srm_resnet20_cifar'), torch.Generator().manual_seed(0)).eval()
     norm, srm = {}, {}

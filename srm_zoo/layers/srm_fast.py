@@ -51,13 +51,16 @@ __all__ = ['style_moments', 'fast_gate', 'gate_residual_relu', 'norm_folds_into_
 
 
 def has_hooks(*modules: nn.Module) -> bool:
-    """Whether forward hooks expect any of ``modules`` to run as a module: their own forward or forward-pre
-    hooks, or global ones (``torch.nn.modules.module.register_module_forward_hook``, ``..._pre_hook``).
-    Dict lookups only: block tails ask it on every call."""
-    if _nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks:
+    """Whether hooks expect any of ``modules`` to run as a module: their own forward, forward-pre,
+    backward or backward-pre hooks (a module's backward hooks are set up when it is called), or global
+    ones (``torch.nn.modules.module.register_module_forward_hook`` and the like). Dict lookups only:
+    block tails ask it on every call."""
+    if (_nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks
+            or _nn_module._global_backward_hooks or _nn_module._global_backward_pre_hooks):
         return True
     for module in modules:
-        if module._forward_hooks or module._forward_pre_hooks:
+        if (module._forward_hooks or module._forward_pre_hooks
+                or module._backward_hooks or module._backward_pre_hooks):
             return True
     return False
 

@@ -12,9 +12,9 @@ timm's order of operations (BatchNorm, SRM, drop path, add, ReLU) instead. The t
 downsample, after the last convolution: in inference on the Triton kernels the tail takes the
 downsample's BatchNorm too (:func:`~srm_zoo.layers.srm_fast.shortcut_norm_to_fold`).
 
-Where hooks observe the tail (on the last BatchNorm, on SRM, on SRM's BatchNorm or on the last
-activation, or global module hooks), the block calls each of those modules in timm's order and
-overwrites none of their outputs, so every hook fires and sees the values it would see in timm's block.
+Where hooks (forward or backward) observe the tail (on the last BatchNorm, on SRM, on SRM's BatchNorm or
+on the last activation, or global module hooks), the block calls each of those modules in timm's order
+and overwrites none of their outputs, so every hook fires and sees the values it would see in timm's block.
 """
 from functools import partial
 from typing import Any, Optional, Tuple
