@@ -222,6 +222,23 @@ def test_gpu_check_block_tails_pass_on_the_cpu_path_and_fail_a_wrong_gate(monkey
     assert not any(r['passed'] for r in broken if r['amp'] == 'None'), broken
 
 
+def test_gpu_check_second_derivatives_pass_on_the_cpu_path_and_fail_without_a_graph(monkeypatch):
+    """The GPU check's second-derivative comparison, run here on the CPU fast path: every case passes; with
+    the statistics' gradient cut off from the graph (first derivatives still right) the block and SRM
+    cases fail."""
+    from srm_zoo.benchmark import gpu_check
+    from srm_zoo.layers import srm_fast
+
+    results = gpu_check.run_checks(torch.device('cpu'), groups=(gpu_check.second_derivative_checks,))
+    assert len(results) == 4 and all(r['passed'] for r in results), results
+    assert all(r['grad'] < 1e-5 for r in results)
+
+    input_grad = srm_fast.moments_input_grad
+    monkeypatch.setattr(srm_fast, 'moments_input_grad', lambda *args: input_grad(*args).detach())
+    broken = gpu_check.run_checks(torch.device('cpu'), groups=(gpu_check.second_derivative_checks,))
+    assert all(r['grad'] < 1e-5 and not r['passed'] for r in broken), broken
+
+
 def test_gpu_check_tail_repeat_tells_a_tail_that_varies_between_runs():
     """The GPU check's repeat comparison: 0 for an SRM block's tail run twice (here on the CPU fast
     path), a difference for a tail that varies between runs (stochastic depth in training)."""

@@ -8,7 +8,7 @@ import torch.nn as nn
 from timm.models.resnet import BasicBlock, Bottleneck
 
 from conftest import randomize_
-from srm_zoo.benchmark.gpu_check import block_tail_errors, randomize_srm_
+from srm_zoo.benchmark.gpu_check import block_tail_errors, randomize_srm_, second_derivative_errors
 from srm_zoo.layers import SRM, reference_enabled, use_reference
 from srm_zoo.models.srm_blocks import SRMBasicBlock, SRMBottleneck
 
@@ -488,6 +488,20 @@ def test_backward_hook_on_srm_fires():
     out.backward(grad_out)
     assert len(grads) == 1
     torch.testing.assert_close(grads[0], grad_out * (out > 0))  # through the ReLU, before the residual add
+
+
+@pytest.mark.parametrize('module', ['bottleneck', 'basic block', 'srm', 'srm with shortcut'])
+@pytest.mark.parametrize('size', [5, 1])
+def test_second_derivatives_match_reference(module, size):
+    """A gradient penalty (input gradients with ``create_graph=True``, then their squared norm's gradients)
+    through the fast path in training: the reference path's values in float64."""
+    modules = {'bottleneck': lambda: SRMBottleneck(16, 4, attn_layer=SRM),
+               'basic block': lambda: SRMBasicBlock(16, 16, attn_layer=SRM)}
+    net = randomize_(modules.get(module, lambda: SRM(16))()).double().train()
+    num_inputs = 2 if module == 'srm with shortcut' else 1
+    inputs = [torch.randn(3, 16, size, size, dtype=torch.float64) for _ in range(num_inputs)]
+    errors = second_derivative_errors(net, inputs)
+    assert max(errors.values()) <= 1e-10, errors
 
 
 def test_model_hooks_keep_their_tensors():

@@ -16,7 +16,8 @@ from timm.models.resnet import Bottleneck, downsample_avg, downsample_conv
 
 from conftest import randomize_
 from srm_zoo.benchmark.gpu_check import (BF16_CHECKED, INFERENCE_TAILS, block_tail_errors, folded_tail_args,
-                                         inference_tail_errors, kernel_errors, randomize_srm_)
+                                         inference_tail_errors, kernel_errors, randomize_srm_,
+                                         second_derivative_errors)
 from srm_zoo.benchmark.memory import saved_activation_bytes
 from srm_zoo.layers import SRM, srm_kernels, use_reference
 from srm_zoo.layers.srm_kernels import launch
@@ -281,6 +282,35 @@ def test_training_kernel_tail_gives_gradients_in_the_parameters_layout():
     for module in (block.bn3, block.se, block.se.bn):
         for param in module.parameters(recurse=False):
             assert param.grad.stride() == param.stride() and param.grad.dtype == param.dtype
+
+
+def _counting(monkeypatch, module, name):
+    """Calls of ``module.name`` from now on, by the shape of their first argument."""
+    calls, function = [], getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *args, **kwargs: calls.append(args[0].shape) or function(*args, **kwargs))
+    return calls
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('style_pooling, size', [('mean_std', 3), ('mean', 3), ('std', 1), ('mean_std', 1)])
+def test_second_derivatives_through_the_kernels_match_reference(monkeypatch, channels_last, style_pooling, size):
+    """A gradient penalty (input gradients with ``create_graph=True``, then the gradients of their squared norm)
+    through a training SRM bottleneck on the kernels' training tail, and through SRM alone with and without a
+    shortcut on the statistics and apply kernels: the reference path's values in float64
+    (gpu_check.second_derivative_errors). The kernels give the first derivatives; the backward passes
+    that record a graph take PyTorch operations."""
+    tails = _counting(monkeypatch, launch, 'block_tail_train')
+    moments = _counting(monkeypatch, launch, 'moments')
+    applies = _counting(monkeypatch, launch, 'affine_residual_relu')
+    srm_layer = partial(SRM, style_pooling=style_pooling)
+    block = randomize_(SRMBottleneck(16, 4, attn_layer=srm_layer)).double().train()
+    srm = randomize_(srm_layer(16)).double().train()
+    x, shortcut = (_input((3, 16, size, size), torch.float64, channels_last) for _ in range(2))
+    errors = {'block': second_derivative_errors(block, (x,)), 'srm': second_derivative_errors(srm, (x,)),
+              'srm with shortcut': second_derivative_errors(srm, (x, shortcut))}
+    assert (len(tails), len(moments), len(applies)) == (1, 2, 1)
+    for name, module_errors in errors.items():
+        assert max(module_errors.values()) <= 1e-10, (name, module_errors)
 
 
 @pytest.mark.parametrize('amp_dtype, tolerance', [(None, 1e-5), (torch.bfloat16, 2e-2)])

@@ -7,7 +7,8 @@ Run on a machine with a CUDA GPU (most of its time goes to torch.compile)::
 It checks the kernels (statistics, fused apply and their gradients; NCHW and channels_last; float32,
 bfloat16 and float16; odd sizes and H*W = 1), both inference tails (one kernel and three, with and
 without a downsample's BatchNorm on the shortcut) on SRM-ResNet-50's stage shapes, an SRM
-bottleneck's fused tail (eval and training, float32 and bf16 autocast) and SRM-ResNet-50 end to end
+bottleneck's fused tail (eval and training, float32 and bf16 autocast), second derivatives (a gradient
+penalty) through the training tail and through SRM alone, and SRM-ResNet-50 end to end
 against the reference path and float64 (float32 checks without TF32; a fast-path error passes below
 a tolerance or below twice the reference path's error in the same dtype), that the fused tail gives
 the same bits on every run, and that ``srm-zoo train`` compiled with CUDA graphs and gradient
@@ -256,6 +257,51 @@ def tail_checks(device: torch.device) -> List[Dict[str, Any]]:
     return results
 
 
+def second_derivative_errors(module: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> Dict[str, float]:
+    """Relative errors of a gradient penalty through ``module`` (on the path the reference switch picks)
+    against a float64 copy on the reference path: the gradients for ``inputs`` taken with
+    ``create_graph=True`` (``grad``), then the gradients of their squared norm for the inputs
+    (``input_grad2``) and for the parameters (``param_grad2``, which replace ``module``'s gradients)."""
+    results = []
+    module.zero_grad()
+    for net, reference in ((module, False), (copy.deepcopy(module).double(), True)):
+        leaves = [t.detach().to(torch.float64 if reference else t.dtype).requires_grad_(True) for t in inputs]
+        with use_reference(True) if reference else nullcontext():
+            out = net(*leaves)
+        grad_out = torch.randn(out.shape, dtype=torch.float64, device=out.device,
+                               generator=torch.Generator(out.device).manual_seed(1))
+        grads = torch.autograd.grad((out.double() * grad_out).sum(), leaves, create_graph=True)
+        sum(grad.double().square().sum() for grad in grads).backward()
+        # a tensor the penalty does not reach has no gradient: a zero one
+        second = [t.grad if t.grad is not None else torch.zeros_like(t) for t in (*leaves, *net.parameters())]
+        results.append([torch.cat([t.flatten().double() for t in group])
+                        for group in (grads, second[:len(leaves)], second[len(leaves):])])
+    return {name: _norm_rel_err(actual, expected.detach())
+            for name, actual, expected in zip(('grad', 'input_grad2', 'param_grad2'), *results)}
+
+
+def second_derivative_checks(device: torch.device) -> List[Dict[str, Any]]:
+    """:func:`second_derivative_errors` in float32 of an SRM bottleneck in training (the kernels' training
+    tail) and of SRM alone with a shortcut (the statistics and the fused apply), both layouts, on the fast
+    and the reference path."""
+    results = []
+    for channels_last in (False, True):
+        block, generator = _random_srm_bottleneck(device, channels=64)
+        srm = randomize_srm_(SRM(64), generator).to(device)
+        x, shortcut = (torch.randn(8, 64, 14, 14, generator=generator).to(device) for _ in range(2))
+        if channels_last:
+            x, shortcut = (t.contiguous(memory_format=torch.channels_last) for t in (x, shortcut))
+            block = block.to(memory_format=torch.channels_last)
+        for name, module, inputs in (('block tail', block.train(), (x,)), ('SRM', srm.train(), (x, shortcut))):
+            errors = second_derivative_errors(copy.deepcopy(module), inputs)
+            with use_reference(True):
+                reference_errors = second_derivative_errors(module, inputs)
+            results.append(dict(check=f'{name} second derivatives', channels_last=channels_last, tolerance=1e-4,
+                                passed=all(_within(errors[k], reference_errors[k], 1e-4) for k in errors),
+                                **errors, **{f'reference_{k}': v for k, v in reference_errors.items()}))
+    return results
+
+
 TAIL_SHAPES = ((8, 256, 56, 56), (8, 512, 28, 28), (8, 1024, 14, 14), (8, 2048, 7, 7), (3, 132, 9, 9), (5, 300, 1, 1))
 
 
@@ -437,8 +483,8 @@ def exact_float32():
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-CHECK_GROUPS = (kernel_checks, inference_tail_checks, tail_checks, repeat_checks, model_checks,
-                compiled_training_checks)
+CHECK_GROUPS = (kernel_checks, inference_tail_checks, tail_checks, second_derivative_checks, repeat_checks,
+                model_checks, compiled_training_checks)
 
 
 def run_checks(device: torch.device, groups: Sequence[Callable[[torch.device], List[Dict[str, Any]]]] = CHECK_GROUPS

@@ -21,6 +21,11 @@ differentiable ones with autograd formulas):
   autograd function (the gate kernel moving the running statistics and batch counters too), since
   the custom ops' dispatch costs the host more time than the GPU spends in the tail.
 
+A backward pass that records a graph (``create_graph=True``) takes the gradients of
+``style_moments``, ``affine_residual_relu`` and the eager training tail in PyTorch operations
+(:mod:`.differentiable`), so that second derivatives through them are exact; under ``torch.compile``
+the backward kernels always run. ``folded_block_tail_train``'s backward runs once only.
+
 The kernels (:mod:`._kernels`) read NCHW and channels_last tensors alike: a map is addressed by its
 sample, channel and flattened spatial strides, and the tile shape (:mod:`.launch`) follows the
 contiguous dimension. Their reductions use no atomics: programs that share a map each write a part,

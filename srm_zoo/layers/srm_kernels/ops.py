@@ -7,6 +7,7 @@ from typing import Sequence, Tuple
 import torch
 
 from . import launch
+from .differentiable import affine_residual_relu_grads, block_tail_grads, moments_input_grad, records_graph
 
 __all__ = ['style_moments', 'affine_residual_relu', 'folded_block_tail', 'folded_block_tail_train',
            'update_running_stats', 'block_tail_train']
@@ -45,6 +46,8 @@ def _style_moments_grad(ctx, grad_mean, grad_var):
     x, mean = ctx.saved_tensors
     grad_mean = torch.zeros_like(mean) if grad_mean is None else grad_mean
     grad_var = torch.zeros_like(mean) if grad_var is None else grad_var
+    if records_graph():
+        return moments_input_grad(x, mean, grad_mean, grad_var)
     return style_moments_backward(x, mean, grad_mean, grad_var)
 
 
@@ -86,6 +89,9 @@ def _affine_residual_relu_setup(ctx, inputs, output) -> None:
 
 def _affine_residual_relu_grad(ctx, grad):
     x, scale, out = ctx.saved_tensors
+    if records_graph():
+        grad_x, grad_scale, grad_bias, grad_shortcut = affine_residual_relu_grads(grad, out, x, scale)
+        return grad_x, grad_scale, grad_bias.to(ctx.bias_dtype), grad_shortcut.to(ctx.shortcut_dtype)
     grad_x, grad_gate, grad_shortcut = affine_residual_relu_backward(grad, out, x, scale, ctx.shortcut_dtype)
     return grad_x, grad_gate[0], grad_gate[1].to(ctx.bias_dtype), grad_shortcut
 
@@ -220,6 +226,8 @@ class _BlockTailTrain(torch.autograd.Function):
     def backward(ctx, grad):
         out, y, mean, var, scale, *params = ctx.saved_tensors
         eps, style_pooling = ctx.constants
+        if records_graph():
+            return (*block_tail_grads(grad, out, y, params, eps, style_pooling, ctx.shortcut_dtype), None, None, None)
         grad_y, grad_shortcut, grad_params, grad_cfc = launch.block_tail_train_backward(
             grad, out, y, mean, var, scale, params, eps, style_pooling, ctx.shortcut_dtype)
         return (grad_y, grad_shortcut, *_param_grads(grad_params, grad_cfc, params), None, None, None)
