@@ -239,6 +239,19 @@ def test_gpu_check_second_derivatives_pass_on_the_cpu_path_and_fail_without_a_gr
     assert all(r['grad'] < 1e-5 and not r['passed'] for r in broken), broken
 
 
+def test_gpu_check_transforms_pass_and_fail_where_the_fast_path_would_take_them(monkeypatch):
+    """The GPU check's torch.func and forward-AD comparison passes here; where the fast path took the
+    transforms (its autograd functions support none) the checks fail."""
+    from srm_zoo.benchmark import gpu_check
+    from srm_zoo.layers import srm
+
+    results = gpu_check.run_checks(torch.device('cpu'), groups=(gpu_check.transform_checks,))
+    assert len(results) == 4 and all(r['passed'] for r in results), results
+    monkeypatch.setattr(srm, '_transformed', lambda: False)
+    broken = gpu_check.run_checks(torch.device('cpu'), groups=(gpu_check.transform_checks,))
+    assert broken and not any(r['passed'] for r in broken), broken
+
+
 def test_gpu_check_tail_repeat_tells_a_tail_that_varies_between_runs():
     """The GPU check's repeat comparison: 0 for an SRM block's tail run twice (here on the CPU fast
     path), a difference for a tail that varies between runs (stochastic depth in training)."""

@@ -140,3 +140,16 @@ def test_autocast_computes_gate_in_float32(amp_dtype):
 def test_bad_style_pooling():
     with pytest.raises(ValueError, match='style_pooling'):
         SRM(4, style_pooling='max')
+
+
+def test_traced_srm_takes_the_reference_path():
+    """``torch.jit.trace`` records the reference formulation: the fast path's choices made on values (maps
+    whose one-pass variance cancels, summed again around their mean) would become constants of the trace.
+    Traced on ordinary maps, the trace then holds for maps of mean 100 and standard deviation 0.01."""
+    torch.manual_seed(0)
+    srm = SRM(8).eval()
+    with torch.no_grad():
+        srm.cfc.normal_()
+        traced = torch.jit.trace(srm, torch.randn(2, 8, 6, 6), check_trace=False)
+        x = torch.randn(2, 8, 6, 6) * 0.01 + 100
+        torch.testing.assert_close(traced(x), srm.forward_reference(x), rtol=0, atol=0)

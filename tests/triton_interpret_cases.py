@@ -17,7 +17,7 @@ from timm.models.resnet import Bottleneck, downsample_avg, downsample_conv
 from conftest import randomize_
 from srm_zoo.benchmark.gpu_check import (BF16_CHECKED, INFERENCE_TAILS, block_tail_errors, folded_tail_args,
                                          inference_tail_errors, kernel_errors, randomize_srm_,
-                                         second_derivative_errors)
+                                         second_derivative_errors, transform_errors)
 from srm_zoo.benchmark.memory import saved_activation_bytes
 from srm_zoo.layers import SRM, srm_kernels, use_reference
 from srm_zoo.layers.srm_kernels import launch
@@ -311,6 +311,16 @@ def test_second_derivatives_through_the_kernels_match_reference(monkeypatch, cha
     assert (len(tails), len(moments), len(applies)) == (1, 2, 1)
     for name, module_errors in errors.items():
         assert max(module_errors.values()) <= 1e-10, (name, module_errors)
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_torch_func_transforms_and_forward_ad_match_reference(channels_last):
+    """``jvp``, per-sample gradients (``vmap`` of ``grad``) and forward-mode AD through an eval-mode SRM bottleneck
+    where the kernels would take its tail: the reference path's values (gpu_check.transform_errors). The
+    folded inference kernel knows no tangents: it would drop them."""
+    block = randomize_(SRMBottleneck(16, 4, attn_layer=SRM)).double()
+    errors = transform_errors(block, _input((3, 16, 4, 4), torch.float64, channels_last))
+    assert max(errors.values()) <= 1e-12, errors
 
 
 @pytest.mark.parametrize('amp_dtype, tolerance', [(None, 1e-5), (torch.bfloat16, 2e-2)])

@@ -8,7 +8,8 @@ It checks the kernels (statistics, fused apply and their gradients; NCHW and cha
 bfloat16 and float16; odd sizes and H*W = 1), both inference tails (one kernel and three, with and
 without a downsample's BatchNorm on the shortcut) on SRM-ResNet-50's stage shapes, an SRM
 bottleneck's fused tail (eval and training, float32 and bf16 autocast), second derivatives (a gradient
-penalty) through the training tail and through SRM alone, and SRM-ResNet-50 end to end
+penalty) through the training tail and through SRM alone, ``torch.func`` transforms and forward-mode
+AD, and SRM-ResNet-50 end to end
 against the reference path and float64 (float32 checks without TF32; a fast-path error passes below
 a tolerance or below twice the reference path's error in the same dtype), that the fused tail gives
 the same bits on every run, and that ``srm-zoo train`` compiled with CUDA graphs and gradient
@@ -38,6 +39,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import timm
 import torch
+import torch.autograd.forward_ad as forward_ad
 
 from ..cli._output import write_rows
 from ..layers import SRM, srm_kernels, style_pool, use_reference
@@ -302,6 +304,47 @@ def second_derivative_checks(device: torch.device) -> List[Dict[str, Any]]:
     return results
 
 
+def transform_errors(module: torch.nn.Module, x: torch.Tensor) -> Dict[str, float]:
+    """Relative errors of ``torch.func`` transforms and forward-mode AD through ``module`` (in eval mode) on
+    ``x`` against the same on the reference path: a Jacobian-vector product (``jvp``), per-sample gradients
+    of the parameters (``vmap`` of ``grad``: ``per_sample_grads``) and a dual tensor's tangent (``forward_ad``)."""
+    module.eval()
+    tangent = torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=torch.Generator(x.device).manual_seed(1))
+    params, buffers = dict(module.named_parameters()), dict(module.named_buffers())
+
+    def sample_loss(sample_params: Dict[str, torch.Tensor], sample: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(module, (sample_params, buffers), (sample[None],)).square().sum()
+
+    def results() -> Dict[str, torch.Tensor]:
+        _, jvp = torch.func.jvp(module, (x,), (tangent,))
+        per_sample = torch.func.vmap(torch.func.grad(sample_loss), in_dims=(None, 0))(params, x)
+        with forward_ad.dual_level():
+            dual_tangent = forward_ad.unpack_dual(module(forward_ad.make_dual(x, tangent))).tangent
+        return dict(jvp=jvp, per_sample_grads=torch.cat([g.flatten() for g in per_sample.values()]),
+                    forward_ad=dual_tangent)
+
+    actual = results()
+    with use_reference(True):
+        expected = results()
+    return {name: _norm_rel_err(actual[name], expected[name].double()) for name in actual}
+
+
+def transform_checks(device: torch.device) -> List[Dict[str, Any]]:
+    """:func:`transform_errors` of an SRM bottleneck and of SRM alone, both layouts, float32."""
+    results = []
+    for channels_last in (False, True):
+        block, generator = _random_srm_bottleneck(device, channels=64)
+        srm = randomize_srm_(SRM(64), generator).to(device)
+        x = torch.randn(4, 64, 14, 14, generator=generator).to(device)
+        if channels_last:
+            block, x = block.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        for name, module in (('block', block), ('SRM', srm)):
+            errors = transform_errors(module, x)
+            results.append(dict(check=f'{name} torch.func and forward AD', channels_last=channels_last,
+                                tolerance=1e-5, passed=all(v <= 1e-5 for v in errors.values()), **errors))
+    return results
+
+
 TAIL_SHAPES = ((8, 256, 56, 56), (8, 512, 28, 28), (8, 1024, 14, 14), (8, 2048, 7, 7), (3, 132, 9, 9), (5, 300, 1, 1))
 
 
@@ -483,8 +526,8 @@ def exact_float32():
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-CHECK_GROUPS = (kernel_checks, inference_tail_checks, tail_checks, second_derivative_checks, repeat_checks,
-                model_checks, compiled_training_checks)
+CHECK_GROUPS = (kernel_checks, inference_tail_checks, tail_checks, second_derivative_checks, transform_checks,
+                repeat_checks, model_checks, compiled_training_checks)
 
 
 def run_checks(device: torch.device, groups: Sequence[Callable[[torch.device], List[Dict[str, Any]]]] = CHECK_GROUPS

@@ -24,13 +24,15 @@ Behaviour the published maths leaves undefined:
   SRM raises a :class:`ValueError` naming the remedies instead of a bare PyTorch error.
 
 Speed: ``SRM.forward`` runs the same maths through a fast path (:mod:`srm_zoo.layers.srm_fast`;
-Triton kernels on CUDA) wherever it applies. TorchScript, FX symbolic tracing and the switch of
-:mod:`srm_zoo.layers.reference_switch` (``SRM_ZOO_REFERENCE=1`` or ``use_reference(True)``) run
-the reference formulation written out in this module.
+Triton kernels on CUDA) wherever it applies. TorchScript, FX symbolic tracing, ``torch.jit.trace``,
+``torch.func`` transforms, forward-mode AD and the switch of :mod:`srm_zoo.layers.reference_switch`
+(``SRM_ZOO_REFERENCE=1`` or ``use_reference(True)``) run the reference formulation written out in
+this module.
 """
 from typing import Optional, Tuple
 
 import torch
+import torch.autograd.forward_ad as forward_ad
 import torch.fx
 import torch.nn as nn
 from timm.layers import register_notrace_function
@@ -84,10 +86,23 @@ def _check_batch_statistics(batch_size: int, uses_batch_statistics: bool) -> Non
 _fx_symbolic_tracing = getattr(torch.fx._symbolic_trace, 'is_fx_symbolic_tracing', torch.fx._symbolic_trace.is_fx_tracing)
 
 
+def _transformed() -> bool:
+    """Whether ``torch.jit.trace``, a ``torch.func`` transform (``vmap``, ``grad``, ``jvp``, ...) or
+    forward-mode AD (``torch.autograd.forward_ad.dual_level``) is active; never while ``torch.compile``
+    traces."""
+    if torch.compiler.is_compiling():
+        return False
+    return (torch._C._is_tracing() or torch._C._functorch.peek_interpreter_stack() is not None
+            or forward_ad._current_level >= 0)
+
+
 @torch.jit.ignore
 def use_reference_path() -> bool:
-    """The reference formulation is forced, or FX is tracing (its graph shows the published maths)."""
-    return reference_enabled() or _fx_symbolic_tracing()
+    """The reference formulation is forced; FX is tracing (its graph shows the published maths); the JIT
+    tracer records (it would fix the fast path's choices, made on values and shapes, as constants); or a
+    ``torch.func`` transform or forward-mode AD is active (the fast path's kernels and autograd functions
+    support neither, PyTorch's own operations both)."""
+    return reference_enabled() or _fx_symbolic_tracing() or _transformed()
 
 
 # Leaf calls under FX tracing (they branch on shapes and on the batch size).
