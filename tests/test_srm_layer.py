@@ -142,6 +142,8 @@ def test_bad_style_pooling():
         SRM(4, style_pooling='max')
 
 
+# torch.jit.trace is deprecated; the trace holds the map size it saw (whether a map has more than one value)
+@pytest.mark.filterwarnings('ignore::FutureWarning', 'ignore::torch.jit.TracerWarning')
 def test_traced_srm_takes_the_reference_path():
     """``torch.jit.trace`` records the reference formulation: the fast path's choices made on values (maps
     whose one-pass variance cancels, summed again around their mean) would become constants of the trace.
