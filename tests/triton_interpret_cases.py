@@ -323,18 +323,21 @@ def test_torch_func_transforms_and_forward_ad_match_reference(channels_last):
     assert max(errors.values()) <= 1e-12, errors
 
 
-@pytest.mark.parametrize('amp_dtype, tolerance', [(None, 1e-5), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize('dtype, amp_dtype, tolerance', [(torch.float32, None, 1e-5), (torch.float32, torch.bfloat16, 2e-2),
+                                                     (torch.bfloat16, None, 2e-2)])
 @pytest.mark.parametrize('channels_last', [False, True])
 @pytest.mark.parametrize('training', [False, True])
-def test_block_tail_in_float32_and_bf16_autocast(amp_dtype, tolerance, channels_last, training):
-    """The GPU check's block-tail comparison (gpu_check.block_tail_errors) on tiny sizes."""
+def test_block_tail_in_float32_bf16_autocast_and_bf16(dtype, amp_dtype, tolerance, channels_last, training):
+    """The GPU check's block-tail comparison (gpu_check.block_tail_errors) on tiny sizes: float32, bf16
+    autocast, and a model cast to bf16, whose running statistics the training kernels move in float32 and
+    round once to bf16."""
     generator = torch.Generator().manual_seed(0)
-    block = randomize_srm_(SRMBottleneck(32, 8, attn_layer=SRM), generator)
-    x = torch.randn(4, 32, 5, 5, generator=generator)
+    block = randomize_srm_(SRMBottleneck(32, 8, attn_layer=SRM), generator).to(dtype)
+    x = torch.randn(4, 32, 5, 5, generator=generator).to(dtype)
     if channels_last:
         block, x = block.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     errors = block_tail_errors(block, x, training, amp_dtype)
-    checked = {k: v for k, v in errors.items() if amp_dtype is None or k in BF16_CHECKED}
+    checked = {k: v for k, v in errors.items() if (dtype, amp_dtype) == (torch.float32, None) or k in BF16_CHECKED}
     assert max(checked.values()) <= tolerance, errors
 
 

@@ -217,9 +217,13 @@ def _gate_train_tile(m, v, c, c_mask, mask, norm_weight_ptr, norm_bias_ptr, cfc_
 
 @triton.jit
 def _move_running(running_ptr, batch_value, c, mask, factor):
+    """A running statistic moved towards ``batch_value`` by ``factor``, in ``batch_value``'s float type (float32
+    or wider) and rounded once to the statistic's own (bfloat16 and float16 in a model cast to them), as
+    :class:`torch.nn.BatchNorm2d` does."""
     running = tl.load(running_ptr + c, mask=mask, other=0.)
-    factor = _scalar(factor, running.dtype)
-    tl.store(running_ptr + c, running + factor * (batch_value.to(running.dtype) - running), mask=mask)
+    wide = running.to(batch_value.dtype)
+    moved = wide + _scalar(factor, batch_value.dtype) * (batch_value - wide)
+    tl.store(running_ptr + c, moved.to(running.dtype), mask=mask)
 
 
 @triton.jit
