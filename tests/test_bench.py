@@ -279,7 +279,7 @@ def test_gpu_check_inductor_tail_is_the_block_tail(randomize):
     """The tails benchmark's Inductor comparator computes the block's tail (here compiled for the CPU)."""
     import copy
     from srm_zoo.benchmark.gpu_check import inductor_tail
-    from srm_zoo.layers import SRM, use_reference
+    from srm_zoo.layers import SRM
     from srm_zoo.models.srm_blocks import SRMBottleneck
     block = randomize(SRMBottleneck(16, 4, attn_layer=SRM)).eval()
     y, shortcut = torch.randn(3, 16, 5, 5) * 3 + 10, torch.randn(3, 16, 5, 5)

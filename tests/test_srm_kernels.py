@@ -92,6 +92,17 @@ def test_channel_blocks_that_are_no_power_of_two_are_refused(capsys):
 
 
 @pytest.mark.skipif(not srm_kernels.available(), reason='triton is not installed')
+def test_grid_arguments_follow_the_kernels_parameters():
+    """The kernels that take a grid's arguments (``*grid.args``, positionally) name them as
+    ``_Grid.ARG_NAMES`` does, in its order, right before their switches and tiles."""
+    from srm_zoo.layers.srm_kernels import _kernels, launch
+    names = list(launch._Grid.ARG_NAMES)
+    for kernel in (_kernels.input_grad_kernel, _kernels.affine_residual_relu_kernel, _kernels.folded_tail_kernel):
+        runtime = [p.name for p in kernel.params if not p.is_constexpr]
+        assert runtime[-len(names):] == names, kernel.__name__
+
+
+@pytest.mark.skipif(not srm_kernels.available(), reason='triton is not installed')
 def test_host_tile_arithmetic_matches_triton():
     """The launch code's integer helpers (plain Python: triton's are slow to call from host code)."""
     import triton

@@ -88,7 +88,7 @@ def one_pass_tail_registers(channels: int, size: int, channels_last: bool, short
         y = y.contiguous(memory_format=torch.channels_last)
     grid = launch._one_pass_grid(y, channels_per_program)
     # Triton's own specialisation of the integer arguments: 1 as a constant, multiples of 16 as such
-    integers = dict(zip(('C', 'HW', 's_n', 's_c', 's_hw', 'num_cblocks'), grid.args))
+    integers = dict(zip(grid.ARG_NAMES, grid.args))
     constexprs = dict(grid.blocks, USE_MEAN=True, USE_STD=True, SHORTCUT_NORM=shortcut_norm,
                       **{name: 1 for name, value in integers.items() if value == 1})
     divisible = [name for name, value in integers.items() if value != 1 and value % 16 == 0]

@@ -113,6 +113,10 @@ class _Grid:
     and reducing kernels' splits of the spatial axis. Made once per shape, strides and kind of tile
     (:func:`_grid`, :func:`_one_pass_grid`): a block tail launches several kernels over the same layout."""
 
+    ARG_NAMES = ('C', 'HW', 's_n', 's_c', 's_hw', 'num_cblocks')
+    """The kernels' names of :attr:`args`, which the elementwise kernels and the one-kernel tail take in this
+    order."""
+
     def __init__(self, shape: Tuple[int, ...], strides: Tuple[int, int, int], tile: Tuple[int, int]) -> None:
         batch, channels, height, width = shape
         hw = height * width
@@ -121,7 +125,7 @@ class _Grid:
         self.programs = batch * num_cblocks
         self.channels, self.positions = channels, hw
         self.channels_last = _channels_last(strides)
-        self.args = (channels, hw, *strides, num_cblocks)
+        self.args = (channels, hw, *strides, num_cblocks)  # in the order of ARG_NAMES
         self.blocks = dict(BLOCK_C=block_c, BLOCK_HW=block_hw)
         # elementwise kernels: one program per tile; reductions: the spatial axis split until about
         # _TARGET_PROGRAMS programs run (each writes its part of the sums)
