@@ -248,7 +248,7 @@ def test_gpu_check_transforms_pass_and_fail_where_the_fast_path_would_take_them(
 
     results = gpu_check.run_checks(torch.device('cpu'), groups=(gpu_check.transform_checks,))
     assert len(results) == 4 and all(r['passed'] for r in results), results
-    monkeypatch.setattr(srm, '_transformed', lambda: False)
+    monkeypatch.setattr(srm, '_traced_or_transformed', lambda: False)
     broken = gpu_check.run_checks(torch.device('cpu'), groups=(gpu_check.transform_checks,))
     assert broken and not any(r['passed'] for r in broken), broken
 

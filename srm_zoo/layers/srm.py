@@ -86,7 +86,7 @@ def _check_batch_statistics(batch_size: int, uses_batch_statistics: bool) -> Non
 _fx_symbolic_tracing = getattr(torch.fx._symbolic_trace, 'is_fx_symbolic_tracing', torch.fx._symbolic_trace.is_fx_tracing)
 
 
-def _transformed() -> bool:
+def _traced_or_transformed() -> bool:
     """Whether ``torch.jit.trace``, a ``torch.func`` transform (``vmap``, ``grad``, ``jvp``, ...) or
     forward-mode AD (``torch.autograd.forward_ad.dual_level``) is active; never while ``torch.compile``
     traces."""
@@ -102,7 +102,7 @@ def use_reference_path() -> bool:
     tracer records (it would fix the fast path's choices, made on values and shapes, as constants); or a
     ``torch.func`` transform or forward-mode AD is active (the fast path's kernels and autograd functions
     support neither, PyTorch's own operations both)."""
-    return reference_enabled() or _fx_symbolic_tracing() or _transformed()
+    return reference_enabled() or _fx_symbolic_tracing() or _traced_or_transformed()
 
 
 # Leaf calls under FX tracing (they branch on shapes and on the batch size).
