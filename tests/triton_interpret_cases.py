@@ -323,8 +323,8 @@ def test_torch_func_transforms_and_forward_ad_match_reference(channels_last):
     assert max(errors.values()) <= 1e-12, errors
 
 
-@pytest.mark.parametrize('dtype, amp_dtype, tolerance', [(torch.float32, None, 1e-5), (torch.float32, torch.bfloat16, 2e-2),
-                                                     (torch.bfloat16, None, 2e-2)])
+@pytest.mark.parametrize('dtype, amp_dtype, tolerance', [
+    (torch.float32, None, 1e-5), (torch.float32, torch.bfloat16, 2e-2), (torch.bfloat16, None, 2e-2)])
 @pytest.mark.parametrize('channels_last', [False, True])
 @pytest.mark.parametrize('training', [False, True])
 def test_block_tail_in_float32_bf16_autocast_and_bf16(dtype, amp_dtype, tolerance, channels_last, training):

@@ -7,9 +7,9 @@ Run on a machine with a CUDA GPU (most of its time goes to torch.compile)::
 It checks the kernels (statistics, fused apply and their gradients; NCHW and channels_last; float32,
 bfloat16 and float16; odd sizes and H*W = 1), both inference tails (one kernel and three, with and
 without a downsample's BatchNorm on the shortcut) on SRM-ResNet-50's stage shapes, an SRM
-bottleneck's fused tail (eval and training, float32 and bf16 autocast), second derivatives (a gradient
-penalty) through the training tail and through SRM alone, ``torch.func`` transforms and forward-mode
-AD, and SRM-ResNet-50 end to end
+bottleneck's fused tail (eval and training, float32, bf16 autocast and a model cast to bf16), second
+derivatives (a gradient penalty) through the training tail and through SRM alone, ``torch.func``
+transforms and forward-mode AD, and SRM-ResNet-50 end to end
 against the reference path and float64 (float32 checks without TF32; a fast-path error passes below
 a tolerance or below twice the reference path's error in the same dtype), that the fused tail gives
 the same bits on every run, and that ``srm-zoo train`` compiled with CUDA graphs and gradient
@@ -258,8 +258,8 @@ def tail_checks(device: torch.device) -> List[Dict[str, Any]]:
                 with use_reference(True):
                     reference_errors = block_tail_errors(block, x, training, amp_dtype)
                 checked = [k for k in errors if tolerance < 1e-3 or k in BF16_CHECKED]
-                results.append(dict(check='block tail', dtype=str(dtype), amp=str(amp_dtype), channels_last=channels_last,
-                                    training=training, tolerance=tolerance,
+                results.append(dict(check='block tail', dtype=str(dtype), amp=str(amp_dtype),
+                                    channels_last=channels_last, training=training, tolerance=tolerance,
                                     passed=all(_within(errors[k], reference_errors[k], tolerance) for k in checked),
                                     **errors, **{f'reference_{k}': v for k, v in reference_errors.items()}))
     return results
