@@ -324,12 +324,13 @@ def test_torch_func_transforms_and_forward_ad_match_reference(channels_last):
 
 
 @pytest.mark.parametrize('dtype, amp_dtype, tolerance', [
-    (torch.float32, None, 1e-5), (torch.float32, torch.bfloat16, 2e-2), (torch.bfloat16, None, 2e-2)])
+    (torch.float32, None, 1e-5), (torch.float32, torch.bfloat16, 2e-2), (torch.float32, torch.float16, 2e-2),
+    (torch.bfloat16, None, 2e-2)])
 @pytest.mark.parametrize('channels_last', [False, True])
 @pytest.mark.parametrize('training', [False, True])
-def test_block_tail_in_float32_bf16_autocast_and_bf16(dtype, amp_dtype, tolerance, channels_last, training):
-    """The GPU check's block-tail comparison (gpu_check.block_tail_errors) on tiny sizes: float32, bf16
-    autocast, and a model cast to bf16, whose running statistics the training kernels move in float32 and
+def test_block_tail_in_float32_under_autocast_and_in_bf16(dtype, amp_dtype, tolerance, channels_last, training):
+    """The GPU check's block-tail comparison (gpu_check.block_tail_errors) on tiny sizes: float32, bf16 and
+    fp16 autocast, and a model cast to bf16, whose running statistics the training kernels move in float32 and
     round once to bf16."""
     generator = torch.Generator().manual_seed(0)
     block = randomize_srm_(SRMBottleneck(32, 8, attn_layer=SRM), generator).to(dtype)

@@ -7,7 +7,7 @@ Run on a machine with a CUDA GPU (most of its time goes to torch.compile)::
 It checks the kernels (statistics, fused apply and their gradients; NCHW and channels_last; float32,
 bfloat16 and float16; odd sizes and H*W = 1), both inference tails (one kernel and three, with and
 without a downsample's BatchNorm on the shortcut) on SRM-ResNet-50's stage shapes, an SRM
-bottleneck's fused tail (eval and training, float32, bf16 autocast and a model cast to bf16), second
+bottleneck's fused tail (eval and training, float32, bf16 and fp16 autocast, a model cast to bf16), second
 derivatives (a gradient penalty) through the training tail and through SRM alone, ``torch.func``
 transforms and forward-mode AD, and SRM-ResNet-50 end to end
 against the reference path and float64 (float32 checks without TF32; a fast-path error passes below
@@ -237,14 +237,15 @@ def _random_srm_bottleneck(device: torch.device, channels: int = 256) -> Tuple[t
     return randomize_srm_(block, generator).to(device), generator
 
 
-TAIL_PRECISIONS = ((torch.float32, None, 1e-4), (torch.float32, torch.bfloat16, 2e-2), (torch.bfloat16, None, 2e-2))
-"""(model and input dtype, autocast dtype, tolerance) of the block-tail checks: float32, bf16 autocast, and a
-model cast to bf16 (its BatchNorms' running statistics too)."""
+TAIL_PRECISIONS = ((torch.float32, None, 1e-4), (torch.float32, torch.bfloat16, 2e-2),
+                   (torch.float32, torch.float16, 2e-2), (torch.bfloat16, None, 2e-2))
+"""(model and input dtype, autocast dtype, tolerance) of the block-tail checks: float32, bf16 and fp16 autocast,
+and a model cast to bf16 (its BatchNorms' running statistics too)."""
 
 
 def tail_checks(device: torch.device) -> List[Dict[str, Any]]:
-    """:func:`block_tail_errors` of an SRM bottleneck on the fast and the reference path, float32, bf16
-    autocast and a bf16 model, both layouts, eval and train."""
+    """:func:`block_tail_errors` of an SRM bottleneck on the fast and the reference path in each of
+    :data:`TAIL_PRECISIONS`, both layouts, eval and train."""
     results = []
     for dtype, amp_dtype, tolerance in TAIL_PRECISIONS:
         for channels_last in (False, True):
