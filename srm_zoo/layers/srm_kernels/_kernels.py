@@ -432,7 +432,7 @@ def folded_tail_kernel(x_ptr, shortcut_ptr, out_ptr, gate_ptr, norm_weight_ptr, 
     of 108 in channels_last: ``python -m srm_zoo.benchmark.registers``)."""
     n, c, c_mask = _sample_channels(C, num_cblocks, BLOCK_C)
     rows = n * s_n + c * s_c
-    acc_dtype: tl.constexpr = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
+    acc_dtype = gate_ptr.dtype.element_ty
     shift, total, total_sq = _shifted_sums(x_ptr, rows, c_mask, HW, s_hw, 0, BLOCK_HW, acc_dtype, 'evict_last',
                                            BLOCK_C, BLOCK_HW)
     mean, var = _shifted_moments(shift, total, total_sq, HW)
