@@ -45,7 +45,7 @@ import torch.nn.modules.module as _nn_module
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from . import srm_kernels
-from .srm_kernels.differentiable import POOLED_STYLES, moments_input_grad
+from .srm_kernels.differentiable import moments_input_grad
 
 __all__ = ['style_moments', 'fast_gate', 'gate_residual_relu', 'norm_folds_into_srm', 'norm_gate_residual_relu',
            'conv_folds_norm', 'conv_norm', 'has_hooks', 'running_norm_state', 'shortcut_norm_to_fold']
@@ -198,6 +198,10 @@ def fast_gate(srm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return _gate_from_styles(srm, sums, spreads, (1 / num_values, (num_values - 1) ** -0.5))
 
 
+_POOLED_STYLES = {'mean_std': (0, 1), 'mean': (0,), 'std': (1,)}
+"""Which of (mean, std) each style pooling takes, in the order of the columns of SRM's ``cfc``."""
+
+
 def _gate_from_styles(srm: nn.Module, mean: torch.Tensor, std: torch.Tensor,
                       factors: Tuple[float, float] = (1.0, 1.0)) -> torch.Tensor:
     """SRM's gate from the (N, C) style statistics of its input, ``mean * factors[0]`` and
@@ -212,7 +216,7 @@ def _gate_from_styles(srm: nn.Module, mean: torch.Tensor, std: torch.Tensor,
         weights = weights * scale[:, None]
     else:
         z = mean.new_zeros(())
-    for style, weight in zip(POOLED_STYLES[srm.style_pooling], weights.unbind(1)):
+    for style, weight in zip(_POOLED_STYLES[srm.style_pooling], weights.unbind(1)):
         z = torch.addcmul(z, styles[style], weight, value=factors[style])
     if running:
         return torch.sigmoid(z)

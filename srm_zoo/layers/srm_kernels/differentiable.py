@@ -5,15 +5,12 @@ derivative through them (``create_graph=True``: gradient penalties, Hessian-vect
 meta-learning) would silently miss SRM's part. Where a backward pass records (:func:`records_graph`),
 the ops' autograd formulas take these functions instead: the same gradients, differentiable again.
 """
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ['POOLED_STYLES', 'records_graph', 'moments_input_grad', 'affine_residual_relu_grads', 'block_tail_grads']
-
-POOLED_STYLES: Dict[str, Tuple[int, ...]] = {'mean_std': (0, 1), 'mean': (0,), 'std': (1,)}
-"""Which of (mean, std) each style pooling takes, in the order of the columns of SRM's ``cfc``."""
+__all__ = ['records_graph', 'moments_input_grad', 'affine_residual_relu_grads', 'block_tail_grads']
 
 
 def records_graph() -> bool:
@@ -57,15 +54,13 @@ def affine_residual_relu_grads(grad: torch.Tensor, out: torch.Tensor, x: torch.T
 def _tail_branch(y: torch.Tensor, params: Sequence[torch.Tensor], eps: Tuple[float, float, float],
                  style_pooling: str) -> torch.Tensor:
     """``SRM(norm(y))`` in training (both BatchNorms on batch statistics, running statistics untouched),
-    differentiable, in float32 or wider."""
+    differentiable, in float32 or wider: SRM's published style pooling (:func:`~srm_zoo.layers.srm.style_pool`)."""
+    from ..srm import style_pool  # (that module imports this package)
     norm_weight, norm_bias, cfc, srm_weight, srm_bias = params
     norm_eps, srm_bn_eps, srm_eps = eps
     wide = torch.promote_types(y.dtype, torch.float32)
     x = F.batch_norm(y.to(wide), None, None, norm_weight.to(wide), norm_bias.to(wide), training=True, eps=norm_eps)
-    mean = x.mean((2, 3))
-    var = x.var((2, 3)) if x.shape[2] * x.shape[3] > 1 else torch.zeros_like(mean)
-    styles = (mean, torch.sqrt(var + srm_eps))
-    z = sum(styles[style] * weight for style, weight in zip(POOLED_STYLES[style_pooling], cfc.to(wide).unbind(1)))
+    z = (style_pool(x, style_pooling, srm_eps) * cfc.to(wide)).sum(-1)
     z_hat = F.batch_norm(z, None, None, srm_weight.to(wide), srm_bias.to(wide), training=True, eps=srm_bn_eps)
     return x * _per_map(torch.sigmoid(z_hat))
 
