@@ -266,6 +266,19 @@ def tail_checks(device: torch.device) -> List[Dict[str, Any]]:
     return results
 
 
+def _small_block_and_srm(device: torch.device, channels_last: bool, batch_size: int
+                         ) -> Tuple[torch.nn.Module, torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """An SRM bottleneck and an SRM of 64 channels, randomised from a fixed seed, and two (``batch_size``, 64,
+    14, 14) inputs for them (a block input, a shortcut), in channels_last where asked."""
+    block, generator = _random_srm_bottleneck(device, channels=64)
+    srm = randomize_srm_(SRM(64), generator).to(device)
+    x, shortcut = (torch.randn(batch_size, 64, 14, 14, generator=generator).to(device) for _ in range(2))
+    if channels_last:
+        block = block.to(memory_format=torch.channels_last)
+        x, shortcut = (t.contiguous(memory_format=torch.channels_last) for t in (x, shortcut))
+    return block, srm, x, shortcut
+
+
 def second_derivative_errors(module: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> Dict[str, float]:
     """Relative errors of a gradient penalty through ``module`` (on the path the reference switch picks)
     against a float64 copy on the reference path: the gradients for ``inputs`` taken with
@@ -295,12 +308,7 @@ def second_derivative_checks(device: torch.device) -> List[Dict[str, Any]]:
     and the reference path."""
     results = []
     for channels_last in (False, True):
-        block, generator = _random_srm_bottleneck(device, channels=64)
-        srm = randomize_srm_(SRM(64), generator).to(device)
-        x, shortcut = (torch.randn(8, 64, 14, 14, generator=generator).to(device) for _ in range(2))
-        if channels_last:
-            x, shortcut = (t.contiguous(memory_format=torch.channels_last) for t in (x, shortcut))
-            block = block.to(memory_format=torch.channels_last)
+        block, srm, x, shortcut = _small_block_and_srm(device, channels_last, batch_size=8)
         for name, module, inputs in (('block tail', block.train(), (x,)), ('SRM', srm.train(), (x, shortcut))):
             errors = second_derivative_errors(copy.deepcopy(module), inputs)
             with use_reference(True):
@@ -340,11 +348,7 @@ def transform_checks(device: torch.device) -> List[Dict[str, Any]]:
     """:func:`transform_errors` of an SRM bottleneck and of SRM alone, both layouts, float32."""
     results = []
     for channels_last in (False, True):
-        block, generator = _random_srm_bottleneck(device, channels=64)
-        srm = randomize_srm_(SRM(64), generator).to(device)
-        x = torch.randn(4, 64, 14, 14, generator=generator).to(device)
-        if channels_last:
-            block, x = block.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        block, srm, x, _ = _small_block_and_srm(device, channels_last, batch_size=4)
         for name, module in (('block', block), ('SRM', srm)):
             errors = transform_errors(module, x)
             results.append(dict(check=f'{name} torch.func and forward AD', channels_last=channels_last,
