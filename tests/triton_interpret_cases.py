@@ -38,6 +38,13 @@ def _input(shape, dtype, channels_last, offset=1.0):
     return x
 
 
+def _counting(monkeypatch, module, name):
+    """Calls of ``module.name`` from now on, by the shape of their first argument."""
+    calls, function = [], getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *args, **kwargs: calls.append(args[0].shape) or function(*args, **kwargs))
+    return calls
+
+
 def test_kernels_take_cpu_tensors_here():
     assert srm_kernels.applies(torch.zeros(1, 2, 3, 3))
     assert srm_kernels.applies(torch.zeros(1, 2, 3, 3).contiguous(memory_format=torch.channels_last))
@@ -205,9 +212,7 @@ def test_one_pass_tail_follows_style_pooling(style_pooling):
 @pytest.mark.parametrize('dtype, size', [(torch.float64, 5), (torch.float32, 1)])
 def test_inference_block_tail_is_one_folded_op(monkeypatch, style_pooling, channels_last, dtype, size):
     """In eval mode without autograd a block's BatchNorm, SRM, add and ReLU run as ``folded_block_tail``."""
-    calls = []
-    folded = srm_kernels.folded_block_tail
-    monkeypatch.setattr(srm_kernels, 'folded_block_tail', lambda *args: calls.append(1) or folded(*args))
+    calls = _counting(monkeypatch, srm_kernels, 'folded_block_tail')
     block = SRMBottleneck(132, 33, attn_layer=partial(SRM, style_pooling=style_pooling))
     block = randomize_(block).to(dtype).eval()
     x = torch.randn(2, 132, size, size, dtype=dtype)
@@ -217,7 +222,7 @@ def test_inference_block_tail_is_one_folded_op(monkeypatch, style_pooling, chann
         out = block(x)
         with use_reference(True):
             expected = block(x)
-    assert calls == [1]
+    assert len(calls) == 1
     scale = expected.abs().max()
     tolerance = 1e-12 if dtype == torch.float64 else 1e-5
     torch.testing.assert_close(out / scale, expected / scale, rtol=tolerance, atol=tolerance)
@@ -227,9 +232,7 @@ def test_inference_block_tail_is_one_folded_op(monkeypatch, style_pooling, chann
 def test_training_kernel_tail_keeps_what_a_plain_bottleneck_keeps(monkeypatch, channels_last):
     """On the kernel path (the GPU's) a training SRM bottleneck saves for backward what timm's plain
     bottleneck saves, plus SRM's per-(n, c) and per-channel tensors: the peak-memory target's basis."""
-    calls = []
-    tail = srm_kernels.block_tail_train
-    monkeypatch.setattr(srm_kernels, 'block_tail_train', lambda *args: calls.append(1) or tail(*args))
+    calls = _counting(monkeypatch, srm_kernels, 'block_tail_train')
     plain, block = Bottleneck(64, 16).train(), SRMBottleneck(64, 16, attn_layer=SRM).train()
     x = torch.randn(4, 64, 16, 16)
     if channels_last:
@@ -237,7 +240,7 @@ def test_training_kernel_tail_keeps_what_a_plain_bottleneck_keeps(monkeypatch, c
         plain, block = (m.to(memory_format=torch.channels_last) for m in (plain, block))
     plain_bytes = saved_activation_bytes(plain, x)
     srm_bytes = saved_activation_bytes(block, x)
-    assert calls == [1]
+    assert len(calls) == 1
     srm_extra_bytes = (2 * 4 * 64 + 4 * 64 + 64 * 2) * 4  # gates, batch statistics, cfc (float32)
     assert plain_bytes < srm_bytes <= plain_bytes + 2 * srm_extra_bytes
 
@@ -250,9 +253,7 @@ def test_training_gate_kernel_matches_reference_float64(monkeypatch, style_pooli
     running statistics and batch counters against timm's block on the reference path, over several
     channel blocks (600 channels: two programs, one of which counts the batch) and, at 24 x 24, with
     each map's sums in two parts."""
-    calls = []
-    tail = srm_kernels.block_tail_train
-    monkeypatch.setattr(srm_kernels, 'block_tail_train', lambda *args: calls.append(1) or tail(*args))
+    calls = _counting(monkeypatch, srm_kernels, 'block_tail_train')
     block = SRMBottleneck(channels, channels // 4, attn_layer=partial(SRM, style_pooling=style_pooling))
     block = randomize_(block).double().train()
     for bn in (block.bn3, block.se.bn):
@@ -267,7 +268,7 @@ def test_training_gate_kernel_matches_reference_float64(monkeypatch, style_pooli
         grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)
         (out * grad_out).sum().backward()
         results.append((out, inputs.grad, *[p.grad for p in module.parameters()], *module.buffers()))
-    assert calls == [1]
+    assert len(calls) == 1
     for actual, expected in zip(*results):
         # with H*W = 1 and std pooling SRM's input is constant over the batch: cfc's gradient is 0 up to rounding
         scale = expected.abs().max().clamp_min(1e-4)
@@ -282,13 +283,6 @@ def test_training_kernel_tail_gives_gradients_in_the_parameters_layout():
     for module in (block.bn3, block.se, block.se.bn):
         for param in module.parameters(recurse=False):
             assert param.grad.stride() == param.stride() and param.grad.dtype == param.dtype
-
-
-def _counting(monkeypatch, module, name):
-    """Calls of ``module.name`` from now on, by the shape of their first argument."""
-    calls, function = [], getattr(module, name)
-    monkeypatch.setattr(module, name, lambda *args, **kwargs: calls.append(args[0].shape) or function(*args, **kwargs))
-    return calls
 
 
 @pytest.mark.parametrize('channels_last', [False, True])
