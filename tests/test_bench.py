@@ -1,6 +1,7 @@
 """`srm-zoo bench`: interleaved rounds, timm-style columns, clear errors."""
 import csv
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -185,6 +186,28 @@ def test_kernel_time_sums_the_cuda_kernels_of_a_profile():
               SimpleNamespace(device_type=DeviceType.CPU, self_device_time_total=0.0),
               SimpleNamespace(device_type=DeviceType.CUDA, self_device_time_total=250.0)]
     assert kernel_time_ms(events) == pytest.approx(1.75)
+
+
+def test_gpu_check_kernel_us_leaves_out_the_cache_flush(monkeypatch):
+    """A tail's kernel time in the tails benchmark: what the profiler records for flush and call, less what it
+    records for the flush alone, per call in µs; NaN where the profiler records no kernel. (The profiler is
+    stood in for here by one that charges 0.05 ms per flush and 0.2 ms per call of the step it is given.)"""
+    from srm_zoo.benchmark import gpu_check
+    flush = torch.ones(8, dtype=torch.int8)
+    calls = []
+
+    def profiled_ms(step, steps, device):
+        calls.clear()
+        for _ in range(steps):
+            flush.fill_(1)
+            step()
+            assert flush.eq(0).all(), 'the flush runs in every profiled step'
+        return 0.05 + 0.2 * len(calls) / steps
+
+    monkeypatch.setattr(gpu_check, 'profile_kernel_time', profiled_ms)
+    assert gpu_check.kernel_us(lambda: calls.append(1), flush, torch.device('cpu'), calls=4) == pytest.approx(200.0)
+    monkeypatch.setattr(gpu_check, 'profile_kernel_time', lambda step, steps, device: None)
+    assert math.isnan(gpu_check.kernel_us(lambda: None, flush, torch.device('cpu')))
 
 
 def test_gpu_check_records_a_raising_check_group_and_runs_the_rest():

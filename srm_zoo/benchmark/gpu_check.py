@@ -16,7 +16,8 @@ the same bits on every run, and that ``srm-zoo train`` compiled with CUDA graphs
 accumulation updates the weights as eager training does (:mod:`.train_check`). Then it times both
 inference tails (and the picked one taking a shortcut's BatchNorm; the one kernel also with 4 to 32
 channels per program), the fused apply alone and the tail as Inductor compiles it from PyTorch
-operations on SRM-ResNet-50's stage shapes at batch 256 (``tails``), and benchmarks resnet50,
+operations on SRM-ResNet-50's stage shapes at batch 256 (``tails``; both tails and the apply also by their
+kernels' own time, without the host's launches), and benchmarks resnet50,
 srm_resnet50 (fast and reference) and seresnet50 with bf16 autocast and channels_last: inference
 eager and compiled at batch 256, and a training step at batch 128, eager, compiled, and compiled
 with CUDA graphs (``reduce-overhead``), and compiled inference once more with each block tail as
@@ -46,6 +47,7 @@ from ..layers import SRM, srm_kernels, style_pool, use_reference
 from ..layers.srm_fast import running_norm_state
 from ..layers.srm_kernels import launch
 from ..models.srm_blocks import SRMBottleneck
+from .kernel_time import profile_kernel_time
 from .runner import BenchConfig, run_benchmark
 from .train_check import compiled_training_checks
 
@@ -407,14 +409,33 @@ def inductor_tail(block: torch.nn.Module) -> Callable[[torch.Tensor, torch.Tenso
     return torch.compile(tail, fullgraph=True, dynamic=False)
 
 
+FLUSH_BYTES = 256 * 2 ** 20
+"""What :func:`kernel_us` writes before each call to flush the GPU's caches, as ``triton.testing.do_bench`` does."""
+
+
+def kernel_us(call: Callable[[], Any], flush: torch.Tensor, device: torch.device, calls: int = 20) -> float:
+    """GPU kernel time (µs) of one ``call``, ``flush`` zeroed before each: the summed durations of the call's
+    kernels as the profiler records them, less the flush's. Unlike ``do_bench``'s time it leaves out the gaps
+    between kernels and so the host's time to launch them, which ``do_bench`` counts where the host launches
+    slower than the GPU runs (small maps) but which a compiled model's GPU-bound step hides. NaN where the
+    profiler records no kernel."""
+    flushed = profile_kernel_time(lambda: (flush.zero_(), call()), calls, device)
+    flush_only = profile_kernel_time(flush.zero_, calls, device)
+    if flushed is None or flush_only is None:
+        return float('nan')
+    return (flushed - flush_only) * 1e3
+
+
 def inference_tail_timings(device: torch.device, batch_size: int = 256) -> List[Dict[str, Any]]:
     """GPU time (median microseconds of ``triton.testing.do_bench``, caches flushed between runs) of each of
     :data:`INFERENCE_TAILS` on SRM-ResNet-50's stage shapes in bf16, both layouts (the one-kernel tail also with
     each of :data:`ONE_PASS_CHANNELS` channels per program); of the tail as Inductor compiles it from PyTorch
     operations (:func:`inductor_tail`); and of the fused apply alone
     (``relu(y * k + b + shortcut)`` for given ``k``, ``b``), whose one pass over ``y``, the shortcut and the
-    output is what resnet50's BatchNorm, add and ReLU cost: the floor, also given as bandwidth."""
+    output is what resnet50's BatchNorm, add and ReLU cost: the floor, also given as bandwidth. The
+    ``*_kernels_us`` columns give both tails' and the apply's kernel time alone (:func:`kernel_us`)."""
     from triton.testing import do_bench
+    flush = torch.empty(FLUSH_BYTES, dtype=torch.int8, device=device)
     rows = []
     for channels, size in STAGE_TAILS:
         block = _random_srm_bottleneck(device, channels)[0].eval()
@@ -429,7 +450,9 @@ def inference_tail_timings(device: torch.device, batch_size: int = 256) -> List[
                        one_pass_tile=_dims(launch.one_pass_tile(y)))
             with torch.no_grad():
                 for name, tail in INFERENCE_TAILS.items():
-                    row[f'{name}_us'] = do_bench(partial(tail, y, shortcut, *args), return_mode='median') * 1e3
+                    call = partial(tail, y, shortcut, *args)
+                    row[f'{name}_us'] = do_bench(call, return_mode='median') * 1e3
+                    row[f'{name}_kernels_us'] = kernel_us(call, flush, device)
                 for channels_per_program in ONE_PASS_CHANNELS:
                     row[f'one_pass_c{channels_per_program}_us'] = do_bench(
                         partial(launch.folded_tail_one_pass, y, shortcut, *args,
@@ -439,8 +462,9 @@ def inference_tail_timings(device: torch.device, batch_size: int = 256) -> List[
                             *shortcut_norm_args(_random_shortcut_norm(channels, device))), return_mode='median') * 1e3
                 with use_reference(True):
                     row['inductor_us'] = do_bench(partial(inductor_tail(block), y, shortcut), return_mode='median') * 1e3
-                row['apply_only_us'] = do_bench(partial(launch.gate_apply, y, scale, bias, shortcut),
-                                                return_mode='median') * 1e3
+                apply = partial(launch.gate_apply, y, scale, bias, shortcut)
+                row['apply_only_us'] = do_bench(apply, return_mode='median') * 1e3
+                row['apply_only_kernels_us'] = kernel_us(apply, flush, device)
             row['apply_only_gbps'] = 3 * y.numel() * y.element_size() / row['apply_only_us'] / 1e3
             rows.append(row)
     return rows
