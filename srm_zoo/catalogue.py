@@ -36,15 +36,23 @@ PAPER = {
 }
 
 
+_IMAGENET_VAL_IMAGES = 50000
+"""Images of the ImageNet-1k validation split."""
+_CIFAR10_TEST_IMAGES = 10000
+"""Images of the CIFAR-10 test split."""
+
+
 @dataclass(frozen=True)
 class PaperResult:
-    """An accuracy reported in the literature (not measured by this zoo)."""
+    """An accuracy reported in the literature (not measured by this zoo), on the ``num_images`` images of the
+    split (``--verify`` calls a run on fewer ``INCOMPLETE``)."""
     dataset: str
     top1: float
     top5: Optional[float] = None
     split: str = 'validation'
     source: str = 'Lee et al., ICCV 2019'
     eval_settings: str = ''
+    num_images: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -155,10 +163,12 @@ IMAGENET_RESNETS: Tuple[ModelEntry, ...] = (
               'SRM-ResNet-34: BasicBlock ResNet-34 with SRM.'),
     _imagenet('srm_resnet50', 'resnet50', dict(block='bottleneck', layers=(3, 4, 6, 3)),
               'SRM-ResNet-50: Bottleneck ResNet-50 with SRM.',
-              paper=(PaperResult('imagenet-1k', 77.13, 93.51, eval_settings='224 center crop'),)),
+              paper=(PaperResult('imagenet-1k', 77.13, 93.51, eval_settings='224 center crop',
+                                 num_images=_IMAGENET_VAL_IMAGES),)),
     _imagenet('srm_resnet101', 'resnet101', dict(block='bottleneck', layers=(3, 4, 23, 3)),
               'SRM-ResNet-101: Bottleneck ResNet-101 with SRM.',
-              paper=(PaperResult('imagenet-1k', 78.47, 94.20, eval_settings='224 center crop'),)),
+              paper=(PaperResult('imagenet-1k', 78.47, 94.20, eval_settings='224 center crop',
+                                 num_images=_IMAGENET_VAL_IMAGES),)),
     _imagenet('srm_resnet152', 'resnet152', dict(block='bottleneck', layers=(3, 8, 36, 3)),
               'SRM-ResNet-152: Bottleneck ResNet-152 with SRM.'),
     _imagenet('srm_resnet50d', 'resnet50d',
@@ -181,8 +191,8 @@ IMAGENET_RESNETS: Tuple[ModelEntry, ...] = (
 CIFAR_RESNETS: Tuple[ModelEntry, ...] = (
     _cifar(20, tags=(_CIFAR10, _SKLEARN_DIGITS)),
     _cifar(32, paper=(PaperResult('cifar10', 92.9, source='third-party CIFAR-10 reimplementation '
-                                  '(ResNet-32 92.1, SE 92.5)', split='test'),)),
-    _cifar(56, paper=(PaperResult('cifar10', 95.05, split='test'),)),
+                                  '(ResNet-32 92.1, SE 92.5)', split='test', num_images=_CIFAR10_TEST_IMAGES),)),
+    _cifar(56, paper=(PaperResult('cifar10', 95.05, split='test', num_images=_CIFAR10_TEST_IMAGES),)),
     _cifar(110),
 )
 

@@ -72,7 +72,9 @@ def test_partial_synset_tree_under_split_folder(zoo, tmp_path, capsys):
     assert 'eval: batch 3/3, 12 images, running top-1 33.33' in err  # plain progress lines off a terminal
 
 
-def test_class_folders_at_root_and_csv_columns(zoo, tmp_path):
+def test_class_folders_at_root_and_csv_row_as_recorded(zoo, tmp_path, capsys):
+    """The CSV row and the summary line hold the recorded 4-decimal figures (top-1 4/12, top-5 8/12), not
+    those figures rounded again."""
     synsets = imagenet_synsets()
     place(zoo['files'], [synsets[t] for t in zoo['targets']], tmp_path / 'sketch')
     out = run_eval(zoo, tmp_path / 'sketch', '--dataset', 'imagenet-sketch', name='out.csv')
@@ -82,6 +84,9 @@ def test_class_folders_at_root_and_csv_columns(zoo, tmp_path):
     expected = plain_scores(zoo['logits'], zoo['targets'])
     assert float(rows[0]['top1']) == pytest.approx(expected['top1'], abs=1e-3)
     assert float(rows[0]['top5_err']) == pytest.approx(100 - expected['top5'], abs=1e-3)
+    assert [rows[0][c] for c in ('top1', 'top1_err', 'top5', 'top5_err')] == ['33.3333', '66.6667', '66.6667',
+                                                                               '33.3333']
+    assert 'top-1 33.3333  top-5 66.6667  loss ' in capsys.readouterr().out
 
 
 def test_compiled_evaluation_gives_the_plain_scores(zoo, tmp_path, capsys):
@@ -158,6 +163,24 @@ def test_bad_meta_file(zoo, tmp_path, capsys, meta, message):
     assert message in err and err.count('\n') == 1
 
 
+def test_meta_is_refused_where_the_ground_truth_does_not_read_it(zoo, tmp_path, capsys):
+    """A LOC_val_solution.csv, given or found beside the images, names synsets itself: --meta (even junk) is
+    refused rather than ignored."""
+    synsets = imagenet_synsets()
+    names = _flat_names(2)
+    flat = place(zoo['files'][:2], ['', ''], tmp_path / 'flat', names)
+    solution = tmp_path / 'LOC_val_solution.csv'  # one folder up from the images: found there
+    solution.write_text('ImageId,PredictionString\n' + ''.join(
+        f'{n[:-5]},{synsets[t]} 1 2 30 40\n' for n, t in zip(names, zoo['targets'])))
+    (tmp_path / 'junk.mat').write_bytes(b'hello')
+    for labels in ([], ['--labels', str(solution)]):
+        run_eval(zoo, flat, *labels, '--meta', str(tmp_path / 'junk.mat'), expect=2)
+        err = capsys.readouterr().err
+        assert (f'error: --meta {tmp_path / "junk.mat"} maps the ILSVRC2012 IDs of '
+                f'ILSVRC2012_validation_ground_truth.txt to synsets, but the labels come from {solution}, which '
+                f'names the synsets itself; leave --meta out.') in err and err.count('\n') == 1
+
+
 def test_flat_folder_with_loc_solution_csv(zoo, tmp_path):
     synsets = imagenet_synsets()
     names = _flat_names(NUM_IMAGES)
@@ -170,6 +193,8 @@ def test_flat_folder_with_loc_solution_csv(zoo, tmp_path):
 
 
 def test_tar_archive_and_tar_shards(zoo, tmp_path):
+    """A .tar of class folders (also inside one top folder) and a folder of shards (one per class, or holding
+    class folders) score as the class folders do."""
     synsets = imagenet_synsets()
     tree = place(zoo['files'], [synsets[t] for t in zoo['targets']], tmp_path / 'tree')
     with tarfile.open(tmp_path / 'val.tar', 'w') as archive:
@@ -185,6 +210,14 @@ def test_tar_archive_and_tar_shards(zoo, tmp_path):
             for file in synset_dir.iterdir():
                 archive.add(file, arcname=file.name)
     assert_matches(run_eval(zoo, shards), expected)
+    with tarfile.open(tmp_path / 'wrapped.tar', 'w') as archive:  # `tar cf wrapped.tar val`: one top folder
+        archive.add(tree, arcname='val')
+    assert_matches(run_eval(zoo, tmp_path / 'wrapped.tar'), expected)
+    class_shards = tmp_path / 'class_shards'
+    class_shards.mkdir()
+    with tarfile.open(class_shards / 'part0.tar', 'w') as archive:  # a shard holding class folders
+        archive.add(tree, arcname='.')
+    assert_matches(run_eval(zoo, class_shards), expected)
 
 
 def test_imagenet_v2_folders_are_class_indices(zoo, tmp_path):
@@ -265,15 +298,17 @@ def test_corrupt_images_are_skipped_counted_and_capped(zoo, tmp_path, capsys):
 
 
 def test_verify_against_paper_and_manifest(zoo, tmp_path, monkeypatch, capsys):
-    """srm_resnet32_cifar's paper figure is cifar10 test top-1 92.9: labels equal to predictions pass it."""
+    """srm_resnet32_cifar's paper figure is cifar10 test top-1 92.9, on the 10000 test images: labels equal to
+    predictions reach it, but 12 images cannot verify it."""
     model, checkpoint = make_model(tmp_path, num_classes=10, name='srm_resnet32_cifar')
     predictions = plain_logits(model, zoo['files']).argmax(dim=1).tolist()
     root = place(zoo['files'], [str(p) for p in predictions], tmp_path / 'cifar' / 'test')
     base = ['eval', '--model', 'srm_resnet32_cifar', '--checkpoint', str(checkpoint), '--data', str(root.parent),
             '--img-size', '32', '--crop-pct', '0.875', '--workers', '0', '--verify']
-    assert main(base) == 0
+    assert main(base) == 1
     out = capsys.readouterr().out
-    assert 'paper' in out and '92.900' in out and 'PASS' in out
+    assert 'paper' in out and '92.900' in out and 'top1       100.000     92.900   +7.100  ok' in out
+    assert 'the reference was measured on 10000 images, this run on 12' in out and 'INCOMPLETE' in out
     release = Release('srm_resnet32_cifar', 'cifar10', 'x' * 64,
                       (Metric('cifar10', 'test', top1=100.0, top5=100.0, num_images=NUM_IMAGES),), {})
     monkeypatch.setattr('srm_zoo.evaluation.verify.find_release', lambda model, tag: release)
@@ -342,6 +377,11 @@ def test_csv_results_are_appended_json_overwritten(zoo, tmp_path):
     ('only_train_split', 'has no validation or test split folder, only train'),
     ('labels_for_class_folders', 'absent.csv gives the labels of a flat ILSVRC2012_val_* folder, but '),
     ('nested', "val/n01443537/deeper/img001.JPEG is in a folder inside the class folder 'n01443537'"),
+    ('nested_tar', "n01440764/n01443537/img001.JPEG is in a folder inside the class folder 'n01440764'"),
+    ('dataset_name_for_imagenet_a', '--dataset-name names the dataset of --dataset folder data, but --dataset '
+                                    'imagenet-a records and verifies imagenet-a: leave --dataset-name out.'),
+    ('dataset_name_for_default_imagenet', 'but imagenet (the default for srm_resnet20_cifar.cifar10) records and '
+                                          'verifies imagenet-1k: leave --dataset-name out, or add --dataset folder.'),
 ])
 def test_bad_data(zoo, tmp_path, capsys, case, message):
     data, extra = tmp_path / 'data', []
@@ -359,6 +399,14 @@ def test_bad_data(zoo, tmp_path, capsys, case, message):
         extra = ['--labels', str(tmp_path / 'absent.csv')]
     elif case == 'nested':  # timm would label the second image by 'deeper'
         place(zoo['files'][:2], ['n01440764', 'n01443537/deeper'], data / 'val')
+    elif case == 'nested_tar':  # timm's tar reader, too, would label the second image by its inner folder
+        place(zoo['files'][:2], ['n01440764', 'n01440764/n01443537'], data)
+        with tarfile.open(tmp_path / 'nest.tar', 'w') as archive:
+            archive.add(data / 'n01440764', arcname='n01440764')
+        data = tmp_path / 'nest.tar'
+    elif case.startswith('dataset_name_for'):  # folder data only: it would redirect --verify to another dataset
+        place(zoo['files'][:2], [imagenet_synsets()[i] for i in timm_index_file('imagenet_a_indices.txt')[:2]], data)
+        extra = ['--dataset-name', 'imagenet-1k', *(['--dataset', 'imagenet-a'] if case.endswith('imagenet_a') else [])]
     elif case == 'only_train_split':  # reading the root would evaluate on training images
         place(zoo['files'][:2], imagenet_synsets()[:2], data / 'train')
     elif case == 'hf_without_datasets':
@@ -499,7 +547,7 @@ def test_reference_lookup_by_dataset_and_split(monkeypatch):
     assert found.top1 == 97.0 and found.source.startswith('release manifest')  # the only metric of that dataset
     assert find_reference('srm_resnet20_cifar.cifar10', 'sklearn-digits', 'validation')[0] is None
     paper, _ = find_reference('srm_resnet56_cifar', 'cifar10', 'test')
-    assert paper.top1 == 95.05 and paper.source.startswith('paper')
+    assert paper.top1 == 95.05 and paper.source.startswith('paper') and paper.num_images == 10000
 
 
 def test_hugging_face_dataset(zoo, tmp_path):

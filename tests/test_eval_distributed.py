@@ -57,10 +57,12 @@ def test_torchrun_two_processes_equal_one_process(tmp_path):
     assert (two['top1'], two['top5']) == (one['top1'], one['top5'])
     assert two['loss'] == pytest.approx(one['loss'], rel=1e-6)
     assert completed.stdout.count('top-1') == 1  # only rank 0 reports
-    # the corrupt image is in one process's shard: past --max-bad-images both stop with the same message
-    # (the limit is decided on the summed count), neither with a traceback (torch prefixes a rank's with [rankN])
+    # with 50 corrupt images (more than each process lists), past --max-bad-images both stop with the same
+    # message on the summed count, neither with a traceback (torch prefixes a rank's with [rankN])
+    for i in range(49):
+        (root / synsets[0] / f'corrupt{i:02d}.JPEG').write_bytes(b'\xff\xd8 truncated')
     kept = (tmp_path / 'two.json').read_text()
-    completed = _torchrun(args + ['--max-bad-images', '0', '--results-file', str(tmp_path / 'two.json')])
+    completed = _torchrun(args + ['--max-bad-images', '10', '--results-file', str(tmp_path / 'two.json')])
     assert completed.returncode != 0 and '[rank' not in completed.stderr, completed.stderr[-3000:]
-    assert completed.stderr.count('error: 1 images could not be read (more than --max-bad-images 0)') == 2
+    assert completed.stderr.count('error: 50 images could not be read (more than --max-bad-images 10)') == 2
     assert (tmp_path / 'two.json').read_text() == kept

@@ -38,7 +38,7 @@ def add_parser(subparsers) -> None:
     data.add_argument('--split', help='split folder under --data (default: val/validation/... then test if present)')
     data.add_argument('--dataset', choices=tuple(DATASETS),
                       help='how class names map to outputs (default: imagenet for 1000-class models, else folder)')
-    data.add_argument('--dataset-name', help='dataset name recorded and verified for --dataset folder '
+    data.add_argument('--dataset-name', help='dataset name recorded and verified for --dataset folder only '
                                              '(default: the dataset the weights were trained on)')
     data.add_argument('--labels', metavar='FILE', help='flat layout ground truth: LOC_val_solution.csv or '
                                                         'ILSVRC2012_validation_ground_truth.txt (default: searched)')

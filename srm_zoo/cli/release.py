@@ -1,13 +1,14 @@
 """``srm-zoo release MODEL.TAG --checkpoint FILE --data PATH (--embed | --out DIR [--repo-id ORG/NAME])``: measure trained weights and release them in one step."""
 import argparse
 from pathlib import Path
-from typing import Dict
+from typing import Any, Dict
 
 from ..catalogue import get_entry_and_tag
 from ..errors import UserError
 from ..hub.cards import write_model_cards
-from ..manifest import MANIFEST_PATH, active_manifest_path, reload_manifest, write_release
-from ..hub.publish import check_repo_id, publish_folder
+from ..hub.export import check_repo_id
+from ..hub.publish import publish_folder
+from ..manifest import MANIFEST_PATH, Metric, active_manifest_path, reload_manifest, write_release
 from ..paths import check_output_dir
 from ..releasing import embed_release, export_measured
 from ..training.data import load_split
@@ -48,7 +49,8 @@ def _check_inputs(args: argparse.Namespace) -> Dict[str, str]:
         if not Path(path).is_file():
             raise UserError(f'Checkpoint {path!r} does not exist or is not a file.')
     load_split(args.data, args.split, is_training=False)
-    check_output_dir(args.cards, '--cards')
+    if args.embed or args.repo_id:
+        check_output_dir(args.cards, '--cards')
     if args.embed:
         _check_embed_manifest()
     else:
@@ -60,45 +62,56 @@ def _check_inputs(args: argparse.Namespace) -> Dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     compare = _check_inputs(args)
-    if args.embed:
-        _embed(args, compare)
-    else:
-        _hub(args)
-    changed = write_model_cards(Path(args.cards))
-    print(f'Updated {len(changed)} model card(s): {", ".join(changed) or "none"}')
+    recorded = _embed(args, compare) if args.embed else _hub(args, compare)
+    if recorded:
+        changed = write_model_cards(Path(args.cards))
+        print(f'Updated {len(changed)} model card(s): {", ".join(changed) or "none"}')
     return 0
 
 
-def _embed(args: argparse.Namespace, compare: Dict[str, str]) -> None:
-    release = embed_release(args.model, args.checkpoint, args.data, args.split, compare)
-    write_release(release)
-    reload_manifest()
-    metric = release.metrics[0]
-    print(f'{release.name}: top-1 {metric.top1:.2f}, top-5 {metric.top5:.2f} on {metric.num_images} {metric.split} '
-          f'images of {metric.dataset}; weights in srm_zoo/weights/{release.embedded}, sha256 {release.sha256}')
-    for attention, result in release.provenance['comparison'].items():
+def _report(name: str, metric: Metric, provenance: Dict[str, Any], where: str) -> None:
+    """Print what a release measured (with its counterparts') and where its weights went."""
+    print(f'{name}: top-1 {metric.top1:.2f}, top-5 {metric.top5:.2f} on {metric.num_images} {metric.split} '
+          f'images of {metric.dataset}; {where}')
+    for attention, result in provenance.get('comparison', {}).items():
         print(f'  {attention}: top-1 {result["top1"]:.2f}, top-5 {result["top5"]:.2f}')
 
 
-def _hub(args: argparse.Namespace) -> None:
+def _embed(args: argparse.Namespace, compare: Dict[str, str]) -> bool:
+    """Embed the release in the package and record it in the manifest; True: recorded."""
+    release = embed_release(args.model, args.checkpoint, args.data, args.split, compare)
+    write_release(release)
+    reload_manifest()
+    _report(release.name, release.metrics[0], release.provenance,
+            f'weights in srm_zoo/weights/{release.embedded}, sha256 {release.sha256}')
+    return True
+
+
+def _hub(args: argparse.Namespace, compare: Dict[str, str]) -> bool:
+    """Write the Hub repository folder, and publish it with --repo-id; True: recorded in the manifest."""
     exported = export_measured(args.model, args.checkpoint, args.data, args.split, Path(args.out),
-                               repo_id=args.repo_id)
-    metric = exported.metrics[0]
-    print(f'{exported.model}.{exported.tag}: top-1 {metric.top1:.2f}, top-5 {metric.top5:.2f} on {metric.num_images} '
-          f'{metric.split} images of {metric.dataset}; Hub repository folder {args.out} (sha256 {exported.sha256})')
+                               repo_id=args.repo_id, compare=compare)
+    _report(f'{exported.model}.{exported.tag}', exported.metrics[0], exported.provenance,
+            f'Hub repository folder {args.out} (sha256 {exported.sha256})')
     if not args.repo_id:
         print(f'Publish it with: srm-zoo publish {args.out} --repo-id {exported.repo_id}')
-        return
-    report_published(publish_folder(args.out, args.repo_id))
+        return False
+    result = publish_folder(args.out, args.repo_id)
+    report_published(result)
     reload_manifest()
+    return result.manifest is not None
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         'release', help='measure trained weights and record them as a release (manifest entry + weight files)',
         description=__doc__.split(':', 1)[1].strip() + ' Accuracy is measured with timm\'s evaluation transform '
-        "for the tag's pretrained cfg; the manifest entry records it with the weights' sha256 and the provenance "
-        '(recipe, training command and seed when CHECKPOINT is an srm-zoo train checkpoint).')
+        "for the tag's pretrained cfg; the release record (the manifest entry, and srm_zoo_release.json with --out) "
+        "holds it with the weights' sha256 and the provenance: CHECKPOINT's sha256, which of its weights (the EMA "
+        'when it holds one), and the recipe, training command, seed and epochs when CHECKPOINT is an srm-zoo train '
+        'checkpoint. CHECKPOINT must hold SRM weights of MODEL and every --compare checkpoint those of its '
+        'counterpart: keys, shapes and the attention a train checkpoint records are checked before anything is '
+        'measured.')
     parser.add_argument('model', help='model and tag, e.g. srm_resnet20_cifar.sklearn_digits')
     parser.add_argument('--checkpoint', required=True,
                         help='srm-zoo train checkpoint.pth (EMA weights when kept) or a weights file')
@@ -106,8 +119,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument('--split', default='test', help='split folder to measure on')
     parser.add_argument('--embed', action='store_true', help='embed the weights in the package (srm_zoo/weights)')
     parser.add_argument('--compare', action='append', metavar='ATTENTION=CHECKPOINT',
-                        help='a counterpart trained the same way (none or se) to measure alongside; repeatable')
+                        help='a counterpart trained the same way (none or se) to measure alongside (with --embed '
+                             'or --out); repeatable')
     parser.add_argument('--out', help='write a Hub repository folder here (instead of --embed)')
     parser.add_argument('--repo-id', help='with --out: publish the folder to this Hub repository and record it')
-    parser.add_argument('--cards', default='model_cards', help='folder of the model cards to regenerate')
+    parser.add_argument('--cards', default='model_cards',
+                        help='folder of the model cards to regenerate once the release is recorded in the manifest '
+                             '(--embed, or --out with --repo-id)')
     parser.set_defaults(run=run)

@@ -5,6 +5,7 @@ validation folder with devkit or ``LOC_val_solution.csv`` ground truth, ``.tar``
 ``.tar`` shards (timm's readers), and Hugging Face datasets (``hfds/<name>``, needs ``datasets``).
 """
 import os
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence, Tuple
@@ -40,28 +41,41 @@ def canonical_split(split: str) -> str:
     return next((name for name, synonyms in SPLIT_SYNONYMS.items() if split.lower() in synonyms), split)
 
 
-def resolve_split(root: Path, split: Optional[str]) -> Tuple[Path, str]:
-    """The folder (or ``.tar``) holding ``split`` under ``root``, and the split's canonical name.
+def _named_split(path: Path) -> Optional[str]:
+    """The canonical split that ``path`` is named after (``val``, ``test.tar``, ...), or None."""
+    name = path.name.removesuffix('.tar').lower()
+    return canonical_split(name) if name in _SPLIT_NAMES else None
 
-    Without ``split`` the validation folders are tried, then ``test``; when ``root`` has no split
-    folder at all it is the split itself (recorded as ``split``, or ``validation`` when none was given).
-    A ``root`` that holds other splits only (``train``, ...) is refused: reading it would mix them in.
+
+def resolve_split(root: Path, split: Optional[str]) -> Tuple[Path, str, bool]:
+    """The folder (or ``.tar``) holding ``split`` under ``root``, the split's canonical name, and whether a name
+    (``split``'s or a folder's) gave it.
+
+    Without ``split`` the validation folders are tried, then ``test``. When ``root`` has no split folder it is
+    the split itself: the one its own name is (``digits/train`` is ``train``; a ``split`` naming another one is
+    refused), else ``split``, else ``validation`` by default. A ``root`` that holds other splits only
+    (``train``, ...) is refused: reading it would mix them in.
     """
-    if root.is_file():
-        return root, canonical_split(split or 'validation')
-    if split:
-        names = (split, *SPLIT_SYNONYMS.get(canonical_split(split), ()))
-    else:
-        names = (*SPLIT_SYNONYMS['validation'], *SPLIT_SYNONYMS['test'])
-    for name in names:
-        for candidate in (root / name, root / f'{name}.tar'):
-            if candidate.exists():
-                return candidate, canonical_split(name)
-    other_splits = sorted(p.name for p in root.iterdir() if p.name.removesuffix('.tar').lower() in _SPLIT_NAMES)
-    if other_splits:  # root holds other splits, not the one asked for: reading it would mix them in
-        raise UserError(f'{root} has no {split or "validation or test"} split folder, only {", ".join(other_splits)}; '
-                        'pass --split with the one to evaluate.')
-    return root, canonical_split(split or 'validation')
+    if root.is_dir():
+        if split:
+            names = (split, *SPLIT_SYNONYMS.get(canonical_split(split), ()))
+        else:
+            names = (*SPLIT_SYNONYMS['validation'], *SPLIT_SYNONYMS['test'])
+        for name in names:
+            for candidate in (root / name, root / f'{name}.tar'):
+                if candidate.exists():
+                    return candidate, canonical_split(name), True
+        other_splits = sorted(p.name for p in root.iterdir() if _named_split(p))
+        if other_splits:  # root holds other splits, not the one asked for: reading it would mix them in
+            raise UserError(f'{root} has no {split or "validation or test"} split folder, only '
+                            f'{", ".join(other_splits)}; pass --split with the one to evaluate.')
+    own = _named_split(root)
+    if own and split and canonical_split(split) != own:
+        raise UserError(f'--data {root} is the {own} split (by its name), not {split}: leave --split out, or give '
+                        f'--data the {split} split.')
+    if own or split:
+        return root, own or canonical_split(split), True
+    return root, 'validation', False
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -79,12 +93,14 @@ class EvalImages:
 
     ``filenames`` are the images' paths relative to ``--data`` (inside the archive for ``.tar`` data);
     Hugging Face datasets list them only for ReaL labels (:meth:`name` asks the reader otherwise).
+    ``split_named`` says whether ``--split`` or a folder's name gave ``split`` (else it is the default).
     """
     reader: Any
     targets: List[int]
     filenames: List[str]
     path: str
     split: str
+    split_named: bool
     layout: str
     label_source: str
     real_labels: Optional[List[Tuple[int, ...]]] = None
@@ -184,17 +200,35 @@ def _class_folders(path: Path, names: dict) -> List[str]:
     return sorted(folders, key=natural_key)
 
 
-def _refuse_nested_images(reader, path: Path, root: Path) -> None:
-    """Refuse images more than one folder below ``path``: timm's folder reader labels them by their
-    innermost folder, not by their class folder."""
-    for file, _ in reader.samples:
-        relative = os.path.relpath(file, path)
-        if relative.count(os.sep) > 1:
-            parts = Path(relative).parts
-            raise UserError(f'{os.path.relpath(file, root)} is in a folder inside the class folder {parts[0]!r}; '
-                            f'images must sit directly in their class folder (<class>/<image>), else they are '
-                            f'labelled by their innermost folder ({parts[-2]!r}). Move them up into their class '
-                            f'folder.')
+def _tar_folders(member: tarfile.TarInfo, shard: Optional[str], inner: Optional[tarfile.TarInfo]) -> Tuple[str, ...]:
+    """The folders timm's tar reader labels ``member`` by (the innermost): the names of its shard and of the
+    ``.tar`` inside the archive that hold it, then its folders."""
+    return Path(Path(shard).stem if shard else '', Path(inner.name).stem if inner is not None else '',
+                os.path.dirname(member.path)).parts
+
+
+def _image_folders(reader, path: Path, layout: str) -> List[Tuple[str, ...]]:
+    """The folders below ``path`` (inside the archive for ``.tar`` data) that each image sits in."""
+    if layout == 'folder':
+        return [Path(os.path.relpath(file, path)).parent.parts for file, _ in reader.samples]
+    return [_tar_folders(*sample) for sample in reader.samples]
+
+
+def _refuse_nested_images(folders: Sequence[Tuple[str, ...]], filenames: Sequence[str], layout: str) -> None:
+    """Refuse images that timm's readers would label by another folder than their class folder: they label each
+    image by its innermost folder (``folders``, from :func:`_image_folders`). In a folder, images must sit
+    directly in their class folder. In tar data, whose class folders may sit in a shared top folder or in
+    shards, an image may not sit in a folder inside another folder that holds images."""
+    holding = set(folders)
+    for parts, filename in zip(folders, filenames):
+        if layout == 'folder':
+            outer = parts[:1] if len(parts) > 1 else None
+        else:
+            outer = next((parts[:depth] for depth in range(len(parts) - 1, 0, -1) if parts[:depth] in holding), None)
+        if outer:
+            raise UserError(f'{filename} is in a folder inside the class folder {outer[-1]!r}; images must sit '
+                            f'directly in their class folder (<class>/<image>), else they are labelled by their '
+                            f'innermost folder ({parts[-1]!r}). Move them up into their class folder.')
 
 
 def _folder_targets(local_targets: List[int], names: dict, space: LabelSpace, folders: Sequence[str]) -> List[int]:
@@ -284,7 +318,7 @@ def _hf_images(name: str, split: Optional[str], space: LabelSpace) -> EvalImages
     if any(not 0 <= t < space.model_classes for t in targets):
         raise UserError(f'{name} has labels outside 0..{space.model_classes - 1} (class-count mismatch).')
     filenames = reader.filenames(basename=True) if space.kind == 'imagenet-real' else []
-    return EvalImages(reader, targets, filenames, name, canonical_split(hf_split), 'hfds',
+    return EvalImages(reader, targets, filenames, name, canonical_split(hf_split), split is not None, 'hfds',
                       f'{name} labels (ImageNet-1k order)')
 
 
@@ -300,7 +334,7 @@ def load_images(data: str, space: LabelSpace, split: Optional[str] = None, label
             raise UserError(f'--data {data} does not exist.')
         if root.is_dir() and not any(root.iterdir()):
             raise UserError(f'--data {data} is an empty folder.')
-        path, split_name = resolve_split(root, split)
+        path, split_name, split_named = resolve_split(root, split)
         reader, layout = _open_reader(path)
         names = _class_names(reader)
         filenames = ([os.path.relpath(file, root) for file, _ in reader.samples] if layout == 'folder'
@@ -314,12 +348,11 @@ def load_images(data: str, space: LabelSpace, split: Optional[str] = None, label
                                             meta_file and Path(meta_file), required=space.kind != 'imagenet-real')
         else:
             _refuse_label_files(labels_file, meta_file, f'{path} holds class folders, whose names are the labels')
-            if layout == 'folder':
-                _refuse_nested_images(reader, path, root)
+            _refuse_nested_images(_image_folders(reader, path, layout), filenames, layout)
             folders = _class_folders(path, names) if layout == 'folder' else sorted(names, key=names.get)
             targets = _folder_targets(_local_targets(reader), names, space, folders)
             source = f'class folder names -> {space.expected_names}'
-        images = EvalImages(reader, targets, filenames, str(path), split_name, layout, source)
+        images = EvalImages(reader, targets, filenames, str(path), split_name, split_named, layout, source)
     if space.kind == 'imagenet-real':
         images.real_labels = real_labels_of(images.filenames)
     return images

@@ -99,7 +99,7 @@ def find_ground_truth(roots: Sequence[Path], labels_file: Optional[Path] = None,
         if not labels_file.is_file():
             raise UserError(f'Labels file {labels_file} does not exist.')
         if labels_file.suffix.lower() == '.csv':
-            return read_loc_solution(labels_file), str(labels_file)
+            return _loc_ground_truth(labels_file, meta_file)
         meta_file = Path(meta_file) if meta_file else _find([labels_file.parent, *roots], _DEVKIT_META)
         if meta_file is None or not meta_file.is_file():
             raise UserError(f'{labels_file} holds ILSVRC2012 IDs, which need the devkit meta.mat to become synsets; '
@@ -110,11 +110,20 @@ def find_ground_truth(roots: Sequence[Path], labels_file: Optional[Path] = None,
         return find_ground_truth(roots, devkit_truth, meta_file)
     loc = _find(roots, _LOC_SOLUTION)
     if loc is not None:
-        return read_loc_solution(loc), str(loc)
+        return _loc_ground_truth(loc, meta_file)
     raise UserError(
         f'The images in {roots[0]} are not in class folders, and no ground truth was found beside them: put '
         f'{_DEVKIT_TRUTH} with meta.mat (ILSVRC2012 devkit) or {_LOC_SOLUTION} next to the images or pass '
         f'--labels FILE (and --meta FILE), or sort the images into synset folders.')
+
+
+def _loc_ground_truth(path: Path, meta_file: Optional[Path]) -> Tuple[Dict[int, str], str]:
+    """The ground truth of the ``LOC_val_solution.csv`` ``path``, which names synsets itself: ``--meta``
+    (``meta_file``) is refused rather than ignored."""
+    if meta_file is not None:
+        raise UserError(f'--meta {meta_file} maps the ILSVRC2012 IDs of {_DEVKIT_TRUTH} to synsets, but the labels '
+                        f'come from {path}, which names the synsets itself; leave --meta out.')
+    return read_loc_solution(path), str(path)
 
 
 @lru_cache(maxsize=None)

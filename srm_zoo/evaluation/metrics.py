@@ -5,7 +5,10 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ['Counts', 'score_batch']
+__all__ = ['PERCENT_DECIMALS', 'Counts', 'score_batch']
+
+PERCENT_DECIMALS = 4
+"""Decimals of the percentages the zoo records (results, release manifests) and verifies, as timm's validate.py."""
 
 
 @dataclass

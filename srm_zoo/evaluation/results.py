@@ -50,8 +50,8 @@ def check_results_file(path: str, fmt: Optional[str] = None) -> str:
 
 def write_results(result: Dict[str, Any], path: str, fmt: Optional[str] = None) -> str:
     """Write ``result`` as JSON (every key; the file holds this one record) or as a CSV row (timm's table
-    columns; appended to an existing results table, the header written once); the format follows the
-    file's extension unless ``fmt`` is given. Returns the format written."""
+    columns, the record's values; appended to an existing results table, the header written once); the format
+    follows the file's extension unless ``fmt`` is given. Returns the format written."""
     fmt, target = check_results_file(path, fmt), Path(path)
     try:
         if fmt == 'csv':
@@ -64,7 +64,7 @@ def write_results(result: Dict[str, Any], path: str, fmt: Optional[str] = None) 
 
 
 def _append_csv_row(result: Dict[str, Any], target: Path) -> None:
-    row = {c: f'{result[c]:.3f}' if isinstance(result.get(c), float) else result.get(c) for c in CSV_COLUMNS}
+    row = {c: result.get(c) for c in CSV_COLUMNS}  # the JSON record's values, as timm's validate.py writes them
     new = not target.exists() or _csv_header(target) is None
     if not new and not target.read_bytes().endswith(b'\n'):
         with target.open('a') as handle:  # a last row without its line end

@@ -15,7 +15,7 @@ from ..errors import UserError
 from .. import distributed
 from .data import EvalImageDataset, EvalImages, collate_skipping_bad, load_images
 from .labels import DATASETS, LabelSpace, label_space
-from .metrics import Counts, score_batch
+from .metrics import PERCENT_DECIMALS, Counts, score_batch
 from .model import LoadedModel, build_model
 from .results import check_results_file, software_versions
 from .verify import Reference, compare_with_reference, find_reference, format_verdict
@@ -76,6 +76,11 @@ def default_dataset(model: torch.nn.Module) -> str:
 def _label_space(loaded: LoadedModel, options: EvalOptions) -> LabelSpace:
     model = loaded.model
     dataset = options.dataset or default_dataset(model)
+    if options.dataset_name and dataset != 'folder':
+        given = f'--dataset {dataset}' if options.dataset else f'{dataset} (the default for {loaded.name})'
+        fix = '' if options.dataset else ', or add --dataset folder'
+        raise UserError(f'--dataset-name names the dataset of --dataset folder data, but {given} records and '
+                        f'verifies {DATASETS[dataset]}: leave --dataset-name out{fix}.')
     names = model.pretrained_cfg.get('label_names')
     names = names if names and len(names) == model.num_classes else None
     folder_name = loaded.trained_on or 'folder'
@@ -156,7 +161,7 @@ def _run_loop(model: torch.nn.Module, loader: DataLoader, images: EvalImages, sp
                 bad += bad_indices.tolist()
                 counts.bad_images = len(bad)
                 if stops_early(len(bad), options.max_bad_images, context):
-                    raise UserError(_bad_images_message(images, bad, options.max_bad_images))
+                    raise UserError(_bad_images_message(images, len(bad), bad, options.max_bad_images))
                 if batch is not None:
                     logits = _forward(model, batch, options, context)
                     if output_indices is not None:
@@ -176,9 +181,10 @@ def stops_early(bad_images: int, max_bad_images: int, context: distributed.DistC
     return not context.distributed and bad_images > max_bad_images
 
 
-def _bad_images_message(images: EvalImages, bad: List[int], cap: int) -> str:
-    names = ', '.join(images.name(i) for i in sorted(bad)[:5])
-    return (f'{len(bad)} images could not be read (more than --max-bad-images {cap}), e.g. {names}. '
+def _bad_images_message(images: EvalImages, count: int, examples: List[int], cap: int) -> str:
+    """``count`` unreadable images are past ``cap``; a few of ``examples`` (their indices) are named."""
+    names = ', '.join(images.name(i) for i in sorted(examples)[:5])
+    return (f'{count} images could not be read (more than --max-bad-images {cap}), e.g. {names}. '
             f'Fix or remove them, or raise --max-bad-images.')
 
 
@@ -220,9 +226,9 @@ def _check_results_file(options: EvalOptions, context: distributed.DistContext) 
         raise UserError(problem)
 
 
-def _reference(model: str, dataset: str, split: str, options: EvalOptions) -> Reference:
+def _reference(model: str, dataset: str, images: EvalImages) -> Reference:
     """The accuracy ``--verify`` compares with; a UserError, before anything is evaluated, when there is none."""
-    reference, reason = find_reference(model, dataset, split, split_given=options.split is not None)
+    reference, reason = find_reference(model, dataset, images.split, split_given=images.split_named)
     if reference is None:
         raise UserError(f'--verify: {reason}.')
     return reference
@@ -236,7 +242,7 @@ def _evaluate(options: EvalOptions, context: distributed.DistContext) -> EvalRun
     config = _data_config(model, options)
     transform = create_transform(**config, is_training=False)
     images = load_images(options.data, space, options.split, options.labels, options.meta)
-    reference = _reference(loaded.name, space.dataset, images.split, options) if options.verify else None
+    reference = _reference(loaded.name, space.dataset, images) if options.verify else None
     if context.is_main:
         print(f'{loaded.name} ({loaded.weights}) on {space.dataset}/{images.split}: {len(images)} images in '
               f'{images.path} ({images.layout}; labels: {images.label_source})', file=sys.stderr)
@@ -264,7 +270,7 @@ def _evaluate(options: EvalOptions, context: distributed.DistContext) -> EvalRun
     bad = sorted(i for part in distributed.all_gather_objects(local_bad[:_BAD_SHOWN + 1], context) for i in part)
 
     if counts.bad_images > options.max_bad_images:
-        raise UserError(_bad_images_message(images, bad, options.max_bad_images))
+        raise UserError(_bad_images_message(images, counts.bad_images, bad, options.max_bad_images))
     if counts.images == 0:
         raise UserError(f'None of the {len(images)} images in {images.path} could be read.')
     if counts.scored == 0:
@@ -284,8 +290,8 @@ def _result(loaded: LoadedModel, options: EvalOptions, space: LabelSpace, images
     param_count = sum(p.numel() for p in loaded.model.parameters())
     return {
         'model': loaded.name,
-        'top1': round(counts.top1, 4), 'top1_err': round(100 - counts.top1, 4),
-        'top5': round(counts.top5, 4), 'top5_err': round(100 - counts.top5, 4),
+        'top1': round(counts.top1, PERCENT_DECIMALS), 'top1_err': round(100 - counts.top1, PERCENT_DECIMALS),
+        'top5': round(counts.top5, PERCENT_DECIMALS), 'top5_err': round(100 - counts.top5, PERCENT_DECIMALS),
         'num_images': counts.images,
         'num_scored': counts.scored,
         'num_bad_images': counts.bad_images,
@@ -331,9 +337,9 @@ def _verify(result: Dict[str, Any], reference: Reference, options: EvalOptions, 
 
 
 def summary_line(result: Dict[str, Any]) -> str:
-    """One line: model, data, top-1/top-5, loss and throughput."""
+    """One line: model, data, top-1/top-5 (as recorded), loss and throughput."""
     loss = f'{result["loss"]:.4f}' if result['loss'] is not None else 'n/a'
     bad = f', {result["num_bad_images"]} unreadable skipped' if result['num_bad_images'] else ''
-    return (f'{result["model"]} on {result["dataset"]}/{result["split"]}: top-1 {result["top1"]:.3f}  '
-            f'top-5 {result["top5"]:.3f}  loss {loss}  ({result["num_images"]} images{bad}; '
+    return (f'{result["model"]} on {result["dataset"]}/{result["split"]}: top-1 {result["top1"]:.{PERCENT_DECIMALS}f}  '
+            f'top-5 {result["top5"]:.{PERCENT_DECIMALS}f}  loss {loss}  ({result["num_images"]} images{bad}; '
             f'{result["samples_per_sec"]:.1f} img/s)')

@@ -9,6 +9,7 @@ from typing import List, Optional, Tuple
 from ..catalogue import CATALOGUE
 from ..manifest import find_release
 from .data import canonical_split
+from .metrics import PERCENT_DECIMALS
 
 __all__ = ['Reference', 'Verdict', 'find_reference', 'compare_with_reference', 'format_verdict']
 
@@ -83,7 +84,7 @@ def find_reference(model: str, dataset: str, split: str, split_given: bool = Tru
         found = _pick(candidates, split, split_given)
         if found:
             return found, ''
-    candidates = [Reference(f'paper ({p.source})', p.dataset, p.split, p.top1, p.top5)
+    candidates = [Reference(f'paper ({p.source})', p.dataset, p.split, p.top1, p.top5, p.num_images)
                   for p in entry.paper if p.dataset == dataset]
     found = _pick(candidates, split, split_given)
     if found:
@@ -95,10 +96,11 @@ def find_reference(model: str, dataset: str, split: str, split_given: bool = Tru
 def compare_with_reference(top1: float, top5: float, reference: Reference, tolerance: float,
                            num_images: Optional[int] = None) -> Verdict:
     """PASS when no metric falls short of the reference by more than ``tolerance`` points (and the run
-    covers as many images as the reference)."""
-    rows = [('top1', top1, reference.top1)]
+    covers as many images as the reference). The measured figures are rounded to ``PERCENT_DECIMALS``, as
+    the zoo records them."""
+    rows = [('top1', round(top1, PERCENT_DECIMALS), reference.top1)]
     if reference.top5 is not None:
-        rows.append(('top5', top5, reference.top5))
+        rows.append(('top5', round(top5, PERCENT_DECIMALS), reference.top5))
     return Verdict(reference, tolerance, tuple(
         (name, measured, ref, measured - ref, measured >= ref - tolerance) for name, measured, ref in rows),
         num_images)

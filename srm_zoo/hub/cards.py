@@ -98,10 +98,17 @@ def split_front_matter(card: str) -> tuple:
     return yaml.safe_load(header), body
 
 
+def _hub_id(weights: CardWeights) -> str:
+    """The ``hf-hub:`` id of Hub weights: pinned to the release's revision when it is known, so that srm-zoo
+    checks the file's sha256 when it loads it."""
+    pinned = f'@{weights.revision}' if weights.revision else ''
+    return f'hf-hub:{weights.repo_id}{pinned}'
+
+
 def _model_expression(entry: ModelEntry, tag: str, weights: CardWeights, **kwargs: str) -> str:
     extra = ''.join(f', {k}={v}' for k, v in kwargs.items())
     if weights.status == 'hub':
-        return f"timm.create_model('hf-hub:{weights.repo_id}', pretrained=True{extra})"
+        return f"timm.create_model('{_hub_id(weights)}', pretrained=True{extra})"
     if weights.status == 'embedded':
         return f"timm.create_model('{entry.name}.{tag}', pretrained=True{extra})"
     return (f"timm.create_model('{entry.name}.{tag}', pretrained=True{extra},\n"
@@ -157,11 +164,27 @@ def _weights_section(entry: ModelEntry, tag: str, weights: CardWeights) -> str:
     else:
         lines.append(f'Hugging Face Hub repository `{weights.repo_id}` (`model.safetensors` in this repository).')
     if weights.sha256:
-        lines.append(f'sha256 of `model.safetensors`: `{weights.sha256}` (checked on every load).')
+        lines.append(f'sha256 of `model.safetensors`: `{weights.sha256}`. {_checked_loads(name, weights)}')
     for key, value in sorted(weights.provenance.items()):
         if key != 'comparison':
             lines.append(f'- {key}: {value}')
     return '\n'.join(lines)
+
+
+def _checked_loads(name: str, weights: CardWeights) -> str:
+    """Which loads check the sha256: those of the zoo's name and of the pinned ``hf-hub:`` id, through srm-zoo's
+    manifest (an unpinned id follows the repository's branch, whose file may change, and is not checked)."""
+    by_name = f"`timm.create_model('{name}', pretrained=True)`"
+    if weights.status == 'embedded':
+        return f'srm-zoo checks it whenever it loads these weights ({by_name}, or torch.hub).'
+    if weights.revision:
+        return (f'srm-zoo checks it whenever it loads these weights by the zoo\'s name ({by_name}) or by the pinned '
+                f'id (`{_hub_id(weights)}`, as below); `hf-hub:{weights.repo_id}` without the revision follows the '
+                'repository\'s main branch and is not checked.')
+    return (f'Once `srm-zoo publish` records the release in srm-zoo\'s manifest, srm-zoo checks it whenever it loads '
+            f'these weights by the zoo\'s name ({by_name}) or by the id pinned to the recorded commit '
+            f'(`hf-hub:{weights.repo_id}@COMMIT`); `hf-hub:{weights.repo_id}` without a revision, as below, follows '
+            'the repository\'s main branch and is not checked.')
 
 
 def _comparison_table(weights: CardWeights) -> str:

@@ -7,26 +7,31 @@ turns into a manifest entry).
 """
 import json
 import math
+import re
 import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import timm
+import torch
 from timm.data import ImageNetInfo
 from timm.models import split_model_name_tag
 
 from .. import __version__
-from ..catalogue import get_entry, get_entry_and_tag
-from ..checkpoint import file_sha256, load_state_dict_for, read_checkpoint
+from ..catalogue import ModelEntry, get_entry, get_entry_and_tag
+from ..checkpoint import CheckpointWeights, file_sha256, load_state_dict_for, read_checkpoint
 from ..conversion.state import save_hf_folder
 from ..errors import UserError, error_reason
 from ..manifest import Metric, hub_repo_id
+from ..paths import check_output_dir
+from ..training import TrainConfig, get_recipe
 from .cards import CardWeights, render_card
 
-__all__ = ['RELEASE_FILE', 'HUB_FILES', 'ExportedRelease', 'read_results', 'metrics_from_results', 'export_release',
-           'read_exported_release']
+__all__ = ['RELEASE_FILE', 'HUB_FILES', 'ExportedRelease', 'check_repo_id', 'read_results', 'metrics_from_results',
+           'weights_provenance', 'write_hub_folder', 'export_release', 'read_exported_release']
 
 WEIGHTS_FILE = 'model.safetensors'
 RELEASE_FILE = 'srm_zoo_release.json'
@@ -35,6 +40,7 @@ HUB_FILES = (WEIGHTS_FILE, 'config.json', 'README.md', RELEASE_FILE)
 
 RESULT_KEYS = ('model', 'top1', 'top5', 'num_images', 'dataset', 'split', 'checkpoint_sha256')
 EVAL_SETTING_KEYS = ('img_size', 'crop_pct', 'interpolation')
+REPO_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')
 DATASET_LABELS = {
     'cifar10': ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'],
 }
@@ -52,6 +58,13 @@ class ExportedRelease:
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
+
+
+def check_repo_id(repo_id: str) -> str:
+    """Refuse a Hub repository id that is not of the form ORG/NAME."""
+    if not REPO_ID.match(repo_id):
+        raise UserError(f'--repo-id {repo_id!r} is not a Hub repository id of the form ORG/NAME.')
+    return repo_id
 
 
 def read_results(path: Union[str, Path]) -> List[Dict[str, Any]]:
@@ -115,6 +128,72 @@ def _label_config(dataset: str, num_classes: int) -> Dict[str, Any]:
     return dict(label_names=labels) if labels and len(labels) == num_classes else {}
 
 
+def weights_provenance(read: CheckpointWeights, use_ema: bool, recipe: str,
+                       source: Optional[str] = None) -> Dict[str, Any]:
+    """Where released weights come from: the checkpoint file (name, sha256), which of its weights (EMA, or the
+    plain ones) and, for an ``srm-zoo train`` checkpoint, its recipe, command, seed and epochs; ``recipe``
+    (the tag's) and ``source`` (default: said from the checkpoint) fill in what it does not record."""
+    config = TrainConfig(**read.train_config) if read.train_config else None
+    provenance: Dict[str, Any] = {
+        'recipe': config.recipe if config else recipe,
+        'source': source or _source(config, read.path),
+        'checkpoint_sha256': file_sha256(read.path),
+        'weights': 'EMA' if use_ema else 'last epoch' if config else 'model',
+        'exported_with': f'srm-zoo {__version__}',
+    }
+    if config:
+        provenance.update(command=config.command(data='DATA'), seed=config.seed,
+                          epochs=config.epochs if config.epochs is not None else get_recipe(config.recipe).epochs)
+    return provenance
+
+
+def _source(config: Optional[TrainConfig], checkpoint: Path) -> str:
+    """Where the weights of ``checkpoint`` come from, as far as it says (its ``srm-zoo train`` settings)."""
+    if config is None:
+        return f'weights file {checkpoint.name}'
+    if config.initial_checkpoint:
+        return f'fine-tuned by srm-zoo train from {Path(config.initial_checkpoint).name}'
+    return 'trained from scratch by srm-zoo train'
+
+
+@contextmanager
+def _staging_dir(out: Path) -> Iterator[Path]:
+    """A temporary folder inside ``out`` (created when missing) to write an export into; when the export fails,
+    the folders created for ``out`` are removed again, so that a refused export leaves nothing behind."""
+    created = [folder for folder in (out, *out.parents) if not folder.exists()]
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryDirectory(dir=out, prefix='.export-') as staging:
+            yield Path(staging)
+    except BaseException:
+        for folder in created:  # the deepest first
+            if not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+
+
+def write_hub_folder(entry: ModelEntry, tag: str, model: torch.nn.Module, out: Path, repo_id: str,
+                     provenance: Dict[str, Any], metrics_of: Callable[[str], Tuple[Metric, ...]]) -> ExportedRelease:
+    """Write the Hub repository folder of ``model`` (``entry.tag``'s weights) into ``out``.
+
+    ``metrics_of`` gives the measured metrics for the sha256 of the written ``model.safetensors`` (and may
+    refuse them); every file is written aside first and moved into ``out`` only when all are complete.
+    """
+    with _staging_dir(out) as staging:
+        save_hf_folder(model.eval(), str(staging),
+                       model_config=_label_config(entry.get_tag(tag).dataset, model.num_classes))
+        sha256 = file_sha256(staging / WEIGHTS_FILE)
+        release = ExportedRelease(model=entry.name, tag=tag, repo_id=repo_id, sha256=sha256,
+                                  metrics=metrics_of(sha256), provenance=provenance)
+        card = render_card(entry, tag, CardWeights(status='hub', repo_id=repo_id, sha256=sha256,
+                                                   metrics=release.metrics, provenance=provenance))
+        (staging / 'README.md').write_text(card)
+        (staging / RELEASE_FILE).write_text(json.dumps(release.to_dict(), indent=2) + '\n')
+        for name in HUB_FILES:
+            (staging / name).replace(out / name)
+    return release
+
+
 def export_release(
         model_name: str,
         checkpoint: Union[str, Path],
@@ -127,7 +206,8 @@ def export_release(
     """Write the Hub repository folder of ``model_name`` (``arch`` or ``arch.tag``) from ``checkpoint``."""
     entry, weight_tag = get_entry_and_tag(model_name)
     tag = weight_tag.tag
-    checkpoint, out = Path(checkpoint), Path(out)
+    checkpoint, out = Path(checkpoint), check_output_dir(out, '--out')
+    repo_id = check_repo_id(repo_id) if repo_id is not None else hub_repo_id(entry.name, tag)
     result_rows = read_results(results) if results else []
     model = timm.create_model(f'{entry.name}.{tag}')
     read = read_checkpoint(checkpoint)
@@ -135,31 +215,13 @@ def export_release(
     if read.ema is not None and not use_ema:
         print(f'note: {checkpoint} also holds EMA weights; exporting its plain weights (--use-ema exports the EMA, '
               'the weights to publish for recipes that keep one).', file=sys.stderr)
-    checkpoint_sha256 = file_sha256(checkpoint)
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out, prefix='.export-') as staging:
-        staging = Path(staging)
-        save_hf_folder(model.eval(), str(staging),
-                       model_config=_label_config(weight_tag.dataset, model.num_classes))
-        weights_sha256 = file_sha256(staging / WEIGHTS_FILE)
-        metrics = metrics_from_results(result_rows, entry.name, (checkpoint_sha256, weights_sha256),
-                                       source=f'Results file {str(results)!r}', tag=tag)
-        provenance = {
-            'recipe': (read.train_config or {}).get('recipe') or weight_tag.recipe,
-            'source': source or f'checkpoint {checkpoint.name}',
-            'checkpoint_sha256': checkpoint_sha256,
-            'weights': 'EMA' if use_ema else 'model',
-            'exported_with': f'srm-zoo {__version__}',
-        }
-        release = ExportedRelease(model=entry.name, tag=tag, repo_id=repo_id or hub_repo_id(entry.name, tag),
-                                  sha256=weights_sha256, metrics=metrics, provenance=provenance)
-        card = render_card(entry, tag, CardWeights(status='hub', repo_id=release.repo_id, sha256=weights_sha256,
-                                                   metrics=metrics, provenance=provenance))
-        (staging / 'README.md').write_text(card)
-        (staging / RELEASE_FILE).write_text(json.dumps(release.to_dict(), indent=2) + '\n')
-        for name in HUB_FILES:
-            (staging / name).replace(out / name)
-    return release
+    provenance = weights_provenance(read, use_ema, weight_tag.recipe, source)
+
+    def metrics_of(weights_sha256: str) -> Tuple[Metric, ...]:
+        return metrics_from_results(result_rows, entry.name, (provenance['checkpoint_sha256'], weights_sha256),
+                                    source=f'Results file {str(results)!r}', tag=tag)
+
+    return write_hub_folder(entry, tag, model, out, repo_id, provenance, metrics_of)
 
 
 def read_exported_release(folder: Union[str, Path]) -> ExportedRelease:

@@ -1,6 +1,5 @@
 """Uploading an export folder to the Hugging Face Hub and recording the release in the manifest."""
 import json
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Union
@@ -16,12 +15,11 @@ except ImportError:  # pragma: no cover
 from ..checkpoint import file_sha256
 from ..errors import UserError, error_reason
 from ..manifest import Release, active_manifest_path, write_release
-from .export import HUB_FILES, WEIGHTS_FILE, read_exported_release
+from .export import HUB_FILES, WEIGHTS_FILE, check_repo_id, read_exported_release
 
-__all__ = ['PublishResult', 'check_repo_id', 'check_export_folder', 'publish_folder', 'record_embedded', 'release_json']
+__all__ = ['PublishResult', 'check_export_folder', 'publish_folder', 'record_embedded', 'release_json']
 
 PICKLE_SUFFIXES = ('.bin', '.pt', '.pth', '.pkl', '.pickle', '.ckpt', '.tar')
-REPO_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')
 
 
 @dataclass(frozen=True)
@@ -29,13 +27,6 @@ class PublishResult:
     """The release a publish created, and the manifest file it went to (None: not writable, printed instead)."""
     release: Release
     manifest: Optional[Path]
-
-
-def check_repo_id(repo_id: str) -> str:
-    """Refuse a Hub repository id that is not of the form ORG/NAME."""
-    if not REPO_ID.match(repo_id):
-        raise UserError(f'--repo-id {repo_id!r} is not a Hub repository id of the form ORG/NAME.')
-    return repo_id
 
 
 def check_export_folder(folder: Union[str, Path], repo_id: Optional[str]) -> Release:

@@ -1,13 +1,13 @@
-"""Releases embedded in the package: weights under ``srm_zoo/weights/<model>.<tag>/`` and a manifest entry.
+"""Releasing trained weights: measured accuracy, weight files, and a manifest entry or a Hub repository folder.
 
-The weight folder holds ``model.safetensors`` and timm's ``config.json`` (``save_for_hf``), the
-same files as a Hub repository, so one loader reads both. The manifest entry records the
-sha256 of ``model.safetensors``, the accuracy measured on the given data with timm's
-preprocessing, and the provenance (recipe, command, seed, counterpart comparison).
+Embedded releases put ``model.safetensors`` and timm's ``config.json`` (``save_for_hf``) under
+``srm_zoo/weights/<model>.<tag>/``, the same files as a Hub repository, so one loader reads both.
+Either way the release records the sha256 of ``model.safetensors``, the accuracy measured on the
+given data with timm's preprocessing, and the provenance (checkpoint, recipe, command, seed,
+counterpart comparison). Every checkpoint is checked against the network it is released or compared
+as before anything is measured.
 """
-import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -15,41 +15,68 @@ import timm
 import torch
 
 from ..catalogue import get_entry_and_tag
-from ..checkpoint import file_sha256, load_state_dict_for, read_checkpoint
-from ..conversion.state import save_hf_folder, write_safetensors
-from ..hub.export import EVAL_SETTING_KEYS, ExportedRelease, export_release
-from ..manifest import WEIGHTS_DIR, Metric, Release
-from ..training import TrainConfig, attention_kwargs, get_recipe
+from ..checkpoint import CheckpointWeights, file_sha256, load_state_dict_for, read_checkpoint
+from ..conversion.state import save_hf_folder
+from ..errors import UserError
+from ..hub.export import EVAL_SETTING_KEYS, ExportedRelease, weights_provenance, write_hub_folder
+from ..manifest import WEIGHTS_DIR, Metric, Release, hub_repo_id
+from ..training import attention_kwargs
 from .measure import measure_accuracy
 
 __all__ = ['load_trained', 'embed_release', 'export_measured']
 
-
-def _read_weights(checkpoint: str) -> Tuple[Dict[str, torch.Tensor], Optional[TrainConfig]]:
-    """The weights of ``checkpoint`` (its EMA weights when it holds them) and the training settings of an
-    ``srm-zoo train`` checkpoint."""
-    read = read_checkpoint(checkpoint)
-    return read.weights(read.ema is not None), TrainConfig(**read.train_config) if read.train_config else None
+NETWORKS = {'srm': 'the SRM network released', 'se': 'an SE counterpart (--compare se=)',
+            'none': 'a plain counterpart without attention (--compare none=)'}
+"""What a checkpoint is taken as, by the attention it is loaded with, for messages."""
 
 
-def _source(config: Optional[TrainConfig], checkpoint: str) -> str:
-    """Where released weights come from, for the provenance record."""
-    return 'trained from scratch by srm-zoo train' if config else f'weights file {Path(checkpoint).name}'
+def _check_attention(read: CheckpointWeights, attention: str) -> None:
+    """Refuse an ``srm-zoo train`` checkpoint whose recorded ``--attention`` is not ``attention``."""
+    recorded = (read.train_config or {}).get('attention')
+    if recorded is not None and recorded != attention:
+        raise UserError(f'Checkpoint {str(read.path)!r} was trained with --attention {recorded} (its recorded '
+                        f'settings), but it is given as {NETWORKS[attention]}. Release SRM weights as the model and '
+                        'pass their counterparts as --compare none=FILE and --compare se=FILE.')
 
 
-def load_trained(name: str, checkpoint: str, attention: str = 'srm') -> Tuple[torch.nn.Module, Optional[TrainConfig]]:
-    """``name`` (``model.tag``) with the weights of ``checkpoint``, and the training settings when known.
+def load_trained(name: str, checkpoint: str, attention: str = 'srm') -> Tuple[torch.nn.Module, CheckpointWeights]:
+    """``name`` (``model.tag``) built with ``attention`` (``srm``: the released network; ``se``, ``none``: its
+    counterparts) and holding the weights of ``checkpoint`` (its EMA weights when it holds some), with what the
+    checkpoint holds (for the provenance).
 
-    ``checkpoint`` is an ``srm-zoo train`` checkpoint (its EMA weights when it kept one; its settings
-    give the provenance), or any weights file (``.safetensors`` or torch state dict, EMA weights when
-    it holds some).
+    ``checkpoint`` is an ``srm-zoo train`` checkpoint or any weights file; one trained with another attention,
+    or whose keys or shapes do not fit, is refused, naming the file and the first mismatching keys.
     """
     get_entry_and_tag(name)  # an unknown model or tag fails before any file is read
-    state, config = _read_weights(checkpoint)
-    if config:
-        attention = config.attention
+    read = read_checkpoint(checkpoint)
+    _check_attention(read, attention)
     model = timm.create_model(name, **attention_kwargs(name, attention))
-    return load_state_dict_for(model, state, str(checkpoint), name).eval(), config
+    load_state_dict_for(model, read.weights(read.ema is not None), f'Checkpoint {str(checkpoint)!r}',
+                        f'{name} as {NETWORKS[attention]}')
+    return model.eval(), read
+
+
+def _measured(name: str, checkpoint: str, data: str, split: str,
+              compare: Optional[Dict[str, str]]) -> Tuple[torch.nn.Module, Metric, Dict[str, Any]]:
+    """The released model, its metric on ``data``/``split`` and its provenance, with the accuracies of the
+    ``compare`` counterparts (attention -> checkpoint) on the same images; every checkpoint is loaded, and so
+    checked, before the first is measured."""
+    _, tag = get_entry_and_tag(name)
+    model, read = load_trained(name, checkpoint)
+    counterparts = {attention: load_trained(name, path, attention)[0] for attention, path in (compare or {}).items()}
+    result = measure_accuracy(model, data, split)
+    provenance = weights_provenance(read, read.ema is not None, tag.recipe)
+    if counterparts:
+        provenance['comparison'] = {'srm': _summary(result), **{
+            attention: _summary(measure_accuracy(counterpart, data, split))
+            for attention, counterpart in counterparts.items()}}
+    metric = Metric(dataset=tag.dataset, split=split, top1=result['top1'], top5=result['top5'],
+                    num_images=result['num_images'], eval_settings={k: result[k] for k in EVAL_SETTING_KEYS})
+    return model, metric, provenance
+
+
+def _summary(result: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: result[k] for k in ('top1', 'top5', 'num_images')}
 
 
 def embed_release(name: str, checkpoint: str, data: str, split: str,
@@ -60,51 +87,23 @@ def embed_release(name: str, checkpoint: str, data: str, split: str,
     way; their accuracies on the same data go into the provenance.
     """
     entry, tag = get_entry_and_tag(name)
-    model, config = load_trained(name, checkpoint)
-    result = measure_accuracy(model, data, split)
-    comparison = {'srm': _summary(result)}
-    for attention, other in (compare or {}).items():
-        counterpart, _ = load_trained(name, other, attention)
-        comparison[attention] = _summary(measure_accuracy(counterpart, data, split))
+    model, metric, provenance = _measured(name, checkpoint, data, split, compare)
     folder = weights_dir / f'{entry.name}.{tag.tag}'
     if folder.exists():
         shutil.rmtree(folder)
     label_names = model.pretrained_cfg.get('label_names')
     save_hf_folder(model, str(folder), model_config=dict(label_names=list(label_names)) if label_names else None)
-    provenance: Dict[str, Any] = dict(
-        recipe=config.recipe if config else tag.recipe,
-        source=_source(config, checkpoint),
-        comparison=comparison,
-    )
-    if config:
-        provenance.update(command=config.command(data='DATA'), seed=config.seed,
-                          epochs=config.epochs if config.epochs is not None else get_recipe(config.recipe).epochs,
-                          weights='EMA' if get_recipe(config.recipe).ema_decay else 'last epoch')
-    metric = Metric(dataset=tag.dataset, split=split, top1=result['top1'], top5=result['top5'],
-                    num_images=result['num_images'],
-                    eval_settings={k: result[k] for k in EVAL_SETTING_KEYS})
     return Release(model=entry.name, tag=tag.tag, sha256=file_sha256(folder / 'model.safetensors'), metrics=(metric,),
                    provenance=provenance, embedded=folder.name)
 
 
-def _summary(result: Dict[str, Any]) -> Dict[str, Any]:
-    return {k: result[k] for k in ('top1', 'top5', 'num_images')}
-
-
-def export_measured(name: str, checkpoint: str, data: str, split: str, out: Path,
-                    repo_id: Optional[str] = None) -> ExportedRelease:
-    """Measure ``checkpoint`` as ``name`` on ``data``/``split`` and write its Hub repository folder to ``out``
-    (weights, config, model card with the measured results, release record for ``srm-zoo publish``) for the
-    Hub repository ``repo_id`` (default: the zoo's)."""
+def export_measured(name: str, checkpoint: str, data: str, split: str, out: Path, repo_id: Optional[str] = None,
+                    compare: Optional[Dict[str, str]] = None) -> ExportedRelease:
+    """Measure ``checkpoint`` as ``name`` on ``data``/``split`` (and the ``compare`` counterparts, as
+    :func:`embed_release` does) and write its Hub repository folder to ``out`` (weights, config, model card
+    with the measured results, release record for ``srm-zoo publish``) for the Hub repository ``repo_id``
+    (default: the zoo's)."""
     entry, tag = get_entry_and_tag(name)
-    model, config = load_trained(name, checkpoint)
-    with tempfile.TemporaryDirectory() as tmp:
-        weights = Path(tmp) / 'model.safetensors'
-        write_safetensors(model.state_dict(), str(weights))
-        result = measure_accuracy(model, data, split)
-        result.update(model=f'{entry.name}.{tag.tag}', dataset=tag.dataset, split=split,
-                      checkpoint_sha256=file_sha256(weights))
-        results = Path(tmp) / 'results.json'
-        results.write_text(json.dumps(result))
-        return export_release(f'{entry.name}.{tag.tag}', weights, out, results=results, repo_id=repo_id,
-                              source=_source(config, checkpoint))
+    model, metric, provenance = _measured(name, checkpoint, data, split, compare)
+    return write_hub_folder(entry, tag.tag, model, out, repo_id or hub_repo_id(entry.name, tag.tag), provenance,
+                            lambda sha256: (metric,))

@@ -7,6 +7,7 @@ import torch
 
 from conftest import randomize_
 from srm_zoo.checkpoint import file_sha256
+from srm_zoo.training import TrainConfig, attention_kwargs
 
 MODEL = 'srm_resnet20_cifar'
 TAG = 'cifar10'
@@ -17,6 +18,15 @@ def make_checkpoint(path: Path, seed: int, model: str = MODEL, wrap: str = 'stat
     state_dict = randomize_(timm.create_model(model, **kwargs), seed=seed).state_dict()
     torch.save({wrap: state_dict, 'epoch': 3} if wrap else state_dict, path)
     return state_dict
+
+
+def make_training_checkpoint(path: Path, name: str, attention: str, seed: int = 0) -> dict:
+    """A randomised ``name`` (``model.tag``) with ``attention`` saved as ``srm-zoo train --attention`` saves its
+    checkpoints (weights under ``model``, the run's settings under ``config``); returns its state dict."""
+    model = randomize_(timm.create_model(name, **attention_kwargs(name, attention)), seed=seed)
+    config = TrainConfig(model=name, data='data', recipe='digits', output='run', attention=attention, seed=seed)
+    torch.save(dict(epoch=0, model=model.state_dict(), ema=None, config=config.to_dict()), path)
+    return model.state_dict()
 
 
 def make_results(path: Path, checkpoint: Path, rows=(('cifar10', 'test', 91.25, 99.5, 10000),)) -> Path:

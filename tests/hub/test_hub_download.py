@@ -1,5 +1,6 @@
 """Pretrained loading over real HTTP from a Hub server on loopback (olah serving local git repositories)."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from srm_zoo.cli import main
 from srm_zoo.errors import UserError
+from srm_zoo.hub.cards import catalogue_cards
 from srm_zoo.hub.export import export_release
 from srm_zoo.hub.weights import IntegrityError, MissingWeightsError
 from srm_zoo.manifest import Release, use_manifest, write_release
@@ -74,6 +76,16 @@ def test_pinned_revision_ignores_later_commits(local_hub, tmp_path):
         assert_same_weights(timm.create_model('hf-hub:srm-zoo/pinning', pretrained=True), later)
 
 
+def tamper_cached_weights(cache: Path) -> None:
+    """Flip one bit of the last tensor of the one model.safetensors in the Hugging Face cache ``cache`` (the file
+    still parses as safetensors)."""
+    (cached,) = cache.glob('models--*/snapshots/*/model.safetensors')
+    blob = cached.resolve()
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0xFF
+    blob.write_bytes(bytes(data))
+
+
 def test_tampered_weights_are_refused(served, tmp_path):
     wrong = tmp_path / 'wrong.json'
     with use_manifest(write_release(hub_release(served, sha256='0' * 64), wrong)):
@@ -84,14 +96,25 @@ def test_tampered_weights_are_refused(served, tmp_path):
 
     cache = tmp_path / 'cache'
     timm.create_model(NAME, pretrained=True, cache_dir=cache)
-    (cached,) = cache.glob('models--*/snapshots/*/model.safetensors')
-    blob = cached.resolve()
-    data = bytearray(blob.read_bytes())
-    data[-1] ^= 0xFF  # one flipped bit in the last tensor still parses as safetensors
-    blob.write_bytes(bytes(data))
+    tamper_cached_weights(cache)
     with pytest.raises(IntegrityError, match=str(served.sha256)) as error:
         timm.create_model(NAME, pretrained=True, cache_dir=cache)
     assert 'delete it (for a download, its Hugging Face cache entry)' in str(error.value)
+
+
+def test_the_cards_hub_id_is_pinned_and_checked(served, tmp_path):
+    """The hf-hub id the model card prints loads the release's weights and refuses a tampered cached copy; the card
+    says which loads are checked."""
+    card = catalogue_cards()[f'{NAME}.md']
+    (hub_id,) = set(re.findall(r"timm\.create_model\('(hf-hub:[^']+)'", card))
+    assert hub_id == f'hf-hub:{served.repo_id}@{served.revision}'
+    assert (f"checks it whenever it loads these weights by the zoo's name (`timm.create_model('{NAME}', "
+            f"pretrained=True)`) or by the pinned id (`{hub_id}`, as below)") in card
+    cache = tmp_path / 'cache'
+    assert_same_weights(timm.create_model(hub_id, pretrained=True, cache_dir=cache), served.state_dict)
+    tamper_cached_weights(cache)
+    with pytest.raises(IntegrityError, match=str(served.sha256)):
+        timm.create_model(hub_id, pretrained=True, cache_dir=cache)
 
 
 def test_offline_mode_loads_from_a_warm_cache(served, tmp_path):

@@ -46,6 +46,8 @@ def test_export_writes_timm_repository_with_card(tmp_path, trained):
                     '### Image Embeddings', '## Results', '## Citation'):
         assert section in body
     assert "timm.create_model('hf-hub:srm-zoo/srm_resnet20_cifar.cifar10', pretrained=True)" in body
+    assert ('`hf-hub:srm-zoo/srm_resnet20_cifar.cifar10` without a revision, as below, follows the repository\'s '
+            'main branch and is not checked') in body  # the commit is unknown until the upload
     assert '| these weights (`srm-zoo eval`) | CIFAR-10 | test | 91.25 | 99.50 | 10000 |' in body
     assert 'Params (M): 0.271' in body and 'arxiv.org/abs/1903.10829' in body
 
@@ -67,12 +69,12 @@ def test_results_of_other_weights_are_refused(tmp_path, trained, capsys):
     other = tmp_path / 'other.pth'
     make_checkpoint(other, seed=5)
     results = make_results(tmp_path / 'results.json', other)
-    out = tmp_path / 'repo'
+    out = tmp_path / 'new' / 'repo'
     assert main(['export', f'{MODEL}.{TAG}', '--checkpoint', str(checkpoint), '--out', str(out),
                  '--results', str(results)]) == 2
     err = capsys.readouterr().err
     assert 'measured on weights with sha256' in err and 'Traceback' not in err
-    assert not (out / 'model.safetensors').exists()
+    assert not (tmp_path / 'new').exists()  # no folder left behind, not even the ones created for --out
 
 
 @pytest.mark.parametrize('argv, message', [
@@ -92,3 +94,18 @@ def test_mismatching_checkpoint_is_refused_by_export(tmp_path, capsys):
                  '--out', str(tmp_path / 'o')]) == 2
     assert 'not in the model: layer1.3' in capsys.readouterr().err
     assert timm.list_pretrained('srm_*') == published and not (tmp_path / 'o' / 'model.safetensors').exists()
+
+
+@pytest.mark.parametrize('option, value, message', [
+    ('--out', 'afile', "--out 'afile' is a file; name a folder to write into."),
+    ('--repo-id', 'not a repo', "--repo-id 'not a repo' is not a Hub repository id of the form ORG/NAME."),
+])
+def test_bad_out_and_repo_id_are_refused_before_anything_is_written(tmp_path, trained, capsys, monkeypatch, option,
+                                                                    value, message):
+    checkpoint, _, _ = trained
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'afile').write_text('kept')
+    options = {'--out': 'out', '--repo-id': 'org/name', option: value}
+    assert main(['export', f'{MODEL}.{TAG}', '--checkpoint', str(checkpoint), *sum(options.items(), ())]) == 2
+    assert capsys.readouterr().err == f'srm-zoo export: error: {message}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['afile'] and (tmp_path / 'afile').read_text() == 'kept'

@@ -9,9 +9,11 @@ from safetensors.torch import load_file
 from srm_zoo.benchmark.train_check import write_random_image_folder
 from srm_zoo.checkpoint import file_sha256
 from srm_zoo.cli import main
+from srm_zoo.errors import UserError
 from srm_zoo.manifest import find_release, use_manifest
+from srm_zoo.releasing import embed_release
 
-from .helpers import MODEL
+from .helpers import MODEL, make_checkpoint, make_training_checkpoint
 
 NAME = 'srm_resnet20_cifar.sklearn_digits'
 
@@ -44,7 +46,7 @@ def test_embed_is_refused_under_another_manifest_and_writes_nothing(small_folder
 @pytest.mark.parametrize('change, message', [
     (dict(split='test'), "No folder for split 'test'"),
     (dict(out='afile/out'), "'afile' is a file"),
-    (dict(cards='afile'), "--cards 'afile' is a file"),
+    (dict(cards='afile', repo_id='org/name'), "--cards 'afile' is a file"),  # cards are written once recorded
     (dict(repo_id='not a repo id'), 'is not a Hub repository id'),
     (dict(checkpoint='missing.pth'), "Checkpoint 'missing.pth' does not exist"),
 ])
@@ -63,6 +65,66 @@ def test_bad_inputs_are_refused_before_anything_is_written(small_folder, tmp_pat
     assert rc == 2
     assert message in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ['afile']
+
+
+@pytest.fixture(scope='module')
+def networks(tmp_path_factory):
+    """Checkpoints of NAME with each attention: `srm-zoo train` checkpoints (recording it) and plain weights files."""
+    root = tmp_path_factory.mktemp('networks')
+    for seed, attention in enumerate(('srm', 'se', 'none')):
+        make_training_checkpoint(root / f'{attention}-run.pth', NAME, attention, seed=seed)
+        make_checkpoint(root / f'{attention}.pth', seed=seed, model=NAME, wrap='', **({} if attention == 'srm' else
+                        dict(attn_layer='se' if attention == 'se' else '')))
+    return root
+
+
+def _release_out(small_folder, checkpoint, *extra):
+    return main(['release', NAME, '--checkpoint', str(checkpoint), '--data', str(small_folder), '--split',
+                 'validation', '--out', 'out', *extra])
+
+
+@pytest.mark.parametrize('checkpoint, compare, message', [
+    ('se-run.pth', [], 'se-run.pth\' was trained with --attention se (its recorded settings), but it is given as '
+                       'the SRM network released.'),
+    ('se.pth', [], 'se.pth\' does not fit srm_resnet20_cifar.sklearn_digits as the SRM network released: '),
+    ('srm-run.pth', ['se=srm-run.pth'], 'srm-run.pth\' was trained with --attention srm (its recorded settings), '
+                                        'but it is given as an SE counterpart (--compare se=).'),
+    ('srm-run.pth', ['none=se.pth'], 'se.pth\' does not fit srm_resnet20_cifar.sklearn_digits as a plain counterpart'),
+])
+def test_release_refuses_networks_of_another_attention_before_measuring(small_folder, networks, tmp_path, capsys,
+                                                                         monkeypatch, checkpoint, compare, message):
+    """The released checkpoint must be the SRM network and each --compare one the counterpart its label names;
+    the message names the user's file (not a temporary one) and nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    extra = [f'--compare={c.split("=")[0]}={networks / c.split("=")[1]}' for c in compare]
+    with use_manifest(tmp_path / 'manifest.json'):
+        assert _release_out(small_folder, networks / checkpoint, *extra) == 2
+    err = capsys.readouterr().err
+    assert f"Checkpoint '{networks}/{message}" in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_embed_refuses_an_se_network(small_folder, networks, tmp_path):
+    with pytest.raises(UserError, match='was trained with --attention se'):
+        embed_release(NAME, str(networks / 'se-run.pth'), str(small_folder), 'validation', weights_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_release_out_measures_the_counterparts_and_writes_no_cards(small_folder, networks, tmp_path, capsys,
+                                                                    monkeypatch):
+    """--compare with --out is measured as with --embed and lands in the record and the card; nothing is recorded
+    in the manifest without --repo-id, so no model card is regenerated (./model_cards stays unwritten)."""
+    monkeypatch.chdir(tmp_path)
+    with use_manifest(tmp_path / 'manifest.json'):
+        assert _release_out(small_folder, networks / 'srm-run.pth', '--compare', f'se={networks / "se-run.pth"}',
+                            '--compare', f'none={networks / "none.pth"}') == 0
+    out = capsys.readouterr().out
+    assert '  se: top-1 ' in out and '  none: top-1 ' in out and 'model card' not in out
+    comparison = json.loads((tmp_path / 'out' / 'srm_zoo_release.json').read_text())['provenance']['comparison']
+    assert sorted(comparison) == ['none', 'se', 'srm'] and all(r['num_images'] == 6 for r in comparison.values())
+    card = (tmp_path / 'out' / 'README.md').read_text()
+    assert '### Against its counterparts' in card and f'| SE | {comparison["se"]["top1"]:.2f} |' in card
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['out']
 
 
 @pytest.fixture(scope='module')
@@ -102,6 +164,24 @@ def test_export_and_release_read_the_ema_of_training_checkpoints(modern_run, tmp
         assert main(['release', NAME, '--checkpoint', str(checkpoint), '--data', str(data), '--split', 'validation',
                      '--out', str(tmp_path / 'released'), '--cards', str(tmp_path / 'cards')]) == 0
     assert_state_equal(load_file(str(tmp_path / 'released' / 'model.safetensors')), ema)
+
+
+def test_release_records_the_users_checkpoint_and_its_training(modern_run, tmp_path):
+    """The record of `release --out` (and of --embed, the same) names the user's checkpoint, the EMA weights it
+    exported, and the training command, seed and epochs; the card says so too."""
+    data, checkpoint = modern_run
+    with use_manifest(tmp_path / 'manifest.json'):
+        assert main(['release', NAME, '--checkpoint', str(checkpoint), '--data', str(data), '--split', 'validation',
+                     '--out', str(tmp_path / 'out')]) == 0
+    provenance = json.loads((tmp_path / 'out' / 'srm_zoo_release.json').read_text())['provenance']
+    assert provenance['checkpoint_sha256'] == file_sha256(checkpoint)
+    assert (provenance['weights'], provenance['recipe'], provenance['seed'], provenance['epochs']) == (
+        'EMA', 'modern', 0, 1)
+    assert provenance['command'].startswith('srm-zoo train --model srm_resnet20_cifar --data DATA --recipe modern ')
+    card = (tmp_path / 'out' / 'README.md').read_text()
+    assert '- weights: EMA\n' in card and f'- checkpoint_sha256: {file_sha256(checkpoint)}\n' in card
+    embedded = embed_release(NAME, str(checkpoint), str(data), 'validation', weights_dir=tmp_path / 'weights')
+    assert embedded.provenance == provenance
 
 
 def assert_state_equal(actual, expected):
