@@ -66,6 +66,19 @@ def test_cfg_and_head(name):
     assert model.get_classifier().out_features == 5
 
 
+@pytest.mark.parametrize('name', ['srm_resnet20_cifar', 'srm_resnet18'])
+def test_head_hidden_size_is_the_pre_logits_width(name):
+    """``head_hidden_size`` is the width ``forward_head(pre_logits=True)`` returns, as in timm's ResNet: twice the
+    features with a pooling that concatenates two, whether the head was built with the model or reset."""
+    model = timm.create_model(name, global_pool='catavgmax', num_classes=3).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        width = model.forward_head(model.forward_features(x), pre_logits=True).shape[1]
+    assert model.head_hidden_size == width == 2 * model.num_features
+    model.reset_classifier(3, 'avg')
+    assert model.head_hidden_size == model.num_features
+
+
 def test_num_classes_zero_and_in_chans():
     model = timm.create_model('srm_resnet18', num_classes=0, in_chans=1).eval()
     assert model(torch.randn(1, 1, 64, 64)).shape == (1, 512)

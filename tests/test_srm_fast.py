@@ -253,6 +253,39 @@ def test_batch_of_one_in_training_fast_path():
         srm(torch.randn(1, 4, 3, 3), torch.randn(1, 4, 3, 3))
 
 
+@pytest.mark.parametrize('reference', [False, True])
+def test_untracked_running_statistics_stay_as_they_are(reference):
+    """BatchNorms told not to track running statistics (``track_running_stats = False`` on a built model)
+    train on batch statistics and leave their running statistics and batch counts as they are, as
+    ``nn.BatchNorm2d`` does, on either path."""
+    model = timm.create_model('srm_resnet18', num_classes=5, zero_init_last=False).train()
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for norm in norms:
+        norm.track_running_stats = False
+    before = copy.deepcopy(model.state_dict())
+    with use_reference(reference):
+        model(torch.randn(2, 3, 32, 32)).sum().backward()
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+
+
+@pytest.mark.parametrize('reference', [False, True])
+def test_empty_batch_in_training_as_timm(reference):
+    """An empty batch in training gives an empty output, counts the batch and leaves the running statistics
+    as they are, as timm's resnet18 does."""
+    model = timm.create_model('srm_resnet18', num_classes=5).train()
+    plain = timm.create_model('resnet18', num_classes=5).train()
+    plain.load_state_dict(model.state_dict(), strict=False)
+    with use_reference(reference):
+        out = model(torch.randn(0, 3, 32, 32))
+    assert out.shape == plain(torch.randn(0, 3, 32, 32)).shape == (0, 5)
+    plain_state = plain.state_dict()
+    for name, value in model.state_dict().items():
+        if name in plain_state:
+            assert torch.equal(value, plain_state[name]), name
+    assert model.layer1[0].bn2.num_batches_tracked == model.layer1[0].se.bn.num_batches_tracked == 1
+
+
 def test_blocks_are_srm_aware_with_timm_keys():
     model = timm.create_model('srm_resnet50')
     blocks = [m for m in model.modules() if isinstance(m, Bottleneck)]
@@ -421,6 +454,7 @@ def _record_calls(module, record):
 
 
 TAIL_MODULES = {'last norm': _last_norm, 'se': lambda block: block.se, 'se.bn': lambda block: block.se.bn,
+                'drop path': lambda block: block.drop_path,
                 'last act': lambda block: block.act3 if isinstance(block, Bottleneck) else block.act2}
 
 
@@ -429,9 +463,11 @@ TAIL_MODULES = {'last norm': _last_norm, 'se': lambda block: block.se, 'se.bn': 
 @pytest.mark.parametrize('block_cls, plain_cls', [(SRMBottleneck, Bottleneck), (SRMBasicBlock, BasicBlock)])
 def test_hooks_on_the_tail_fire_and_see_timms_values(block_cls, plain_cls, hooked, grad):
     """A hooked module of the fused tail runs once, and its hooks see what they see in timm's block; no
-    tensor a hook holds is overwritten afterwards; the block output is unchanged."""
-    block = randomize_(block_cls(16, 4 if block_cls is SRMBottleneck else 16, attn_layer=SRM)).double().eval()
-    plain = plain_cls(16, 4 if block_cls is SRMBottleneck else 16, attn_layer=SRM).double().eval()
+    tensor a hook holds is overwritten afterwards; the block output is unchanged. (Stochastic depth, which
+    timm's block calls in eval mode too, where it passes its input on.)"""
+    planes = 4 if block_cls is SRMBottleneck else 16
+    block = randomize_(block_cls(16, planes, attn_layer=SRM, drop_path=timm.layers.DropPath(0.1))).double().eval()
+    plain = plain_cls(16, planes, attn_layer=SRM, drop_path=timm.layers.DropPath(0.1)).double().eval()
     plain.load_state_dict(block.state_dict())
     x = torch.randn(2, 16, 5, 5, dtype=torch.float64)
     records = []

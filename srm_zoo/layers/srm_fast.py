@@ -302,18 +302,20 @@ def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: torch.Tensor) -> torch.Tensor
 def _batch_statistics(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor, num_values: int
                       ) -> Tuple[torch.Tensor, torch.Tensor]:
     """BatchNorm's per-channel batch mean and (biased) variance from the per-map moments of N maps
-    of ``num_values`` values; updates the running statistics as :class:`~torch.nn.BatchNorm2d` does."""
+    of ``num_values`` values; updates the running statistics as :class:`~torch.nn.BatchNorm2d` does: in
+    training where it tracks them, counting an empty batch but leaving the statistics as they are."""
+    count = mean.shape[0] * num_values
+    if count == 1:
+        raise ValueError(f'Expected more than 1 value per channel when training, got {count}')
     batch_mean = mean.mean(dim=0)
     # the variance of the union of equally sized maps: within-map plus between-map variance
     batch_var = (var * ((num_values - 1) / num_values)).mean(dim=0) + (mean - batch_mean).square().mean(dim=0)
-    if bn.training and bn.running_mean is not None:
-        count = mean.shape[0] * num_values
-        if count < 2:
-            raise ValueError(f'Expected more than 1 value per channel when training, got {count}')
+    if bn.training and bn.track_running_stats and bn.running_mean is not None:
         factor = _momentum_step(bn)
-        with torch.no_grad():
-            bn.running_mean.lerp_(batch_mean.to(bn.running_mean.dtype), factor)
-            bn.running_var.lerp_((batch_var * (count / (count - 1))).to(bn.running_var.dtype), factor)
+        if count:
+            with torch.no_grad():
+                bn.running_mean.lerp_(batch_mean.to(bn.running_mean.dtype), factor)
+                bn.running_var.lerp_((batch_var * (count / (count - 1))).to(bn.running_var.dtype), factor)
     return batch_mean, batch_var
 
 

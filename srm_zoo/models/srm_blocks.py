@@ -96,11 +96,13 @@ class _SRMTail:
     @torch.jit.unused
     def _hooks_observe_tail(self) -> bool:
         """Whether hooks observe a module that the fused tail skips, or an output it overwrites: hooks on the
-        last BatchNorm, SRM, SRM's BatchNorm or the last activation (:func:`~srm_zoo.layers.srm_fast.has_hooks`).
-        Dict lookups only: asked on every call."""
+        last BatchNorm, SRM, SRM's BatchNorm, stochastic depth (skipped in eval mode) or the last activation
+        (:func:`~srm_zoo.layers.srm_fast.has_hooks`). Dict lookups only: asked on every call."""
         modules = self._modules
         srm = modules['se']
-        return has_hooks(modules[self.last_norm], srm, srm._modules['bn'], modules[self.last_act])
+        tail = (modules[self.last_norm], srm, srm._modules['bn'], modules[self.last_act])
+        drop_path = modules.get('drop_path')  # None: not a module
+        return has_hooks(*tail) if drop_path is None else has_hooks(drop_path, *tail)
 
     @torch.jit.unused
     def _takes_fast_path(self) -> bool:

@@ -106,8 +106,9 @@ class CifarResNet(nn.Module):
             self.add_module(f'layer{stage_idx + 1}', nn.Sequential(*blocks))
             self.feature_info.append(dict(num_chs=planes, reduction=2 ** stage_idx, module=f'layer{stage_idx + 1}'))
 
-        self.num_features = self.head_hidden_size = STAGE_WIDTHS[-1]
+        self.num_features = STAGE_WIDTHS[-1]
         self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool, **dd)
+        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
         self.init_weights(zero_init_last=zero_init_last)
 
     @torch.jit.ignore
