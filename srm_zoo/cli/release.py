@@ -40,6 +40,9 @@ def _check_inputs(args: argparse.Namespace) -> Dict[str, str]:
     if args.embed and args.out:
         raise UserError('--embed and --out exclude each other: the release goes into the package or to a Hub '
                         'repository folder.')
+    if args.embed and args.repo_id:
+        raise UserError('--repo-id publishes a Hub repository folder written with --out; --embed puts the weights '
+                        'into the package instead: leave --repo-id out, or use --out DIR.')
     if not (args.embed or args.out):
         raise UserError('Say where the release goes: --embed (weights in the package) or --out DIR (a Hub '
                         'repository folder; add --repo-id ORG/NAME to publish it).')

@@ -43,6 +43,18 @@ def test_embed_is_refused_under_another_manifest_and_writes_nothing(small_folder
     assert not manifest.exists() and not cards.exists()
 
 
+def test_embed_refuses_a_repo_id_and_writes_nothing(small_folder, tmp_path, capsys):
+    """--repo-id publishes an --out folder: with --embed it would be ignored, so it is refused."""
+    shipped = find_release(*NAME.split('.'))
+    before = _package_files()
+    rc = main(['release', NAME, '--checkpoint', str(shipped.embedded_dir / 'model.safetensors'), '--data',
+               str(small_folder), '--split', 'validation', '--embed', '--repo-id', 'org/name', '--cards',
+               str(tmp_path / 'cards')])
+    assert rc == 2
+    assert '--repo-id publishes a Hub repository folder written with --out' in capsys.readouterr().err
+    assert _package_files() == before and not (tmp_path / 'cards').exists()
+
+
 @pytest.mark.parametrize('change, message', [
     (dict(split='test'), "No folder for split 'test'"),
     (dict(out='afile/out'), "'afile' is a file"),
