@@ -49,11 +49,12 @@ EMA_KEYS = ('state_dict_ema', 'model_ema', 'ema')
 @dataclass(frozen=True)
 class CheckpointWeights:
     """The weights a checkpoint file holds: plain and EMA state dicts (cleaned of DDP/compile prefixes), and
-    the ``srm-zoo train`` settings of a training checkpoint."""
+    the ``srm-zoo train`` settings of a training checkpoint and the epochs it had completed."""
     path: Path
     model: Optional[Dict[str, torch.Tensor]]
     ema: Optional[Dict[str, torch.Tensor]] = None
     train_config: Optional[Dict[str, Any]] = None
+    epochs_trained: Optional[int] = None
 
     def weights(self, use_ema: bool = False) -> Dict[str, torch.Tensor]:
         """The EMA weights with ``use_ema``, the plain weights otherwise; a :class:`UserError` when absent."""
@@ -87,7 +88,7 @@ def read_checkpoint(path: Union[str, Path]) -> CheckpointWeights:
     config = checkpoint.get('config')
     train_config = config if 'epoch' in checkpoint and isinstance(config, dict) else None
     return CheckpointWeights(path, _first_state_dict(checkpoint, MODEL_KEYS), _first_state_dict(checkpoint, EMA_KEYS),
-                             train_config)
+                             train_config, checkpoint['epoch'] if train_config is not None else None)
 
 
 def read_state_dict(path: Union[str, Path], use_ema: bool = False) -> Dict[str, torch.Tensor]:

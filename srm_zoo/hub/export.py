@@ -27,7 +27,7 @@ from ..conversion.state import save_hf_folder
 from ..errors import UserError, error_reason
 from ..manifest import Metric, hub_repo_id
 from ..paths import check_output_dir
-from ..training import TrainConfig, get_recipe
+from ..training import TrainConfig
 from .cards import CardWeights, render_card
 
 __all__ = ['RELEASE_FILE', 'HUB_FILES', 'ExportedRelease', 'check_repo_id', 'read_results', 'metrics_from_results',
@@ -131,8 +131,9 @@ def _label_config(dataset: str, num_classes: int) -> Dict[str, Any]:
 def weights_provenance(read: CheckpointWeights, use_ema: bool, recipe: str,
                        source: Optional[str] = None) -> Dict[str, Any]:
     """Where released weights come from: the checkpoint file (name, sha256), which of its weights (EMA, or the
-    plain ones) and, for an ``srm-zoo train`` checkpoint, its recipe, command, seed and epochs; ``recipe``
-    (the tag's) and ``source`` (default: said from the checkpoint) fill in what it does not record."""
+    plain ones) and, for an ``srm-zoo train`` checkpoint, its recipe, command, seed and the epochs it completed
+    (fewer than planned where the run was stopped); ``recipe`` (the tag's) and ``source`` (default: said from
+    the checkpoint) fill in what it does not record."""
     config = TrainConfig(**read.train_config) if read.train_config else None
     provenance: Dict[str, Any] = {
         'recipe': config.recipe if config else recipe,
@@ -142,8 +143,7 @@ def weights_provenance(read: CheckpointWeights, use_ema: bool, recipe: str,
         'exported_with': f'srm-zoo {__version__}',
     }
     if config:
-        provenance.update(command=config.command(data='DATA'), seed=config.seed,
-                          epochs=config.epochs if config.epochs is not None else get_recipe(config.recipe).epochs)
+        provenance.update(command=config.command(data='DATA'), seed=config.seed, epochs=read.epochs_trained)
     return provenance
 
 

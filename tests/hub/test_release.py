@@ -7,11 +7,13 @@ import torch
 from safetensors.torch import load_file
 
 from srm_zoo.benchmark.train_check import write_random_image_folder
-from srm_zoo.checkpoint import file_sha256
+from srm_zoo.checkpoint import file_sha256, read_checkpoint
 from srm_zoo.cli import main
 from srm_zoo.errors import UserError
+from srm_zoo.hub.export import weights_provenance
 from srm_zoo.manifest import find_release, use_manifest
 from srm_zoo.releasing import embed_release
+from srm_zoo.training import get_recipe
 
 from .helpers import MODEL, make_checkpoint, make_training_checkpoint
 
@@ -194,6 +196,16 @@ def test_release_records_the_users_checkpoint_and_its_training(modern_run, tmp_p
     assert '- weights: EMA\n' in card and f'- checkpoint_sha256: {file_sha256(checkpoint)}\n' in card
     embedded = embed_release(NAME, str(checkpoint), str(data), 'validation', weights_dir=tmp_path / 'weights')
     assert embedded.provenance == provenance
+
+
+def test_release_records_the_epochs_a_stopped_run_completed(tmp_path):
+    """A train checkpoint saved after 3 of the recipe's 20 epochs (a stopped run) is recorded as 3 epochs."""
+    checkpoint = tmp_path / 'checkpoint.pth'
+    make_training_checkpoint(checkpoint, NAME, 'srm')
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved['config']['epochs'] is None and get_recipe(saved['config']['recipe']).epochs == 20
+    torch.save(dict(saved, epoch=3), checkpoint)
+    assert weights_provenance(read_checkpoint(checkpoint), False, 'digits')['epochs'] == 3
 
 
 def assert_state_equal(actual, expected):
