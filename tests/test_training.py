@@ -2,6 +2,7 @@
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,9 @@ from safetensors.torch import load_file, save_file
 import srm_zoo.training.loop as loop
 from srm_zoo.benchmark.train_check import compiled_training_checks, write_random_image_folder
 from srm_zoo.cli import main
+from srm_zoo.distributed import DistContext
 from srm_zoo.training import RECIPES, get_recipe
+from srm_zoo.training.data import load_split, split_images, train_loader
 from srm_zoo.training.optim import create_optimizer, create_scheduler, srm_parameter_names
 from srm_zoo.training.state import CHECKPOINT_NAME, load_checkpoint
 
@@ -35,6 +38,21 @@ def tiny_folder(tmp_path_factory):
 def _train_args(data, output, *extra):
     return ['train', '--model', 'srm_resnet20_cifar', '--data', str(data), '--output', str(output),
             '--img-size', '16', '--batch-size', '4', '--workers', '0', '--device', 'cpu', *extra]
+
+
+def _eval_checkpoint(data, checkpoint, results, *extra):
+    """``srm-zoo eval`` of a training checkpoint of the 2-class tiny model on the validation images."""
+    assert main(['eval', '--model', 'srm_resnet20_cifar', '--checkpoint', str(checkpoint), '--num-classes', '2',
+                 '--data', str(data), '--split', 'validation', '--img-size', '16', '--workers', '0',
+                 '--device', 'cpu', '--results-file', str(results), *extra]) == 0
+    return json.loads(Path(results).read_text())
+
+
+def _assert_logged_metrics_are_the_checkpoints(row, prefix, result):
+    """The training log's evaluation equals ``srm-zoo eval``'s result (rounded as it rounds; the loss sums
+    per-image losses in other batches)."""
+    assert result['top1'] == round(row[f'{prefix}_top1'], 4) and result['top5'] == round(row[f'{prefix}_top5'], 4)
+    assert result['loss'] == pytest.approx(row[f'{prefix}_loss'], abs=1e-5), prefix
 
 
 def test_resume_refuses_a_checkpoint_holding_python_objects(tiny_folder, tmp_path, capsys):
@@ -92,13 +110,26 @@ def test_resume_after_interruption_equals_uninterrupted_run(tiny_folder, tmp_pat
         assert column in header
 
 
-def test_output_is_never_overwritten_and_resume_checks_settings(tiny_folder, tmp_path, capsys):
+def test_output_is_never_overwritten_and_resume_checks_settings_and_classes(tiny_folder, tmp_path, capsys):
     args = ('--recipe', 'digits', '--epochs', '1')
-    assert main(_train_args(tiny_folder, tmp_path, *args)) == 0
-    assert main(_train_args(tiny_folder, tmp_path, *args)) == 2
+    data, run = tmp_path / 'data', tmp_path / 'run'
+    shutil.copytree(tiny_folder, data)
+    assert main(_train_args(data, run, *args)) == 0
+    assert main(_train_args(data, run, *args)) == 2
     assert '--resume' in capsys.readouterr().err
-    assert main(_train_args(tiny_folder, tmp_path, '--recipe', 'official', '--epochs', '1', '--resume')) == 2
+    assert main(_train_args(data, run, '--recipe', 'official', '--epochs', '1', '--resume')) == 2
     assert "recipe='official'" in capsys.readouterr().err
+    for split in ('train', 'validation'):  # another class: a raw size-mismatch traceback before
+        shutil.copytree(data / split / 'b', data / split / 'c')
+    assert main(_train_args(data, run, *args, '--resume')) == 2
+    assert ("--resume needs the classes of the checkpointed run; the class folders of split 'train' differ from "
+            "its 2: new in the data: 'c'.") in capsys.readouterr().err
+    for split in ('train', 'validation'):  # as many classes, labels shifted: resumed silently before
+        shutil.rmtree(data / split / 'c')
+        (data / split / 'a').rename(data / split / 'z')
+    assert main(_train_args(data, run, *args, '--resume')) == 2
+    assert "new in the data: 'z'; missing from the data: 'a'." in capsys.readouterr().err
+    assert load_checkpoint(run / CHECKPOINT_NAME)['class_names'] == ['a', 'b']
     assert main(_train_args(tiny_folder / 'nowhere', tmp_path / 'other', *args)) == 2
     assert 'does not exist' in capsys.readouterr().err
     for model, message in (('srm_resnet51', "Unknown model 'srm_resnet51'"),
@@ -126,13 +157,20 @@ def test_torchrun_two_cpu_processes_leave_one_complete_checkpoint(tiny_folder, t
     output = tmp_path / 'ddp'
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
     command = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
-               '-m', 'srm_zoo', *_train_args(tiny_folder, output, '--recipe', 'official', '--epochs', '1',
+               '-m', 'srm_zoo', *_train_args(tiny_folder, output, '--recipe', 'modern', '--epochs', '1',
                                               '--batch-size', '2', '--lr', '0.01')]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in output.iterdir()) == [CHECKPOINT_NAME, 'log.csv', 'log.jsonl', 'model']
     checkpoint = load_checkpoint(output / CHECKPOINT_NAME)
-    assert checkpoint['epoch'] == 1 and checkpoint['config']['recipe'] == 'official'
+    assert checkpoint['epoch'] == 1 and checkpoint['config']['recipe'] == 'modern'
+    # both processes evaluated the saved weights: the EMA built from rank 0's weights, and BatchNorm
+    # statistics (the model's and the EMA's) averaged over the processes before evaluating
+    row = checkpoint['history'][0]
+    _assert_logged_metrics_are_the_checkpoints(
+        row, 'eval', _eval_checkpoint(tiny_folder, output / CHECKPOINT_NAME, tmp_path / 'eval.json'))
+    _assert_logged_metrics_are_the_checkpoints(
+        row, 'ema_eval', _eval_checkpoint(tiny_folder, output / CHECKPOINT_NAME, tmp_path / 'ema.json', '--use-ema'))
     assert len(checkpoint['rng']) == 2  # both processes' generator states
     assert not torch.equal(checkpoint['rng'][0]['torch'], checkpoint['rng'][1]['torch'])
     assert set(checkpoint['optimizer']) == {'state', 'param_groups'} and checkpoint['optimizer']['state']
@@ -292,3 +330,61 @@ def test_resume_compares_settings_by_meaning(tiny_folder, tmp_path, monkeypatch,
     (tmp_path / tiny_folder.name).mkdir()
     assert main(args + ['--data', tiny_folder.name, '--device', 'cpu', '--resume']) == 2
     assert f"data='{tmp_path / tiny_folder.name}'" in capsys.readouterr().err
+
+
+def test_steps_of_one_image_are_refused_and_the_last_incomplete_batch_is_dropped(tiny_folder, tmp_path, capsys):
+    """BatchNorm (SRM's included) cannot train on one image: refused before training, not a ValueError."""
+    assert main(_train_args(tiny_folder, tmp_path / 'run', '--recipe', 'digits', '--batch-size', '1')) == 2
+    assert ('Each process needs at least 2 images per step (BatchNorm, SRM\'s included, normalises over the batch '
+            'in training), not 1. Use --batch-size 2 or more.') in capsys.readouterr().err
+    args = _train_args(tiny_folder, tmp_path / 'run', '--recipe', 'digits', '--epochs', '1', '--grad-accum', '64')
+    at = args.index('--batch-size')
+    del args[at:at + 2]
+    assert main(args) == 2  # the recipe's batch of 64 over 64 accumulated batches
+    assert ("The recipe's global batch of 64 over 1 process(es) x --grad-accum 64 leaves 1; lower --grad-accum or "
+            'give --batch-size 2 or more.') in capsys.readouterr().err
+    assert not (tmp_path / 'run').exists()
+    images = split_images(load_split(str(tiny_folder), 'train', is_training=True), 'train')
+    data_config = dict(input_size=(3, 16, 16), mean=(0.5,) * 3, std=(0.5,) * 3)
+    loader, _ = train_loader(images, get_recipe('digits'), data_config, 3, 0, 0, DistContext(0, 1, torch.device('cpu')))
+    assert [len(targets) for _, targets, _ in loader] == [3] * 5  # 16 images: the 16th is never a batch alone
+
+
+def test_grad_accum_averages_the_last_incomplete_group(tiny_folder, tmp_path):
+    """16 images in batches of 4 leave --grad-accum 8 one group of 4 batches: as in timm's train.py, its losses
+    are averaged over those 4, so that the step is --grad-accum 4's (not 4/8 of it)."""
+    states = []
+    for accum in ('4', '8'):
+        args = ('--recipe', 'digits', '--epochs', '1', '--lr', '0.05', '--grad-accum', accum)
+        assert main(_train_args(tiny_folder, tmp_path / accum, *args)) == 0
+        checkpoint = load_checkpoint(tmp_path / accum / CHECKPOINT_NAME)
+        momentum = [s['momentum_buffer'] for _, s in sorted(checkpoint['optimizer']['state'].items())]
+        states.append((checkpoint['model'], momentum))
+    (model4, momentum4), (model8, momentum8) = states
+    assert momentum4 and all(torch.equal(a, b) for a, b in zip(momentum4, momentum8))
+    assert all(torch.equal(value, model8[key]) for key, value in model4.items()), 'weights'
+
+
+def test_unreadable_images_are_skipped_in_evaluation_replaced_in_training_and_counted(tiny_folder, tmp_path, capsys):
+    data, run = tmp_path / 'data', tmp_path / 'run'
+    shutil.copytree(tiny_folder, data)
+    bad_val, bad_train = data / 'validation' / 'a' / '0.png', data / 'train' / 'b' / '3.png'
+    for path in (bad_val, bad_train):
+        path.write_bytes(b'not a png\n')
+    assert main(_train_args(data, run, '--recipe', 'digits', '--epochs', '1')) == 0
+    err = capsys.readouterr().err
+    assert f'warning: epoch 1: 1 unreadable validation image(s) skipped in evaluation: {bad_val}\n' in err
+    assert f'warning: epoch 1: 1 unreadable train image(s) replaced by the next readable image: {bad_train}\n' in err
+    row = load_checkpoint(run / CHECKPOINT_NAME)['history'][0]
+    assert (row['train_bad_images'], row['eval_bad_images']) == (1, 1)
+    result = _eval_checkpoint(data, run / CHECKPOINT_NAME, tmp_path / 'eval.json')
+    assert (result['num_images'], result['num_bad_images']) == (5, 1)  # the bad image skipped, as in training
+    _assert_logged_metrics_are_the_checkpoints(row, 'eval', result)
+    for split in ('validation', 'train'):  # no image of a split readable: refused before training
+        for path in (data / split).glob('*/*.png'):
+            path.write_bytes(b'not a png\n')
+        assert main(_train_args(data, tmp_path / split, '--recipe', 'digits', '--epochs', '1')) == 2
+        count = len(list((data / split).glob('*/*.png')))
+        assert f"None of the {count} images of split '{split}' can be read, e.g. {data / split / 'a' / '0.png'}. " \
+               'Fix or replace them.' in capsys.readouterr().err
+        assert not (tmp_path / split).exists()

@@ -47,11 +47,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument('--resume', action='store_true', help='continue the run in --output from its checkpoint')
     parser.add_argument('--epochs', type=positive_int, default=None, help="epochs (default: the recipe's)")
     parser.add_argument('--batch-size', type=positive_int, default=None,
-                        help="images per process per step (default: the recipe's global batch / processes / accumulation)")
+                        help="images per process per step, at least 2 (default: the recipe's global batch / processes / "
+                        'accumulation); the last incomplete batch of an epoch is dropped')
     parser.add_argument('--lr', type=positive_float, default=None,
                         help="learning rate (default: the recipe's, scaled linearly to the global batch)")
     parser.add_argument('--grad-accum', type=positive_int, default=1,
-                        help='gradient accumulation steps per optimiser step')
+                        help="batches accumulated per optimiser step (an epoch's last, incomplete group averages over the "
+                        'batches it has)')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
     parser.add_argument('--attention', choices=ATTENTIONS, default='srm',
                         help='block attention: SRM, or the SE / plain counterpart for comparisons')

@@ -13,7 +13,7 @@ import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import timm
@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 from timm.data import Mixup, resolve_data_config
 from timm.loss import SoftTargetCrossEntropy
-from timm.utils import ModelEmaV3
+from timm.utils import ModelEmaV3, distribute_bn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..catalogue import CATALOGUE, get_entry, resolve_name
@@ -32,9 +32,10 @@ from ..distributed import (DistContext, all_gather_objects, all_reduce_sum, all_
                            init_distributed, uses_cuda)
 from ..errors import UserError
 from ..paths import check_output_dir
+from ..evaluation.data import EvalImages
 from ..evaluation.metrics import Counts, score_batch
 from .config import ATTENTIONS, TrainConfig
-from .data import class_names, eval_loader, load_split, train_loader
+from .data import check_readable, class_names, eval_loader, image_paths, load_split, split_images, train_loader
 from .log import progress, write_log
 from .optim import create_optimizer, create_scheduler
 from .recipes import Recipe, get_recipe
@@ -94,32 +95,28 @@ class _Run:
         resumed = self._read_resume_checkpoint()
         self._seed(config.seed + ctx.rank)
 
-        train_set = load_split(config.data, config.train_split, is_training=True)
-        val_set = load_split(config.data, config.val_split, is_training=False)
-        self.class_names = class_names(train_set)
-        if class_names(val_set) != self.class_names:
-            raise UserError(f'The classes of split {config.val_split!r} differ from those of {config.train_split!r}.')
+        self.class_names, self.train_images, self.val_images = self._load_data(resumed)
+        self.batch_size = config.batch_size if config.batch_size is not None else \
+            recipe.batch_size // (ctx.world_size * config.grad_accum)
+        _check_step_batch(self.batch_size, config, recipe, ctx.world_size)
 
         self.model = self._create_model(initial_weights=resumed is None)
         self.data_config = resolve_data_config(
             {'input_size': (3, config.img_size, config.img_size)} if config.img_size is not None else {},
             model=self.model)
         self.epochs = config.epochs if config.epochs is not None else recipe.epochs
-        self.batch_size = config.batch_size if config.batch_size is not None else \
-            max(1, recipe.batch_size // (ctx.world_size * config.grad_accum))
         global_batch = self.batch_size * ctx.world_size * config.grad_accum
         self.lr = config.lr if config.lr is not None else recipe.lr * global_batch / recipe.batch_size
         if (recipe.mixup or recipe.cutmix) and self.batch_size % 2:
             raise UserError(f'Recipe {recipe.name!r} uses mixup/cutmix, which needs an even --batch-size.')
         self.train_loader, self.sampler = train_loader(
-            train_set, recipe, self.data_config, self.batch_size, config.workers, config.seed, ctx)
-        self.val_loader = eval_loader(val_set, self.data_config, self.batch_size, config.workers, ctx)
+            self.train_images, recipe, self.data_config, self.batch_size, config.workers, config.seed, ctx)
+        self.val_loader = eval_loader(self.val_images, self.data_config, self.batch_size, config.workers, ctx)
 
         self.optimizer = create_optimizer(self.model, recipe, self.lr)
         self.scheduler = create_scheduler(self.optimizer, recipe, self.epochs)
         self.amp_dtype = _AMP_DTYPES[config.amp]
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.amp_dtype == torch.float16)
-        self.ema = ModelEmaV3(self.model, decay=recipe.ema_decay) if recipe.ema_decay else None
         num_classes = len(self.class_names)
         self.mixup = Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix,
                            label_smoothing=recipe.label_smoothing, num_classes=num_classes) \
@@ -135,7 +132,8 @@ class _Run:
         self.cuda_graphs = config.compile and replays_cuda_graphs(config.compile_mode)
         if self.cuda_graphs:
             self._keep_grads_allocated()
-        self.train_model = self._wrap(self.model)
+        self.train_model = self._wrap(self.model)  # under torchrun, every process now holds rank 0's weights
+        self.ema = self._create_ema(resumed)
 
     # -- set-up -----------------------------------------------------------------------------------
     def _read_resume_checkpoint(self) -> Optional[Dict[str, Any]]:
@@ -160,6 +158,22 @@ class _Run:
             raise UserError(f'The checkpoint was written by {len(rng_states)} process(es); resume it with the same '
                             f'number (now {self.ctx.world_size}) to reproduce the run.')
         return checkpoint
+
+    def _load_data(self, resumed: Optional[Dict[str, Any]]) -> Tuple[List[str], EvalImages, EvalImages]:
+        """The class names and the training and validation images, checked: both splits (and the checkpoint
+        of a resumed run) have the same classes, and each split has a readable image."""
+        config = self.config
+        train_set = load_split(config.data, config.train_split, is_training=True)
+        val_set = load_split(config.data, config.val_split, is_training=False)
+        names = class_names(train_set)
+        if class_names(val_set) != names:
+            raise UserError(f'The classes of split {config.val_split!r} differ from those of {config.train_split!r}.')
+        if resumed is not None:
+            _check_resumed_classes(names, list(resumed.get('class_names') or []), config.train_split)
+        images = split_images(train_set, config.train_split), split_images(val_set, config.val_split)
+        for split in images:
+            check_readable(split)
+        return (names, *images)
 
     @staticmethod
     def _seed(seed: int) -> None:
@@ -203,13 +217,20 @@ class _Run:
         self.ddp = model if self.ctx.distributed else None
         return torch.compile(model, mode=self.config.compile_mode) if self.config.compile else model
 
+    def _create_ema(self, resumed: Optional[Dict[str, Any]]) -> Optional[ModelEmaV3]:
+        """The recipe's EMA (None without one), from the weights every process shares or from the checkpoint."""
+        if not self.recipe.ema_decay:
+            return None
+        ema = ModelEmaV3(self.model, decay=self.recipe.ema_decay)
+        if resumed is not None:
+            ema.load_state_dict(resumed['ema'])
+        return ema
+
     def _restore(self, checkpoint: Dict[str, Any]) -> None:
         self.model.load_state_dict(checkpoint['model'])
         self.optimizer.load_state_dict(checkpoint['optimizer'])
         self.scheduler.load_state_dict(checkpoint['scheduler'])
         self.scaler.load_state_dict(checkpoint['scaler'])
-        if self.ema is not None:
-            self.ema.load_state_dict(checkpoint['ema'])
         self.start_epoch = checkpoint['epoch']
         self.history = list(checkpoint.get('history', []))
         self.resumed_rng = checkpoint['rng'][self.ctx.rank]
@@ -239,24 +260,49 @@ class _Run:
         self.scheduler.step(epoch)
         self.sampler.set_epoch(epoch)
         lr = self.optimizer.param_groups[-1]['lr']
-        train_loss, images_per_sec = self._train_one_epoch(epoch)
+        train_loss, images_per_sec, replaced = self._train_one_epoch(epoch)
         row = dict(epoch=epoch + 1, train_loss=train_loss, lr=lr, train_samples_per_sec=images_per_sec)
-        row.update({f'eval_{k}': v for k, v in evaluate(self.model, self.val_loader, self.ctx, self.amp_dtype,
-                                                         self.config.channels_last).items()})
+        self._distribute_bn()
+        counts, skipped = evaluate(self.model, self.val_loader, self.ctx, self.amp_dtype, self.config.channels_last)
+        row.update(_metrics('eval', counts))
         if self.ema is not None:
-            row.update({f'ema_eval_{k}': v for k, v in evaluate(self.ema.module, self.val_loader, self.ctx,
-                                                                 self.amp_dtype, self.config.channels_last).items()})
+            row.update(_metrics('ema_eval', evaluate(self.ema.module, self.val_loader, self.ctx, self.amp_dtype,
+                                                     self.config.channels_last)[0]))
+        row['train_bad_images'] = self._count_unreadable(replaced, self.train_images, epoch,
+                                                         'replaced by the next readable image')
+        row['eval_bad_images'] = self._count_unreadable(skipped, self.val_images, epoch, 'skipped in evaluation')
         return row
 
-    def _train_one_epoch(self, epoch: int) -> Tuple[float, float]:
+    def _distribute_bn(self) -> None:
+        """Average the BatchNorm running statistics of the model and of the EMA over the processes (timm's
+        ``--dist-bn reduce``), so that every process evaluates the weights that the checkpoint keeps."""
+        if self.ctx.distributed:
+            for model in (self.model, self.ema):
+                if model is not None:
+                    distribute_bn(model, self.ctx.world_size, reduce=True)
+
+    def _count_unreadable(self, local: List[int], images: EvalImages, epoch: int, fate: str) -> int:
+        """The number of distinct unreadable images that the processes met (``local``: this process's indices);
+        a warning names a few."""
+        indices = sorted(set().union(*all_gather_objects(sorted(set(local)), self.ctx)))
+        if indices and self.ctx.is_main:
+            more = ', ...' if len(indices) > 5 else ''
+            print(f'srm-zoo train: warning: epoch {epoch + 1}: {len(indices)} unreadable {images.split} image(s) '
+                  f'{fate}: {", ".join(image_paths(images, indices[:5]))}{more}', file=sys.stderr, flush=True)
+        return len(indices)
+
+    def _train_one_epoch(self, epoch: int) -> Tuple[float, float, List[int]]:
+        """The epoch's mean training loss, images per second and this process's unreadable training images."""
         model, device, accum = self.train_model, self.ctx.device, self.config.grad_accum
         model.train()
         skips_before = cudagraph_skips() if self.cuda_graphs else 0
         num_batches = len(self.train_loader)
         totals = torch.zeros(2, dtype=torch.float64, device=device)
+        replaced: List[int] = []
         start = time.perf_counter()
         batches = progress(self.train_loader, num_batches, f'epoch {epoch + 1}/{self.epochs}', self.ctx.is_main)
-        for index, (images, targets) in enumerate(batches):
+        for index, (images, targets, unreadable) in enumerate(batches):
+            replaced += unreadable
             images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
             if self.config.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -269,7 +315,7 @@ class _Run:
             with sync:
                 with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                     loss = self.criterion(model(images), targets)
-                self.scaler.scale(loss / accum).backward()
+                self.scaler.scale(loss / _group_size(index, num_batches, accum)).backward()
             if boundary:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
@@ -287,7 +333,7 @@ class _Run:
         if not math.isfinite(train_loss):
             raise UserError(f'The training loss became {train_loss} in epoch {epoch + 1}; lower the learning rate '
                             'or check the data.')
-        return train_loss, float(totals[1]) / elapsed
+        return train_loss, float(totals[1]) / elapsed, replaced
 
     def _checkpoint(self, epoch: int) -> Dict[str, Any]:
         return dict(
@@ -318,20 +364,60 @@ class _Run:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, ctx: DistContext, amp_dtype: Optional[torch.dtype] = None,
-             channels_last: bool = False) -> Dict[str, float]:
-    """Loss, top-1 and top-5 (percent) over every image of the loader's dataset (all processes)."""
+             channels_last: bool = False) -> Tuple[Counts, List[int]]:
+    """The counts over every readable image of an :func:`~.data.eval_loader`'s images, summed over the
+    processes (unreadable images are skipped, as ``srm-zoo eval`` does), and this process's unreadable images."""
     was_training = model.training
     model.eval()
-    counts = Counts()
-    for images, targets in loader:
+    counts, unreadable = Counts(), []
+    for images, targets, _, bad in loader:
+        unreadable += bad.tolist()
+        if images is None:
+            continue
         images = images.to(ctx.device)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(ctx.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             counts += score_batch(model(images), targets)
     model.train(was_training)
-    counts = Counts.from_tensor(all_sum(counts.to_tensor(), ctx))
-    return dict(loss=counts.loss, top1=counts.top1, top5=counts.top5)
+    return Counts.from_tensor(all_sum(counts.to_tensor(), ctx)), unreadable
+
+
+def _metrics(prefix: str, counts: Counts) -> Dict[str, Optional[float]]:
+    """The log row's loss, top-1 and top-5 of one evaluation."""
+    return {f'{prefix}_loss': counts.loss, f'{prefix}_top1': counts.top1, f'{prefix}_top5': counts.top5}
+
+
+def _group_size(index: int, num_batches: int, accum: int) -> int:
+    """The number of batches in the accumulation group of batch ``index``: ``accum``, or fewer in the epoch's
+    last, incomplete group, whose losses timm's train.py averages over the batches it has."""
+    return min(accum, num_batches - index // accum * accum)
+
+
+def _check_step_batch(batch_size: int, config: TrainConfig, recipe: Recipe, world_size: int) -> None:
+    """Refuse steps of a single image per process: BatchNorm in training mode (SRM's included) needs two."""
+    if batch_size >= 2:
+        return
+    if config.batch_size is not None:
+        how = 'Use --batch-size 2 or more.'
+    else:
+        how = (f"The recipe's global batch of {recipe.batch_size} over {world_size} process(es) x --grad-accum "
+               f'{config.grad_accum} leaves {batch_size}; lower --grad-accum or give --batch-size 2 or more.')
+    raise UserError(f'Each process needs at least 2 images per step (BatchNorm, SRM\'s included, normalises over '
+                    f'the batch in training), not {batch_size}. {how}')
+
+
+def _check_resumed_classes(names: List[str], recorded: List[str], split: str) -> None:
+    """Refuse to resume a run on data whose classes (in label order) differ from the checkpoint's."""
+    if names == recorded:
+        return
+    new, gone = [n for n in names if n not in recorded], [n for n in recorded if n not in names]
+    differences = (([f'new in the data: {", ".join(map(repr, new))}'] if new else [])
+                   + ([f'missing from the data: {", ".join(map(repr, gone))}'] if gone else [])) \
+        or ['the same classes in another label order']
+    raise UserError(f'--resume needs the classes of the checkpointed run; the class folders of split {split!r} '
+                    f'differ from its {len(recorded)}: {"; ".join(differences)}. Restore them, or start a new run '
+                    'with another --output.')
 
 
 def _describe(row: Dict[str, Any], epochs: int) -> str:
