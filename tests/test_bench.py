@@ -37,7 +37,7 @@ def test_bench_infer_csv_with_reference_rows(tmp_path, capsys):
         stats = model_stats(row['model'], input_size=(3, 32, 32))
         assert float(row['param_count']) == pytest.approx(stats.params_m, abs=1e-3)
         assert float(row['infer_gmacs']) == pytest.approx(stats.gmacs, abs=1e-3)
-    assert rows[0]['infer_ratio'] == '1.000'
+    assert rows[0]['infer_ratio'] == '1.0'  # as the JSON has it: CSV values are not rounded again
     table = capsys.readouterr().out
     assert 'infer_samples_per_sec' in table and 'srm_resnet20_cifar' in table
 
@@ -57,6 +57,13 @@ def test_bench_train_json(tmp_path):
     assert reference_row['train_activation_mb'] > 1.1 * row['train_activation_mb']
 
 
+def test_saved_activation_bytes_leave_out_the_weights():
+    """A linear layer saves its input and its weight for the backward pass: only the input (1 x 1000 float32)
+    is activation memory, the 4 MB weight is the model's own."""
+    layer = torch.nn.Linear(1000, 1000)
+    assert saved_activation_bytes(layer, torch.randn(1, 1000)) == 4000
+
+
 def test_bench_round_ratios_pair_each_round_with_the_first_models(tmp_path):
     """The round ratios divide each round by the first model's round next to it: their median and
     quartiles, not the ratio of the two models' medians."""
@@ -70,6 +77,15 @@ def test_bench_round_ratios_pair_each_round_with_the_first_models(tmp_path):
     assert (row['infer_round_ratio_q1'], row['infer_round_ratio_q3']) == pytest.approx((q1, q3), rel=1e-3)
     assert row['infer_round_ratio_q1'] <= row['infer_round_ratio'] <= row['infer_round_ratio_q3']
     assert first['infer_round_ratio'] == first['infer_round_ratio_q1'] == first['infer_round_ratio_q3'] == 1.0
+
+
+def test_bench_takes_tags_without_published_weights(tmp_path):
+    """A tag timm knows runs with its configuration whether or not weights are published for it (the benchmark
+    never loads weights)."""
+    out = tmp_path / 'bench.json'
+    assert main(['bench', '--models', 'srm_resnet20_cifar.cifar10', *TINY, '--results-file', str(out)]) == 0
+    (row,) = json.loads(out.read_text())
+    assert row['model'] == 'srm_resnet20_cifar.cifar10' and row['infer_samples_per_sec'] > 0
 
 
 @pytest.mark.parametrize('args, message', [
@@ -94,7 +110,7 @@ def test_bench_errors_are_one_paragraph(args, message, capsys, tmp_path, monkeyp
 
 
 @pytest.mark.parametrize('flag, value', [('--img-size', '0'), ('--batch-size', '-1'), ('--threads', '0'),
-                                         ('--rounds', '0'), ('--warmup-steps', '-1'),
+                                         ('--rounds', '0'), ('--warmup-steps', '0'),
                                          ('--profile-steps', 'x')])
 def test_bench_refuses_numbers_out_of_range(flag, value, capsys):
     """Out-of-range numbers are argparse errors (not a traceback, nor 0 read as "the default")."""
@@ -153,7 +169,7 @@ def test_gpu_check_speed_table_from_real_rows():
     from srm_zoo.benchmark import BenchConfig, run_benchmark
     from srm_zoo.benchmark.gpu_check import speed_table
     settings = dict(models=['resnet50', 'srm_resnet50'], img_size=32, batch_size=2, rounds=1, steps=1,
-                    warmup_steps=0, reference=True)
+                    warmup_steps=1, reference=True)
     rows_by_run = {'infer, eager': run_benchmark(BenchConfig(mode='infer', **settings), log=lambda line: None),
                    'train step, eager': run_benchmark(BenchConfig(mode='train', **settings), log=lambda line: None)}
     lines = speed_table(rows_by_run).splitlines()

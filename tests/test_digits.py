@@ -67,6 +67,27 @@ def test_digits_out_naming_a_file_is_refused(tmp_path, capsys):
     assert (tmp_path / 'afile').read_text() == 'user data'
 
 
+def test_digits_rewrite_keeps_other_files_and_writes_through_dot_and_links(digits_root, tmp_path, monkeypatch):
+    """Rewriting a digits folder replaces only what the command writes (an evaluation's results beside them
+    stay); `--out .` writes into the working folder and `--out LINK` into the linked folder, leaving the link."""
+    results = digits_root / 'results.json'
+    results.write_text('{"top1": 99.1667}')
+    assert main(['digits', '--out', str(digits_root)]) == 0
+    assert results.read_text() == '{"top1": 99.1667}'
+    assert sorted(p.name for p in digits_root.iterdir()) == ['digits.json', 'results.json', 'test', 'train']
+    results.unlink()  # the folder is shared with other tests
+    here, target, link = tmp_path / 'here', tmp_path / 'target', tmp_path / 'link'
+    for folder in (here, target):
+        folder.mkdir()
+    link.symlink_to(target, target_is_directory=True)
+    monkeypatch.chdir(here)
+    assert main(['digits', '--out', '.']) == 0 and main(['digits', '--out', str(link)]) == 0
+    assert link.is_symlink() and sorted(p.name for p in tmp_path.iterdir()) == ['here', 'link', 'target']
+    for folder in (here, target):
+        assert sorted(p.name for p in folder.iterdir()) == ['digits.json', 'test', 'train']
+        assert len(list(folder.rglob('*.png'))) == 1797
+
+
 def test_interrupted_digits_leave_nothing_half_written(digits_root, tmp_path, monkeypatch):
     """The folder is written aside and renamed into place when complete: Ctrl-C leaves no partial folder
     (a new one is not created, an existing one is kept whole) and no temporary sibling."""

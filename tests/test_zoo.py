@@ -146,6 +146,15 @@ def test_missing_weights_advice_names_the_tag(tmp_path):
     assert model.pretrained_cfg['tag'] == 'cifar10' and model.pretrained_cfg['mean'][0] == pytest.approx(0.4914)
 
 
+def test_cli_output_into_a_closed_pipe_ends_quietly():
+    """`srm-zoo list | head` where head has already gone: no traceback, status 1."""
+    process = subprocess.Popen([sys.executable, '-m', 'srm_zoo', 'list', '--format', 'json'], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    process.stdout.close()  # the reader is gone before anything is written
+    err = process.stderr.read().decode()
+    assert process.wait() == 1 and err == ''
+
+
 def test_cli_list_shows_default_and_weighted_tags(capsys):
     assert main(['list', 'srm_resnet*_cifar', '--format', 'csv']) == 0
     rows = {row['model']: row for row in csv.DictReader(io.StringIO(capsys.readouterr().out))}
@@ -155,7 +164,8 @@ def test_cli_list_shows_default_and_weighted_tags(capsys):
     assert (r32['default_tag'], r32['tags_with_weights']) == ('cifar10', '')
 
 
-@pytest.mark.parametrize('target, message', [('missing/zoo.csv', 'does not exist'), ('.', 'it is a folder')])
+@pytest.mark.parametrize('target, message', [('missing/zoo.csv', 'does not exist'),
+                                             ('.', 'it is a folder; name a file in it, e.g. ')])
 def test_cli_list_refuses_an_unwritable_results_file_before_any_work(tmp_path, monkeypatch, capsys, target, message):
     def no_work(*args, **kwargs):
         raise AssertionError('model statistics computed before the results file was checked')
@@ -163,6 +173,7 @@ def test_cli_list_refuses_an_unwritable_results_file_before_any_work(tmp_path, m
     assert main(['list', 'srm_resnet20*', '--results-file', str(tmp_path / target)]) == 2
     err = capsys.readouterr().err
     assert err.startswith('srm-zoo list: error: Cannot write') and message in err and err.count('\n') == 1
+    assert target != '.' or err.rstrip().endswith('models.csv.')  # a file name its suffix would write
 
 
 def test_cli_list_format_follows_the_results_file_suffix(tmp_path):

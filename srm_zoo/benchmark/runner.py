@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import timm
 import torch
 import torch.nn as nn
+from timm.models import get_arch_pretrained_cfgs
 from timm.optim import create_optimizer_v2
 
 from ..compiling import check_compile_mode, cudagraph_skips, describe_skips
@@ -86,8 +87,8 @@ def _validate(config: BenchConfig) -> torch.device:
         raise UserError(f'Unknown mode {config.mode!r}: use "infer" or "train".')
     if config.amp is not None and config.amp not in AMP_DTYPES:
         raise UserError(f'Unknown --amp {config.amp!r}: use one of {", ".join(AMP_DTYPES)}.')
-    if min(config.batch_size, config.rounds, config.steps) < 1 or config.warmup_steps < 0:
-        raise UserError('--batch-size, --rounds and --steps must be at least 1, --warmup-steps at least 0.')
+    if min(config.batch_size, config.rounds, config.steps, config.warmup_steps) < 1:
+        raise UserError('--batch-size, --rounds, --steps and --warmup-steps must be at least 1.')
     if (config.img_size is not None and config.img_size < 1) or (config.threads is not None and config.threads < 1):
         raise UserError('--img-size and --threads must be at least 1 where given.')
     check_compile_mode(config.compile, config.compile_mode)
@@ -113,7 +114,7 @@ def _check_model_name(name: str) -> None:
         raise UserError(unknown_model_message(name))
     if not tag:
         return
-    tagged = timm.list_pretrained(f'{arch}.*')
+    tagged = list(get_arch_pretrained_cfgs(arch))  # every tag, with published weights or not
     if name not in tagged:
         known = ', '.join(t.partition('.')[2] for t in tagged) or 'none'
         raise UserError(f'Unknown pretrained tag {tag!r} for {arch} (timm knows: {known}); or name the architecture '
@@ -206,7 +207,7 @@ def _warm_up(variant: ModelVariant, steps: int, device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
     with variant.path_context():
-        for _ in range(max(steps, 1)):
+        for _ in range(steps):
             variant.step()
         if variant.measure_activations is not None:
             variant.activation_mb = variant.measure_activations() / 2 ** 20

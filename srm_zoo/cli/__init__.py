@@ -6,6 +6,7 @@ parsed arguments and returning an exit status.
 """
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from typing import List, Optional
@@ -32,11 +33,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run ``srm-zoo``; a :class:`UserError` becomes one message on stderr and exit status 2."""
+    """Run ``srm-zoo``; a :class:`UserError` becomes one message on stderr and exit status 2, and a reader
+    that closes the output pipe early (``| head``) ends the command quietly with status 1."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.run(args) or 0)
+        status = int(args.run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here rather than at exit
+        return status
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is left to flush goes nowhere
+        return 1
     except UserError as error:
         print(f'srm-zoo {args.command}: error: {error}', file=sys.stderr)
         return 2

@@ -32,7 +32,8 @@ def format_table(rows: Sequence[Dict[str, Any]], columns: Optional[Sequence[str]
 
 def write_rows(rows: List[Dict[str, Any]], fmt: str, path: Optional[str] = None,
                stream: Optional[TextIO] = None) -> None:
-    """Write rows as ``table``, ``csv`` or ``json`` to ``path`` (or ``stream``, by default the current stdout)."""
+    """Write rows as ``table`` (floats to 3 decimals), ``csv`` or ``json`` (values as they are) to ``path`` (or
+    ``stream``, by default the current stdout)."""
     out = Path(path).open('w', newline='') if path else (stream or sys.stdout)
     try:
         if fmt == 'json':
@@ -41,7 +42,7 @@ def write_rows(rows: List[Dict[str, Any]], fmt: str, path: Optional[str] = None,
         elif fmt == 'csv':
             writer = csv.DictWriter(out, fieldnames=list(rows[0].keys()) if rows else [])
             writer.writeheader()
-            writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
+            writer.writerows({k: v if isinstance(v, float) else _cell(v) for k, v in row.items()} for row in rows)
         else:
             out.write(format_table(rows) + '\n')
     finally:

@@ -61,7 +61,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument('--img-size', type=positive_int, default=None, help='square input size (default: the model\'s)')
     parser.add_argument('--rounds', type=positive_int, default=5, help='interleaved timed rounds')
     parser.add_argument('--steps', type=positive_int, default=5, help='timed steps per model and round')
-    parser.add_argument('--warmup-steps', type=non_negative_int, default=3, help='untimed steps per model before the rounds')
+    parser.add_argument('--warmup-steps', type=positive_int, default=3,
+                        help='untimed steps per model before the rounds (at least 1: the first measures peak memory '
+                             'and, with --compile, compiles)')
     parser.add_argument('--reference', action='store_true',
                         help='also run each SRM model on the reference (unfused, published) SRM path')
     parser.add_argument('--threads', type=positive_int, default=None, help="CPU threads (torch.set_num_threads; default: PyTorch's)")

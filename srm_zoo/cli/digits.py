@@ -17,6 +17,7 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         'digits', help="write scikit-learn's digits as a PNG image folder (the embedded model's data)",
         description=DIGITS_DOC.split('\n\n', 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--out', required=True, help='output folder (new, empty, or written by this command); written '
-                                                     'aside and renamed into place when complete')
+    parser.add_argument('--out', required=True, help='output folder (new, empty, or written by this command, whose '
+                                                     'other files stay); written aside and moved into place when '
+                                                     'complete')
     parser.set_defaults(run=run)

@@ -90,34 +90,42 @@ def _write_images(root: Path) -> Dict[str, object]:
 def write_digits(root: str) -> Dict[str, object]:
     """Write the digits ImageFolder under ``root`` and return its description (also in digits.json).
 
-    ``root`` must be empty, absent, or a folder written by this function (which is then rewritten
-    with identical files); anything else is refused so that no user data is mixed or overwritten.
-    The folder is written whole into a temporary sibling and renamed into place when complete, so an
-    interrupted run leaves ``root`` as it was. The description holds the per-channel mean and std of
-    the training images (0..1 scale).
+    ``root`` must be empty, absent, or a folder written by this function, whose ``train``, ``test`` and
+    digits.json are then rewritten with identical files while anything else in it stays (an evaluation's
+    results, say); a non-empty folder not written here is refused so that no user data is mixed in. ``.`` and
+    a link to a folder name that folder. The images are written whole into a temporary sibling and moved into
+    place when complete, so an interrupted run leaves ``root`` as it was. The description holds the
+    per-channel mean and std of the training images (0..1 scale).
     """
-    root_path = Path(root)
+    root_path = Path(root).resolve()
     _check_out(root_path)
     root_path.parent.mkdir(parents=True, exist_ok=True)
     staging = _sibling(root_path, 'incomplete')
     staging.mkdir()
     try:
         description = _write_images(staging)
-        _replace_folder(staging, root_path)
+        _move_into(staging, root_path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return description
 
 
-def _replace_folder(new: Path, target: Path) -> None:
-    """Rename the folder ``new`` to ``target``, replacing an existing ``target`` (removed afterwards)."""
-    if not target.exists():
-        new.rename(target)
-        return
-    old = _sibling(target, 'old')
-    target.rename(old)
-    new.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
+def _move_into(new: Path, target: Path) -> None:
+    """Move the entries of the folder ``new`` into ``target`` (created where missing), each replacing the entry
+    of its name there (removed afterwards); the other entries of ``target`` stay."""
+    target.mkdir(exist_ok=True)
+    for entry in sorted(new.iterdir()):
+        destination = target / entry.name
+        if not destination.exists():
+            entry.rename(destination)
+            continue
+        old = _sibling(destination, 'old')
+        destination.rename(old)
+        entry.rename(destination)
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink()
 
 
 def _sibling(path: Path, what: str) -> Path:
