@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 from timm.layers import freeze_batch_norm_2d
 
-from srm_zoo.layers import SRM
+from srm_zoo.layers import SRM, use_reference
 
 EPS = 1e-5
 
@@ -155,3 +155,49 @@ def test_traced_srm_takes_the_reference_path():
         traced = torch.jit.trace(srm, torch.randn(2, 8, 6, 6), check_trace=False)
         x = torch.randn(2, 8, 6, 6) * 0.01 + 100
         torch.testing.assert_close(traced(x), srm.forward_reference(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('reference', [False, True])
+@pytest.mark.parametrize('shape, shortcut_shape, message', [
+    ((2, 1, 4, 4), None, 'SRM(8) takes (N, 8, H, W) inputs, got one of shape (2, 1, 4, 4).'),  # would broadcast
+    ((8, 8, 5), None, 'SRM(8) takes (N, 8, H, W) inputs, got one of shape (8, 8, 5).'),
+    ((2, 8, 3, 3, 3), None, 'SRM(8) takes (N, 8, H, W) inputs, got one of shape (2, 8, 3, 3, 3).'),
+    ((2, 8, 1, 1), (2, 8, 5, 5), 'the shortcut must have the shape of the input, (2, 8, 1, 1), not (2, 8, 5, 5).'),
+])
+def test_inputs_of_another_shape_are_refused_on_both_paths(reference, shape, shortcut_shape, message):
+    """Inputs of another rank or channel count, and a shortcut of another shape, are clear errors on both paths
+    (a channel count of 1 or a smaller shortcut used to broadcast silently into another output)."""
+    srm = SRM(8)
+    shortcut = torch.randn(shortcut_shape) if shortcut_shape else None
+    with use_reference(reference), pytest.raises(ValueError) as error:
+        srm(torch.randn(shape), shortcut)
+    assert message in str(error.value)
+
+
+def test_shortcut_form_without_autograd_matches_the_reference_and_spares_what_it_must():
+    """Without autograd the fused ``relu(x * gate + shortcut)`` may write into ``x``, but not into an expanded
+    ``x`` (one memory location for several elements), a view of another tensor, an ``x`` of another dtype than
+    the result (which follows PyTorch's promotion, as the reference does), nor an input a hook holds."""
+    srm = random_srm(4).eval()
+    shortcut = torch.randn(3, 4, 5, 5, dtype=torch.float64)
+    base = torch.randn(3, 4, 5, 10, dtype=torch.float64)
+    inputs = {'expanded': lambda: torch.randn(1, 4, 5, 5, dtype=torch.float64).expand(3, 4, 5, 5),
+              'view': lambda: base[..., ::2], 'float32': lambda: torch.randn(3, 4, 5, 5)}
+    for name, make in inputs.items():
+        x = make()
+        before = x.clone()
+        with torch.no_grad():
+            out = srm(x, shortcut)
+            with use_reference(True):
+                expected = srm(before, shortcut)
+        assert out.dtype == expected.dtype == torch.float64, name
+        tolerance = 1e-5 if name == 'float32' else 1e-12  # float32 statistics of the float32 input
+        torch.testing.assert_close(out, expected, rtol=tolerance, atol=tolerance, msg=name)
+        assert name == 'float32' or torch.equal(x, before), name
+    seen = []
+    srm.register_forward_hook(lambda module, args, output: seen.append((args[0], args[0].clone())))
+    x = torch.randn(3, 4, 5, 5, dtype=torch.float64)
+    with torch.no_grad():
+        srm(x, shortcut)
+    held, copy = seen[0]
+    assert torch.equal(held, copy)

@@ -38,7 +38,7 @@ import torch.nn as nn
 from timm.layers import register_notrace_function
 
 from .reference_switch import reference_enabled
-from .srm_fast import fast_gate, gate_residual_relu, norm_gate_residual_relu
+from .srm_fast import fast_gate, gate_residual_relu, has_hooks, norm_gate_residual_relu
 
 __all__ = ['SRM', 'STYLE_POOLINGS', 'style_pool', 'use_reference_path']
 
@@ -82,6 +82,17 @@ def _check_batch_statistics(batch_size: int, uses_batch_statistics: bool) -> Non
         )
 
 
+@register_notrace_function
+def _check_inputs(x: torch.Tensor, shortcut: Optional[torch.Tensor], channels: int) -> None:
+    """Raise a clear error for inputs SRM of ``channels`` channels cannot take: not (N, channels, H, W), or a
+    shortcut of another shape (broadcasting would silently make another output)."""
+    if x.dim() != 4 or x.shape[1] != channels:
+        raise ValueError(f'SRM({channels}) takes (N, {channels}, H, W) inputs, got one of shape {tuple(x.shape)}.')
+    if shortcut is not None and shortcut.shape != x.shape:
+        raise ValueError(f'SRM: the shortcut must have the shape of the input, {tuple(x.shape)}, not '
+                         f'{tuple(shortcut.shape)}.')
+
+
 # older torch has only is_fx_tracing, which is true under FX symbolic tracing alone there
 _fx_symbolic_tracing = getattr(torch.fx._symbolic_trace, 'is_fx_symbolic_tracing', torch.fx._symbolic_trace.is_fx_tracing)
 
@@ -108,6 +119,7 @@ def use_reference_path() -> bool:
 # Leaf calls under FX tracing (they branch on shapes and on the batch size).
 torch.fx.wrap('style_pool')
 torch.fx.wrap('_check_batch_statistics')
+torch.fx.wrap('_check_inputs')
 
 
 class SRM(nn.Module):
@@ -160,10 +172,13 @@ class SRM(nn.Module):
         """``x * gate(x)``; given a residual ``shortcut``, ``relu(x * gate(x) + shortcut)``.
 
         The second form is a residual block's SRM, add and ReLU in one call, which the fast path
-        fuses into a single pass; without autograd it may write the result into ``x``.
+        fuses into a single pass; without autograd, and without hooks on this SRM, it may write the result
+        into ``x`` (a dense tensor of the result's dtype), as timm's blocks add their shortcut in place.
+        ``x`` must be (N, C, H, W) and ``shortcut`` of its shape.
         """
         if torch.jit.is_scripting():
             return self.forward_reference(x, shortcut)
+        _check_inputs(x, shortcut, self.cfc.shape[0])
         if use_reference_path():
             return self.forward_reference(x, shortcut)
         return self._forward_fast(x, shortcut)
@@ -182,7 +197,7 @@ class SRM(nn.Module):
         gate = fast_gate(self, x)
         if shortcut is None:
             return x * gate.to(x.dtype)[:, :, None, None]
-        return gate_residual_relu(x, gate, shortcut)
+        return gate_residual_relu(x, gate, shortcut, overwrite=not has_hooks(self))  # hooks may hold x
 
     @torch.jit.unused
     def forward_after_norm(self, norm: nn.Module, y: torch.Tensor, shortcut: torch.Tensor,

@@ -224,18 +224,23 @@ def _gate_from_styles(srm: nn.Module, mean: torch.Tensor, std: torch.Tensor,
 
 
 def gate_residual_relu(x: torch.Tensor, gate: torch.Tensor, shortcut: torch.Tensor,
-                       bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``relu(x * gate + bias + shortcut)`` with (N, C) ``gate`` and ``bias``, in ``x``'s dtype.
+                       bias: Optional[torch.Tensor] = None, overwrite: bool = True) -> torch.Tensor:
+    """``relu(x * gate + bias + shortcut)`` with (N, C) ``gate`` and ``bias``, in the dtype PyTorch promotes
+    ``x`` and ``shortcut`` to.
 
-    Without autograd the result may overwrite ``x`` (as the residual add of timm's blocks does).
+    Without autograd, and with ``overwrite``, the result may be written into ``x`` (as the residual add of
+    timm's blocks does), where ``x`` is a dense tensor of the result's dtype.
     """
-    if srm_kernels.applies(x) and srm_kernels.same_layout(x, shortcut):
+    same_dtype = x.dtype == shortcut.dtype
+    if same_dtype and srm_kernels.applies(x) and srm_kernels.same_layout(x, shortcut):
         return srm_kernels.affine_residual_relu(x, gate, torch.zeros_like(gate) if bias is None else bias, shortcut)
     if bias is not None and x.element_size() < 4:
         # with a norm folded in, x * gate * a and gate * b nearly cancel: keep float32 until the end
-        return torch.addcmul(bias[:, :, None, None], x, gate[:, :, None, None]).add_(shortcut).relu_().to(x.dtype)
+        out = torch.addcmul(bias[:, :, None, None], x, gate[:, :, None, None]).add_(shortcut).relu_()
+        return out.to(torch.result_type(x, shortcut))
     scale = gate.to(x.dtype)[:, :, None, None]
-    if _needs_grad(x, gate, shortcut) or (bias is not None and bias.requires_grad):
+    writable = overwrite and same_dtype and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))
+    if not writable or _needs_grad(x, gate, shortcut) or (bias is not None and bias.requires_grad):
         out = torch.addcmul(shortcut, x, scale)
         return torch.relu(out if bias is None else out + bias.to(x.dtype)[:, :, None, None])
     out = torch.addcmul(shortcut, x, scale, out=x)
