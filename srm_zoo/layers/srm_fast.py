@@ -229,7 +229,7 @@ def gate_residual_relu(x: torch.Tensor, gate: torch.Tensor, shortcut: torch.Tens
     ``x`` and ``shortcut`` to.
 
     Without autograd, and with ``overwrite``, the result may be written into ``x`` (as the residual add of
-    timm's blocks does), where ``x`` is a dense tensor of the result's dtype.
+    timm's blocks does), where ``x`` is a dense tensor of the result's dtype and not a view of another.
     """
     same_dtype = x.dtype == shortcut.dtype
     if same_dtype and srm_kernels.applies(x) and srm_kernels.same_layout(x, shortcut):
@@ -239,7 +239,8 @@ def gate_residual_relu(x: torch.Tensor, gate: torch.Tensor, shortcut: torch.Tens
         out = torch.addcmul(bias[:, :, None, None], x, gate[:, :, None, None]).add_(shortcut).relu_()
         return out.to(torch.result_type(x, shortcut))
     scale = gate.to(x.dtype)[:, :, None, None]
-    writable = overwrite and same_dtype and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))
+    dense = x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
+    writable = overwrite and same_dtype and dense and x._base is None  # not a view: it would write into another
     if not writable or _needs_grad(x, gate, shortcut) or (bias is not None and bias.requires_grad):
         out = torch.addcmul(shortcut, x, scale)
         return torch.relu(out if bias is None else out + bias.to(x.dtype)[:, :, None, None])
