@@ -413,17 +413,22 @@ FLUSH_BYTES = 256 * 2 ** 20
 """What :func:`kernel_us` writes before each call to flush the GPU's caches, as ``triton.testing.do_bench`` does."""
 
 
-def kernel_us(call: Callable[[], Any], flush: torch.Tensor, device: torch.device, calls: int = 20) -> float:
+PROFILED_CALLS = 20
+"""Calls that :func:`kernel_us` (and the flush's own measurement) profile and average over."""
+
+
+def kernel_us(call: Callable[[], Any], flush: torch.Tensor, flush_ms: Optional[float], device: torch.device,
+              calls: int = PROFILED_CALLS) -> float:
     """GPU kernel time (µs) of one ``call``, ``flush`` zeroed before each: the summed durations of the call's
-    kernels as the profiler records them, less the flush's. Unlike ``do_bench``'s time it leaves out the gaps
-    between kernels and so the host's time to launch them, which ``do_bench`` counts where the host launches
-    slower than the GPU runs (small maps) but which a compiled model's GPU-bound step hides. NaN where the
-    profiler records no kernel."""
+    kernels as the profiler records them, less the flush's (``flush_ms``, :func:`profile_kernel_time` of
+    zeroing it, measured once per run). Unlike ``do_bench``'s time it leaves out the gaps between kernels and
+    so the host's time to launch them, which ``do_bench`` counts where the host launches slower than the GPU
+    runs (small maps) but which a compiled model's GPU-bound step hides. NaN where the profiler records no
+    kernel."""
     flushed = profile_kernel_time(lambda: (flush.zero_(), call()), calls, device)
-    flush_only = profile_kernel_time(flush.zero_, calls, device)
-    if flushed is None or flush_only is None:
+    if flushed is None or flush_ms is None:
         return float('nan')
-    return (flushed - flush_only) * 1e3
+    return (flushed - flush_ms) * 1e3
 
 
 def inference_tail_timings(device: torch.device, batch_size: int = 256) -> List[Dict[str, Any]]:
@@ -436,6 +441,7 @@ def inference_tail_timings(device: torch.device, batch_size: int = 256) -> List[
     ``*_kernels_us`` columns give both tails' and the apply's kernel time alone (:func:`kernel_us`)."""
     from triton.testing import do_bench
     flush = torch.empty(FLUSH_BYTES, dtype=torch.int8, device=device)
+    flush_ms = profile_kernel_time(flush.zero_, PROFILED_CALLS, device)
     rows = []
     for channels, size in STAGE_TAILS:
         block = _random_srm_bottleneck(device, channels)[0].eval()
@@ -452,7 +458,7 @@ def inference_tail_timings(device: torch.device, batch_size: int = 256) -> List[
                 for name, tail in INFERENCE_TAILS.items():
                     call = partial(tail, y, shortcut, *args)
                     row[f'{name}_us'] = do_bench(call, return_mode='median') * 1e3
-                    row[f'{name}_kernels_us'] = kernel_us(call, flush, device)
+                    row[f'{name}_kernels_us'] = kernel_us(call, flush, flush_ms, device)
                 for channels_per_program in ONE_PASS_CHANNELS:
                     row[f'one_pass_c{channels_per_program}_us'] = do_bench(
                         partial(launch.folded_tail_one_pass, y, shortcut, *args,
@@ -464,7 +470,7 @@ def inference_tail_timings(device: torch.device, batch_size: int = 256) -> List[
                     row['inductor_us'] = do_bench(partial(inductor_tail(block), y, shortcut), return_mode='median') * 1e3
                 apply = partial(launch.gate_apply, y, scale, bias, shortcut)
                 row['apply_only_us'] = do_bench(apply, return_mode='median') * 1e3
-                row['apply_only_kernels_us'] = kernel_us(apply, flush, device)
+                row['apply_only_kernels_us'] = kernel_us(apply, flush, flush_ms, device)
             row['apply_only_gbps'] = 3 * y.numel() * y.element_size() / row['apply_only_us'] / 1e3
             rows.append(row)
     return rows
