@@ -6,15 +6,18 @@ import timm
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from .layers import SRM
+
 __all__ = ['ModelStats', 'model_stats']
 
 
 @dataclass(frozen=True)
 class ModelStats:
-    """Size and cost of one model at one input size."""
+    """Size and cost of one model at one input size; ``srm_params`` are the parameters of its SRM layers."""
     params: int
     gmacs: float
     input_size: Tuple[int, int, int]
+    srm_params: int = 0
 
     @property
     def params_m(self) -> float:
@@ -33,4 +36,6 @@ def model_stats(name: str, input_size: Optional[Tuple[int, int, int]] = None, **
         with FlopCounterMode(display=False) as counter:
             model(torch.empty(1, *input_size))
     params = sum(p.numel() for p in model.parameters())
-    return ModelStats(params=params, gmacs=counter.get_total_flops() / 2e9, input_size=input_size)
+    srm_params = sum(p.numel() for module in model.modules() if isinstance(module, SRM) for p in module.parameters())
+    return ModelStats(params=params, gmacs=counter.get_total_flops() / 2e9, input_size=input_size,
+                      srm_params=srm_params)

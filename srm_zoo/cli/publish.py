@@ -18,7 +18,8 @@ def run(args: argparse.Namespace) -> int:
     if args.embedded:
         release = record_embedded(args.folder, manifest=args.manifest)
         print(f'Recorded {release.name} as embedded weights ({release.location}) in '
-              f'{args.manifest or active_manifest_path()}; regenerate the model cards with `srm-zoo cards`.')
+              f'{args.manifest or active_manifest_path()}; regenerate the model cards and the README\'s zoo table '
+              'with `srm-zoo cards`.')
         return 0
     if not args.repo_id:
         raise UserError('--repo-id ORG/NAME is required (or --embedded for weights shipped in the package).')
@@ -26,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
                             private=args.private, commit_message=args.message)
     report_published(result, args.manifest)
     if result.manifest:
-        print('Regenerate the model cards with `srm-zoo cards`.')
+        print('Regenerate the model cards and the README\'s zoo table with `srm-zoo cards`.')
     return 0
 
 

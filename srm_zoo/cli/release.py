@@ -5,13 +5,13 @@ from typing import Any, Dict
 
 from ..catalogue import get_entry_and_tag
 from ..errors import UserError
-from ..hub.cards import write_model_cards
 from ..hub.export import check_repo_id
 from ..hub.publish import publish_folder
 from ..manifest import MANIFEST_PATH, Metric, active_manifest_path, reload_manifest, write_release
 from ..paths import check_output_dir
 from ..releasing import embed_release, export_measured
 from ..training.data import load_split
+from .cards import add_readme_argument, readme_with_table, regenerate
 from .publish import report_published
 
 
@@ -54,6 +54,7 @@ def _check_inputs(args: argparse.Namespace) -> Dict[str, str]:
     load_split(args.data, args.split, is_training=False)
     if args.embed or args.repo_id:
         check_output_dir(args.cards, '--cards')
+        readme_with_table(args.readme)
     if args.embed:
         _check_embed_manifest()
     else:
@@ -67,8 +68,7 @@ def run(args: argparse.Namespace) -> int:
     compare = _check_inputs(args)
     recorded = _embed(args, compare) if args.embed else _hub(args, compare)
     if recorded:
-        changed = write_model_cards(Path(args.cards))
-        print(f'Updated {len(changed)} model card(s): {", ".join(changed) or "none"}')
+        regenerate(Path(args.cards), readme_with_table(args.readme))
     return 0
 
 
@@ -129,4 +129,5 @@ def add_parser(subparsers) -> None:
     parser.add_argument('--cards', default='model_cards',
                         help='folder of the model cards to regenerate once the release is recorded in the manifest '
                              '(--embed, or --out with --repo-id)')
+    add_readme_argument(parser)
     parser.set_defaults(run=run)

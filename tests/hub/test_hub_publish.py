@@ -13,6 +13,7 @@ from huggingface_hub.errors import OfflineModeIsEnabled
 from srm_zoo.checkpoint import file_sha256
 from srm_zoo.cli import main
 from srm_zoo.hub import publish
+from srm_zoo.hub.zoo_table import TABLE_END, TABLE_START
 from srm_zoo.manifest import find_release, load_manifest, use_manifest
 
 from .helpers import MODEL, TAG
@@ -81,11 +82,14 @@ def test_publish_uploads_the_folder_and_records_the_release(hf_api, export_dir, 
     assert release.metrics[0].num_images == 10000
 
 
-def test_release_measures_exports_and_publishes_in_one_step(hf_api, tmp_path, capsys):
-    """`srm-zoo release --out DIR --repo-id`: the measured folder is uploaded and recorded like `srm-zoo publish`'s."""
+def test_release_measures_exports_and_publishes_in_one_step(hf_api, tmp_path, monkeypatch, capsys):
+    """`srm-zoo release --out DIR --repo-id`: the measured folder is uploaded and recorded like `srm-zoo publish`'s,
+    and the README's zoo table (of the working directory) shows the published weights."""
     name, repo_id = 'srm_resnet20_cifar.sklearn_digits', 'myorg/srm_resnet20_cifar.sklearn_digits'  # not the zoo's
     shipped = find_release(*name.split('.'))
     digits, out, manifest = tmp_path / 'digits', tmp_path / 'hub', tmp_path / 'manifest.json'
+    monkeypatch.chdir(tmp_path)
+    Path('README.md').write_text(f'# zoo\n{TABLE_START}\nold\n{TABLE_END}\n')
     assert main(['digits', '--out', str(digits)]) == 0
     with use_manifest(manifest):
         rc = main(['release', name, '--checkpoint', str(shipped.embedded_dir / 'model.safetensors'), '--data',
@@ -97,6 +101,8 @@ def test_release_measures_exports_and_publishes_in_one_step(hf_api, tmp_path, ca
     assert (release.hf_hub_id, release.revision, release.sha256) == (repo_id, COMMIT, shipped.sha256)
     assert json.loads((out / 'srm_zoo_release.json').read_text())['repo_id'] == repo_id
     assert f'hf-hub:{repo_id}' in (out / 'README.md').read_text()
+    row = next(line for line in Path('README.md').read_text().splitlines() if line.startswith('| `srm_resnet20_cifar`'))
+    assert f'`sklearn_digits`: `hf-hub:{repo_id}@{COMMIT}`, top-1 ' in row
     assert (release.metrics[0].top1, release.metrics[0].num_images) == (shipped.metrics[0].top1,
                                                                         shipped.metrics[0].num_images)
     assert f'Recorded the release in {manifest.resolve()}' in capsys.readouterr().out

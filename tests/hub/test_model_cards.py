@@ -5,10 +5,13 @@ import pytest
 
 from srm_zoo.catalogue import CATALOGUE
 from srm_zoo.cli import main
+from srm_zoo.cli import cards as cards_cli
 from srm_zoo.hub import cards as cards_module
 from srm_zoo.hub.cards import catalogue_cards, split_front_matter, stale_cards, write_model_cards
+from srm_zoo.hub.zoo_table import TABLE_END, TABLE_START, readme_table_is_stale, zoo_table
 
 CARDS_DIR = Path(__file__).resolve().parents[2] / 'model_cards'
+README = CARDS_DIR.parent / 'README.md'
 
 
 @pytest.fixture(scope='module')
@@ -36,6 +39,7 @@ def test_every_catalogue_tag_has_a_card_with_valid_front_matter(generated):
 
 def test_cards_command_regenerates_and_checks(generated, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cards_module, 'catalogue_cards', lambda: generated)
+    monkeypatch.chdir(tmp_path)  # no README.md here: only the cards
     (tmp_path / 'README.md').write_text('not a card')
     (tmp_path / 'srm_resnet7.old.md').write_text('a card of a removed model')
     assert main(['cards', '--check', '--out', str(tmp_path)]) == 1
@@ -62,3 +66,46 @@ def test_cards_command_refuses_an_out_that_is_no_folder(tmp_path, capsys):
     assert not_a_folder.read_text() == 'a file'
     assert main(['cards', '--check', '--out', str(tmp_path / 'missing')]) == 1
     assert 'the folder does not exist' in capsys.readouterr().out and not (tmp_path / 'missing').exists()
+
+
+@pytest.fixture(scope='module')
+def table():
+    return zoo_table()
+
+
+def test_readme_zoo_table_is_up_to_date(table):
+    assert not readme_table_is_stale(README, table), 'the README\'s zoo table is out of date: run `srm-zoo cards`'
+
+
+def test_zoo_table_follows_the_catalogue_and_the_manifest(table):
+    rows = {line.split(' | ')[0][2:].strip('`'): line.split(' | ')[1:] for line in table.splitlines()[2:]}
+    assert list(rows) == list(CATALOGUE)
+    r50 = rows['srm_resnet50']
+    # SRM adds cfc (C x 2) and a BatchNorm's weight and bias to each block of 256, 512, 1024, 2048 channels
+    assert r50[:4] == ['timm `resnet50`', '25,617,448', f'{4 * (3 * 256 + 4 * 512 + 6 * 1024 + 3 * 2048):,}',
+                       '4.09 at 224 px']
+    assert r50[5:] == ['none yet', '77.13 ImageNet-1k (Lee et al., ICCV 2019) |']
+    digits = rows['srm_resnet20_cifar']
+    assert digits[4] == '`cifar10`, `sklearn_digits`'
+    assert digits[5] == ('`sklearn_digits`: embedded in the package, top-1 99.17 on the 360 test images of '
+                         'sklearn-digits')
+
+
+def test_cards_command_writes_and_checks_the_readme_table(generated, table, tmp_path, monkeypatch, capsys):
+    """The table goes between the README's markers, the rest of the README untouched; `--check` reports a stale
+    table; a README without markers is left alone, unless named with --readme (then refused)."""
+    monkeypatch.setattr(cards_module, 'catalogue_cards', lambda: generated)
+    monkeypatch.setattr(cards_cli, 'zoo_table', lambda: table)
+    monkeypatch.chdir(tmp_path)
+    assert main(['cards']) == 0  # no README.md: cards only
+    readme = tmp_path / 'README.md'
+    readme.write_text('# My project\n')
+    assert main(['cards', '--check']) == 0 and readme.read_text() == '# My project\n'
+    assert main(['cards', '--readme', 'README.md']) == 2
+    assert 'no zoo table markers' in capsys.readouterr().err and readme.read_text() == '# My project\n'
+    readme.write_text(f'# zoo\n\n{TABLE_START}\n| stale |\n{TABLE_END}\n\nafter\n')
+    assert main(['cards', '--check']) == 1
+    assert 'the zoo table of README.md' in capsys.readouterr().out
+    assert main(['cards']) == 0
+    assert readme.read_text() == f'# zoo\n\n{TABLE_START}\n{table}\n{TABLE_END}\n\nafter\n'
+    assert main(['cards', '--check']) == 0
