@@ -228,6 +228,35 @@ def test_model_cast_to_bf16(training, reference):
         torch.testing.assert_close(bf16.bn.running_var.double(), srm.bn.running_var, rtol=2e-2, atol=1e-3)
 
 
+def test_float64_parameters_keep_their_precision_on_a_float32_input():
+    """In eval mode SRM's BatchNorm and gate run in float64 for float64 parameters on a float32 input, on both
+    paths (the fast path folded the BatchNorm in float32, and lost three digits of the parameters' gradients
+    where the maps' mean is large against their spread)."""
+    generator = torch.Generator().manual_seed(230)
+    srm = SRM(5).double().eval()
+    with torch.no_grad():
+        for name, tensor in list(srm.named_parameters()) + list(srm.named_buffers()):
+            if name.endswith(('running_var', 'weight')):
+                tensor.copy_(torch.rand(tensor.shape, generator=generator, dtype=torch.float64) + 0.5)
+            elif tensor.is_floating_point():
+                tensor.copy_(torch.randn(tensor.shape, generator=generator, dtype=torch.float64) * 0.5)
+    x32 = (torch.randn(2, 5, 6, 1, generator=generator, dtype=torch.float64) * 2 + 50).float()
+    weights = torch.randn(2, 5, 6, 1, generator=generator, dtype=torch.float64)
+
+    def gradients(inputs, reference):
+        module = copy.deepcopy(srm)
+        with use_reference(reference):
+            out = module(inputs)
+        return torch.autograd.grad((out.double() * weights).sum(), [module.cfc, module.bn.weight, module.bn.bias])
+
+    exact = gradients(x32.double(), True)  # the float32 input's values, in float64 throughout
+    for reference in (True, False):
+        for actual, expected in zip(gradients(x32, reference), exact):
+            scale = expected.abs().max()
+            torch.testing.assert_close(actual / scale, expected / scale, rtol=0, atol=5e-6,
+                                       msg=f'reference path: {reference}')
+
+
 def test_srm_resnet_trains_cast_to_bf16():
     model = timm.create_model('srm_resnet20_cifar', num_classes=4).to(torch.bfloat16).train()
     loss = model(torch.randn(2, 3, 16, 16, dtype=torch.bfloat16)).float().logsumexp(-1).mean()

@@ -51,6 +51,53 @@ def test_kernels_take_cpu_tensors_here():
     assert not srm_kernels.applies(torch.zeros(1, 2, 4, 4)[:, :, ::2])  # H and W do not flatten
 
 
+def _views_with_gaps_or_overlaps():
+    """Inputs whose H and W flatten into one axis but whose memory has gaps or overlaps: the kernels write
+    their outputs at the input's strides, so they must not take them."""
+    generator = torch.Generator().manual_seed(0)
+    full = torch.randn(2, 8, 3, 5, dtype=torch.float64, generator=generator)
+    single = torch.randn(1, 4, 3, 5, dtype=torch.float64, generator=generator)
+    return {'channel chunk': full.chunk(2, dim=1)[0], 'expanded batch': single.expand(2, 4, 3, 5),
+            'channels_last chunk': full.contiguous(memory_format=torch.channels_last)[:, 4:]}
+
+
+@pytest.mark.parametrize('kind', ['channel chunk', 'expanded batch', 'channels_last chunk'])
+@pytest.mark.parametrize('training', [False, True])
+def test_views_with_gaps_or_overlaps_match_the_reference(kind, training):
+    x = _views_with_gaps_or_overlaps()[kind]
+    assert not srm_kernels.applies(x)
+    shortcut = _views_with_gaps_or_overlaps()[kind].flip(0)  # the same layout, other values
+    srm = randomize_srm_(SRM(4).double(), torch.Generator().manual_seed(1)).train(training)
+    results = []
+    for reference in (True, False):
+        leaf = x.detach().requires_grad_(True)
+        module = copy.deepcopy(srm)
+        with use_reference(reference):
+            out, gated = module(leaf, shortcut), module(leaf)
+        (out.square().sum() + gated.sum()).backward()
+        results.append((out, gated, leaf.grad, module.cfc.grad, *module.buffers()))
+    for actual, expected in zip(results[1], results[0]):
+        torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize('training', [False, True])
+def test_block_tail_of_mixed_dtypes_takes_the_promoted_dtype(training):
+    """A float32 convolution output with a float64 shortcut gives a float64 tail, as the reference's
+    ``relu(srm(bn(y)) + shortcut)`` does (the kernels, which write in ``y``'s dtype, do not take it)."""
+    block = randomize_(SRMBottleneck(8, 2, attn_layer=SRM)).train(training)
+    y = torch.randn(2, 8, 3, 3) * 2 + 1
+    shortcut = torch.randn(2, 8, 3, 3, dtype=torch.float64)
+    fresh = copy.deepcopy(block)
+    with torch.no_grad():
+        out = block.se.forward_after_norm(block.bn3, y, shortcut)
+        with use_reference(True):
+            expected = fresh.se(fresh.bn3(y), shortcut)
+    assert out.dtype == expected.dtype == torch.float64
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    for actual, reference in zip(block.buffers(), fresh.buffers()):
+        torch.testing.assert_close(actual, reference, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize('shape', SHAPES)
 @pytest.mark.parametrize('channels_last', [False, True])
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32, torch.bfloat16])

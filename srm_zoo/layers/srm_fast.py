@@ -205,14 +205,18 @@ _POOLED_STYLES = {'mean_std': (0, 1), 'mean': (0,), 'std': (1,)}
 def _gate_from_styles(srm: nn.Module, mean: torch.Tensor, std: torch.Tensor,
                       factors: Tuple[float, float] = (1.0, 1.0)) -> torch.Tensor:
     """SRM's gate from the (N, C) style statistics of its input, ``mean * factors[0]`` and
-    ``std * factors[1]``. With running statistics SRM's BatchNorm is folded into the weights, unless hooks
-    expect it to run."""
+    ``std * factors[1]``, in their dtype or the wider one of SRM's parameters (as the reference runs SRM's
+    BatchNorm). With running statistics SRM's BatchNorm is folded into the weights, unless hooks expect it
+    to run."""
+    dtype = torch.promote_types(mean.dtype, srm.cfc.dtype)
+    if dtype != mean.dtype:
+        mean, std = mean.to(dtype), std.to(dtype)
     styles = (mean, std)
-    weights = srm.cfc.to(mean.dtype)
+    weights = srm.cfc.to(dtype)
     bn = srm.bn
     running = _uses_running_statistics(bn) and not has_hooks(bn)  # a hooked BatchNorm runs as a module
     if running:
-        scale, z = (t.to(mean.dtype) for t in _affine(bn, bn.running_mean, bn.running_var))
+        scale, z = (t.to(dtype) for t in _affine(bn, bn.running_mean, bn.running_var))
         weights = weights * scale[:, None]
     else:
         z = mean.new_zeros(())
@@ -430,7 +434,8 @@ def norm_gate_residual_relu(norm: nn.Module, srm: nn.Module, y: torch.Tensor, sh
     gate is one Triton kernel; elsewhere the gate is differentiable PyTorch ops over (N, C) tensors
     between the two passes.
     """
-    on_triton = srm_kernels.applies(y) and y.shape == shortcut.shape
+    # the kernels write in y's dtype: a shortcut of another dtype takes PyTorch's promotion below
+    on_triton = srm_kernels.applies(y) and y.shape == shortcut.shape and y.dtype == shortcut.dtype
     if shortcut_norm is not None:
         if on_triton and _takes_folded_kernel(norm, srm, y, shortcut, shortcut_norm):
             return _folded_kernel_tail(norm, srm, y, shortcut, shortcut_norm)

@@ -36,23 +36,24 @@ def available() -> bool:
     return triton is not None
 
 
-def _map_strides(shape: Tuple[int, ...], strides: Tuple[int, ...]) -> Optional[Tuple[int, int, int]]:
-    """(sample, channel, spatial) strides of a tensor of ``shape`` and ``strides`` where H and W flatten
-    into one strided axis."""
-    _, _, height, width = shape
+def _map_strides(shape: Tuple[int, ...], strides: Tuple[int, ...]) -> Tuple[int, int, int]:
+    """(sample, channel, spatial) strides of a contiguous or channels_last tensor of ``shape`` and ``strides``,
+    whose H and W flatten into one strided axis."""
+    _, _, _, width = shape
     s_n, s_c, s_h, s_w = strides
-    if height > 1 and width > 1 and s_h != width * s_w:
-        return None
     return s_n, s_c, (s_w if width > 1 else s_h)
 
 
 def applies(x: torch.Tensor) -> bool:
-    """Whether the kernels take ``x``: a 4-d floating tensor on CUDA (or on the CPU in interpreter tests)."""
+    """Whether the kernels take ``x``: a 4-d floating tensor on CUDA (or on the CPU in interpreter tests),
+    contiguous or channels_last (the kernels write their outputs, made with ``torch.empty_like``, at ``x``'s
+    strides: a view with gaps between its values, such as a chunk of channels, or an expanded tensor would
+    have them write outside those outputs)."""
     if triton is None or x.dim() != 4 or x.dtype not in _DTYPES or x.numel() == 0:
         return False
     if not x.is_cuda and not (_ON_CPU_FOR_TESTS and x.device.type == 'cpu'):
         return False
-    return _map_strides(x.shape, x.stride()) is not None
+    return x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
 
 
 def same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
