@@ -202,3 +202,21 @@ def test_shortcut_form_without_autograd_matches_the_reference_and_spares_what_it
         srm(x, shortcut)
     held, copy = seen[0]
     assert torch.equal(held, copy)
+
+
+def test_shortcut_form_without_autograd_takes_inference_tensors_and_a_shortcut_sharing_x():
+    """An ``x`` made under ``torch.inference_mode`` cannot be written outside it, and a shortcut that is a view
+    of ``x`` with other strides would change while being read: both give the reference's result, ``x`` intact."""
+    srm = random_srm(4).eval()
+    with torch.inference_mode():
+        frozen_x, frozen_shortcut = torch.randn(2, 4, 3, 3, dtype=torch.float64), torch.randn(2, 4, 3, 3,
+                                                                                        dtype=torch.float64)
+    square = torch.randn(2, 4, 3, 3, dtype=torch.float64)
+    for x, shortcut in ((frozen_x, frozen_shortcut), (square, square.transpose(2, 3))):
+        before = x.clone()
+        with torch.no_grad():
+            out = srm(x, shortcut)
+            with use_reference(True):
+                expected = srm(before, before.transpose(2, 3) if shortcut._base is x else shortcut)
+        torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+        assert torch.equal(x, before)

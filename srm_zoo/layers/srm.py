@@ -173,7 +173,8 @@ class SRM(nn.Module):
 
         The second form is a residual block's SRM, add and ReLU in one call, which the fast path
         fuses into a single pass; without autograd, and without hooks on this SRM, it may write the result
-        into ``x`` (a dense tensor of the result's dtype), as timm's blocks add their shortcut in place.
+        into ``x`` (a dense tensor of the result's dtype that no other tensor or the shortcut shares), as
+        timm's blocks add their shortcut in place.
         ``x`` must be (N, C, H, W) and ``shortcut`` of its shape.
         """
         if torch.jit.is_scripting():

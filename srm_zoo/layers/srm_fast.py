@@ -227,13 +227,27 @@ def _gate_from_styles(srm: nn.Module, mean: torch.Tensor, std: torch.Tensor,
     return torch.sigmoid(bn(z[:, :, None, None].to(srm.cfc.dtype)).flatten(1))
 
 
+def _writable(x: torch.Tensor, shortcut: torch.Tensor, overwrite: bool) -> bool:
+    """Whether ``relu(x * gate + shortcut)`` may be written into ``x``: asked to (``overwrite``), of the result's
+    dtype, dense, not a view (it would write into another tensor), not an inference tensor outside inference
+    mode, and not sharing memory with ``shortcut`` (which the write would change while reading it). Never under
+    ``torch.compile``, whose compiler plans the buffers itself."""
+    if torch.compiler.is_compiling() or not (overwrite and x.dtype == shortcut.dtype and x._base is None):
+        return False
+    if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
+        return False
+    if x.is_inference() and not torch.is_inference_mode_enabled():
+        return False
+    return x.untyped_storage().data_ptr() != shortcut.untyped_storage().data_ptr()
+
+
 def gate_residual_relu(x: torch.Tensor, gate: torch.Tensor, shortcut: torch.Tensor,
                        bias: Optional[torch.Tensor] = None, overwrite: bool = True) -> torch.Tensor:
     """``relu(x * gate + bias + shortcut)`` with (N, C) ``gate`` and ``bias``, in the dtype PyTorch promotes
     ``x`` and ``shortcut`` to.
 
     Without autograd, and with ``overwrite``, the result may be written into ``x`` (as the residual add of
-    timm's blocks does), where ``x`` is a dense tensor of the result's dtype and not a view of another.
+    timm's blocks does), where :func:`_writable` allows it.
     """
     same_dtype = x.dtype == shortcut.dtype
     if same_dtype and srm_kernels.applies(x) and srm_kernels.same_layout(x, shortcut):
@@ -243,9 +257,8 @@ def gate_residual_relu(x: torch.Tensor, gate: torch.Tensor, shortcut: torch.Tens
         out = torch.addcmul(bias[:, :, None, None], x, gate[:, :, None, None]).add_(shortcut).relu_()
         return out.to(torch.result_type(x, shortcut))
     scale = gate.to(x.dtype)[:, :, None, None]
-    dense = x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
-    writable = overwrite and same_dtype and dense and x._base is None  # not a view: it would write into another
-    if not writable or _needs_grad(x, gate, shortcut) or (bias is not None and bias.requires_grad):
+    if not _writable(x, shortcut, overwrite) or _needs_grad(x, gate, shortcut) or (
+            bias is not None and bias.requires_grad):
         out = torch.addcmul(shortcut, x, scale)
         return torch.relu(out if bias is None else out + bias.to(x.dtype)[:, :, None, None])
     out = torch.addcmul(shortcut, x, scale, out=x)
