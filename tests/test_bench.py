@@ -296,6 +296,21 @@ def test_gpu_check_transforms_pass_and_fail_where_the_fast_path_would_take_them(
     assert broken and not any(r['passed'] for r in broken), broken
 
 
+def test_gpu_check_layouts_pass_on_the_cpu_path_and_fail_on_a_wrong_gate(monkeypatch):
+    """The GPU check of inputs the kernels leave to PyTorch (views with gaps, an expanded tensor, a float64
+    shortcut) passes here; with the style deviation 1% off every case fails."""
+    from srm_zoo.benchmark import gpu_check
+    from srm_zoo.layers import srm_fast
+
+    results = gpu_check.run_checks(torch.device('cpu'), groups=(gpu_check.layout_checks,))
+    assert len(results) == 4 and all(r['passed'] for r in results), results
+    assert all(r['output'] < 1e-5 for r in results)
+    sqrt = srm_fast._sqrt
+    monkeypatch.setattr(srm_fast, '_sqrt', lambda t: sqrt(t) * 1.01)
+    broken = gpu_check.run_checks(torch.device('cpu'), groups=(gpu_check.layout_checks,))
+    assert not any(r['passed'] for r in broken), broken
+
+
 def test_gpu_check_tail_repeat_tells_a_tail_that_varies_between_runs():
     """The GPU check's repeat comparison: 0 for an SRM block's tail run twice (here on the CPU fast
     path), a difference for a tail that varies between runs (stochastic depth in training)."""

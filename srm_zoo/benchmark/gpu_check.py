@@ -358,6 +358,55 @@ def transform_checks(device: torch.device) -> List[Dict[str, Any]]:
     return results
 
 
+def _srm_results(srm: torch.nn.Module, x: torch.Tensor, shortcut: torch.Tensor, reference: bool
+                 ) -> Tuple[torch.Tensor, ...]:
+    """``srm(x, shortcut)`` of a copy of ``srm`` in training, and the input and ``cfc`` gradients of its squared sum."""
+    module = copy.deepcopy(srm).train()
+    leaf = x.detach().requires_grad_(True)
+    with use_reference(reference):
+        out = module(leaf, shortcut)
+    out.square().sum().backward()
+    return out, leaf.grad, module.cfc.grad
+
+
+def layout_errors(srm: torch.nn.Module, x: torch.Tensor, shortcut: torch.Tensor) -> Dict[str, float]:
+    """Relative errors of SRM's output ``srm(x, shortcut)`` in training, and of its input and ``cfc`` gradients,
+    against a float64 copy on the reference path: on the fast path, and (``reference_*``) on the reference path."""
+    expected = _srm_results(copy.deepcopy(srm).double(), x.double(), shortcut.double(), reference=True)
+    errors = {}
+    for prefix, reference in (('', False), ('reference_', True)):
+        actual = _srm_results(srm, x, shortcut, reference)
+        errors.update({f'{prefix}{name}': _norm_rel_err(a, e) for name, a, e in
+                       zip(('output', 'input_grad', 'cfc_grad'), actual, expected)})
+    return errors
+
+
+def layout_checks(device: torch.device) -> List[Dict[str, Any]]:
+    """SRM on inputs the kernels leave to PyTorch (a chunk of channels, one channel expanded to all, a chunk
+    of a channels_last tensor), and a bottleneck's tail whose shortcut is float64 (the result is float64): the fast
+    path against the reference, float32."""
+    block, srm, x, shortcut = _small_block_and_srm(device, channels_last=False, batch_size=8)
+    wide = torch.cat([x, shortcut], dim=1)
+    inputs = {'a chunk of channels': wide[:, :64], 'an expanded channel': x[:, :1].expand(x.shape),
+              'a chunk of a channels_last tensor': wide.contiguous(memory_format=torch.channels_last)[:, 64:]}
+    results = []
+    for name, view in inputs.items():
+        errors = layout_errors(srm, view, view.flip(0))
+        passed = all(_within(errors[k], errors[f'reference_{k}'], 1e-5) for k in ('output', 'input_grad', 'cfc_grad'))
+        results.append(dict(check=f'SRM on {name}', tolerance=1e-5, passed=passed, **errors))
+    block.train()
+    y, wide_shortcut = block.conv3(block.conv1(x)).detach(), shortcut.double()
+    fresh = copy.deepcopy(block)
+    with torch.no_grad():
+        out = block.se.forward_after_norm(block.bn3, y, wide_shortcut)
+        with use_reference(True):
+            expected = fresh.se(fresh.bn3(y), wide_shortcut)
+    error = _norm_rel_err(out, expected)
+    results.append(dict(check='block tail with a float64 shortcut', tolerance=1e-5, output=error,
+                        passed=out.dtype == torch.float64 and error <= 1e-5))
+    return results
+
+
 TAIL_SHAPES = ((8, 256, 56, 56), (8, 512, 28, 28), (8, 1024, 14, 14), (8, 2048, 7, 7), (3, 132, 9, 9), (5, 300, 1, 1))
 
 
@@ -568,7 +617,7 @@ def exact_float32():
 
 
 CHECK_GROUPS = (kernel_checks, inference_tail_checks, tail_checks, second_derivative_checks, transform_checks,
-                repeat_checks, model_checks, compiled_training_checks)
+                layout_checks, repeat_checks, model_checks, compiled_training_checks)
 
 
 def run_checks(device: torch.device, groups: Sequence[Callable[[torch.device], List[Dict[str, Any]]]] = CHECK_GROUPS
