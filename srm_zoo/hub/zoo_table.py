@@ -19,7 +19,8 @@ TABLE_END = '<!-- end of zoo table -->'
 
 def _published(release: Release) -> str:
     """Where the weights of a release are and what they scored, in one cell."""
-    where = 'embedded in the package' if release.embedded else f'`hf-hub:{release.hf_hub_id}@{release.revision}`'
+    pinned = f'@{release.revision}' if release.revision else ''
+    where = 'embedded in the package' if release.embedded else f'`hf-hub:{release.hf_hub_id}{pinned}`'
     scores = '; '.join(f'top-1 {m.top1:.2f} on the {m.num_images} {m.split} images of '
                        f'{DATASET_NAMES.get(m.dataset, m.dataset)}' for m in release.metrics)
     return f'`{release.tag}`: {where}' + (f', {scores}' if scores else '')
