@@ -20,14 +20,22 @@ def file_format(path: Optional[str], fmt: Optional[str], default: str) -> str:
 
 def check_writable_file(path: str, example: str, what: str = '') -> Path:
     """Refuse a file that cannot be written: a folder (``example`` names a file to write in it), a path in a
-    missing folder, or one without write permission; ``what`` (e.g. ``'results to '``) says what is written.
-    For files written whole after the work, checked before it, so that none is lost."""
+    missing folder (a link is followed to where it leads), a path under a file, or one without write permission;
+    ``what`` (e.g. ``'results to '``) says what is written. For files written whole after the work, checked
+    before it, so that none is lost."""
+    if not str(path):
+        raise UserError(f'Cannot write {what}an empty path: name a file, e.g. {example}.')
     target = Path(path)
-    if target.is_dir():
+    resolved = target.resolve()  # where a link leads: that file is written
+    if resolved.is_dir():
         raise UserError(f'Cannot write {what}{path}: it is a folder; name a file in it, e.g. {target / example}.')
-    if not target.parent.is_dir():
-        raise UserError(f'Cannot write {what}{path}: folder {target.parent} does not exist.')
-    if not os.access(target if target.exists() else target.parent, os.W_OK):
+    blocker = _blocking_file(resolved)
+    if blocker is not None:
+        raise UserError(f'Cannot write {what}{path}: {blocker} is a file, not a folder.')
+    if not resolved.parent.is_dir():
+        folder = f'it links to {resolved}, whose folder' if target.is_symlink() else f'folder {target.parent}'
+        raise UserError(f'Cannot write {what}{path}: {folder} does not exist.')
+    if not os.access(resolved if resolved.exists() else resolved.parent, os.W_OK):
         raise UserError(f'Cannot write {what}{path}: permission denied.')
     return target
 

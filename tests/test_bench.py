@@ -62,6 +62,11 @@ def test_saved_activation_bytes_leave_out_the_weights():
     is activation memory, the 4 MB weight is the model's own."""
     layer = torch.nn.Linear(1000, 1000)
     assert saved_activation_bytes(layer, torch.randn(1, 1000)) == 4000
+    # under autocast a convolution saves bf16 copies of its input (1 x 3 x 8 x 8) and of its weight (64 x 3 x 3 x 3):
+    # only the input's counts
+    conv = torch.nn.Conv2d(3, 64, 3)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert saved_activation_bytes(conv, torch.randn(1, 3, 8, 8)) == 3 * 8 * 8 * 2
 
 
 def test_bench_round_ratios_pair_each_round_with_the_first_models(tmp_path):
@@ -98,12 +103,18 @@ def test_bench_takes_tags_without_published_weights(tmp_path):
     (['--models', 'resnet18.no_such_tag'], "Unknown pretrained tag 'no_such_tag' for resnet18 (timm knows: a1_in1k"),
     (['--models', 'resnet18', '--results-file', 'missing/bench.csv'], 'folder missing does not exist'),
     (['--models', 'resnet18', '--results-file', '.'], 'it is a folder; name a file in it, e.g. bench.csv'),
+    (['--models', 'resnet18', '--results-file', 'afile/bench.csv'], 'afile is a file, not a folder'),
+    (['--models', 'resnet18', '--results-file', 'dangling.csv'], 'bench.csv, whose folder does not exist'),
+    (['--models', 'resnet18', '--results-file', ''], 'Cannot write results to an empty path'),
+    (['--models', 'resnet18', '--results-format', 'json'], 'give --results-file too'),
 ])
 def test_bench_errors_are_one_paragraph(args, message, capsys, tmp_path, monkeypatch):
     """Bad input is refused before any model runs (a results file that cannot be written included)."""
     if 'cuda:0' in args and torch.cuda.is_available():
         pytest.skip('a CUDA device is present')
     monkeypatch.chdir(tmp_path)
+    (tmp_path / 'afile').write_text('a file')
+    (tmp_path / 'dangling.csv').symlink_to(tmp_path / 'missing' / 'bench.csv')  # written through, after the rounds
     assert main(['bench', *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith('srm-zoo bench: error:') and message in err and len(err.strip().splitlines()) == 1
@@ -371,6 +382,15 @@ def test_gpu_check_fastest_tails_follow_the_tails_benchmark():
     assert launch.takes_one_pass is rule
     with pytest.raises(ValueError, match='tails before it'):
         gpu_check._benchmark_rows('compile-fastest-tails', torch.device('cpu'), 1, 1)
+
+
+@pytest.mark.parametrize('flag', ['--rounds', '--steps'])
+def test_gpu_check_refuses_numbers_out_of_range_at_once(flag, capsys):
+    """``--rounds 0`` or ``--steps 0`` is an argparse error, not a failure of every benchmark after the checks."""
+    from srm_zoo.benchmark import gpu_check
+    with pytest.raises(SystemExit) as exit_info:
+        gpu_check.main([flag, '0'])
+    assert exit_info.value.code == 2 and f'argument {flag}' in capsys.readouterr().err
 
 
 @pytest.mark.parametrize('benchmarks', ['compile-fastest-tails', 'compile-fastest-tails,tails'])

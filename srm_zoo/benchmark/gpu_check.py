@@ -43,6 +43,7 @@ import torch
 import torch.autograd.forward_ad as forward_ad
 
 from ..cli._output import write_rows
+from ..cli._types import positive_int
 from ..layers import SRM, srm_kernels, style_pool, use_reference
 from ..layers.srm_fast import running_norm_state
 from ..layers.srm_kernels import launch
@@ -711,8 +712,8 @@ def _benchmark_rows(name: str, device: torch.device, rounds: int, steps: int,
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog='python -m srm_zoo.benchmark.gpu_check', description=__doc__.split('\n\n')[0])
     parser.add_argument('--out', default='gpu_results', help='folder for checks.json, CSVs and speed_table.md')
-    parser.add_argument('--rounds', type=int, default=5, help='interleaved rounds per benchmark')
-    parser.add_argument('--steps', type=int, default=20, help='timed steps per model and round')
+    parser.add_argument('--rounds', type=positive_int, default=5, help='interleaved rounds per benchmark')
+    parser.add_argument('--steps', type=positive_int, default=20, help='timed steps per model and round')
     known = [*KERNEL_BENCHMARKS, *BENCHMARKS]
     parser.add_argument('--benchmarks', default=','.join(known),
                         help=f'comma-separated benchmarks to run after the checks, of {", ".join(known)} '

@@ -4,6 +4,7 @@ import sys
 
 from ..benchmark import BenchConfig, run_benchmark
 from ..compiling import COMPILE_MODES
+from ..errors import UserError
 from ._help import DefaultsHelpFormatter
 from ..paths import check_writable_file, file_format
 from ._output import write_rows
@@ -21,13 +22,15 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, img_size=args.img_size, rounds=args.rounds, steps=args.steps,
         warmup_steps=args.warmup_steps, reference=args.reference, threads=args.threads,
         profile_steps=args.profile_steps)
+    if args.results_format and args.results_file is None:
+        raise UserError('--results-format says how --results-file is written: give --results-file too.')
     fmt = file_format(args.results_file, args.results_format, 'csv')
-    if args.results_file:
+    if args.results_file is not None:
         check_writable_file(args.results_file, f'bench.{fmt}', 'results to ')  # before the rounds, not after
     rows = run_benchmark(config)
     columns = [c.format(m=args.mode) for c in SUMMARY_COLUMNS]
     write_rows([{c: row[c] for c in columns} for row in rows], 'table', stream=sys.stdout)
-    if args.results_file:
+    if args.results_file is not None:
         write_rows(rows, fmt, args.results_file)
     return 0
 

@@ -253,9 +253,10 @@ def gate_residual_relu(x: torch.Tensor, gate: torch.Tensor, shortcut: torch.Tens
     if same_dtype and srm_kernels.applies(x) and srm_kernels.same_layout(x, shortcut):
         return srm_kernels.affine_residual_relu(x, gate, torch.zeros_like(gate) if bias is None else bias, shortcut)
     if bias is not None and x.element_size() < 4:
-        # with a norm folded in, x * gate * a and gate * b nearly cancel: keep float32 until the end
-        out = torch.addcmul(bias[:, :, None, None], x, gate[:, :, None, None]).add_(shortcut).relu_()
-        return out.to(torch.result_type(x, shortcut))
+        # with a norm folded in, x * gate * a and gate * b nearly cancel: keep float32 until the sum, then
+        # round (the ReLU after rounding gives the same values, and autograd keeps its output in x's dtype)
+        out = torch.addcmul(bias[:, :, None, None], x, gate[:, :, None, None]).add_(shortcut)
+        return out.to(torch.result_type(x, shortcut)).relu_()
     scale = gate.to(x.dtype)[:, :, None, None]
     if not _writable(x, shortcut, overwrite) or _needs_grad(x, gate, shortcut) or (
             bias is not None and bias.requires_grad):
