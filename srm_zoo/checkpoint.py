@@ -49,12 +49,14 @@ EMA_KEYS = ('state_dict_ema', 'model_ema', 'ema')
 @dataclass(frozen=True)
 class CheckpointWeights:
     """The weights a checkpoint file holds: plain and EMA state dicts (cleaned of DDP/compile prefixes), and
-    the ``srm-zoo train`` settings of a training checkpoint and the epochs it had completed."""
+    the ``srm-zoo train`` settings of a training checkpoint, the epochs it had completed and the preprocessing
+    its evaluations used (timm's data config: input size, interpolation, mean, std, crop)."""
     path: Path
     model: Optional[Dict[str, torch.Tensor]]
     ema: Optional[Dict[str, torch.Tensor]] = None
     train_config: Optional[Dict[str, Any]] = None
     epochs_trained: Optional[int] = None
+    data_config: Optional[Dict[str, Any]] = None
 
     def weights(self, use_ema: bool = False) -> Dict[str, torch.Tensor]:
         """The EMA weights with ``use_ema``, the plain weights otherwise; a :class:`UserError` when absent."""
@@ -87,8 +89,10 @@ def read_checkpoint(path: Union[str, Path]) -> CheckpointWeights:
         return CheckpointWeights(path, _state_dict(checkpoint))
     config = checkpoint.get('config')
     train_config = config if 'epoch' in checkpoint and isinstance(config, dict) else None
+    trained = train_config is not None
+    data_config = checkpoint.get('data_config') if trained and isinstance(checkpoint.get('data_config'), dict) else None
     return CheckpointWeights(path, _first_state_dict(checkpoint, MODEL_KEYS), _first_state_dict(checkpoint, EMA_KEYS),
-                             train_config, checkpoint['epoch'] if train_config is not None else None)
+                             train_config, checkpoint['epoch'] if trained else None, data_config)
 
 
 def read_state_dict(path: Union[str, Path], use_ema: bool = False) -> Dict[str, torch.Tensor]:

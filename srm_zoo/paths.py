@@ -57,11 +57,15 @@ def check_output_file(path: Union[str, Path], flag: str) -> Path:
 
 
 def check_output_dir(path: Union[str, Path], flag: str) -> Path:
-    """Refuse an output folder path that names a file or lies under a file; returns it as a Path."""
+    """Refuse an output folder path that names a file, lies under a file, or cannot be written (the folder, or
+    the nearest folder above it that exists, without write permission); returns it as a Path."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f'{flag} {str(path)!r} is a file; name a folder to write into.')
     blocker = _blocking_file(path)
     if blocker is not None:
         raise UserError(f'{flag} {str(path)!r} cannot be created: {str(blocker)!r} is a file, not a folder.')
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f'{flag} {str(path)!r} cannot be written: permission denied on {str(existing)!r}.')
     return path

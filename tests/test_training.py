@@ -41,11 +41,14 @@ def _train_args(data, output, *extra):
 
 
 def _eval_checkpoint(data, checkpoint, results, *extra):
-    """``srm-zoo eval`` of a training checkpoint of the 2-class tiny model on the validation images."""
+    """``srm-zoo eval`` of a training checkpoint of the 2-class tiny model on the validation images (at the run's
+    --img-size 16, which the checkpoint records: the model's own is 32)."""
     assert main(['eval', '--model', 'srm_resnet20_cifar', '--checkpoint', str(checkpoint), '--num-classes', '2',
-                 '--data', str(data), '--split', 'validation', '--img-size', '16', '--workers', '0',
+                 '--data', str(data), '--split', 'validation', '--workers', '0',
                  '--device', 'cpu', '--results-file', str(results), *extra]) == 0
-    return json.loads(Path(results).read_text())
+    result = json.loads(Path(results).read_text())
+    assert result['img_size'] == 16
+    return result
 
 
 def _assert_logged_metrics_are_the_checkpoints(row, prefix, result):
@@ -151,6 +154,34 @@ def test_output_is_never_overwritten_and_resume_checks_settings_and_classes(tiny
     (tmp_path / 'afile').write_text('')
     assert main(_train_args(tiny_folder / 'nowhere', tmp_path / 'afile', *args)) == 2  # checked before the data
     assert "--output '" in capsys.readouterr().err
+
+
+def test_data_without_class_folders_seeds_out_of_range_and_unwritable_outputs_are_refused(tiny_folder, tmp_path,
+                                                                                          capsys):
+    """Images directly in a split folder (timm labels them class '') or a split of one class would train a
+    model whose loss is 0 and top-1 100%; a seed numpy cannot take, and an output folder the system refuses,
+    gave tracebacks: each is one line and a non-zero status, and nothing is written."""
+    flat, single = tmp_path / 'flat', tmp_path / 'single'
+    for split in ('train', 'validation'):
+        (flat / split).mkdir(parents=True)
+        for image in (tiny_folder / split).glob('*/*.png'):
+            shutil.copy(image, flat / split / f'{image.parent.name}{image.name}')
+        shutil.copytree(tiny_folder / split / 'a', single / split / 'a')
+    assert main(_train_args(flat, tmp_path / 'out', '--recipe', 'digits')) == 2
+    assert f"Split 'train' has images directly in {flat / 'train'}: training needs one folder per class" in \
+        capsys.readouterr().err
+    assert main(_train_args(single, tmp_path / 'out', '--recipe', 'digits')) == 2
+    assert "has one class (a): training needs two or more." in capsys.readouterr().err
+    for value in ('-1', str(2 ** 32)):
+        with pytest.raises(SystemExit) as exit_info:
+            main(_train_args(tiny_folder, tmp_path / 'out', '--seed', value))
+        assert exit_info.value.code == 2 and "is not a seed from 0 to 2**32 - 1" in capsys.readouterr().err
+    assert not (tmp_path / 'out').exists()
+    unwritable = Path('/proc/srm-zoo-test-output')  # no process may create a folder there
+    status = main(_train_args(tiny_folder, unwritable, '--recipe', 'digits', '--epochs', '1'))
+    err = capsys.readouterr().err
+    assert status in (1, 2) and str(unwritable) in err and len(err.strip().splitlines()) == 1, err
+    assert not unwritable.exists()
 
 
 def test_torchrun_two_cpu_processes_leave_one_complete_checkpoint(tiny_folder, tmp_path):
@@ -298,13 +329,16 @@ def test_attention_kwargs_survive_json(name):
 
 
 def test_the_run_model_config_describes_the_trained_model(tiny_folder, tmp_path):
-    assert main(_train_args(tiny_folder, tmp_path, '--recipe', 'digits', '--epochs', '1')) == 0  # --img-size 16
+    """The exported model's config holds the run's preprocessing and classes; a tagged name gave only its tag's
+    preprocessing, not its description of other weights."""
+    assert main(_train_args(tiny_folder, tmp_path, '--recipe', 'digits', '--epochs', '1',  # --img-size 16
+                            '--model', 'srm_resnet20_cifar.sklearn_digits')) == 0
     config = json.loads((tmp_path / 'model' / 'config.json').read_text())
     cfg = config['pretrained_cfg']
     assert cfg['input_size'] == [3, 16, 16]  # the model's pretrained cfg says 32
     data_config = load_checkpoint(tmp_path / CHECKPOINT_NAME)['data_config']
     assert (cfg['mean'], cfg['std']) == (list(data_config['mean']), list(data_config['std']))
-    assert not {'tag', 'description', 'notes'} & cfg.keys()  # untagged: no sklearn_digits description
+    assert not {'tag', 'description', 'notes'} & cfg.keys()  # the run's weights: no sklearn_digits description
     assert config['label_names'] == ['a', 'b']
     modes = {name: (tmp_path / 'model' / name).stat().st_mode for name in ('model.safetensors', 'config.json')}
     assert modes['model.safetensors'] == modes['config.json']  # not safetensors' own 0o600

@@ -33,8 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run ``srm-zoo``; a :class:`UserError` becomes one message on stderr and exit status 2, and a reader
-    that closes the output pipe early (``| head``) ends the command quietly with status 1."""
+    """Run ``srm-zoo``; a :class:`UserError` becomes one message on stderr and exit status 2, an ``OSError``
+    (the system refusing a read or write) one message and status 1, and a reader that closes the output pipe
+    early (``| head``) ends the command quietly with status 1."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -47,6 +48,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except UserError as error:
         print(f'srm-zoo {args.command}: error: {error}', file=sys.stderr)
         return 2
+    except OSError as error:  # the system refused a read or write (permissions, a full disk): one line, no traceback
+        print(f'srm-zoo {args.command}: error: {error}', file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f'srm-zoo {args.command}: interrupted', file=sys.stderr)
         return 130

@@ -6,7 +6,7 @@ from ..compiling import COMPILE_MODES
 from ..training import ATTENTIONS, RECIPES, TrainConfig, train
 from ._help import DefaultsHelpFormatter
 from ._output import write_rows
-from ._types import non_negative_int, positive_float, positive_int
+from ._types import non_negative_int, positive_float, positive_int, random_seed
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,7 +54,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument('--grad-accum', type=positive_int, default=1,
                         help="batches accumulated per optimiser step (an epoch's last, incomplete group averages over the "
                         'batches it has)')
-    parser.add_argument('--seed', type=int, default=0, help='random seed')
+    parser.add_argument('--seed', type=random_seed, default=0, help='random seed (each process adds its rank)')
     parser.add_argument('--attention', choices=ATTENTIONS, default='srm',
                         help='block attention: SRM, or the SE / plain counterpart for comparisons')
     parser.add_argument('--img-size', type=positive_int, default=None,

@@ -39,10 +39,18 @@ def load_split(root: str, split: str, is_training: bool):
     return dataset
 
 
-def class_names(dataset) -> List[str]:
-    """Class folder names in label order."""
+def class_names(dataset, split: str) -> List[str]:
+    """Class folder names in label order; a :class:`UserError` for images directly in the split's folder (timm
+    would give them a class named '') and for a split of one class (its loss is 0 and its accuracy 100%)."""
     class_to_idx: Dict[str, int] = dataset.reader.class_to_idx
-    return [name for name, _ in sorted(class_to_idx.items(), key=lambda item: item[1])]
+    names = [name for name, _ in sorted(class_to_idx.items(), key=lambda item: item[1])]
+    root = dataset.reader.root
+    if '' in names:
+        raise UserError(f'Split {split!r} has images directly in {root}: training needs one folder per class, '
+                        f'{root}/<class>/<image>.')
+    if len(names) < 2:
+        raise UserError(f'Split {split!r} under {root} has one class ({names[0]}): training needs two or more.')
+    return names
 
 
 def split_images(dataset, split: str) -> EvalImages:

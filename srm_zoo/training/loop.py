@@ -93,7 +93,7 @@ class _Run:
         self.output = Path(config.output)
         self.checkpoint_path = self.output / CHECKPOINT_NAME
         resumed = self._read_resume_checkpoint()
-        self._seed(config.seed + ctx.rank)
+        self._seed((config.seed + ctx.rank) % 2 ** 32)  # numpy takes seeds below 2**32
 
         self.class_names, self.train_images, self.val_images = self._load_data(resumed)
         self.batch_size = config.batch_size if config.batch_size is not None else \
@@ -165,8 +165,8 @@ class _Run:
         config = self.config
         train_set = load_split(config.data, config.train_split, is_training=True)
         val_set = load_split(config.data, config.val_split, is_training=False)
-        names = class_names(train_set)
-        if class_names(val_set) != names:
+        names = class_names(train_set, config.train_split)
+        if class_names(val_set, config.val_split) != names:
             raise UserError(f'The classes of split {config.val_split!r} differ from those of {config.train_split!r}.')
         if resumed is not None:
             _check_resumed_classes(names, list(resumed.get('class_names') or []), config.train_split)
@@ -355,8 +355,8 @@ class _Run:
     def _export(self) -> None:
         model = self.ema.module if self.ema is not None else self.model
         model.to(memory_format=torch.contiguous_format)  # safetensors stores contiguous tensors only
-        if '.' not in self.config.model:  # untagged: no weight tag's description applies to this run's weights
-            model.pretrained_cfg = {k: v for k, v in model.pretrained_cfg.items() if k not in _TAG_FIELDS}
+        # no weight tag's description applies to this run's weights (a tagged name gave only its preprocessing)
+        model.pretrained_cfg = {k: v for k, v in model.pretrained_cfg.items() if k not in _TAG_FIELDS}
         model_args = attention_kwargs(self.config.model, self.config.attention) or None
         save_hf_folder(model, str(self.output / 'model'), model_args=model_args,
                        model_config=dict(label_names=self.class_names), data_config=dict(self.data_config))
