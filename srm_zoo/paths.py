@@ -5,7 +5,7 @@ from typing import Optional, Union
 
 from .errors import UserError
 
-__all__ = ['file_format', 'check_writable_file', 'check_output_file', 'check_output_dir']
+__all__ = ['file_format', 'check_results_format', 'check_writable_file', 'check_output_file', 'check_output_dir']
 
 SUFFIX_FORMATS = {'.csv': 'csv', '.json': 'json'}
 """The format a results file's suffix asks for."""
@@ -16,6 +16,12 @@ def file_format(path: Optional[str], fmt: Optional[str], default: str) -> str:
     if fmt:
         return fmt
     return SUFFIX_FORMATS.get(Path(path).suffix.lower(), default) if path else default
+
+
+def check_results_format(results_file: Optional[str], results_format: Optional[str]) -> None:
+    """Refuse a ``--results-format`` without a ``--results-file``, which it would leave unused."""
+    if results_format and results_file is None:
+        raise UserError('--results-format says how --results-file is written: give --results-file too.')
 
 
 def check_writable_file(path: str, example: str, what: str = '') -> Path:

@@ -337,18 +337,20 @@ def test_verify_without_reference_stops_before_evaluating(zoo, tmp_path, capsys)
     ('folder', 'out.json: it is a folder; name a file in it, e.g. '),
     ('no_folder', 'nowhere/out.json: folder '),
     ('other_csv', 'has other columns than the results table (model,img_size,top1,'),
+    ('empty', 'Cannot write results to an empty path'),
+    ('format_only', '--results-format says how --results-file is written: give --results-file too.'),
 ])
 def test_unwritable_results_file_stops_before_evaluating(zoo, tmp_path, capsys, case, message):
     synsets = imagenet_synsets()
     root = place(zoo['files'][:3], [synsets[t] for t in zoo['targets'][:3]], tmp_path / 'val')
     results = {'folder': tmp_path / 'out.json', 'no_folder': tmp_path / 'nowhere' / 'out.json',
-               'other_csv': tmp_path / 'table.csv'}[case]
+               'other_csv': tmp_path / 'table.csv', 'empty': '', 'format_only': None}[case]
     if case == 'folder':
         results.mkdir()
     elif case == 'other_csv':
         results.write_text('a,b\n1,2\n')
-    assert main(['eval', *MODEL_ARGS, '--checkpoint', str(zoo['checkpoint']), '--data', str(root),
-                 '--results-file', str(results)]) == 2
+    output = ['--results-format', 'csv'] if results is None else ['--results-file', str(results)]
+    assert main(['eval', *MODEL_ARGS, '--checkpoint', str(zoo['checkpoint']), '--data', str(root), *output]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count('\n') == 1 and 'eval: batch' not in err
     assert case != 'other_csv' or results.read_text() == 'a,b\n1,2\n'

@@ -165,12 +165,13 @@ def test_cli_list_shows_default_and_weighted_tags(capsys):
 
 
 @pytest.mark.parametrize('target, message', [('missing/zoo.csv', 'does not exist'),
-                                             ('.', 'it is a folder; name a file in it, e.g. ')])
+                                             ('.', 'it is a folder; name a file in it, e.g. '),
+                                             ('', 'an empty path')])
 def test_cli_list_refuses_an_unwritable_results_file_before_any_work(tmp_path, monkeypatch, capsys, target, message):
     def no_work(*args, **kwargs):
         raise AssertionError('model statistics computed before the results file was checked')
     monkeypatch.setattr('srm_zoo.cli.list_models.model_stats', no_work)
-    assert main(['list', 'srm_resnet20*', '--results-file', str(tmp_path / target)]) == 2
+    assert main(['list', 'srm_resnet20*', '--results-file', str(tmp_path / target) if target else '']) == 2
     err = capsys.readouterr().err
     assert err.startswith('srm-zoo list: error: Cannot write') and message in err and err.count('\n') == 1
     assert target != '.' or err.rstrip().endswith('models.csv.')  # a file name its suffix would write

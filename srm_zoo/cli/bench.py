@@ -4,9 +4,8 @@ import sys
 
 from ..benchmark import BenchConfig, run_benchmark
 from ..compiling import COMPILE_MODES
-from ..errors import UserError
 from ._help import DefaultsHelpFormatter
-from ..paths import check_writable_file, file_format
+from ..paths import check_results_format, check_writable_file, file_format
 from ._output import write_rows
 from ._types import non_negative_int, positive_int
 
@@ -22,8 +21,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, img_size=args.img_size, rounds=args.rounds, steps=args.steps,
         warmup_steps=args.warmup_steps, reference=args.reference, threads=args.threads,
         profile_steps=args.profile_steps)
-    if args.results_format and args.results_file is None:
-        raise UserError('--results-format says how --results-file is written: give --results-file too.')
+    check_results_format(args.results_file, args.results_format)
     fmt = file_format(args.results_file, args.results_format, 'csv')
     if args.results_file is not None:
         check_writable_file(args.results_file, f'bench.{fmt}', 'results to ')  # before the rounds, not after

@@ -14,7 +14,7 @@ def run(args: argparse.Namespace) -> int:
     outcome = evaluate(EvalOptions(**{k: v for k, v in vars(args).items() if k in names}))
     if outcome.is_primary:
         print(summary_line(outcome.result))
-        if args.results_file:
+        if args.results_file is not None:
             fmt = write_results(outcome.result, args.results_file, args.results_format)
             print(f'results ({fmt}) written to {args.results_file}')
     return int(outcome.passed is False)

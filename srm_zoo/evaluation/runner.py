@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Subset
 from ..compiling import check_compile_mode, cudagraph_skips, describe_skips, replays_cuda_graphs
 from ..errors import UserError
 from .. import distributed
+from ..paths import check_results_format
 from .data import EvalImageDataset, EvalImages, collate_skipping_bad, load_images
 from .labels import DATASETS, LabelSpace, label_space
 from .metrics import PERCENT_DECIMALS, Counts, score_batch
@@ -213,10 +214,12 @@ def evaluate(options: EvalOptions) -> EvalRun:
 
 
 def _check_results_file(options: EvalOptions, context: distributed.DistContext) -> None:
-    """Refuse an unwritable ``--results-file`` before anything is evaluated. The process that writes it
-    (rank 0) checks it, and every rank stops with its message."""
+    """Refuse an unwritable ``--results-file`` (an empty path included), or a ``--results-format`` without one,
+    before anything is evaluated. The process that writes it (rank 0) checks it, and every rank stops with its
+    message."""
+    check_results_format(options.results_file, options.results_format)
     problem = None
-    if options.results_file and context.is_main:
+    if options.results_file is not None and context.is_main:
         try:
             check_results_file(options.results_file, options.results_format)
         except UserError as error:
