@@ -211,6 +211,16 @@ def test_output_paths_that_cannot_be_written_are_refused_first(tmp_path, capsys,
     assert not any((tmp_path / 'folder').iterdir())
 
 
+@pytest.mark.parametrize('command', ['convert', 'graft'])
+def test_an_unknown_tag_is_refused_before_any_file_is_read(tmp_path, capsys, command):
+    source, out = tmp_path / 'source.pth', tmp_path / 'x.safetensors'  # the source is never read
+    argv = (['convert', 'official', str(source)] if command == 'convert' else ['graft', '--from', str(source)])
+    assert main([*argv, '--model', 'srm_resnet18.bogus', '--out', str(out)]) == 2  # a traceback before
+    err = capsys.readouterr().err
+    assert "srm_resnet18 has no tag 'bogus'; its tags are: official_in1k" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
 def test_written_weights_have_the_default_permissions_and_failures_leave_no_file(tmp_path, monkeypatch):
     umask = os.umask(0o022)
     try:

@@ -457,6 +457,7 @@ def test_flat_imagenet_files_for_a_model_with_its_own_labels(zoo, tmp_path, caps
                         'weights-only checkpoints'),
     ('bad_option', '--crop-pct must be in (0, 1]'),
     ('mode_without_compile', '--compile-mode sets the mode of torch.compile: add --compile.'),
+    ('tolerance_without_verify', '--tolerance says how far --verify lets the figures fall short: add --verify.'),
     ('ema_without_checkpoint', '--use-ema picks the EMA weights of a training checkpoint: add --checkpoint'),
     ('unknown_device', '--device foo: unknown device'),
     ('cuda_without_cuda', '--device cuda: CUDA is not available'),
@@ -497,6 +498,8 @@ def test_bad_model_or_checkpoint(zoo, tmp_path, capsys, monkeypatch, case, messa
         args += ['--model', 'srm_resnet20_cifar.sklearn_digits', '--use-ema']
     elif case == 'mode_without_compile':
         args += ['--model', 'srm_resnet20_cifar', '--compile-mode', 'reduce-overhead']
+    elif case == 'tolerance_without_verify':  # ignored silently before
+        args += ['--model', 'srm_resnet20_cifar.sklearn_digits', '--tolerance', '5']
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and 'Traceback' not in err and '\x1b' not in err and err.count('\n') == 1

@@ -146,6 +146,12 @@ def test_output_is_never_overwritten_and_resume_checks_settings_and_classes(tiny
     assert '--compile-mode sets the mode of torch.compile: add --compile.' in capsys.readouterr().err
     assert main(_train_args(tiny_folder, tmp_path / 'other', *args, '--sync-bn')) == 2  # --device cpu
     assert '--sync-bn synchronises BatchNorm across GPU processes and needs CUDA' in capsys.readouterr().err
+    if not torch.cuda.is_available():  # trained on the CPU before, without a word
+        assert main(_train_args(tiny_folder, tmp_path / 'other', *args, '--device', 'cuda')) == 2
+        assert '--device cuda: CUDA is not available' in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # trained, ignoring it, before
+        main(_train_args(tiny_folder, tmp_path / 'other', *args, '--format', 'json'))
+    assert exit_info.value.code == 2 and '--format says how --list-recipes prints the recipes' in capsys.readouterr().err
     assert not (tmp_path / 'other').exists()
     (tmp_path / 'junk').mkdir()
     (tmp_path / 'junk' / CHECKPOINT_NAME).write_text('junk\n')

@@ -1,13 +1,13 @@
 """``srm-zoo convert official CHECKPOINT --model NAME --out FILE.safetensors``: the SRM authors' checkpoints."""
 import argparse
 
-from ..catalogue import get_entry
+from ..catalogue import get_entry_and_tag
 from ..conversion import convert_official, write_safetensors
 from ..paths import check_output_file
 
 
 def run(args: argparse.Namespace) -> int:
-    get_entry(args.model)  # an unknown name or output path fails here, before any file is read
+    get_entry_and_tag(args.model)  # an unknown name or tag or output path fails here, before any file is read
     check_output_file(args.out, '--out')
     model = convert_official(args.checkpoint, args.model)
     write_safetensors(model.state_dict(), args.out, metadata={

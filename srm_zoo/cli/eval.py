@@ -6,6 +6,7 @@ import os
 
 from ..compiling import COMPILE_MODES
 from ..evaluation import DATASETS, EvalOptions, evaluate, summary_line, write_results
+from ..evaluation.verify import DEFAULT_TOLERANCE
 from ._help import DefaultsHelpFormatter
 
 
@@ -76,6 +77,6 @@ def add_parser(subparsers) -> None:
                      help='compare with the published figures (measured release, else the paper); exit 1 when short, '
                           'or INCOMPLETE on fewer images than the release measured; no reference: refused before '
                           'the run')
-    out.add_argument('--tolerance', type=float, default=0.3, metavar='PTS',
-                     help='allowed shortfall for --verify, in percentage points')
+    out.add_argument('--tolerance', type=float, default=None, metavar='PTS',
+                     help=f'allowed shortfall for --verify, in percentage points (default: {DEFAULT_TOLERANCE:g})')
     parser.set_defaults(run=run)

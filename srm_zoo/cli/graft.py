@@ -3,7 +3,7 @@ import argparse
 
 import timm
 
-from ..catalogue import CATALOGUE, get_entry
+from ..catalogue import CATALOGUE, get_entry_and_tag
 from ..conversion import graft, write_safetensors
 from ..errors import UserError
 from ..paths import check_output_file
@@ -16,7 +16,7 @@ def _check_srm_model(name: str) -> None:
         example = f'srm_{arch}' if f'srm_{arch}' in CATALOGUE else 'srm_resnet50'
         raise UserError(f'--model takes the SRM model to build (e.g. {example}; `srm-zoo list` shows them), but '
                         f'{name!r} is a plain timm model: pass it as the source with --from {name}.')
-    get_entry(name)
+    get_entry_and_tag(name)
 
 
 def run(args: argparse.Namespace) -> int:

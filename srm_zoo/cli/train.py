@@ -12,9 +12,11 @@ from ._types import non_negative_int, positive_float, positive_int, random_seed
 def run(args: argparse.Namespace) -> int:
     if args.list_recipes:
         write_rows([dict(recipe=r.name, epochs=r.epochs, batch_size=r.batch_size, opt=r.opt, lr=r.lr,
-                         sched=r.sched, description=r.description) for r in RECIPES.values()], args.format,
+                         sched=r.sched, description=r.description) for r in RECIPES.values()], args.format or 'table',
                    stream=sys.stdout)
         return 0
+    if args.format is not None:
+        args.parser.error('--format says how --list-recipes prints the recipes: add --list-recipes.')
     missing = [flag for flag, value in (('--model', args.model), ('--data', args.data)) if not value]
     if missing:
         args.parser.error(f'{" and ".join(missing)} required (or --list-recipes)')
@@ -42,7 +44,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument('--data', help='image folder root with one sub-folder per split, each with one folder per class')
     parser.add_argument('--recipe', default='official', choices=sorted(RECIPES), help='training recipe')
     parser.add_argument('--list-recipes', action='store_true', help='describe the recipes and exit')
-    parser.add_argument('--format', choices=('table', 'csv', 'json'), default='table', help='--list-recipes format')
+    parser.add_argument('--format', choices=('table', 'csv', 'json'), default=None,
+                        help='--list-recipes format (default: table)')
     parser.add_argument('--output', default='output/train', help='run folder (checkpoint, logs, final model)')
     parser.add_argument('--resume', action='store_true', help='continue the run in --output from its checkpoint')
     parser.add_argument('--epochs', type=positive_int, default=None, help="epochs (default: the recipe's)")

@@ -1,16 +1,17 @@
 """scikit-learn's handwritten digits as a PNG ImageFolder: the zoo's embedded training data.
 
-``sklearn.datasets.load_digits`` ships 1797 real 8x8 scans (UCI optdigits, 16 grey levels) inside
-the scikit-learn wheel, so this dataset is available offline. :func:`write_digits` writes them as
+scikit-learn's load_digits() gives 1797 real 8x8 scans (UCI optdigits, 16 grey levels) shipped inside
+the scikit-learn wheel (pip install 'srm-zoo[demo]'), so this dataset is available offline. They are
+written as
 
     <root>/train/<digit>/<index>.png   (1437 images)
     <root>/test/<digit>/<index>.png    (360 images)
     <root>/digits.json                 (the split and its statistics)
 
-The split is fixed: scikit-learn's ``train_test_split`` with ``test_size=0.2``, stratified by
-digit, ``random_state=0``. ``<index>`` is the sample's position in ``load_digits()``. Each scan
-is scaled from 0..16 to 0..255, upscaled to 32x32 with bilinear interpolation (PIL) and stored
-as 3-channel RGB (equal channels), so timm's loaders and the CIFAR ResNets read it unchanged.
+The split is fixed: scikit-learn's train_test_split with test_size=0.2, stratified by digit,
+random_state=0. <index> is the sample's position in load_digits(). Each scan is scaled from 0..16
+to 0..255, upscaled to 32x32 with bilinear interpolation (PIL) and stored as 3-channel RGB (equal
+channels), so timm's loaders and the CIFAR ResNets read it unchanged.
 """
 import json
 import os

@@ -19,7 +19,7 @@ from .labels import DATASETS, LabelSpace, label_space
 from .metrics import PERCENT_DECIMALS, Counts, score_batch
 from .model import LoadedModel, build_model
 from .results import check_results_file, software_versions
-from .verify import Reference, compare_with_reference, find_reference, format_verdict
+from .verify import DEFAULT_TOLERANCE, Reference, compare_with_reference, find_reference, format_verdict
 
 __all__ = ['EvalOptions', 'EvalRun', 'evaluate', 'default_dataset', 'summary_line']
 
@@ -54,7 +54,8 @@ class EvalOptions:
     device: Optional[str] = None
     log_interval: int = 50
     verify: bool = False
-    tolerance: float = 0.3
+    tolerance: Optional[float] = None
+    """``--verify``'s allowed shortfall in points (None: :data:`~.verify.DEFAULT_TOLERANCE`)."""
     results_file: Optional[str] = None
     results_format: Optional[str] = None
 
@@ -203,6 +204,8 @@ def evaluate(options: EvalOptions) -> EvalRun:
     if options.crop_pct is not None and not 0 < options.crop_pct <= 1:
         raise UserError(f'--crop-pct must be in (0, 1], not {options.crop_pct}.')
     check_compile_mode(options.compile, options.compile_mode)
+    if options.tolerance is not None and not options.verify:
+        raise UserError('--tolerance says how far --verify lets the figures fall short: add --verify.')
     if options.use_ema and not options.checkpoint:
         raise UserError('--use-ema picks the EMA weights of a training checkpoint: add --checkpoint FILE (the '
                         'published weights have no EMA copy).')
@@ -332,7 +335,8 @@ def _result(loaded: LoadedModel, options: EvalOptions, space: LabelSpace, images
 
 def _verify(result: Dict[str, Any], reference: Reference, options: EvalOptions, counts: Counts,
             context: distributed.DistContext) -> bool:
-    verdict = compare_with_reference(counts.top1, counts.top5, reference, options.tolerance, counts.images)
+    tolerance = DEFAULT_TOLERANCE if options.tolerance is None else options.tolerance
+    verdict = compare_with_reference(counts.top1, counts.top5, reference, tolerance, counts.images)
     result['verify'] = verdict.to_dict()
     if context.is_main:
         print(format_verdict(verdict))

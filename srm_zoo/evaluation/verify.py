@@ -11,7 +11,10 @@ from ..manifest import find_release
 from .data import canonical_split
 from .metrics import PERCENT_DECIMALS
 
-__all__ = ['Reference', 'Verdict', 'find_reference', 'compare_with_reference', 'format_verdict']
+__all__ = ['DEFAULT_TOLERANCE', 'Reference', 'Verdict', 'find_reference', 'compare_with_reference', 'format_verdict']
+
+DEFAULT_TOLERANCE = 0.3
+"""How many percentage points ``--verify`` lets a figure fall short of the reference, unless told otherwise."""
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,8 @@ def record_embedded(folder: Union[str, Path], manifest: Optional[Union[str, Path
     if folder.parent != manifest_path.parent:
         raise UserError(f'Embedded weights must be a folder next to the manifest ({manifest_path.parent}); '
                         f'{folder} is not. Export into {manifest_path.parent / "<model>.<tag>"}.')
-    release = replace(check_export_folder(folder, None), hf_hub_id=None, embedded=folder.name)
+    release = replace(check_export_folder(folder, None), hf_hub_id=None, embedded=folder.name,
+                      root=manifest_path.parent)
     write_release(release, manifest_path)
     return release
 

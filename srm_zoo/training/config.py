@@ -19,11 +19,14 @@ PATH_FIELDS = ('data', 'output', 'initial_checkpoint')
 
 
 def _meaning(name: str, value: Any) -> Any:
-    """A setting as it acts: paths absolute and normalised, the device the run picks for None."""
+    """A setting as it acts: paths absolute and normalised, the device type (the one the run picks for None;
+    a named one as named, which the run refuses where it cannot be used)."""
     if name in PATH_FIELDS and value is not None:
         return os.path.abspath(value)
     if name == 'device':
-        return 'cuda' if uses_cuda(value) else 'cpu'
+        if value is None:
+            return 'cuda' if uses_cuda() else 'cpu'
+        return 'cpu' if value.startswith('cpu') else 'cuda'
     return value
 
 

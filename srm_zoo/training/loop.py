@@ -29,7 +29,7 @@ from ..checkpoint import load_state_dict_for, read_state_dict
 from ..compiling import check_compile_mode, cudagraph_skips, describe_skips, replays_cuda_graphs
 from ..conversion.state import save_hf_folder
 from ..distributed import (DistContext, all_gather_objects, all_reduce_sum, all_sum, barrier, close_distributed,
-                           init_distributed, uses_cuda)
+                           init_distributed)
 from ..errors import UserError
 from ..paths import check_output_dir
 from ..evaluation.data import EvalImages
@@ -73,12 +73,13 @@ def train(config: TrainConfig) -> Dict[str, Any]:
     if config.amp not in _AMP_DTYPES:
         raise UserError(f'--amp must be one of {", ".join(_AMP_DTYPES)}, got {config.amp!r}.')
     check_compile_mode(config.compile, config.compile_mode)
+    device = config.device  # as named: a single process runs on the GPU it names
     config = config.resolved()  # recorded as it acts: a resumed run compares paths and devices by meaning
     check_output_dir(config.output, '--output')
-    if config.sync_bn and not uses_cuda(config.device):
+    if config.sync_bn and config.device == 'cpu':
         raise UserError('--sync-bn synchronises BatchNorm across GPU processes and needs CUDA, but this run trains '
                         'on the CPU; leave out --sync-bn.')
-    ctx = init_distributed(config.device)
+    ctx = init_distributed(device)
     try:
         return _Run(config, recipe, ctx).fit()
     finally:

@@ -158,11 +158,13 @@ def test_missing_overlay_file_is_named(tmp_path, target, problem):
     assert problem in str(error.value)
 
 
-def test_embedded_release_loads_and_is_checked(trained, tmp_path):
+def test_embedded_release_loads_and_is_checked(trained, tmp_path, capsys):
     checkpoint, state_dict, _ = trained
     export_release(NAME, checkpoint, tmp_path / NAME)
     manifest = tmp_path / 'manifest.json'
     assert main(['publish', str(tmp_path / NAME), '--embedded', '--manifest', str(manifest)]) == 0
+    # the folder recorded, not the package's (which it named before)
+    assert f"as embedded weights ({tmp_path / NAME / 'model.safetensors'})" in capsys.readouterr().out
     assert main(['publish', str(tmp_path / NAME), '--embedded']) == 2  # not next to the package manifest
     with use_manifest(manifest):
         model = timm.create_model(MODEL, pretrained=True)
