@@ -78,8 +78,11 @@ def test_bench_round_ratios_pair_each_round_with_the_first_models(tmp_path):
     first, row = json.loads(out.read_text())
     ratios = [r / f for r, f in zip(row['infer_round_samples_per_sec'], first['infer_round_samples_per_sec'])]
     q1, median, q3 = statistics.quantiles(ratios, n=4, method='inclusive')
-    assert row['infer_round_ratio'] == pytest.approx(median, rel=1e-3)
-    assert (row['infer_round_ratio_q1'], row['infer_round_ratio_q3']) == pytest.approx((q1, q3), rel=1e-3)
+    # the file's rates are rounded to 2 decimals, the ratios were taken before: a relative error of up to
+    # 0.005 / rate for each of the two rates (large on a slow, busy machine), then 4 decimals
+    rounding = 0.01 / min(row['infer_round_samples_per_sec'] + first['infer_round_samples_per_sec']) + 1e-4
+    assert row['infer_round_ratio'] == pytest.approx(median, rel=rounding)
+    assert (row['infer_round_ratio_q1'], row['infer_round_ratio_q3']) == pytest.approx((q1, q3), rel=rounding)
     assert row['infer_round_ratio_q1'] <= row['infer_round_ratio'] <= row['infer_round_ratio_q3']
     assert first['infer_round_ratio'] == first['infer_round_ratio_q1'] == first['infer_round_ratio_q3'] == 1.0
 

@@ -331,6 +331,83 @@ def test_blocks_are_srm_aware_with_timm_keys():
     assert all(type(b) is BasicBlock for b in silu.modules() if isinstance(b, BasicBlock))
 
 
+ATTENTION_SWAPS = {
+    'none': lambda channels: None,
+    'identity': lambda channels: nn.Identity(),
+    'se': lambda channels: timm.layers.SEModule(channels),
+    'eca': lambda channels: timm.layers.EcaModule(channels),
+}
+
+
+@pytest.mark.parametrize('training', [False, True])
+@pytest.mark.parametrize('swap', ATTENTION_SWAPS)
+@pytest.mark.parametrize('name, plain_name', [('srm_resnet50', 'resnet50'), ('srm_resnet20_cifar', None)])
+def test_attention_swapped_into_the_blocks_runs_as_in_timms_blocks(name, plain_name, swap, training):
+    """Each block's ``se`` replaced after the model was built (an ablation, another attention module): the
+    SRM blocks call it as timm's blocks do (KeyError, AttributeError or TypeError before)."""
+    model = randomize_(timm.create_model(name)).double().train(training)
+    plain = (timm.create_model(plain_name) if plain_name else copy.deepcopy(model)).double().train(training)
+    if plain_name:
+        plain.load_state_dict({k: v for k, v in model.state_dict().items() if '.se.' not in k})
+    blocks = [m for m in model.modules() if isinstance(m, (SRMBasicBlock, SRMBottleneck))]
+    plain_blocks = [m for m in plain.modules() if isinstance(m, (BasicBlock, Bottleneck))]
+    assert len(blocks) == len(plain_blocks) > 0
+    for block, plain_block in zip(blocks, plain_blocks):
+        channels = block.se.cfc.shape[0]
+        attention = ATTENTION_SWAPS[swap](channels)
+        if attention is not None:
+            attention = randomize_(attention).double()
+        block.se = plain_block.se = attention  # one module shared by both models
+    if not plain_name:  # timm's own blocks around the same modules
+        for plain_block in plain_blocks:
+            plain_block.__class__ = BasicBlock
+    size = 32 if plain_name is None else 64
+    x = torch.randn(2, 3, size, size, dtype=torch.float64)
+    outputs = []
+    for net in (model, plain):
+        inputs = x.clone().requires_grad_(True)
+        out = net(inputs)
+        out.square().sum().backward()
+        outputs.append((out, inputs.grad))
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), plain(x), rtol=0, atol=0)
+
+
+NORM_SWAPS = {
+    'group norm': lambda channels: nn.GroupNorm(4, channels),
+    'identity': lambda channels: nn.Identity(),
+    'batch norm with an activation': lambda channels: timm.layers.BatchNormAct2d(channels, act_layer=nn.ReLU),
+}
+
+
+@pytest.mark.parametrize('grad', [False, True])
+@pytest.mark.parametrize('training', [False, True])
+@pytest.mark.parametrize('swap', NORM_SWAPS)
+def test_another_norm_in_srm_runs_as_a_module_on_the_fast_path(swap, training, grad):
+    """SRM's BatchNorm replaced by another norm (GroupNorm for small-batch fine-tuning, an Identity, timm's
+    BatchNormAct2d): the fast path gives the reference path's values (it read ``running_mean`` of any norm: an
+    AttributeError, or BatchNormAct2d folded without its activation)."""
+    model = randomize_(timm.create_model('srm_resnet50')).double().train(training)
+    for module in model.modules():
+        if isinstance(module, SRM):
+            module.bn = randomize_(NORM_SWAPS[swap](module.cfc.shape[0])).double().train(training)
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    results = []
+    for reference in (False, True):
+        net = copy.deepcopy(model)
+        inputs = x.clone().requires_grad_(grad)
+        with use_reference(reference), torch.set_grad_enabled(grad):
+            out = net(inputs)
+            if grad:
+                out.square().sum().backward()
+        buffers = [b.clone() for b in net.buffers() if b.is_floating_point()]
+        results.append([out, *([inputs.grad] if grad else []), *buffers])
+    # a deep random network amplifies rounding: compare each tensor relative to its largest entry
+    for idx, (fast, expected) in enumerate(zip(*results)):
+        assert_close_scaled(fast, expected, torch.float64, msg=f'tensor {idx}')
+
+
 def test_block_with_drop_path_in_training_matches_timm_order():
     block = randomize_(SRMBottleneck(16, 4, attn_layer=SRM, drop_path=timm.layers.DropPath(0.5))).double().train()
     plain = Bottleneck(16, 4, attn_layer=SRM, drop_path=timm.layers.DropPath(0.5)).double().train()

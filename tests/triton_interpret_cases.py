@@ -12,6 +12,7 @@ from functools import partial
 import pytest
 import timm
 import torch
+import torch.nn as nn
 from timm.models.resnet import Bottleneck, downsample_avg, downsample_conv
 
 from conftest import randomize_
@@ -96,6 +97,26 @@ def test_block_tail_of_mixed_dtypes_takes_the_promoted_dtype(training):
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     for actual, reference in zip(block.buffers(), fresh.buffers()):
         torch.testing.assert_close(actual, reference, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('norm', ['group norm', 'batch norm with an activation'])
+@pytest.mark.parametrize('training', [False, True])
+@pytest.mark.parametrize('grad', [False, True])
+def test_another_norm_in_srm_leaves_the_kernel_tails(norm, training, grad):
+    """SRM's BatchNorm replaced by another norm: neither block tail kernel folds it (the inference kernel
+    folded a BatchNormAct2d without its activation, and read ``running_mean`` of any norm)."""
+    block = randomize_(SRMBottleneck(8, 2, attn_layer=SRM)).double().train(training)
+    block.se.bn = randomize_(nn.GroupNorm(2, 8) if norm == 'group norm'
+                             else timm.layers.BatchNormAct2d(8, act_layer=nn.ReLU)).double().train(training)
+    fresh = copy.deepcopy(block)
+    x = torch.randn(2, 8, 3, 3, dtype=torch.float64)
+    with torch.set_grad_enabled(grad):
+        out = block(x)
+        with use_reference(True):
+            expected = fresh(x)
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
+    for actual, reference in zip(block.buffers(), fresh.buffers()):
+        torch.testing.assert_close(actual, reference, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize('shape', SHAPES)

@@ -214,7 +214,8 @@ def _gate_from_styles(srm: nn.Module, mean: torch.Tensor, std: torch.Tensor,
     styles = (mean, std)
     weights = srm.cfc.to(dtype)
     bn = srm.bn
-    running = _uses_running_statistics(bn) and not has_hooks(bn)  # a hooked BatchNorm runs as a module
+    # a hooked BatchNorm, or another norm put in its place, runs as a module
+    running = _foldable_norm(bn) and _uses_running_statistics(bn)
     if running:
         scale, z = (t.to(dtype) for t in _affine(bn, bn.running_mean, bn.running_var))
         weights = weights * scale[:, None]
@@ -346,9 +347,11 @@ def _batch_statistics(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor,
 def _takes_folded_kernel(norm: nn.Module, srm: nn.Module, y: torch.Tensor, shortcut: torch.Tensor,
                          shortcut_norm: Optional[nn.Module] = None) -> bool:
     """Whether the tail runs as :func:`~srm_zoo.layers.srm_kernels.folded_block_tail`: nothing needs
-    gradients and the BatchNorms (``shortcut_norm`` too, where given) are affine with running statistics."""
+    gradients and the BatchNorms (``shortcut_norm`` too, where given) fold (:func:`_foldable_norm`) and are
+    affine with running statistics."""
     norms = (norm, srm.bn) if shortcut_norm is None else (norm, srm.bn, shortcut_norm)
-    if not all(_uses_running_statistics(bn) and bn.weight is not None and bn.bias is not None for bn in norms):
+    if not all(_foldable_norm(bn) and _uses_running_statistics(bn) and bn.weight is not None and bn.bias is not None
+               for bn in norms):
         return False
     return not _needs_grad(y, shortcut, srm.cfc, *(t for bn in norms for t in (bn.weight, bn.bias)))
 

@@ -72,7 +72,7 @@ class _SRMTail:
     def _module_tail(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
         """The tail with the block's last BatchNorm run as a module."""
         x = self._last_norm(x)
-        if not torch.jit.is_scripting() and self._hooks_observe_tail():
+        if not torch.jit.is_scripting() and self._runs_unfused():
             return self._unfused_tail(x, shortcut)
         return self._srm_tail(x, shortcut)
 
@@ -86,31 +86,38 @@ class _SRMTail:
 
     @torch.jit.unused
     def _unfused_tail(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
-        """timm's tail from the last BatchNorm's output ``x``, each module called: SRM, drop path, the residual
-        add (into a new tensor: hooks may hold SRM's output) and the last activation."""
-        x = self.se(x)
+        """timm's tail from the last BatchNorm's output ``x``, each module called: the attention (where there is
+        one), drop path, the residual add (into a new tensor: hooks may hold the attention's output) and the
+        last activation."""
+        attention = self._modules['se']
+        if attention is not None:
+            x = attention(x)
         if self.drop_path is not None:
             x = self.drop_path(x)
         return self._modules[self.last_act](x + shortcut)
 
     @torch.jit.unused
-    def _hooks_observe_tail(self) -> bool:
-        """Whether hooks observe a module that the fused tail skips, or an output it overwrites: hooks on the
-        last BatchNorm, SRM, SRM's BatchNorm, stochastic depth (skipped in eval mode) or the last activation
+    def _runs_unfused(self) -> bool:
+        """Whether the tail must run timm's modules one by one (:meth:`_unfused_tail`): ``se`` is no SRM any
+        more (another attention module, an ``nn.Identity`` or None put in its place after the block was built),
+        or hooks observe a module that the fused tail skips, or an output it overwrites: hooks on the last
+        BatchNorm, SRM, SRM's BatchNorm, stochastic depth (skipped in eval mode) or the last activation
         (:func:`~srm_zoo.layers.srm_fast.has_hooks`). Dict lookups only: asked on every call."""
         modules = self._modules
         srm = modules['se']
+        if not isinstance(srm, SRM):
+            return True
         tail = (modules[self.last_norm], srm, srm._modules['bn'], modules[self.last_act])
         drop_path = modules.get('drop_path')  # None: not a module
         return has_hooks(*tail) if drop_path is None else has_hooks(drop_path, *tail)
 
     @torch.jit.unused
     def _takes_fast_path(self) -> bool:
-        """Neither stochastic depth in training, the reference path nor hooks on the tail's modules rule the
-        folded tails out (asked once per block, before anything looks at the inputs: under FX tracing they
-        are proxies)."""
+        """Neither stochastic depth in training, the reference path nor an unfused tail (:meth:`_runs_unfused`)
+        rule the folded tails out (asked once per block, before anything looks at the inputs: under FX tracing
+        they are proxies)."""
         return not ((self.drop_path is not None and self.training) or use_reference_path()
-                    or self._hooks_observe_tail())
+                    or self._runs_unfused())
 
     @torch.jit.unused
     def _fast_conv_tail(self, x: torch.Tensor, block_input: torch.Tensor) -> torch.Tensor:
