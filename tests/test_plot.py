@@ -18,7 +18,8 @@ RUN_A = [dict(epoch=1, train_loss=2.5, lr=0.1, train_samples_per_sec=10.0, eval_
               eval_top5=50.0, ema_eval_loss=2.45, ema_eval_top1=11.0, ema_eval_top5=49.0),
          dict(epoch=2, train_loss=1.5, lr=0.01, train_samples_per_sec=11.0, eval_loss=1.9, eval_top1=40.0,
               eval_top5=80.0, ema_eval_loss=2.0, ema_eval_top1=35.0, ema_eval_top5=75.0)]
-RUN_B = [dict(epoch=1, train_loss=2.0, lr=0.05, train_samples_per_sec=9.0, eval_loss=2.1, eval_top1=20.0, eval_top5=60.0)]
+RUN_B = [dict(epoch=1, train_loss=2.0, lr=0.05, train_samples_per_sec=9.0, eval_loss=2.1, eval_top1=20.0,
+              eval_top5=60.0)]
 
 
 def _run_folder(path, rows):
@@ -59,7 +60,8 @@ def test_a_training_run_plots_beside_its_log(tmp_path, capsys):
                  '--img-size', '16', '--batch-size', '4', '--workers', '0', '--device', 'cpu', '--recipe', 'digits',
                  '--epochs', '2']) == 0
     assert main(['plot', str(run)]) == 0
-    assert Image.open(run / 'log.png').format == 'PNG' and f'{run / "log.png"}: 1 training run(s)' in capsys.readouterr().out
+    assert Image.open(run / 'log.png').format == 'PNG'
+    assert f'{run / "log.png"}: 1 training run(s)' in capsys.readouterr().out
     logged = [json.loads(line) for line in (run / 'log.jsonl').read_text().splitlines()]
     loss, top1, _ = training_figure([read_source(run)]).axes
     assert _lines(loss)[f'{run} train'] == ([1, 2], [row['train_loss'] for row in logged])
@@ -107,8 +109,8 @@ def test_bench_plot_shows_the_rounds_and_the_round_ratios_bench_reports(tmp_path
     assert {line.get_ydata()[0] for line in ratios.lines if len(set(line.get_ydata())) == 1} >= {1.0, 0.95}
 
     # the JSON results give the same rounds
-    json_rows = [{**row, 'infer_round_samples_per_sec': [float(r) for r in row['infer_round_samples_per_sec'].split(',')]}
-                 for row in rows]
+    column = 'infer_round_samples_per_sec'
+    json_rows = [{**row, column: [float(r) for r in row[column].split(',')]} for row in rows]
     (tmp_path / 'bench.json').write_text(json.dumps(json_rows))
     assert round_ratios(read_source(tmp_path / 'bench.json')) == round_ratios(results)
 

@@ -151,7 +151,8 @@ def test_output_is_never_overwritten_and_resume_checks_settings_and_classes(tiny
         assert '--device cuda: CUDA is not available' in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:  # trained, ignoring it, before
         main(_train_args(tiny_folder, tmp_path / 'other', *args, '--format', 'json'))
-    assert exit_info.value.code == 2 and '--format says how --list-recipes prints the recipes' in capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert '--format says how --list-recipes prints the recipes' in capsys.readouterr().err
     assert not (tmp_path / 'other').exists()
     (tmp_path / 'junk').mkdir()
     (tmp_path / 'junk' / CHECKPOINT_NAME).write_text('junk\n')
