@@ -40,7 +40,14 @@ def test_training_curves_draw_every_run_s_logged_values(tmp_path, capsys):
     # the CSV and the JSON-lines log read back alike; a run folder reads its log
     from_csv, from_jsonl = read_source(run_a / 'log.csv'), read_source(run_a / 'log.jsonl')
     assert from_csv.series == from_jsonl.series and from_csv.epochs == [1, 2]
-    assert read_source(run_a).label == str(run_a) == from_csv.label
+    assert read_source(run_a).label == str(run_a) and from_csv.label == str(run_a / 'log.csv')
+    # a byte-order mark (a spreadsheet's CSV) and any file name: the text says what the file holds
+    (tmp_path / 'exported.txt').write_bytes(b'\xef\xbb\xbf' + (run_a / 'log.csv').read_bytes())
+    assert read_source(tmp_path / 'exported.txt').series == from_csv.series
+    one_epoch = training_figure([read_source(run_b)])
+    assert [tick for tick in one_epoch.axes[0].get_xticks()] == [1]  # whole epochs only, even for one
+    markers = {line.get_label(): line.get_marker() for line in one_epoch.axes[0].lines}
+    assert markers[f'{run_b} train'] != markers[f'{run_b} eval']  # one epoch's points told apart
     loss, top1, lr = training_figure([read_source(run_a), read_source(run_b)]).axes
     assert (loss.get_title(), top1.get_title(), lr.get_title()) == ('loss', 'top-1', 'learning rate')
     assert _lines(loss) == {f'{run_a} train': ([1, 2], [2.5, 1.5]), f'{run_a} eval': ([1, 2], [2.4, 1.9]),
@@ -108,11 +115,14 @@ def test_bench_plot_shows_the_rounds_and_the_round_ratios_bench_reports(tmp_path
     assert [tick.get_text() for tick in ratios.get_xticklabels()] == labels[1:]
     assert {line.get_ydata()[0] for line in ratios.lines if len(set(line.get_ydata())) == 1} >= {1.0, 0.95}
 
-    # the JSON results give the same rounds
+    assert list(rounds.get_xticks()) == [1, 2, 3, 4]
+    # the JSON results give the same rounds, under any name
     column = 'infer_round_samples_per_sec'
     json_rows = [{**row, column: [float(r) for r in row[column].split(',')]} for row in rows]
     (tmp_path / 'bench.json').write_text(json.dumps(json_rows))
     assert round_ratios(read_source(tmp_path / 'bench.json')) == round_ratios(results)
+    (tmp_path / 'bench_json.csv').write_text(json.dumps(json_rows))  # --results-format json into a .csv name
+    assert round_ratios(read_source(tmp_path / 'bench_json.csv')) == round_ratios(results)
 
 
 def _bad_inputs(tmp_path):
@@ -125,8 +135,14 @@ def _bad_inputs(tmp_path):
     (tmp_path / 'results.csv').write_text('model,img_size,top1\nsrm_resnet50,224,77.1\n')  # eval's table
     (tmp_path / 'bench.json').write_text(json.dumps([{'model': 'resnet18', 'infer_round_samples_per_sec': [1.0, 2.0]}]))
     (tmp_path / 'other.csv').write_text('a,b\n1,2\n')
+    (tmp_path / 'bench_copy.json').write_text((tmp_path / 'bench.json').read_text())
     (tmp_path / 'object.json').write_text('{"model": "resnet18"}')
     (tmp_path / 'notes.txt').write_text('epoch 1\n')
+    (tmp_path / 'nan.csv').write_text('epoch,train_loss\n1,nan\n')
+    (tmp_path / 'half.csv').write_text('epoch,train_loss\n1,2.0\n1.5,1.0\n')
+    (tmp_path / 'bench_nan.json').write_text(json.dumps([{'model': 'a', 'infer_round_samples_per_sec': [1.0, 2.0]},
+                                                         {'model': 'b', 'infer_round_samples_per_sec': [1.0, 'nan']}]))
+    (tmp_path / 'no_model.json').write_text(json.dumps([{'model': None, 'infer_round_samples_per_sec': [1.0]}]))
     (tmp_path / 'uneven.json').write_text(json.dumps([{'model': 'a', 'infer_round_samples_per_sec': [1.0, 2.0]},
                                                       {'model': 'b', 'infer_round_samples_per_sec': [1.0]}]))
     return run
@@ -140,10 +156,17 @@ def _bad_inputs(tmp_path):
     (['results.csv', '-o', 'x.png'], 'results.csv has no per-round column'),
     (['other.csv', '-o', 'x.png'], 'neither a training log (no "epoch" column) nor bench results'),
     (['object.json', '-o', 'x.png'], 'does not hold a list of records'),
-    (['notes.txt', '-o', 'x.png'], 'from its suffix .txt'),
+    (['notes.txt', '-o', 'x.png'], 'notes.txt holds no rows'),
+    (['nan.csv', '-o', 'x.png'], "row 1: train_loss is 'nan', not a finite number"),
+    (['half.csv', '-o', 'x.png'], "row 2: the epoch is '1.5', not a whole number"),
+    (['bench_nan.json', '-o', 'x.png'], "row 2: infer_round_samples_per_sec is 'nan', not a finite number"),
+    (['no_model.json', '-o', 'x.png'], 'row 1: the model is None, not a model name'),
+    (['bench.json', '--target', '0.95'], 'these bench results hold only one model'),
+    (['run', 'run/', '-o', 'x.png'], 'run/ is given twice'),
+    (['run', '-o', ''], 'Cannot write the plot to an empty path'),
     (['uneven.json', '-o', 'x.png'], 'different numbers of rounds'),
     (['run', 'bench.json', '-o', 'x.png'], 'not both in one figure'),
-    (['bench.json', 'bench.json', '-o', 'x.png'], 'one bench results file at a time'),
+    (['bench.json', 'bench_copy.json', '-o', 'x.png'], 'one bench results file at a time'),
     (['run', '--target', '0.95'], 'training curves have none'),
     (['run', 'run'], 'name it with --output'),
     (['run', '-o', 'plot.txt'], 'Cannot tell the image format of plot.txt: end its name in one of'),
@@ -157,6 +180,13 @@ def test_plot_refuses_bad_input_in_one_line(args, message, tmp_path, capsys, mon
     error = capsys.readouterr().err
     assert message in error and error.count('\n') == 1 and error.startswith('srm-zoo plot: error:'), error
     assert sorted(p.name for p in tmp_path.rglob('*')) == before  # nothing written
+
+
+@pytest.mark.parametrize('value', ['0', '-1', '1e9', 'nan'])
+def test_plot_refuses_a_target_that_is_no_ratio(value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(['plot', 'bench.csv', '--target', value])
+    assert exit_info.value.code == 2 and 'not a ratio above 0 and at most 10' in capsys.readouterr().err
 
 
 def test_plot_without_matplotlib_says_how_to_install_it(tmp_path, capsys, monkeypatch):

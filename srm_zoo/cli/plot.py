@@ -9,7 +9,7 @@ from ..paths import check_writable_file
 from ..plotting import BenchResults, TrainingLog, bench_figure, image_formats, read_source, save_figure, \
     training_figure
 from ._help import DefaultsHelpFormatter
-from ._types import positive_float
+from ._types import ratio_target
 
 
 def _default_output(inputs: List[str]) -> Path:
@@ -28,6 +28,10 @@ def _check_format(output: Path) -> None:
 
 
 def _figure(inputs: List[str], target: Optional[float]):
+    repeated = next((path for idx, path in enumerate(inputs)
+                     if any(Path(path).resolve() == Path(other).resolve() for other in inputs[:idx])), None)
+    if repeated is not None:
+        raise UserError(f'{repeated} is given twice: name each run once.')
     sources = [read_source(path) for path in inputs]
     logs = [s for s in sources if isinstance(s, TrainingLog)]
     benches = [s for s in sources if isinstance(s, BenchResults)]
@@ -39,13 +43,15 @@ def _figure(inputs: List[str], target: Optional[float]):
         if target is not None:
             raise UserError('--target marks a ratio on a benchmark\'s plot: training curves have none.')
         return training_figure(logs), f'{len(logs)} training run(s)'
+    if target is not None and len(benches[0].runs) == 1:
+        raise UserError('--target marks a ratio to the first model: these bench results hold only one model.')
     return bench_figure(benches[0], target), f'{len(benches[0].runs)} benchmarked model(s)'
 
 
 def run(args: argparse.Namespace) -> int:
-    output = Path(args.output) if args.output is not None else _default_output(args.inputs)
+    output = args.output if args.output is not None else str(_default_output(args.inputs))
+    output = check_writable_file(output, 'plot.png', 'the plot to ')
     _check_format(output)
-    check_writable_file(str(output), 'plot.png', 'the plot to ')
     figure, what = _figure(args.inputs, args.target)
     save_figure(figure, output)
     print(f'{output}: {what}')
@@ -63,6 +69,6 @@ def add_parser(subparsers) -> None:
     parser.add_argument('--output', '-o', default=None,
                         help='image file; its suffix gives the format (.png, .svg, .pdf, ...). Default, for one '
                              'input: RUN/log.png for a run folder, else the input with the suffix .png')
-    parser.add_argument('--target', type=positive_float, default=None,
-                        help='benchmarks: mark this ratio to the first model (e.g. 0.95)')
+    parser.add_argument('--target', type=ratio_target, default=None,
+                        help='benchmarks: mark this ratio to the first model (e.g. 0.95; above 0, at most 10)')
     parser.set_defaults(run=run)

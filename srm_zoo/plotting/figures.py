@@ -8,12 +8,14 @@ from .sources import BenchResults, TrainingLog
 __all__ = ['image_formats', 'training_figure', 'bench_figure', 'round_ratios', 'save_figure']
 
 PANEL_SIZE = (4.8, 3.6)  # inches per panel
-# the training plot's panels: (title, y label, [(column, line style, legend suffix), ...])
+# the training plot's panels: (title, y label, [(column, line style, marker, legend suffix), ...]); the markers
+# tell the lines of a single epoch apart
 TRAINING_PANELS = (
-    ('loss', 'loss', [('train_loss', '-', 'train'), ('eval_loss', '--', 'eval')]),
-    ('top-1', 'top-1 (%)', [('eval_top1', '-', ''), ('ema_eval_top1', '--', 'EMA')]),
-    ('learning rate', 'learning rate', [('lr', '-', '')]),
+    ('loss', 'loss', [('train_loss', '-', 'o', 'train'), ('eval_loss', '--', 's', 'eval')]),
+    ('top-1', 'top-1 (%)', [('eval_top1', '-', 'o', ''), ('ema_eval_top1', '--', 's', 'EMA')]),
+    ('learning rate', 'learning rate', [('lr', '-', 'o', '')]),
 )
+MAX_LISTED_STEPS = 12  # up to this many epochs or rounds, each gets its tick
 
 
 def _figure_class():
@@ -34,27 +36,31 @@ def _panels(count: int):
     return figure, figure.subplots(1, count, squeeze=False)[0]
 
 
-def _integer_steps(ax) -> None:
-    """Ticks on whole epochs or rounds only."""
+def _integer_steps(ax, steps: Sequence[int]) -> None:
+    """Ticks on whole epochs or rounds only: each of ``steps`` where they are few, else whole numbers."""
     from matplotlib.ticker import MaxNLocator
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    steps = sorted(set(steps))
+    if len(steps) <= MAX_LISTED_STEPS:
+        ax.set_xticks(steps)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def training_figure(logs: Sequence[TrainingLog]):
     """Per-epoch curves of one or more runs, one colour per run: training and evaluation loss, top-1 (and the
     EMA's, dashed) and the learning rate; a panel only where some run logged its values."""
     panels = [panel for panel in TRAINING_PANELS if any(column in log.series for log in logs
-                                                        for column, _, _ in panel[2])]
+                                                        for column, *_ in panel[2])]
     figure, axes = _panels(len(panels))
     for ax, (title, ylabel, lines) in zip(axes, panels):
         for idx, log in enumerate(logs):
-            for column, style, suffix in lines:
+            for column, style, marker, suffix in lines:
                 if column in log.series:
                     label = f'{log.label} {suffix}'.strip() if len(logs) > 1 or suffix else log.label
-                    ax.plot(log.epochs, log.series[column], style, color=f'C{idx % 10}', marker='o', markersize=3,
+                    ax.plot(log.epochs, log.series[column], style, color=f'C{idx % 10}', marker=marker, markersize=3,
                             label=label)
         ax.set(title=title, xlabel='epoch', ylabel=ylabel)
-        _integer_steps(ax)
+        _integer_steps(ax, [epoch for log in logs for epoch in log.epochs])
         if title == 'learning rate' and all(v is None or v > 0 for log in logs for v in log.series.get('lr', [])):
             ax.set_yscale('log')
         ax.grid(alpha=0.3)
@@ -79,7 +85,7 @@ def bench_figure(results: BenchResults, target: Optional[float] = None):
     for idx, run in enumerate(runs):
         axes[0].plot(rounds, run.round_rates, '-', color=f'C{idx % 10}', marker='o', markersize=3, label=run.label)
     axes[0].set(title='images/s by round', xlabel='round', ylabel='images/s')
-    _integer_steps(axes[0])
+    _integer_steps(axes[0], rounds)
     axes[0].grid(alpha=0.3)
     axes[0].legend(fontsize='small')
     if len(runs) > 1:
@@ -87,6 +93,7 @@ def bench_figure(results: BenchResults, target: Optional[float] = None):
         ratios = round_ratios(results)
         boxes = ax.boxplot(ratios, whis=(0, 100), widths=0.5)
         ax.set_xticks(range(1, len(ratios) + 1), [run.label for run in runs[1:]], rotation=20, ha='right')
+        ax.set_xlim(0.5, len(ratios) + 0.9)  # room for the last box's median label
         for position, line in enumerate(boxes['medians'], start=1):
             ax.annotate(f'{line.get_ydata()[0]:.3f}', (position + 0.27, line.get_ydata()[0]), va='center',
                         fontsize='small')

@@ -2,6 +2,7 @@
 (``srm-zoo train``) and the per-round throughput of a benchmark (``srm-zoo bench --results-file``)."""
 import csv
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,7 @@ def read_source(path: Union[str, Path]) -> Source:
         return _training_log(_read_rows(log), log, label=str(path))
     rows = _read_rows(path)
     if rows and 'epoch' in rows[0]:
-        return _training_log(rows, path, label=str(path.parent) if path.name in TRAINING_LOG_FILES else str(path))
+        return _training_log(rows, path, label=str(path))
     if rows and 'model' in rows[0]:
         return _bench_results(rows, path)
     if not rows:
@@ -70,21 +71,20 @@ def read_source(path: Union[str, Path]) -> Source:
 
 
 def _read_rows(path: Path) -> List[Dict[str, Any]]:
-    """The rows of a CSV, JSON-lines or JSON (a list of objects) file, by its suffix."""
-    suffix = path.suffix.lower()
+    """The rows of a JSON (a list of objects), JSON-lines or CSV file, told apart by their text (``srm-zoo bench``
+    writes either format under any name) and a ``.json`` suffix; a UTF-8 byte-order mark is skipped."""
     try:
-        text = path.read_text()
-        if suffix == '.csv':
-            return list(csv.DictReader(text.splitlines()))
-        if suffix == '.jsonl':
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-        elif suffix == '.json':
-            rows = json.loads(text)
-        else:
-            raise UserError(f'{path}: cannot tell what the file holds from its suffix {suffix or "(none)"}; '
-                            f'name {WHAT_TO_NAME}.')
+        text = path.read_text(encoding='utf-8-sig')
     except UnicodeDecodeError:
         raise UserError(f'{path} is not a text file: name {WHAT_TO_NAME}.') from None
+    start = text.lstrip()[:1]
+    if start not in ('[', '{'):
+        return list(csv.DictReader(text.splitlines()))
+    try:
+        if start == '[' or path.suffix.lower() == '.json':  # a .json file holding one object is no list of records
+            rows = json.loads(text)
+        else:  # JSON lines
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     except json.JSONDecodeError as error:
         raise UserError(f'{path} is not valid JSON ({error}).') from None
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
@@ -93,24 +93,32 @@ def _read_rows(path: Path) -> List[Dict[str, Any]]:
 
 
 def _number(value: Any, column: str, row_idx: int, path: Path) -> Optional[float]:
-    """A logged value as a float (None where the row leaves it empty)."""
+    """A logged value as a finite float (None where the row leaves it empty)."""
     if value is None or value == '':
         return None
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise UserError(f'{path}, row {row_idx + 1}: {column} is {value!r}, not a number.') from None
+    if not math.isfinite(number):
+        raise UserError(f'{path}, row {row_idx + 1}: {column} is {value!r}, not a finite number.')
+    return number
+
+
+def _epoch(row: Dict[str, Any], row_idx: int, path: Path) -> int:
+    epoch = _number(row.get('epoch'), 'epoch', row_idx, path)
+    if epoch is None or epoch != int(epoch) or epoch < 0:
+        raise UserError(f'{path}, row {row_idx + 1}: the epoch is {row.get("epoch")!r}, not a whole number.')
+    return int(epoch)
 
 
 def _training_log(rows: List[Dict[str, Any]], path: Path, label: str) -> TrainingLog:
     if not rows:
         raise UserError(f'{path} logs no finished epoch yet.')
-    epochs = [_number(row.get('epoch'), 'epoch', idx, path) for idx, row in enumerate(rows)]
-    if None in epochs:
-        raise UserError(f'{path}, row {epochs.index(None) + 1}: the epoch is missing.')
+    epochs = [_epoch(row, idx, path) for idx, row in enumerate(rows)]
     series = {column: [_number(row.get(column), column, idx, path) for idx, row in enumerate(rows)]
               for column in TRAINING_SERIES if any(column in row for row in rows)}
-    return TrainingLog(label, [int(epoch) for epoch in epochs], series)
+    return TrainingLog(label, epochs, series)
 
 
 def _bench_mode(row: Dict[str, Any], path: Path) -> str:
@@ -159,6 +167,9 @@ def _settings(row: Dict[str, Any], mode: str) -> str:
 def _bench_results(rows: List[Dict[str, Any]], path: Path) -> BenchResults:
     mode = _bench_mode(rows[0], path)
     column = f'{mode}_round_samples_per_sec'
+    for idx, row in enumerate(rows):
+        if not isinstance(row.get('model'), str) or not row['model']:
+            raise UserError(f'{path}, row {idx + 1}: the model is {row.get("model")!r}, not a model name.')
     rates = [_round_rates(row.get(column), column, idx, path) for idx, row in enumerate(rows)]
     if len({len(r) for r in rates}) > 1:
         raise UserError(f'{path}: its rows have different numbers of rounds, so rounds cannot be paired.')
