@@ -28,7 +28,7 @@ from ..stats import model_stats
 from .kernel_time import profile_kernel_time
 from .memory import saved_activation_bytes
 
-__all__ = ['BenchConfig', 'ModelVariant', 'run_benchmark']
+__all__ = ['BenchConfig', 'ModelVariant', 'round_ratios', 'run_benchmark']
 
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
@@ -261,9 +261,14 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda line:
     return _rows(config, variants)
 
 
+def round_ratios(rates: Sequence[float], first_rates: Sequence[float]) -> List[float]:
+    """A model's rates round by round over the first model's rate in the same round."""
+    return [rate / first for rate, first in zip(rates, first_rates)]
+
+
 def _round_ratio_quartiles(rates: Sequence[float], first_rates: Sequence[float]) -> Tuple[float, float, float]:
-    """First quartile, median and third quartile of the round-by-round ratios ``rates / first_rates``."""
-    ratios = [rate / first for rate, first in zip(rates, first_rates)]
+    """First quartile, median and third quartile of the round-by-round ratios (:func:`round_ratios`)."""
+    ratios = round_ratios(rates, first_rates)
     if len(ratios) == 1:
         return ratios[0], ratios[0], ratios[0]
     q1, median, q3 = statistics.quantiles(ratios, n=4, method='inclusive')

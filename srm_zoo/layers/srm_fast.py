@@ -207,15 +207,14 @@ def _gate_from_styles(srm: nn.Module, mean: torch.Tensor, std: torch.Tensor,
     """SRM's gate from the (N, C) style statistics of its input, ``mean * factors[0]`` and
     ``std * factors[1]``, in their dtype or the wider one of SRM's parameters (as the reference runs SRM's
     BatchNorm). With running statistics SRM's BatchNorm is folded into the weights, unless hooks expect it
-    to run."""
+    to run or another norm took its place (:func:`_folds_with_running_statistics`)."""
     dtype = torch.promote_types(mean.dtype, srm.cfc.dtype)
     if dtype != mean.dtype:
         mean, std = mean.to(dtype), std.to(dtype)
     styles = (mean, std)
     weights = srm.cfc.to(dtype)
     bn = srm.bn
-    # a hooked BatchNorm, or another norm put in its place, runs as a module
-    running = _foldable_norm(bn) and _uses_running_statistics(bn)
+    running = _folds_with_running_statistics(bn)  # else (hooks, another norm) it runs as a module
     if running:
         scale, z = (t.to(dtype) for t in _affine(bn, bn.running_mean, bn.running_var))
         weights = weights * scale[:, None]
@@ -297,6 +296,11 @@ def _foldable_norm(norm: nn.Module) -> bool:
     return isinstance(norm, nn.SyncBatchNorm) and _uses_running_statistics(norm)
 
 
+def _folds_with_running_statistics(norm: nn.Module) -> bool:
+    """Whether ``norm`` folds (:func:`_foldable_norm`) as the affine map of its running statistics."""
+    return _foldable_norm(norm) and _uses_running_statistics(norm)
+
+
 def conv_folds_norm(conv: nn.Module, norm: nn.Module, x: torch.Tensor) -> bool:
     """Whether ``norm(conv(x))`` runs as one convolution with ``norm`` folded into its weight and bias
     (:func:`conv_norm`): inference without autograd, outside ``torch.compile`` and where the Triton
@@ -308,7 +312,7 @@ def conv_folds_norm(conv: nn.Module, norm: nn.Module, x: torch.Tensor) -> bool:
         return False
     if type(conv) is not nn.Conv2d or has_hooks(conv):
         return False
-    if not (_foldable_norm(norm) and _uses_running_statistics(norm)):
+    if not _folds_with_running_statistics(norm):
         return False
     output_size = x.shape[0] * conv.out_channels * x.shape[2] * x.shape[3] // (conv.stride[0] * conv.stride[1])
     return conv.weight.numel() < output_size
@@ -350,8 +354,7 @@ def _takes_folded_kernel(norm: nn.Module, srm: nn.Module, y: torch.Tensor, short
     gradients and the BatchNorms (``shortcut_norm`` too, where given) fold (:func:`_foldable_norm`) and are
     affine with running statistics."""
     norms = (norm, srm.bn) if shortcut_norm is None else (norm, srm.bn, shortcut_norm)
-    if not all(_foldable_norm(bn) and _uses_running_statistics(bn) and bn.weight is not None and bn.bias is not None
-               for bn in norms):
+    if not all(_folds_with_running_statistics(bn) and bn.weight is not None and bn.bias is not None for bn in norms):
         return False
     return not _needs_grad(y, shortcut, srm.cfc, *(t for bn in norms for t in (bn.weight, bn.bias)))
 
@@ -419,7 +422,7 @@ def shortcut_norm_to_fold(downsample: Optional[nn.Module], y: torch.Tensor) -> O
     if type(downsample) is not nn.Sequential or len(downsample) < 2 or has_hooks(downsample):
         return None
     norm = downsample[-1]
-    if not (_foldable_norm(norm) and _uses_running_statistics(norm)) or norm.weight is None or norm.bias is None:
+    if not _folds_with_running_statistics(norm) or norm.weight is None or norm.bias is None:
         return None
     return norm
 

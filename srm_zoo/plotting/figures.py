@@ -2,6 +2,7 @@
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from ..benchmark import round_ratios as paired_round_ratios
 from ..errors import UserError
 from .sources import BenchResults, TrainingLog
 
@@ -69,10 +70,10 @@ def training_figure(logs: Sequence[TrainingLog]):
 
 
 def round_ratios(results: BenchResults) -> List[List[float]]:
-    """For each run after the first, its round-by-round ratios to the first run's round next to it (as
-    ``srm-zoo bench`` pairs them for ``_round_ratio``)."""
+    """For each run after the first, its round-by-round ratios to the first run, paired as ``srm-zoo bench``
+    pairs them for ``_round_ratio``."""
     first = results.runs[0].round_rates
-    return [[rate / base for rate, base in zip(run.round_rates, first)] for run in results.runs[1:]]
+    return [paired_round_ratios(run.round_rates, first) for run in results.runs[1:]]
 
 
 def bench_figure(results: BenchResults, target: Optional[float] = None):
