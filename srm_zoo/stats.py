@@ -1,9 +1,11 @@
 """Model statistics computed from the architecture itself: parameter count and GMACs."""
+import functools
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import timm
 import torch
+from timm.models import get_pretrained_cfg
 from torch.utils.flop_counter import FlopCounterMode
 
 from .layers import SRM
@@ -24,15 +26,23 @@ class ModelStats:
         return self.params / 1e6
 
 
-def model_stats(name: str, input_size: Optional[Tuple[int, int, int]] = None, **kwargs) -> ModelStats:
+def model_stats(name: str, input_size: Optional[Tuple[int, int, int]] = None, tag: Optional[str] = None
+                ) -> ModelStats:
     """Parameters and multiply-accumulates (convolutions and linear layers) of one forward pass.
 
-    The model is built on the meta device, so this costs no memory and little time even for
-    the largest models. ``input_size`` defaults to the model's pretrained cfg.
+    ``input_size`` defaults to that of the pretrained cfg of ``name`` (its weights ``tag``, or the
+    default one). The model is built on the meta device, so this costs no memory and little time even
+    for the largest models; each model and input size is measured once per process.
     """
+    if input_size is None:
+        input_size = get_pretrained_cfg(name if tag is None else f'{name}.{tag}').input_size
+    return _measured_stats(name, tuple(input_size))
+
+
+@functools.lru_cache(maxsize=None)
+def _measured_stats(name: str, input_size: Tuple[int, int, int]) -> ModelStats:
     with torch.device('meta'):
-        model = timm.create_model(name, **kwargs).eval()
-        input_size = tuple(input_size or model.pretrained_cfg['input_size'])
+        model = timm.create_model(name).eval()
         with FlopCounterMode(display=False) as counter:
             model(torch.empty(1, *input_size))
     params = sum(p.numel() for p in model.parameters())

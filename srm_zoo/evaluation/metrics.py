@@ -5,10 +5,15 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ['PERCENT_DECIMALS', 'Counts', 'score_batch']
+__all__ = ['PERCENT_DECIMALS', 'recorded_percent', 'Counts', 'score_batch']
 
 PERCENT_DECIMALS = 4
 """Decimals of the percentages the zoo records (results, release manifests) and verifies, as timm's validate.py."""
+
+
+def recorded_percent(percent: float) -> float:
+    """``percent`` as the zoo records it: rounded to ``PERCENT_DECIMALS``."""
+    return round(percent, PERCENT_DECIMALS)
 
 
 @dataclass

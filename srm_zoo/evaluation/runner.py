@@ -16,7 +16,7 @@ from .. import distributed
 from ..paths import check_results_format
 from .data import EvalImageDataset, EvalImages, collate_skipping_bad, load_images
 from .labels import DATASETS, LabelSpace, label_space
-from .metrics import PERCENT_DECIMALS, Counts, score_batch
+from .metrics import PERCENT_DECIMALS, Counts, recorded_percent, score_batch
 from .model import LoadedModel, build_model
 from .results import check_results_file, software_versions
 from .verify import DEFAULT_TOLERANCE, Reference, compare_with_reference, find_reference, format_verdict
@@ -296,8 +296,8 @@ def _result(loaded: LoadedModel, options: EvalOptions, space: LabelSpace, images
     param_count = sum(p.numel() for p in loaded.model.parameters())
     return {
         'model': loaded.name,
-        'top1': round(counts.top1, PERCENT_DECIMALS), 'top1_err': round(100 - counts.top1, PERCENT_DECIMALS),
-        'top5': round(counts.top5, PERCENT_DECIMALS), 'top5_err': round(100 - counts.top5, PERCENT_DECIMALS),
+        'top1': recorded_percent(counts.top1), 'top1_err': recorded_percent(100 - counts.top1),
+        'top5': recorded_percent(counts.top5), 'top5_err': recorded_percent(100 - counts.top5),
         'num_images': counts.images,
         'num_scored': counts.scored,
         'num_bad_images': counts.bad_images,

@@ -9,7 +9,7 @@ from typing import List, Optional, Tuple
 from ..catalogue import CATALOGUE
 from ..manifest import find_release
 from .data import canonical_split
-from .metrics import PERCENT_DECIMALS
+from .metrics import recorded_percent
 
 __all__ = ['DEFAULT_TOLERANCE', 'Reference', 'Verdict', 'find_reference', 'compare_with_reference', 'format_verdict']
 
@@ -99,11 +99,11 @@ def find_reference(model: str, dataset: str, split: str, split_given: bool = Tru
 def compare_with_reference(top1: float, top5: float, reference: Reference, tolerance: float,
                            num_images: Optional[int] = None) -> Verdict:
     """PASS when no metric falls short of the reference by more than ``tolerance`` points (and the run
-    covers as many images as the reference). The measured figures are rounded to ``PERCENT_DECIMALS``, as
-    the zoo records them."""
-    rows = [('top1', round(top1, PERCENT_DECIMALS), reference.top1)]
+    covers as many images as the reference). The measured figures are taken as the zoo records them
+    (:func:`~.metrics.recorded_percent`)."""
+    rows = [('top1', recorded_percent(top1), reference.top1)]
     if reference.top5 is not None:
-        rows.append(('top5', round(top5, PERCENT_DECIMALS), reference.top5))
+        rows.append(('top5', recorded_percent(top5), reference.top5))
     return Verdict(reference, tolerance, tuple(
         (name, measured, ref, measured - ref, measured >= ref - tolerance) for name, measured, ref in rows),
         num_images)

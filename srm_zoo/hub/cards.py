@@ -221,7 +221,7 @@ def _results_section(entry: ModelEntry, weights: CardWeights) -> str:
 def render_card(entry: ModelEntry, tag: str, weights: CardWeights) -> str:
     """The complete card (front matter and markdown) of ``entry.tag``."""
     weight_tag = entry.get_tag(tag)
-    stats = model_stats(entry.name, pretrained_cfg=tag)
+    stats = model_stats(entry.name, tag=tag)
     size = stats.input_size
     meta = yaml.safe_dump(front_matter(entry, tag, weights.metrics), sort_keys=False, default_flow_style=False)
     papers = '\n'.join(f'  - {title}: {url}' for title, url in _arch_papers(entry))

@@ -5,7 +5,7 @@ import torch
 from timm.data import create_transform, resolve_data_config
 from torch.utils.data import DataLoader
 
-from ..evaluation.metrics import PERCENT_DECIMALS, Counts, score_batch
+from ..evaluation.metrics import Counts, recorded_percent, score_batch
 from ..training.data import load_split
 
 __all__ = ['measure_accuracy']
@@ -14,8 +14,8 @@ __all__ = ['measure_accuracy']
 @torch.no_grad()
 def measure_accuracy(model: torch.nn.Module, root: str, split: str, batch_size: int = 256,
                      workers: int = 0) -> Dict[str, Any]:
-    """timm-style result row (``top1``, ``top5`` in percent rounded to ``PERCENT_DECIMALS``, ``num_images``,
-    ``img_size``, ``crop_pct``, ``interpolation``) of ``model`` in eval mode on ``root``/``split``.
+    """timm-style result row (``top1``, ``top5`` in percent as the zoo records them, ``num_images``, ``img_size``,
+    ``crop_pct``, ``interpolation``) of ``model`` in eval mode on ``root``/``split``.
 
     Preprocessing is timm's evaluation transform for the model's pretrained cfg
     (``resolve_data_config`` + ``create_transform(is_training=False)``).
@@ -27,6 +27,6 @@ def measure_accuracy(model: torch.nn.Module, root: str, split: str, batch_size: 
     counts = Counts()
     for images, targets in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
         counts += score_batch(model(images), targets)
-    return dict(top1=round(counts.top1, PERCENT_DECIMALS), top5=round(counts.top5, PERCENT_DECIMALS),
+    return dict(top1=recorded_percent(counts.top1), top5=recorded_percent(counts.top5),
                 num_images=counts.images, img_size=data_config['input_size'][-1], crop_pct=data_config['crop_pct'],
                 interpolation=data_config['interpolation'])
