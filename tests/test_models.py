@@ -156,6 +156,18 @@ def test_fx_node_names_of_the_fused_tail(name, fused_act):
         torch.testing.assert_close(features[key], seen[key], msg=key)
 
 
+def test_fx_graph_traced_in_training_takes_one_sample_in_eval_mode():
+    """An FX graph traced from a model in training mode (as timm builds it) reads the mode when it runs: in eval
+    mode it takes a batch of one, in training it refuses one with SRM's message."""
+    model = randomize_(timm.create_model('srm_resnet20_cifar'))
+    graph = torch.fx.symbolic_trace(model)
+    x = torch.randn(1, 3, 32, 32)
+    with pytest.raises(ValueError, match='SRM: a batch of one sample'):
+        graph(x)
+    with torch.no_grad(), use_reference(True):
+        torch.testing.assert_close(graph.eval()(x), model.eval()(x))
+
+
 def test_fx_backward():
     from timm.models import create_feature_extractor
     model = randomize_(timm.create_model('srm_resnet20_cifar')).train()

@@ -70,7 +70,6 @@ def style_pool(x: torch.Tensor, style_pooling: str = 'mean_std', eps: float = 1e
     return torch.stack((mean, std), dim=-1)
 
 
-@register_notrace_function
 def _check_batch_statistics(batch_size: int, uses_batch_statistics: bool) -> None:
     """Raise a clear error where BatchNorm would need statistics over a single sample."""
     if uses_batch_statistics and batch_size == 1:
@@ -80,6 +79,13 @@ def _check_batch_statistics(batch_size: int, uses_batch_statistics: bool) -> Non
             'to eval mode (model.eval()), or freeze the BatchNorm layers '
             '(timm.layers.freeze_batch_norm_2d(model)).'
         )
+
+
+@register_notrace_function
+def _check_batch_of(srm: nn.Module, batch_size: int) -> None:
+    """:func:`_check_batch_statistics` for ``srm``, whose mode it reads when it runs: a leaf of FX graphs,
+    which may be traced in one mode and run in another."""
+    _check_batch_statistics(batch_size, srm.uses_batch_statistics())
 
 
 @register_notrace_function
@@ -118,7 +124,7 @@ def use_reference_path() -> bool:
 
 # Leaf calls under FX tracing (they branch on shapes and on the batch size).
 torch.fx.wrap('style_pool')
-torch.fx.wrap('_check_batch_statistics')
+torch.fx.wrap('_check_batch_of')
 torch.fx.wrap('_check_inputs')
 
 
@@ -164,9 +170,11 @@ class SRM(nn.Module):
         z_hat = self.bn(z[:, :, None, None].to(self.cfc.dtype))
         return torch.sigmoid(z_hat)
 
-    def _bn_uses_batch_stats(self) -> bool:
-        # SyncBatchNorm pools statistics across processes and FrozenBatchNorm2d has none.
-        return isinstance(self.bn, nn.BatchNorm2d)
+    def uses_batch_statistics(self) -> bool:
+        """Whether SRM's BatchNorm normalises with statistics of this batch alone, so that a batch of one sample
+        has none: in training, for a BatchNorm2d (a SyncBatchNorm pools statistics across processes, a frozen
+        BatchNorm has none)."""
+        return self.training and self.bn.training and isinstance(self.bn, nn.BatchNorm2d)
 
     def forward(self, x: torch.Tensor, shortcut: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``x * gate(x)``; given a residual ``shortcut``, ``relu(x * gate(x) + shortcut)``.
@@ -211,7 +219,10 @@ class SRM(nn.Module):
         return norm_gate_residual_relu(norm, self, y, shortcut, shortcut_norm)
 
     def _check_batch_size(self, x: torch.Tensor) -> None:
-        _check_batch_statistics(x.shape[0], self.training and self.bn.training and self._bn_uses_batch_stats())
+        if torch.jit.is_scripting():
+            _check_batch_statistics(x.shape[0], self.uses_batch_statistics())
+        else:
+            _check_batch_of(self, x.shape[0])
 
     def extra_repr(self) -> str:
         return f'{self.cfc.shape[0]}, style_pooling={self.style_pooling!r}, eps={self.eps}'
