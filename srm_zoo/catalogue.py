@@ -8,12 +8,12 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import timm
 
-from .errors import UnknownNameError, unknown_model_message
+from .errors import UnknownNameError, UserError, unknown_model_message
 from .manifest import find_release
 
 __all__ = [
     'PAPER', 'PaperResult', 'WeightTag', 'ModelEntry', 'IMAGENET_RESNETS', 'CIFAR_RESNETS',
-    'FAMILIES', 'CATALOGUE', 'get_entry', 'get_entry_and_tag', 'resolve_name',
+    'FAMILIES', 'CATALOGUE', 'ATTENTIONS', 'get_entry', 'get_entry_and_tag', 'resolve_name', 'attention_kwargs',
 ]
 
 PAPER = {
@@ -199,6 +199,9 @@ CIFAR_RESNETS: Tuple[ModelEntry, ...] = (
 FAMILIES: Dict[str, Tuple[ModelEntry, ...]] = {'imagenet': IMAGENET_RESNETS, 'cifar': CIFAR_RESNETS}
 CATALOGUE: Dict[str, ModelEntry] = {entry.name: entry for family in FAMILIES.values() for entry in family}
 
+ATTENTIONS = ('srm', 'se', 'none')
+"""A model's block attention: SRM (the zoo's models), or the SE / plain counterpart for comparisons."""
+
 
 def get_entry(name: str) -> ModelEntry:
     """The catalogue entry of ``name`` (``arch`` or ``arch.tag``); an :class:`UnknownNameError` (a KeyError)
@@ -225,3 +228,21 @@ def resolve_name(name: str) -> str:
     if arch in CATALOGUE:
         return f'{arch}.{get_entry_and_tag(name)[1].tag}'
     return name
+
+
+def attention_kwargs(model_name: str, attention: str) -> Dict[str, Any]:
+    """Model kwargs that build ``model_name`` with SRM (none), SE or no block attention; JSON values, so that
+    they go into the ``model_args`` of timm's ``config.json`` as they are.
+
+    No attention is ``attn_layer=''``: timm's blocks build none for an empty name (``None`` would do too,
+    but ``timm.create_model`` drops None kwargs, leaving the model's default, SRM)."""
+    if attention not in ATTENTIONS:
+        raise UserError(f'Unknown attention {attention!r}; choose one of {", ".join(ATTENTIONS)}.')
+    if attention == 'srm':
+        return {}
+    layer = 'se' if attention == 'se' else ''
+    if model_name.partition('.')[0] not in CATALOGUE:
+        raise UserError(f'--attention {attention} needs one of the zoo\'s models, not {model_name!r}.')
+    if get_entry(model_name).family == 'cifar':
+        return dict(attn_layer=layer)
+    return dict(block_args=dict(attn_layer=layer))

@@ -49,14 +49,16 @@ EMA_KEYS = ('state_dict_ema', 'model_ema', 'ema')
 @dataclass(frozen=True)
 class CheckpointWeights:
     """The weights a checkpoint file holds: plain and EMA state dicts (cleaned of DDP/compile prefixes), and
-    the ``srm-zoo train`` settings of a training checkpoint, the epochs it had completed and the preprocessing
-    its evaluations used (timm's data config: input size, interpolation, mean, std, crop)."""
+    the ``srm-zoo train`` settings of a training checkpoint, the epochs it had completed, the preprocessing
+    its evaluations used (timm's data config: input size, interpolation, mean, std, crop) and its class names
+    (the class folders it trained on, in the order of the model's outputs)."""
     path: Path
     model: Optional[Dict[str, torch.Tensor]]
     ema: Optional[Dict[str, torch.Tensor]] = None
     train_config: Optional[Dict[str, Any]] = None
     epochs_trained: Optional[int] = None
     data_config: Optional[Dict[str, Any]] = None
+    class_names: Optional[List[str]] = None
 
     def weights(self, use_ema: bool = False) -> Dict[str, torch.Tensor]:
         """The EMA weights with ``use_ema``, the plain weights otherwise; a :class:`UserError` when absent."""
@@ -91,8 +93,10 @@ def read_checkpoint(path: Union[str, Path]) -> CheckpointWeights:
     train_config = config if 'epoch' in checkpoint and isinstance(config, dict) else None
     trained = train_config is not None
     data_config = checkpoint.get('data_config') if trained and isinstance(checkpoint.get('data_config'), dict) else None
+    names = checkpoint.get('class_names')
+    class_names = [str(n) for n in names] if trained and isinstance(names, (list, tuple)) and names else None
     return CheckpointWeights(path, _first_state_dict(checkpoint, MODEL_KEYS), _first_state_dict(checkpoint, EMA_KEYS),
-                             train_config, checkpoint['epoch'] if trained else None, data_config)
+                             train_config, checkpoint['epoch'] if trained else None, data_config, class_names)
 
 
 def read_state_dict(path: Union[str, Path], use_ema: bool = False) -> Dict[str, torch.Tensor]:

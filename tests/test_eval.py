@@ -298,8 +298,8 @@ def test_corrupt_images_are_skipped_counted_and_capped(zoo, tmp_path, capsys):
 
 
 def test_verify_against_paper_and_manifest(zoo, tmp_path, monkeypatch, capsys):
-    """srm_resnet32_cifar's paper figure is cifar10 test top-1 92.9, on the 10000 test images: labels equal to
-    predictions reach it, but 12 images cannot verify it."""
+    """srm_resnet32_cifar's reported figure (a third-party one, named as such) is cifar10 test top-1 92.9, on the
+    10000 test images: labels equal to predictions reach it, but 12 images cannot verify it."""
     model, checkpoint = make_model(tmp_path, num_classes=10, name='srm_resnet32_cifar')
     predictions = plain_logits(model, zoo['files']).argmax(dim=1).tolist()
     root = place(zoo['files'], [str(p) for p in predictions], tmp_path / 'cifar' / 'test')
@@ -307,7 +307,7 @@ def test_verify_against_paper_and_manifest(zoo, tmp_path, monkeypatch, capsys):
             '--img-size', '32', '--crop-pct', '0.875', '--workers', '0', '--verify']
     assert main(base) == 1
     out = capsys.readouterr().out
-    assert 'paper' in out and '92.900' in out and 'top1       100.000     92.900   +7.100  ok' in out
+    assert 'reported (third-party' in out and 'top1       100.000     92.900   +7.100  ok' in out
     assert 'the reference was measured on 10000 images, this run on 12' in out and 'INCOMPLETE' in out
     release = Release('srm_resnet32_cifar', 'cifar10', 'x' * 64,
                       (Metric('cifar10', 'test', top1=100.0, top5=100.0, num_images=NUM_IMAGES),), {})
@@ -552,7 +552,7 @@ def test_reference_lookup_by_dataset_and_split(monkeypatch):
     assert found.top1 == 97.0 and found.source.startswith('release manifest')  # the only metric of that dataset
     assert find_reference('srm_resnet20_cifar.cifar10', 'sklearn-digits', 'validation')[0] is None
     paper, _ = find_reference('srm_resnet56_cifar', 'cifar10', 'test')
-    assert paper.top1 == 95.05 and paper.source.startswith('paper') and paper.num_images == 10000
+    assert paper.top1 == 95.05 and paper.source == 'reported (Lee et al., ICCV 2019)' and paper.num_images == 10000
 
 
 def test_hugging_face_dataset(zoo, tmp_path):

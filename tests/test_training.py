@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import srm_zoo.training.loop as loop
 from srm_zoo.benchmark.train_check import compiled_training_checks, write_random_image_folder
+from srm_zoo.catalogue import attention_kwargs
 from srm_zoo.cli import main
 from srm_zoo.distributed import DistContext
 from srm_zoo.training import RECIPES, get_recipe
@@ -315,21 +317,41 @@ def test_invalid_numbers_are_argparse_errors(tiny_folder, tmp_path, capsys, flag
     assert not (tmp_path / 'run').exists()
 
 
-def test_attention_none_run_exports_a_model_timm_loads(tiny_folder, tmp_path):
-    assert main(_train_args(tiny_folder, tmp_path, '--recipe', 'digits', '--epochs', '1', '--attention', 'none')) == 0
-    config = json.loads((tmp_path / 'model' / 'config.json').read_text())
+def test_attention_none_run_exports_a_model_timm_loads_and_evaluates_as_it_ran(tiny_folder, tmp_path):
+    """A run without attention exports a model timm builds as such; ``srm-zoo eval`` of its checkpoint builds the
+    model as the run did (no attention, one output per class folder, neither given) and scores folders by the
+    run's class names: a folder holding class 'b' alone is scored as 'b', not as the first of its classes."""
+    run = tmp_path / 'run'
+    assert main(_train_args(tiny_folder, run, '--recipe', 'digits', '--epochs', '1', '--attention', 'none')) == 0
+    config = json.loads((run / 'model' / 'config.json').read_text())
     assert config['model_args']['attn_layer'] == ''  # timm's 'no attention'
-    model = timm.create_model(f'local-dir:{tmp_path / "model"}', pretrained=True)
+    model = timm.create_model(f'local-dir:{run / "model"}', pretrained=True).eval()
     assert all(block.se is None for stage in (model.layer1, model.layer2, model.layer3) for block in stage)
-    saved = load_file(str(tmp_path / 'model' / 'model.safetensors'))
+    saved = load_file(str(run / 'model' / 'model.safetensors'))
     assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+
+    eval_args = ['eval', '--model', 'srm_resnet20_cifar', '--checkpoint', str(run / CHECKPOINT_NAME), '--workers', '0',
+                 '--device', 'cpu']
+    assert main([*eval_args, '--data', str(tiny_folder), '--split', 'validation',
+                 '--results-file', str(tmp_path / 'eval.json')]) == 0
+    result = json.loads((tmp_path / 'eval.json').read_text())
+    _assert_logged_metrics_are_the_checkpoints(load_checkpoint(run / CHECKPOINT_NAME)['history'][0], 'eval', result)
+    assert result['dataset'] == 'folder'  # the run's own classes, not the default tag's digits
+    only_b = tmp_path / 'only_b' / 'validation' / 'b'
+    shutil.copytree(tiny_folder / 'validation' / 'b', only_b)
+    assert main([*eval_args, '--data', str(only_b.parent.parent), '--results-file', str(tmp_path / 'b.json')]) == 0
+    transform = timm.data.create_transform(**timm.data.resolve_data_config(model=model))
+    with torch.no_grad():
+        predicted = model(torch.stack([transform(Image.open(path).convert('RGB')) for path in only_b.glob('*.png')]))
+    expected = 100 * (predicted.argmax(1) == 1).double().mean().item()
+    assert json.loads((tmp_path / 'b.json').read_text())['top1'] == round(expected, 4)
 
 
 @pytest.mark.parametrize('name', ['srm_resnet20_cifar', 'srm_resnet18'])
 def test_attention_kwargs_survive_json(name):
     """The kwargs go into config.json's model_args: their JSON round trip builds the same counterpart."""
     for attention, layer in (('none', type(None)), ('se', timm.layers.SEModule)):
-        kwargs = json.loads(json.dumps(loop.attention_kwargs(name, attention)))
+        kwargs = json.loads(json.dumps(attention_kwargs(name, attention)))
         model = timm.create_model(name, num_classes=2, **kwargs)
         blocks = [m for m in model.modules() if hasattr(m, 'se')]
         assert blocks and all(isinstance(b.se, layer) for b in blocks), attention

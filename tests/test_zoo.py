@@ -97,8 +97,8 @@ def test_cli_list_json(tmp_path, capsys):
     rows = {r['model']: r for r in json.loads(out.read_text())}
     assert set(rows) == {'srm_resnet50', 'srm_resnet50d', 'srm_resnet56_cifar'}
     assert rows['srm_resnet50']['param_count'] == pytest.approx(25.617, abs=1e-3)
-    assert rows['srm_resnet50']['paper_top1'] == 77.13
-    assert rows['srm_resnet50d']['paper_top1'] is None
+    assert rows['srm_resnet50']['reported_top1'] == 77.13
+    assert rows['srm_resnet50d']['reported_top1'] is None
 
 
 def test_cli_errors_and_help(capsys):

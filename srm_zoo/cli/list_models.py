@@ -28,8 +28,9 @@ def _row(entry: ModelEntry) -> Dict[str, Any]:
         'tags': ','.join(t.tag for t in entry.tags),
         'default_tag': entry.default_tag,
         'tags_with_weights': ','.join(entry.tags_with_weights),
-        'paper_top1': reported.top1 if reported else None,
-        'paper_dataset': reported.dataset if reported else None,
+        'reported_top1': reported.top1 if reported else None,
+        'reported_dataset': reported.dataset if reported else None,
+        'reported_source': reported.source if reported else None,
     }
 
 

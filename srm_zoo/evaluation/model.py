@@ -9,7 +9,7 @@ from timm.models import get_pretrained_cfg
 
 from ..catalogue import CATALOGUE, resolve_name
 from ..errors import UserError
-from .checkpoint import file_sha256, load_weights
+from .checkpoint import checkpoint_model, file_sha256
 
 __all__ = ['LoadedModel', 'resolve_name', 'build_model']
 
@@ -62,14 +62,17 @@ def build_model(name: str, checkpoint: Optional[str] = None, num_classes: Option
                 use_ema: bool = False) -> LoadedModel:
     """The model ``name`` in eval mode, with the weights of ``checkpoint`` or its published weights."""
     full_name = resolve_name(name)
-    kwargs = {'num_classes': num_classes} if num_classes else {}
     arch, _, tag = full_name.partition('.')
     entry = CATALOGUE.get(arch)
     weight_tag = entry.get_tag(tag) if entry else None
+    trained_on = weight_tag.dataset if weight_tag else None
     if checkpoint:
-        model = timm.create_model(full_name, pretrained=False, **kwargs)
-        sha256 = load_weights(model, Path(checkpoint), use_ema)
+        model, read = checkpoint_model(full_name, Path(checkpoint), num_classes, use_ema)
+        sha256 = file_sha256(read.path)
         weights = f'checkpoint {checkpoint}'
+        tag_names = weight_tag.cfg.get('label_names') if weight_tag else None
+        if read.class_names and tag_names and tuple(read.class_names) != tuple(tag_names):
+            trained_on = None  # the run's own classes, not the tag's dataset
     else:
         published = _published_weights(full_name)
         if published is None:
@@ -78,11 +81,11 @@ def build_model(name: str, checkpoint: Optional[str] = None, num_classes: Option
         _check_published_head(full_name, num_classes)
         weights, local_file = published
         try:
-            model = timm.create_model(full_name, pretrained=True, **kwargs)
+            model = timm.create_model(full_name, pretrained=True, **({'num_classes': num_classes} if num_classes
+                                                                     else {}))
         except Exception as error:  # noqa: BLE001 - download/read failures are reported to the user
             raise UserError(f'Cannot load the published weights of {full_name} ({weights}): {error}') from None
         sha256 = file_sha256(local_file) if local_file else _hub_sha256(model)
-    trained_on = None
-    if weight_tag is not None and (not num_classes or num_classes == model.pretrained_cfg.get('num_classes')):
-        trained_on = weight_tag.dataset
+    if getattr(model, 'num_classes', None) != model.pretrained_cfg.get('num_classes'):
+        trained_on = None  # another head than the tag's
     return LoadedModel(model.eval(), full_name, weights, sha256, trained_on)

@@ -87,7 +87,7 @@ def find_reference(model: str, dataset: str, split: str, split_given: bool = Tru
         found = _pick(candidates, split, split_given)
         if found:
             return found, ''
-    candidates = [Reference(f'paper ({p.source})', p.dataset, p.split, p.top1, p.top5, p.num_images)
+    candidates = [Reference(f'reported ({p.source})', p.dataset, p.split, p.top1, p.top5, p.num_images)
                   for p in entry.paper if p.dataset == dataset]
     found = _pick(candidates, split, split_given)
     if found:

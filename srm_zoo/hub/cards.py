@@ -149,7 +149,8 @@ def _weights_section(entry: ModelEntry, tag: str, weights: CardWeights) -> str:
             f'No weights are published for `{name}` yet; `pretrained=True` explains how to get some. To produce them:', '',
             '1. train (`srm-zoo train`), convert the paper authors\' checkpoint (`srm-zoo convert`) or graft a '
             'pretrained plain ResNet (`srm-zoo graft`);',
-            f'2. measure them: `srm-zoo eval --model {name} --checkpoint CHECKPOINT` (writes a results JSON);',
+            f'2. measure them: `srm-zoo eval --model {name} --checkpoint CHECKPOINT --data DATA '
+            '--results-file RESULTS.json`;',
             f'3. `srm-zoo export {name} --checkpoint CHECKPOINT --results RESULTS.json --out DIR` writes the '
             'Hub repository folder (weights, config, this card with the measured results);',
             f'4. `srm-zoo publish DIR --repo-id {weights.repo_id or hub_repo_id(entry.name, tag)}` uploads it and '

@@ -14,13 +14,12 @@ from typing import Any, Dict, Optional, Tuple
 import timm
 import torch
 
-from ..catalogue import get_entry_and_tag
+from ..catalogue import attention_kwargs, get_entry_and_tag
 from ..checkpoint import CheckpointWeights, file_sha256, load_state_dict_for, read_checkpoint
 from ..conversion.state import save_hf_folder
 from ..errors import UserError
 from ..hub.export import EVAL_SETTING_KEYS, ExportedRelease, weights_provenance, write_hub_folder
 from ..manifest import WEIGHTS_DIR, Metric, Release, hub_repo_id
-from ..training import attention_kwargs
 from .measure import measure_accuracy
 
 __all__ = ['load_trained', 'embed_release', 'export_measured']

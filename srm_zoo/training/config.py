@@ -3,12 +3,11 @@ import os
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Dict, List, Optional
 
+from ..catalogue import ATTENTIONS
 from ..distributed import uses_cuda
 
-__all__ = ['TrainConfig', 'ATTENTIONS']
+__all__ = ['TrainConfig']
 
-ATTENTIONS = ('srm', 'se', 'none')
-"""The block attention to train: SRM (the zoo's models), or the SE / plain counterpart for comparisons."""
 
 RUN_ONLY_FIELDS = ('resume', 'workers', 'output', 'initial_checkpoint')
 """Settings that may change when a run is resumed; every other one must match the checkpoint (the

@@ -24,7 +24,7 @@ from timm.loss import SoftTargetCrossEntropy
 from timm.utils import ModelEmaV3, distribute_bn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..catalogue import CATALOGUE, get_entry, resolve_name
+from ..catalogue import attention_kwargs, resolve_name
 from ..checkpoint import load_state_dict_for, read_state_dict
 from ..compiling import check_compile_mode, cudagraph_skips, describe_skips, replays_cuda_graphs
 from ..conversion.state import save_hf_folder
@@ -34,37 +34,19 @@ from ..errors import UserError
 from ..paths import check_output_dir
 from ..evaluation.data import EvalImages
 from ..evaluation.metrics import Counts, score_batch
-from .config import ATTENTIONS, TrainConfig
+from .config import TrainConfig
 from .data import check_readable, class_names, eval_loader, image_paths, load_split, split_images, train_loader
 from .log import progress, write_log
 from .optim import create_optimizer, create_scheduler
 from .recipes import Recipe, get_recipe
 from .state import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
-__all__ = ['train', 'attention_kwargs', 'evaluate']
+__all__ = ['train', 'evaluate']
 
 _AMP_DTYPES = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 _TAG_FIELDS = ('tag', 'description', 'notes', 'license', 'file', 'url', 'hf_hub_id', 'label_names',
                'label_descriptions')
 """Pretrained-cfg fields that describe a weight tag's weights, not the architecture."""
-
-
-def attention_kwargs(model_name: str, attention: str) -> Dict[str, Any]:
-    """Model kwargs that build ``model_name`` with SRM (none), SE or no block attention; JSON values, so that
-    they go into the ``model_args`` of timm's ``config.json`` as they are.
-
-    No attention is ``attn_layer=''``: timm's blocks build none for an empty name (``None`` would do too,
-    but ``timm.create_model`` drops None kwargs, leaving the model's default, SRM)."""
-    if attention not in ATTENTIONS:
-        raise UserError(f'Unknown attention {attention!r}; choose one of {", ".join(ATTENTIONS)}.')
-    if attention == 'srm':
-        return {}
-    layer = 'se' if attention == 'se' else ''
-    if model_name.split('.', 1)[0] not in CATALOGUE:
-        raise UserError(f'--attention {attention} needs one of the zoo\'s models, not {model_name!r}.')
-    if get_entry(model_name).family == 'cifar':
-        return dict(attn_layer=layer)
-    return dict(block_args=dict(attn_layer=layer))
 
 
 def train(config: TrainConfig) -> Dict[str, Any]:
