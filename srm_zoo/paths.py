@@ -1,7 +1,7 @@
 """The files and folders a command will write: their format, and checks made before any work is done."""
 import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 from .errors import UserError
 
@@ -24,11 +24,13 @@ def check_results_format(results_file: Optional[str], results_format: Optional[s
         raise UserError('--results-format says how --results-file is written: give --results-file too.')
 
 
-def check_writable_file(path: str, example: str, what: str = '') -> Path:
+def check_writable_file(path: str, example: str, what: str = '', text: bool = False,
+                        inputs: Sequence[Union[str, Path]] = ()) -> Path:
     """Refuse a file that cannot be written: a folder (``example`` names a file to write in it), a path in a
     missing folder (a link is followed to where it leads), a path under a file, or one without write permission;
-    ``what`` (e.g. ``'results to '``) says what is written. For files written whole after the work, checked
-    before it, so that none is lost."""
+    ``what`` (e.g. ``'results to '``) says what is written. Nothing is lost: a ``text`` output (results) does not
+    replace a file of binary data (weights, images), and no output replaces one of the command's ``inputs``.
+    For files written whole after the work, checked before it."""
     if not str(path):
         raise UserError(f'Cannot write {what}an empty path: name a file, e.g. {example}.')
     target = Path(path)
@@ -43,7 +45,35 @@ def check_writable_file(path: str, example: str, what: str = '') -> Path:
         raise UserError(f'Cannot write {what}{path}: {folder} does not exist.')
     if not os.access(resolved if resolved.exists() else resolved.parent, os.W_OK):
         raise UserError(f'Cannot write {what}{path}: permission denied.')
+    _check_not_an_input(target, inputs, f'Cannot write {what}{path}')
+    if text and resolved.is_file() and _holds_binary_data(resolved):
+        raise UserError(f'Cannot write {what}{path}: the file exists and holds binary data (not a results file), '
+                        'which writing would destroy; choose another file.')
     return target
+
+
+def _check_not_an_input(target: Path, inputs: Sequence[Union[str, Path]], failure: str) -> None:
+    """Refuse writing ``target`` where it is (or links to) one of ``inputs``, which writing would destroy."""
+    for source in inputs:
+        try:
+            same = target.exists() and os.path.samefile(target, source)
+        except OSError:  # an input that is no file (a timm model name) or cannot be read
+            same = False
+        if same:
+            raise UserError(f'{failure}: it is {source}, which the command reads; choose another file.')
+
+
+def _holds_binary_data(path: Path) -> bool:
+    """Whether the file ``path`` begins with bytes no text file holds: a NUL byte, or bytes that are not UTF-8."""
+    with path.open('rb') as handle:
+        head = handle.read(8192)
+    if b'\0' in head:
+        return True
+    try:
+        head.decode('utf-8')
+    except UnicodeDecodeError as error:
+        return error.start < len(head) - 3  # else a character cut by the read
+    return False
 
 
 def _blocking_file(path: Path) -> Union[Path, None]:
@@ -51,20 +81,30 @@ def _blocking_file(path: Path) -> Union[Path, None]:
     return next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), None)
 
 
-def check_output_file(path: Union[str, Path], flag: str) -> Path:
-    """Refuse an output file path that names a folder or lies under a file; returns it as a Path."""
+def check_output_file(path: Union[str, Path], flag: str, inputs: Sequence[Union[str, Path]] = ()) -> Path:
+    """Refuse an output file path that is empty, names a folder, lies under a file, cannot be written (no write
+    permission on the nearest folder above it that exists, where it is created) or is one of the command's
+    ``inputs``; returns it as a Path."""
+    if not str(path):
+        raise UserError(f'{flag} is empty: name the file to write, e.g. model.safetensors.')
     path = Path(path)
     if path.is_dir():
         raise UserError(f'{flag} {str(path)!r} is a folder; name the file to write, e.g. {path / "model.safetensors"}.')
     blocker = _blocking_file(path)
     if blocker is not None:
         raise UserError(f'{flag} {str(path)!r} cannot be written: {str(blocker)!r} is a file, not a folder.')
+    folder = next(p for p in path.absolute().parents if p.exists())  # where the file is created (and renamed)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f'{flag} {str(path)!r} cannot be written: permission denied on {str(folder)!r}.')
+    _check_not_an_input(path, inputs, f'{flag} {str(path)!r} cannot be written')
     return path
 
 
 def check_output_dir(path: Union[str, Path], flag: str) -> Path:
     """Refuse an output folder path that names a file, lies under a file, or cannot be written (the folder, or
-    the nearest folder above it that exists, without write permission); returns it as a Path."""
+    the nearest folder above it that exists, without write permission), or is empty; returns it as a Path."""
+    if not str(path):
+        raise UserError(f'{flag} is empty: name the folder to write into (. for the current one).')
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f'{flag} {str(path)!r} is a file; name a folder to write into.')

@@ -212,6 +212,19 @@ def test_output_paths_that_cannot_be_written_are_refused_first(tmp_path, capsys,
 
 
 @pytest.mark.parametrize('command', ['convert', 'graft'])
+def test_an_output_that_is_the_source_is_refused(tmp_path, capsys, command):
+    """--out naming the checkpoint read (or a link to it) would replace it with the result: refused, source kept."""
+    source = tmp_path / 'source.pth'
+    source.write_bytes(b'weights')
+    (tmp_path / 'link.pth').symlink_to(source)
+    for out in (source, tmp_path / 'link.pth'):
+        argv = (['convert', 'official', str(source)] if command == 'convert' else ['graft', '--from', str(source)])
+        assert main([*argv, '--model', 'srm_resnet18', '--out', str(out)]) == 2
+        assert 'which the command reads; choose another file' in capsys.readouterr().err
+    assert source.read_bytes() == b'weights'
+
+
+@pytest.mark.parametrize('command', ['convert', 'graft'])
 def test_an_unknown_tag_is_refused_before_any_file_is_read(tmp_path, capsys, command):
     source, out = tmp_path / 'source.pth', tmp_path / 'x.safetensors'  # the source is never read
     argv = (['convert', 'official', str(source)] if command == 'convert' else ['graft', '--from', str(source)])

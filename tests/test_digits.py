@@ -1,5 +1,6 @@
 """The embedded sklearn-digits model: its data, its shipped weights and its manifest entry."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -65,6 +66,19 @@ def test_digits_out_naming_a_file_is_refused(tmp_path, capsys):
         err = capsys.readouterr().err
         assert f'error: {message}' in err and err.count('\n') == 1
     assert (tmp_path / 'afile').read_text() == 'user data'
+
+
+def test_digits_out_that_only_looks_like_a_digits_folder_is_left_alone(digits_root, tmp_path, capsys):
+    """A folder with a digits.json of another making, or with the real one beside a split of other classes, holds
+    someone's data: refused, and left as it was."""
+    for marker in ('{}', (digits_root / 'digits.json').read_text()):
+        mine = tmp_path / f'mine{len(marker)}'
+        (mine / 'train' / 'cats').mkdir(parents=True)
+        (mine / 'train' / 'cats' / '1.jpg').write_text('a cat')
+        (mine / 'digits.json').write_text(marker)
+        assert main(['digits', '--out', str(mine)]) == 2
+        assert 'it is not a digits folder written by srm-zoo' in capsys.readouterr().err
+        assert (mine / 'train' / 'cats' / '1.jpg').read_text() == 'a cat' and not (mine / 'test').exists()
 
 
 def test_digits_rewrite_keeps_other_files_and_writes_through_dot_and_links(digits_root, tmp_path, monkeypatch):
@@ -232,6 +246,14 @@ def test_release_to_a_hub_folder(digits_root, tmp_path, capsys):
     assert 'model-index' in (out / 'README.md').read_text()
     assert main(['release', NAME, '--checkpoint', str(shipped.embedded_dir / 'model.safetensors'),
                  '--data', str(digits_root)]) == 2
+    damaged = tmp_path / 'damaged'  # timm's dataset would score the next image in its place
+    shutil.copytree(digits_root, damaged)
+    bad = sorted((damaged / 'test' / '3').iterdir())[0]
+    bad.write_bytes(b'not a png')
+    assert main(['release', NAME, '--checkpoint', str(shipped.embedded_dir / 'model.safetensors'),
+                 '--data', str(damaged), '--out', str(tmp_path / 'hub2'), '--cards', str(tmp_path / 'cards')]) == 2
+    assert f"1 of the 360 images of split 'test' cannot be read, e.g. {bad}" in capsys.readouterr().err
+    assert not (tmp_path / 'hub2').exists()
 
 
 def test_release_takes_a_plain_state_dict_and_refuses_unknown_names(digits_root, tmp_path, capsys):

@@ -145,6 +145,8 @@ def _bad_inputs(tmp_path):
     (tmp_path / 'no_model.json').write_text(json.dumps([{'model': None, 'infer_round_samples_per_sec': [1.0]}]))
     (tmp_path / 'uneven.json').write_text(json.dumps([{'model': 'a', 'infer_round_samples_per_sec': [1.0, 2.0]},
                                                       {'model': 'b', 'infer_round_samples_per_sec': [1.0]}]))
+    (tmp_path / 'bench.png').write_text((tmp_path / 'bench.json').read_text())  # its default output is itself
+    (tmp_path / 'view.png').symlink_to(tmp_path / 'bench.json')
     return run
 
 
@@ -171,6 +173,8 @@ def _bad_inputs(tmp_path):
     (['run', 'run'], 'name it with --output'),
     (['run', '-o', 'plot.txt'], 'Cannot tell the image format of plot.txt: end its name in one of'),
     (['run', '-o', 'nowhere/plot.png'], 'folder nowhere does not exist'),
+    (['bench.png'], 'it is bench.png, which the command reads'),
+    (['bench.json', '-o', 'view.png'], 'it is bench.json, which the command reads'),
 ])
 def test_plot_refuses_bad_input_in_one_line(args, message, tmp_path, capsys, monkeypatch):
     _bad_inputs(tmp_path)

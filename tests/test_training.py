@@ -122,6 +122,14 @@ def test_output_is_never_overwritten_and_resume_checks_settings_and_classes(tiny
     assert main(_train_args(data, run, *args)) == 0
     assert main(_train_args(data, run, *args)) == 2
     assert '--resume' in capsys.readouterr().err
+    finished = tmp_path / 'finished'  # a run whose checkpoint was deleted: its log and model stay
+    shutil.copytree(run, finished)
+    (finished / CHECKPOINT_NAME).unlink()
+    logged = (finished / 'log.csv').read_text()
+    for extra in ((), ('--resume',)):
+        assert main(_train_args(data, finished, *args, *extra)) == 2
+        assert 'holds log.jsonl, log.csv, model of an earlier run but no checkpoint' in capsys.readouterr().err
+    assert (finished / 'log.csv').read_text() == logged
     assert main(_train_args(data, run, '--recipe', 'official', '--epochs', '1', '--resume')) == 2
     assert "recipe='official'" in capsys.readouterr().err
     for split in ('train', 'validation'):  # another class: a raw size-mismatch traceback before

@@ -91,6 +91,22 @@ def test_hubconf_exposes_only_models():
     assert 'SRM-ResNet-50' in hubconf.srm_resnet50.__doc__
 
 
+def test_results_files_never_replace_binary_data(tmp_path, capsys):
+    """A --results-file naming weights (binary data, as an image would be) is refused before any work and kept;
+    a text file is a results file to replace."""
+    weights = tmp_path / 'weights.safetensors'
+    weights.write_bytes(b'\x08\x00\x00\x00\x00\x00\x00\x00{}\x00\xff')
+    bench = ['bench', '--models', 'srm_resnet20_cifar', '--rounds', '1', '--steps', '1', '--img-size', '8']
+    for argv in (['list', '--results-file', str(weights)], [*bench, '--results-file', str(weights)]):
+        assert main(argv) == 2
+        assert 'the file exists and holds binary data (not a results file)' in capsys.readouterr().err
+    assert weights.read_bytes() == b'\x08\x00\x00\x00\x00\x00\x00\x00{}\x00\xff'
+    notes = tmp_path / 'models.txt'
+    notes.write_text('an older listing, in UTF-8: \u00e9\n')
+    assert main(['list', 'srm_resnet50', '--results-file', str(notes)]) == 0
+    assert notes.read_text().startswith('model ')
+
+
 def test_cli_list_json(tmp_path, capsys):
     out = tmp_path / 'zoo.json'
     assert main(['list', 'srm_resnet5*', '--format', 'json', '--results-file', str(out)]) == 0

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     check_results_format(args.results_file, args.results_format)
     fmt = file_format(args.results_file, args.results_format, 'csv')
     if args.results_file is not None:
-        check_writable_file(args.results_file, f'bench.{fmt}', 'results to ')  # before the rounds, not after
+        check_writable_file(args.results_file, f'bench.{fmt}', 'results to ', text=True)  # before the rounds
     rows = run_benchmark(config)
     columns = [c.format(m=args.mode) for c in SUMMARY_COLUMNS]
     write_rows([{c: row[c] for c in columns} for row in rows], 'table', stream=sys.stdout)

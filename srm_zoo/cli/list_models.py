@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f'No SRM model matches {args.pattern!r}. `srm-zoo list` shows them all.')
     fmt = file_format(args.results_file, args.format, 'table')
     if args.results_file is not None:
-        check_writable_file(args.results_file, 'models.csv')  # before the models' statistics are computed
+        # before the models' statistics are computed
+        check_writable_file(args.results_file, 'models.csv', text=True)
     write_rows([_row(entry) for entry in entries], fmt, args.results_file)
     return 0
 

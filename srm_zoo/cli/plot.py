@@ -50,7 +50,7 @@ def _figure(inputs: List[str], target: Optional[float]):
 
 def run(args: argparse.Namespace) -> int:
     output = args.output if args.output is not None else str(_default_output(args.inputs))
-    output = check_writable_file(output, 'plot.png', 'the plot to ')
+    output = check_writable_file(output, 'plot.png', 'the plot to ', inputs=args.inputs)
     _check_format(output)
     figure, what = _figure(args.inputs, args.target)
     save_figure(figure, output)

@@ -5,7 +5,7 @@ from typing import Any, Dict
 
 from ..catalogue import get_entry_and_tag
 from ..errors import UserError
-from ..hub.export import check_repo_id
+from ..hub.export import check_export_dir, check_repo_id
 from ..hub.publish import publish_folder
 from ..manifest import MANIFEST_PATH, Metric, active_manifest_path, reload_manifest, write_release
 from ..paths import check_output_dir
@@ -58,7 +58,7 @@ def _check_inputs(args: argparse.Namespace) -> Dict[str, str]:
     if args.embed:
         _check_embed_manifest()
     else:
-        check_output_dir(args.out, '--out')
+        check_export_dir(args.out)
         if args.repo_id:
             check_repo_id(args.repo_id)
     return compare

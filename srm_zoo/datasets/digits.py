@@ -31,6 +31,7 @@ DIGITS_SPLIT_SEED = 0
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_IMAGE_SIZE = 32
 _MARKER = 'digits.json'
+_SOURCE = 'sklearn.datasets.load_digits (UCI optdigits, 1797 8x8 scans)'
 
 
 def digits_split() -> Dict[str, Tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -58,9 +59,25 @@ def _to_image(scan: np.ndarray) -> Image.Image:
 def _check_out(root: Path) -> None:
     """Refuse an ``--out`` that is a file, lies under a file, or is a non-empty folder not written here."""
     check_output_dir(root, '--out')
-    if root.exists() and any(root.iterdir()) and not (root / _MARKER).exists():
+    if root.exists() and any(root.iterdir()) and not _written_here(root):
         raise UserError(f'{root} exists and is not empty, and it is not a digits folder written by srm-zoo '
-                        f'(no {_MARKER}). Choose a new or empty folder.')
+                        f'(its {_MARKER}, and train/ and test/ holding the class folders 0 to 9 only). Choose a new '
+                        'or empty folder.')
+
+
+def _written_here(root: Path) -> bool:
+    """Whether ``root`` is a digits folder this module wrote: its description, and splits of digit class folders
+    only (the splits it replaces hold nothing else)."""
+    try:
+        description = json.loads((root / _MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(description, dict) or description.get('source') != _SOURCE:
+        return False
+    digits = {str(d) for d in range(10)}
+    splits = [root / split for split in ('train', 'test') if (root / split).exists()]
+    return all(split.is_dir() and all(entry.is_dir() and entry.name in digits for entry in split.iterdir())
+               for split in splits)
 
 
 def _write_images(root: Path) -> Dict[str, object]:
@@ -78,7 +95,7 @@ def _write_images(root: Path) -> Dict[str, object]:
     pixels = np.stack(train_pixels)
     mean, std = round(float(pixels.mean()), 4), round(float(pixels.std()), 4)
     description = dict(
-        source='sklearn.datasets.load_digits (UCI optdigits, 1797 8x8 scans)',
+        source=_SOURCE,
         split=dict(method='sklearn.model_selection.train_test_split', test_size=DIGITS_TEST_FRACTION,
                    stratify='label', random_state=DIGITS_SPLIT_SEED),
         image_size=DIGITS_IMAGE_SIZE, resize='PIL bilinear from 8x8, 0..16 scaled to 0..255, RGB',

@@ -39,7 +39,7 @@ def check_results_file(path: str, fmt: Optional[str] = None) -> str:
     it is a folder, it may not be written, or it is a CSV with other columns than timm's results table.
     Returns the format."""
     fmt = file_format(path, fmt, 'json')
-    target = check_writable_file(path, f'results.{fmt}', 'results to ')
+    target = check_writable_file(path, f'results.{fmt}', 'results to ', text=True)
     if fmt == 'csv' and target.exists():
         header = _csv_header(target)
         if header is not None and header != list(CSV_COLUMNS):

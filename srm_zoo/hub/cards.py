@@ -269,15 +269,23 @@ def embedded_cards(cards: Dict[str, str]) -> Dict[Path, str]:
             for release in load_manifest() if release.embedded}
 
 
+def _is_model_card(path: Path) -> bool:
+    """Whether the file ``path`` is a model card as :func:`render_card` writes them (front matter, then the title)."""
+    with path.open(errors='replace') as handle:
+        head = handle.read(4096)
+    return head.startswith('---\n') and '\n# Model card for ' in head
+
+
 def stale_cards(directory: Path, cards: Optional[Dict[str, str]] = None) -> List[str]:
-    """Names of the cards in ``directory`` that are missing, out of date, or of no catalogue tag
-    (``srm_*.md`` files only: other files there are left alone), then the paths of stale cards
-    of embedded releases."""
+    """Names of the cards in ``directory`` that are missing, out of date, or of no catalogue tag (model cards
+    named ``srm_*.md`` only: other files there are left alone), then the paths of stale cards of embedded
+    releases."""
     cards = catalogue_cards() if cards is None else cards
     directory = Path(directory)
     stale = [name for name, text in cards.items()
              if not (directory / name).is_file() or (directory / name).read_text() != text]
-    extra = [p.name for p in directory.glob('srm_*.md') if p.name not in cards] if directory.is_dir() else []
+    extra = [p.name for p in directory.glob('srm_*.md')
+             if p.name not in cards and p.is_file() and _is_model_card(p)] if directory.is_dir() else []
     embedded = [str(path) for path, text in embedded_cards(cards).items()
                 if not path.is_file() or path.read_text() != text]
     return sorted(stale + extra) + embedded

@@ -30,8 +30,8 @@ from ..paths import check_output_dir
 from ..training import TrainConfig
 from .cards import CardWeights, render_card
 
-__all__ = ['RELEASE_FILE', 'HUB_FILES', 'ExportedRelease', 'check_repo_id', 'read_results', 'metrics_from_results',
-           'weights_provenance', 'write_hub_folder', 'export_release', 'read_exported_release']
+__all__ = ['RELEASE_FILE', 'HUB_FILES', 'ExportedRelease', 'check_export_dir', 'check_repo_id', 'read_results',
+           'metrics_from_results', 'weights_provenance', 'write_hub_folder', 'export_release', 'read_exported_release']
 
 WEIGHTS_FILE = 'model.safetensors'
 RELEASE_FILE = 'srm_zoo_release.json'
@@ -172,6 +172,21 @@ def _staging_dir(out: Path) -> Iterator[Path]:
         raise
 
 
+def check_export_dir(out: Union[str, Path], flag: str = '--out') -> Path:
+    """Refuse an export folder that cannot be written (:func:`~srm_zoo.paths.check_output_dir`) or that holds files
+    an export would replace (a ``README.md``, a ``config.json``, ...) without being a complete earlier export:
+    they are someone else's. Returns it as a Path."""
+    out = check_output_dir(out, flag)
+    present = [name for name in HUB_FILES if (out / name).exists()]
+    if present:
+        try:
+            read_exported_release(out)
+        except UserError:
+            raise UserError(f'{flag} {str(out)!r} holds {", ".join(present)}, which an export would replace, but '
+                            'it is not an earlier `srm-zoo export` folder: choose a new or empty folder.') from None
+    return out
+
+
 def write_hub_folder(entry: ModelEntry, tag: str, model: torch.nn.Module, out: Path, repo_id: str,
                      provenance: Dict[str, Any], metrics_of: Callable[[str], Tuple[Metric, ...]]) -> ExportedRelease:
     """Write the Hub repository folder of ``model`` (``entry.tag``'s weights) into ``out``.
@@ -206,7 +221,7 @@ def export_release(
     """Write the Hub repository folder of ``model_name`` (``arch`` or ``arch.tag``) from ``checkpoint``."""
     entry, weight_tag = get_entry_and_tag(model_name)
     tag = weight_tag.tag
-    checkpoint, out = Path(checkpoint), check_output_dir(out, '--out')
+    checkpoint, out = Path(checkpoint), check_export_dir(out)
     repo_id = check_repo_id(repo_id) if repo_id is not None else hub_repo_id(entry.name, tag)
     result_rows = read_results(results) if results else []
     model = timm.create_model(f'{entry.name}.{tag}')

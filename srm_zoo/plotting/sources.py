@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from ..errors import UserError
+from ..training.log import LOG_FILES
 
 __all__ = ['TRAINING_SERIES', 'TrainingLog', 'BenchRun', 'BenchResults', 'read_source']
 
-TRAINING_LOG_FILES = ('log.jsonl', 'log.csv')
-"""The log files of a run folder, in order of preference: both hold the same rows."""
 TRAINING_SERIES = ('train_loss', 'eval_loss', 'eval_top1', 'ema_eval_top1', 'lr')
 """The logged columns that a training plot draws (each where the log has it)."""
 WHAT_TO_NAME = ('a `srm-zoo train` run folder, its log.csv or log.jsonl, or a `srm-zoo bench --results-file` '
@@ -55,9 +54,9 @@ def read_source(path: Union[str, Path]) -> Source:
     if not path.exists():
         raise UserError(f'{path} does not exist: name {WHAT_TO_NAME}.')
     if path.is_dir():
-        log = next((path / name for name in TRAINING_LOG_FILES if (path / name).is_file()), None)
+        log = next((path / name for name in LOG_FILES if (path / name).is_file()), None)
         if log is None:
-            raise UserError(f'{path} holds no {" or ".join(TRAINING_LOG_FILES)}: name {WHAT_TO_NAME}.')
+            raise UserError(f'{path} holds no {" or ".join(LOG_FILES)}: name {WHAT_TO_NAME}.')
         return _training_log(_read_rows(log), log, label=str(path))
     rows = _read_rows(path)
     if rows and 'epoch' in rows[0]:

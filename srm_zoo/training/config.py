@@ -3,7 +3,6 @@ import os
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Dict, List, Optional
 
-from ..catalogue import ATTENTIONS
 from ..distributed import uses_cuda
 
 __all__ = ['TrainConfig']

@@ -7,17 +7,21 @@ from typing import Any, Dict, Iterable, List
 
 from tqdm import tqdm
 
-__all__ = ['write_log', 'progress']
+__all__ = ['LOG_FILES', 'write_log', 'progress']
+
+LOG_FILES = ('log.jsonl', 'log.csv')
+"""The run folder's logs (:func:`write_log`): both hold the same rows."""
 
 
 def write_log(rows: List[Dict[str, Any]], output: Path) -> None:
-    """Rewrite ``log.csv`` and ``log.jsonl`` in ``output`` with one row per finished epoch."""
+    """Rewrite the logs (:data:`LOG_FILES`) in ``output`` with one row per finished epoch."""
     if not rows:
         return
-    with (output / 'log.jsonl').open('w') as handle:
+    jsonl, csv_log = LOG_FILES
+    with (output / jsonl).open('w') as handle:
         handle.writelines(json.dumps(row) + '\n' for row in rows)
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    with (output / 'log.csv').open('w', newline='') as handle:
+    with (output / csv_log).open('w', newline='') as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)

@@ -36,7 +36,7 @@ from ..evaluation.data import EvalImages
 from ..evaluation.metrics import Counts, score_batch
 from .config import TrainConfig
 from .data import check_readable, class_names, eval_loader, image_paths, load_split, split_images, train_loader
-from .log import progress, write_log
+from .log import LOG_FILES, progress, write_log
 from .optim import create_optimizer, create_scheduler
 from .recipes import Recipe, get_recipe
 from .state import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -47,6 +47,8 @@ _AMP_DTYPES = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 _TAG_FIELDS = ('tag', 'description', 'notes', 'license', 'file', 'url', 'hf_hub_id', 'label_names',
                'label_descriptions')
 """Pretrained-cfg fields that describe a weight tag's weights, not the architecture."""
+MODEL_FOLDER = 'model'
+"""The run folder's final weights, as timm's ``save_for_hf`` writes them."""
 
 
 def train(config: TrainConfig) -> Dict[str, Any]:
@@ -121,6 +123,10 @@ class _Run:
     # -- set-up -----------------------------------------------------------------------------------
     def _read_resume_checkpoint(self) -> Optional[Dict[str, Any]]:
         if not self.checkpoint_path.exists():
+            earlier = [name for name in (*LOG_FILES, MODEL_FOLDER) if (self.output / name).exists()]
+            if earlier:
+                raise UserError(f'{self.output} holds {", ".join(earlier)} of an earlier run but no checkpoint to '
+                                'resume, and a new run would replace them: choose another --output.')
             if self.config.resume and self.ctx.is_main:
                 print(f'srm-zoo train: no checkpoint in {self.output}; starting a new run.', flush=True)
             return None
@@ -341,7 +347,7 @@ class _Run:
         # no weight tag's description applies to this run's weights (a tagged name gave only its preprocessing)
         model.pretrained_cfg = {k: v for k, v in model.pretrained_cfg.items() if k not in _TAG_FIELDS}
         model_args = attention_kwargs(self.config.model, self.config.attention) or None
-        save_hf_folder(model, str(self.output / 'model'), model_args=model_args,
+        save_hf_folder(model, str(self.output / MODEL_FOLDER), model_args=model_args,
                        model_config=dict(label_names=self.class_names), data_config=dict(self.data_config))
 
 

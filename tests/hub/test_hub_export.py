@@ -52,6 +52,25 @@ def test_export_writes_timm_repository_with_card(tmp_path, trained):
     assert 'Params (M): 0.271' in body and 'arxiv.org/abs/1903.10829' in body
 
 
+def test_export_replaces_an_earlier_export_but_no_one_else_s_files(tmp_path, trained, capsys):
+    """Exporting again into an export folder replaces it; a folder holding a README.md (a project's) that no export
+    wrote is refused and left as it was; an empty --out is refused, not taken as the current folder."""
+    checkpoint, _, results = trained
+    export = ['export', f'{MODEL}.{TAG}', '--checkpoint', str(checkpoint), '--results', str(results), '--out']
+    out = tmp_path / 'repo'
+    assert main([*export, str(out)]) == 0 and main([*export, str(out)]) == 0
+    project = tmp_path / 'project'
+    project.mkdir()
+    (project / 'README.md').write_text('# my project\n')
+    assert main([*export, str(project)]) == 2
+    assert "holds README.md, which an export would replace, but it is not an earlier `srm-zoo export` folder" in \
+        capsys.readouterr().err
+    assert [p.name for p in project.iterdir()] == ['README.md']
+    assert (project / 'README.md').read_text() == '# my project\n'
+    assert main([*export, '']) == 2
+    assert '--out is empty' in capsys.readouterr().err
+
+
 def test_imagenet_export_carries_label_names(tmp_path):
     make_checkpoint(tmp_path / 'r18.pth', seed=0, model='srm_resnet18', wrap='model')
     assert main(['export', 'srm_resnet18.official_in1k', '--checkpoint', str(tmp_path / 'r18.pth'),

@@ -41,11 +41,13 @@ def test_cards_command_regenerates_and_checks(generated, tmp_path, monkeypatch, 
     monkeypatch.setattr(cards_module, 'catalogue_cards', lambda: generated)
     monkeypatch.chdir(tmp_path)  # no README.md here: only the cards
     (tmp_path / 'README.md').write_text('not a card')
-    (tmp_path / 'srm_resnet7.old.md').write_text('a card of a removed model')
+    removed = generated['srm_resnet18.official_in1k.md'].replace('srm_resnet18.official_in1k', 'srm_resnet7.old')
+    (tmp_path / 'srm_resnet7.old.md').write_text(removed)  # the card of a model the catalogue no longer has
+    (tmp_path / 'srm_notes.md').write_text('# my notes on SRM\n')  # not a card: left alone
     assert main(['cards', '--check', '--out', str(tmp_path)]) == 1
     assert main(['cards', '--out', str(tmp_path)]) == 0
     assert stale_cards(tmp_path, generated) == [] and (tmp_path / 'README.md').exists()
-    assert not (tmp_path / 'srm_resnet7.old.md').exists()
+    assert not (tmp_path / 'srm_resnet7.old.md').exists() and (tmp_path / 'srm_notes.md').exists()
     card = tmp_path / 'srm_resnet18.official_in1k.md'
     card.write_text(card.read_text().replace('GMACs', 'GFLOPs'))
     assert main(['cards', '--check', '--out', str(tmp_path)]) == 1
