@@ -74,6 +74,9 @@ def read_results(path: Union[str, Path]) -> List[Dict[str, Any]]:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise UserError(f'Results file {str(path)!r} does not exist.') from None
+    except IsADirectoryError:
+        raise UserError(f'Results file {str(path)!r} is a folder; pass the JSON file `srm-zoo eval --results-file` '
+                        'wrote.') from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UserError(f'Results file {str(path)!r} is not JSON ({error}); pass the file `srm-zoo eval` '
                         'writes with --results-format json.') from None

@@ -69,6 +69,9 @@ def test_export_replaces_an_earlier_export_but_no_one_else_s_files(tmp_path, tra
     assert (project / 'README.md').read_text() == '# my project\n'
     assert main([*export, '']) == 2
     assert '--out is empty' in capsys.readouterr().err
+    assert main(['export', f'{MODEL}.{TAG}', '--checkpoint', str(checkpoint), '--results', str(tmp_path),
+                 '--out', str(tmp_path / 'new')]) == 2
+    assert f"Results file '{tmp_path}' is a folder" in capsys.readouterr().err
 
 
 def test_imagenet_export_carries_label_names(tmp_path):
