@@ -3,8 +3,8 @@
 Accepted layouts: a plain state dict, or one inside a dict under ``state_dict``, ``model``
 (or ``state_dict_ema`` / ``model_ema`` / ``ema``, the last ``srm-zoo train``'s, with ``use_ema``),
 with or without the ``module.`` / ``_orig_mod.`` prefixes of DDP and ``torch.compile``; as a
-``torch.save`` file (read with ``weights_only=True``) or a safetensors file. Checkpoints whose keys or shapes do not fit the
-model are refused with the first mismatches named.
+``torch.save`` file (read with ``weights_only=True``) or a safetensors file. Checkpoints whose keys or shapes do
+not fit the model are refused with the first mismatches named.
 """
 import hashlib
 import pickle
@@ -25,8 +25,12 @@ __all__ = ['file_sha256', 'load_weights_only', 'CheckpointWeights', 'read_checkp
 MAX_LISTED = 5
 """How many mismatching keys of each kind an error message names."""
 
-_UNSAFE_GLOBAL = re.compile(r'Unsupported global: GLOBAL ([\w.]+)')
-"""The class that torch's weights-only unpickler refused, in its message."""
+_UNSAFE_GLOBAL = re.compile(r'\bGLOBAL ([A-Za-z_][\w.]*)')
+"""The class or function that torch's weights-only unpickler refused, in its message ("Unsupported global: GLOBAL
+argparse.Namespace was not an allowed global", "unsupported GLOBAL os.system whose module os is blocked")."""
+
+_UNPICKLER_REASON = re.compile(r'WeightsUnpickler error:\s*(\S[^\n]*)')
+"""Why torch's weights-only unpickler stopped, in its message (after a paragraph about ``weights_only``)."""
 
 _OPTIONAL_KEYS = ('num_batches_tracked',)
 """Buffers that old checkpoints may lack without changing what the model computes."""
@@ -124,23 +128,31 @@ def _read_file(path: Path):
 
 def load_weights_only(path: Union[str, Path], what: str = 'checkpoint') -> Any:
     """``torch.load(path, weights_only=True)`` onto the CPU: the one way srm-zoo reads ``torch.save`` files.
-    A file holding other Python objects than tensors, or no PyTorch file at all, is a one-line UserError
-    naming ``what`` it should have been."""
+    A file holding other Python objects than tensors, an empty file, or no PyTorch file at all, is a one-line
+    UserError naming ``what`` it should have been."""
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        raise UserError(f'{what[0].upper()}{what[1:]} {str(path)!r} is empty (0 bytes), not a PyTorch checkpoint; '
+                        'save or copy it again.')
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as error:
-        if 'weights only' not in str(error).lower():
-            raise UserError(f'Cannot read {what} {str(path)!r}: it is not a readable PyTorch checkpoint '
-                            f'({error_reason(error)}).') from None
         found = _UNSAFE_GLOBAL.search(str(error))
-        holds = f' (such as {found.group(1)})' if found else ''
+        if not found:
+            raise _unreadable(path, what, error) from None
         raise UserError(
-            f'{what[0].upper()}{what[1:]} {str(path)!r} holds Python objects other than tensors{holds}; srm-zoo loads '
-            'only weights-only checkpoints (torch.load(weights_only=True)). Save its state dict instead: '
-            'torch.save(model.state_dict(), path), or convert it to safetensors.') from None
+            f'{what[0].upper()}{what[1:]} {str(path)!r} holds Python objects other than tensors (such as '
+            f'{found.group(1)}); srm-zoo loads only weights-only checkpoints (torch.load(weights_only=True)). Save '
+            'its state dict instead: torch.save(model.state_dict(), path), or convert it to safetensors.') from None
     except Exception as error:  # torch.load raises many types (struct.error, RuntimeError, ...) for junk
-        raise UserError(f'Cannot read {what} {str(path)!r}: it is not a readable PyTorch checkpoint '
-                        f'({type(error).__name__}: {error_reason(error)}).') from None
+        raise _unreadable(path, what, error) from None
+
+
+def _unreadable(path: Union[str, Path], what: str, error: Exception) -> UserError:
+    """The error for a ``torch.load`` failure other than a refused global: the file is corrupt or another format."""
+    found = _UNPICKLER_REASON.search(str(error))
+    reason = found.group(1).strip() if found else error_reason(error)
+    return UserError(f'Cannot read {what} {str(path)!r}: it is not a readable PyTorch checkpoint (corrupt, or a file '
+                     f'of another format; {type(error).__name__}: {reason}).')
 
 
 def state_dict_mismatches(expected: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor]) -> List[str]:

@@ -16,6 +16,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Tuple, Union
 
+from .errors import UserError, error_reason
+
 __all__ = ['HUB_ORG', 'WEIGHTS_DIR', 'MANIFEST_PATH', 'Metric', 'Release', 'active_manifest_path', 'load_manifest',
            'find_release', 'hub_repo_id', 'use_manifest', 'reload_manifest', 'write_release']
 
@@ -92,19 +94,48 @@ def active_manifest_path() -> Path:
 
 @lru_cache(maxsize=None)
 def _read_manifest(path: Path) -> Tuple[Release, ...]:
+    """The releases of the manifest file ``path`` (none when it does not exist); a UserError naming the file
+    when it is not a manifest."""
     if not path.exists():
         return ()
-    entries = json.loads(path.read_text())['releases']
-    return tuple(Release.from_dict(entry, root=path.parent) for entry in entries)
+    try:
+        data = json.loads(path.read_text(encoding='utf-8'))
+    except OSError as error:
+        raise _manifest_error(path, f'it cannot be read ({error.strerror or error_reason(error)})') from None
+    except UnicodeDecodeError:
+        raise _manifest_error(path, 'it is not UTF-8 text') from None
+    except ValueError as error:
+        raise _manifest_error(path, f'it is not valid JSON ({error_reason(error)})') from None
+    entries = data.get('releases') if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise _manifest_error(path, 'it has no "releases" list')
+    return tuple(_release_entry(path, number, entry) for number, entry in enumerate(entries, start=1))
+
+
+def _release_entry(path: Path, number: int, entry: Any) -> Release:
+    """Release ``number`` (1-based) of the manifest file ``path``."""
+    try:
+        return Release.from_dict(entry, root=path.parent)
+    except (TypeError, ValueError) as error:
+        raise _manifest_error(path, f'its release {number} is not a release entry ({error_reason(error)})') from None
+
+
+def _manifest_error(path: Path, problem: str) -> UserError:
+    """The error for the manifest file ``path`` that is not a manifest, with what is wrong (``problem``)."""
+    return UserError(f'The release manifest {path} is broken: {problem}. Restore it (a JSON object with a '
+                     '"releases" list, as `srm-zoo publish` writes it), or select another manifest (SRM_ZOO_MANIFEST, '
+                     '--manifest).')
 
 
 def load_manifest(path: Optional[Union[str, Path]] = None) -> Tuple[Release, ...]:
-    """Every release in the manifest (the active one by default; empty when the file does not exist)."""
+    """Every release in the manifest (the active one by default; empty when the file does not exist); a
+    UserError when the file is not a manifest."""
     return _read_manifest(Path(path).resolve() if path else _active_path)
 
 
 def find_release(model: str, tag: str) -> Optional[Release]:
-    """The release of ``model.tag``, or None when that tag has no published weights."""
+    """The release of ``model.tag``, or None when that tag has no published weights; a UserError when the
+    manifest is broken."""
     return next((r for r in load_manifest() if r.model == model and r.tag == tag), None)
 
 
@@ -121,8 +152,8 @@ def use_manifest(path: Union[str, Path]) -> Iterator[Path]:
     global _active_path
     previous = _active_path
     _active_path = Path(path).resolve()
-    reload_manifest()
     try:
+        reload_manifest()
         yield _active_path
     finally:
         _active_path = previous
@@ -132,7 +163,8 @@ def use_manifest(path: Union[str, Path]) -> Iterator[Path]:
 def write_release(release: Release, path: Optional[Union[str, Path]] = None) -> Path:
     """Add ``release`` to a manifest file (replacing the same ``model.tag``), atomically; returns the file.
 
-    Raises ``OSError`` when the file cannot be written (e.g. an installation without write access).
+    Raises ``OSError`` when the file cannot be written (e.g. an installation without write access), and a
+    UserError when it exists but is not a manifest.
     """
     path = Path(path).resolve() if path else _active_path
     releases = [r for r in _read_manifest.__wrapped__(path) if r.name != release.name] + [release]

@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Optional
 
-from ..errors import UserError
+from ..errors import UserError, error_reason
 from ..hub.cards import stale_cards, write_model_cards
 from ..hub.zoo_table import TABLE_START, readme_table_is_stale, write_readme_table, zoo_table
 from ..paths import check_output_dir
@@ -20,14 +20,27 @@ DEFAULT_README = 'README.md'
 
 def readme_with_table(readme: Optional[str]) -> Optional[Path]:
     """The README whose zoo table to write or check: ``readme``; without one, README.md where it has the
-    table's markers (another project's README is left alone). A README named explicitly must have them."""
+    table's markers (another project's README, even one that is not text, is left alone). A README named
+    explicitly must have them."""
     path = Path(readme or DEFAULT_README)
-    if path.is_file() and TABLE_START in path.read_text():
+    if path.is_file() and TABLE_START in _text_or_empty(path, readme):
         return path
     if readme is None:
         return None
     raise UserError(f'--readme {readme}: ' + ('no such file.' if not path.is_file() else
                                                f'it has no zoo table markers (a line "{TABLE_START}").'))
+
+
+def _text_or_empty(path: Path, readme: Optional[str]) -> str:
+    """The text of the README ``path``; one that cannot be decoded is empty by default and a UserError when named
+    with --readme (``readme``)."""
+    try:
+        return path.read_text()
+    except UnicodeDecodeError as error:
+        if readme is None:
+            return ''
+        raise UserError(f'--readme {readme}: it cannot be read as text ({error_reason(error)}); name the README that '
+                        f'holds the zoo table markers (a line "{TABLE_START}").') from None
 
 
 def _check(out: Path, readme: Optional[Path]) -> int:

@@ -2,12 +2,12 @@
 
 Uploads the folder written by `srm-zoo export` with huggingface_hub (token from `hf auth login`
 or HF_TOKEN), then writes the manifest entry (repository, pinned commit, sha256, metrics,
-provenance); when the manifest is not writable, prints the entry to add by hand. With
---embedded, records a folder that lies next to the manifest (srm_zoo/weights/<model>.<tag>)
-as weights shipped inside the package instead of uploading it.
+provenance); a broken manifest is refused before the upload, and when the manifest cannot be
+updated after it, prints the entry to add by hand. With --embedded, records a folder that lies
+next to the manifest (srm_zoo/weights/<model>.<tag>) as weights shipped inside the package
+instead of uploading it.
 """
 import argparse
-from typing import Optional
 
 from ..errors import UserError
 from ..hub.publish import PublishResult, publish_folder, record_embedded, release_json
@@ -25,22 +25,21 @@ def run(args: argparse.Namespace) -> int:
         raise UserError('--repo-id ORG/NAME is required (or --embedded for weights shipped in the package).')
     result = publish_folder(args.folder, args.repo_id, manifest=args.manifest, token=args.token,
                             private=args.private, commit_message=args.message)
-    report_published(result, args.manifest)
+    report_published(result)
     if result.manifest:
         print('Regenerate the model cards and the README\'s zoo table with `srm-zoo cards`.')
     return 0
 
 
-def report_published(result: PublishResult, manifest: Optional[str] = None) -> None:
-    """Print where a release went and where it is recorded, or the manifest entry to add by hand when the
-    manifest (``manifest``, or the active one) was not writable."""
+def report_published(result: PublishResult) -> None:
+    """Print where a release went and where it is recorded, or why the manifest was not updated and the entry
+    to add by hand."""
     release = result.release
     print(f'Published {release.name} to {release.hf_hub_id} at revision {release.revision}.')
     if result.manifest:
         print(f'Recorded the release in {result.manifest}.')
     else:
-        print(f'The manifest {manifest or active_manifest_path()} is not writable; add this entry to its '
-              '"releases" list:')
+        print(f'{result.problem} Record the release by adding this entry to the "releases" list of the manifest:')
         print(release_json(release))
 
 

@@ -32,17 +32,22 @@ def val_image_number(filename: str) -> Optional[int]:
 
 def read_loc_solution(path: Path) -> Dict[int, str]:
     """Image number -> synset from a ``LOC_val_solution.csv`` (first synset of each box list)."""
+    expected = f'{path} is not a LOC_val_solution.csv: expected ImageId,PredictionString rows like ' \
+               '"ILSVRC2012_val_00000001,n01751748 ..."'
+    try:
+        with Path(path).open(newline='', encoding='utf-8-sig') as handle:
+            rows = list(csv.DictReader(handle))
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise UserError(f'{expected} as UTF-8 text ({error_reason(error)}).') from None
     truth = {}
-    with Path(path).open(newline='') as handle:
-        for row in csv.DictReader(handle):
-            try:
-                number = val_image_number(row['ImageId'])
-                synset = row['PredictionString'].split()[0]
-            except (KeyError, IndexError, AttributeError):
-                raise UserError(f'{path} is not a LOC_val_solution.csv: expected ImageId,PredictionString rows '
-                                f'like "ILSVRC2012_val_00000001,n01751748 ...".') from None
-            if number is not None:
-                truth[number] = synset
+    for row in rows:
+        try:
+            number = val_image_number(row['ImageId'])
+            synset = row['PredictionString'].split()[0]
+        except (KeyError, IndexError, AttributeError):
+            raise UserError(f'{expected}.') from None
+        if number is not None:
+            truth[number] = synset
     return truth
 
 
@@ -57,17 +62,24 @@ def read_devkit_meta(path: Path) -> Dict[int, str]:
     try:
         synsets = loadmat(str(path), squeeze_me=True)['synsets']
         ids, wnids, children = synsets['ILSVRC2012_ID'], synsets['WNID'], synsets['num_children']
-    except (OSError, ValueError, KeyError, TypeError, MatReadError) as error:
+        return {int(i): str(w) for i, w, c in zip(ids, wnids, children) if int(c) == 0}
+    except (OSError, ValueError, KeyError, TypeError, IndexError, NotImplementedError, MatReadError) as error:
+        # scipy raises any of these for other files (NotImplementedError: MATLAB 7.3); a non-struct "synsets" IndexError
         raise UserError(f'{path} is not an ILSVRC2012 devkit meta.mat (a "synsets" struct with ILSVRC2012_ID, '
                         f'WNID and num_children): {error_reason(error)}') from None
-    return {int(i): str(w) for i, w, c in zip(ids, wnids, children) if int(c) == 0}
 
 
 def read_devkit_ground_truth(path: Path, meta_path: Path) -> Dict[int, str]:
     """Image number -> synset from the devkit ground truth (line N: ILSVRC2012 ID of image N) and meta.mat."""
     id_to_synset = read_devkit_meta(meta_path)
+    try:
+        text = Path(path).read_text(encoding='utf-8-sig')
+    except UnicodeDecodeError as error:
+        raise UserError(f'{path} is not an ILSVRC2012 devkit ground truth ({_DEVKIT_TRUTH}: one ILSVRC2012 ID per '
+                        f'line, as UTF-8 text): {error_reason(error)}. Pass that file or a {_LOC_SOLUTION} with '
+                        '--labels.') from None
     truth = {}
-    for number, line in enumerate(Path(path).read_text().split(), start=1):
+    for number, line in enumerate(text.split(), start=1):
         try:
             truth[number] = id_to_synset[int(line)]
         except (ValueError, KeyError):

@@ -14,7 +14,7 @@ except ImportError:  # pragma: no cover
 
 from ..checkpoint import file_sha256
 from ..errors import UserError, error_reason
-from ..manifest import Release, active_manifest_path, write_release
+from ..manifest import Release, active_manifest_path, load_manifest, write_release
 from .export import HUB_FILES, WEIGHTS_FILE, check_repo_id, read_exported_release
 
 __all__ = ['PublishResult', 'check_export_folder', 'publish_folder', 'record_embedded', 'release_json']
@@ -24,9 +24,11 @@ PICKLE_SUFFIXES = ('.bin', '.pt', '.pth', '.pkl', '.pickle', '.ckpt', '.tar')
 
 @dataclass(frozen=True)
 class PublishResult:
-    """The release a publish created, and the manifest file it went to (None: not writable, printed instead)."""
+    """The release a publish created, and the manifest file it went to (None: it could not be updated, which
+    ``problem`` says; the caller prints the entry instead)."""
     release: Release
     manifest: Optional[Path]
+    problem: Optional[str] = None
 
 
 def check_export_folder(folder: Union[str, Path], repo_id: Optional[str]) -> Release:
@@ -65,11 +67,13 @@ def publish_folder(
 ) -> PublishResult:
     """Upload an export folder (its Hub files only) and record the resulting commit in the manifest.
 
-    The token comes from ``token``, ``HF_TOKEN`` or the stored ``hf auth login``. When the
-    manifest cannot be written the result's ``manifest`` is None and the caller prints the entry.
+    The token comes from ``token``, ``HF_TOKEN`` or the stored ``hf auth login``. A broken manifest is refused
+    before anything is uploaded; when the manifest cannot be updated after the upload the result's ``manifest``
+    is None and the caller prints the entry.
     """
     folder = Path(folder)
     release = check_export_folder(folder, repo_id)
+    load_manifest(manifest)  # a broken manifest is refused before anything is uploaded
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, repo_type='model', private=private, exist_ok=True)
@@ -88,11 +92,14 @@ def publish_folder(
                         f'({type(error).__name__}: {error_reason(error)}). Check the network, or HF_ENDPOINT.') \
             from None
     release = replace(release, revision=commit.oid)
+    path = Path(manifest).resolve() if manifest else active_manifest_path()
     try:
-        written = write_release(release, manifest)
-    except OSError:
-        written = None
-    return PublishResult(release=release, manifest=written)
+        return PublishResult(release=release, manifest=write_release(release, path))
+    except OSError as error:
+        problem = f'The manifest {path} is not writable ({error.strerror or error_reason(error)}).'
+    except UserError as error:  # the manifest broke during the upload
+        problem = str(error)
+    return PublishResult(release=release, manifest=None, problem=problem)
 
 
 def record_embedded(folder: Union[str, Path], manifest: Optional[Union[str, Path]] = None) -> Release:

@@ -7,6 +7,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import generate_default_cfgs, register_model
 
 from ..catalogue import PAPER, ModelEntry
+from ..errors import UserError
 from ..manifest import find_release
 
 __all__ = ['family_cfg', 'weight_location', 'pretrained_cfg', 'default_cfgs_for', 'register_entrypoints',
@@ -36,8 +37,13 @@ def family_cfg(entry: ModelEntry) -> Dict[str, Any]:
 
 
 def weight_location(entry: ModelEntry, tag: str) -> Dict[str, Any]:
-    """Where timm finds the weights of ``entry.tag``: nothing unless the manifest has a release."""
-    release = find_release(entry.name, tag)
+    """Where timm finds the weights of ``entry.tag``: nothing unless the manifest has a release. A broken manifest
+    locates none here, so that registering the models (``import srm_zoo``) gets through; whatever reads the
+    manifest for weights (``pretrained=True``, the commands) reports it."""
+    try:
+        release = find_release(entry.name, tag)
+    except UserError:
+        return {}
     if release is None:
         return {}
     if release.embedded:
