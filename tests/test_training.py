@@ -282,6 +282,13 @@ def test_recipes_weight_decay_rules():
     assert RECIPES['official'].milestones_for(90) == (30, 60) and RECIPES['official'].milestones_for(9) == (3, 6)
 
 
+def test_official_recipe_starts_every_batchnorm_at_weight_one():
+    """The authors' code fills every BatchNorm weight with 1; timm's default zero-initialises each block's last."""
+    model = timm.create_model('srm_resnet20_cifar', zero_init_last=RECIPES['official'].zero_init_last)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == 1 + 9 * 3 and all(bool((m.weight == 1).all()) for m in norms)
+
+
 def test_list_recipes(capsys):
     assert main(['train', '--list-recipes', '--format', 'json']) == 0
     listed = json.loads(capsys.readouterr().out)

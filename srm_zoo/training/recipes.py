@@ -63,9 +63,10 @@ RECIPES: Dict[str, Recipe] = {r.name: r for r in (
         name='official',
         description="The SRM authors' ImageNet recipe: 90 epochs, batch 256, SGD momentum 0.9, lr 0.1 "
                     'divided by 10 at epochs 31 and 61, weight decay 1e-4 on every parameter except '
-                    "SRM's, RandomResizedCrop + horizontal flip.",
+                    "SRM's, RandomResizedCrop + horizontal flip; every BatchNorm starts at weight 1 (no zero-init "
+                    'of the last BatchNorms, as in their code).',
         epochs=90, batch_size=256, opt='momentum', lr=0.1, weight_decay=1e-4, no_weight_decay='srm',
-        sched='multistep', decay_milestones=(30, 60), decay_rate=0.1,
+        sched='multistep', decay_milestones=(30, 60), decay_rate=0.1, zero_init_last=False,
     ),
     Recipe(
         name='modern',
