@@ -332,7 +332,7 @@ def test_invalid_numbers_are_argparse_errors(tiny_folder, tmp_path, capsys, flag
     assert not (tmp_path / 'run').exists()
 
 
-def test_attention_none_run_exports_a_model_timm_loads_and_evaluates_as_it_ran(tiny_folder, tmp_path):
+def test_attention_none_run_exports_a_model_timm_loads_and_evaluates_as_it_ran(tiny_folder, tmp_path, capsys):
     """A run without attention exports a model timm builds as such; ``srm-zoo eval`` of its checkpoint builds the
     model as the run did (no attention, one output per class folder, neither given) and scores folders by the
     run's class names: a folder holding class 'b' alone is scored as 'b', not as the first of its classes."""
@@ -352,6 +352,9 @@ def test_attention_none_run_exports_a_model_timm_loads_and_evaluates_as_it_ran(t
     result = json.loads((tmp_path / 'eval.json').read_text())
     _assert_logged_metrics_are_the_checkpoints(load_checkpoint(run / CHECKPOINT_NAME)['history'][0], 'eval', result)
     assert result['dataset'] == 'folder'  # the run's own classes, not the default tag's digits
+    assert result['attention'] == 'none'  # a counterpart cannot verify the zoo's figures for the SRM network
+    assert main([*eval_args, '--data', str(tiny_folder), '--split', 'validation', '--verify']) == 2
+    assert 'these weights are its --attention none counterpart' in capsys.readouterr().err
     only_b = tmp_path / 'only_b' / 'validation' / 'b'
     shutil.copytree(tiny_folder / 'validation' / 'b', only_b)
     assert main([*eval_args, '--data', str(only_b.parent.parent), '--results-file', str(tmp_path / 'b.json')]) == 0

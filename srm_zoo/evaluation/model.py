@@ -16,12 +16,14 @@ __all__ = ['LoadedModel', 'resolve_name', 'build_model']
 
 @dataclass
 class LoadedModel:
-    """A model ready to evaluate and where its weights came from."""
+    """A model ready to evaluate, where its weights came from, and its block attention (``srm``; a training
+    checkpoint's ``se`` or ``none`` counterpart)."""
     model: torch.nn.Module
     name: str
     weights: str
     sha256: Optional[str]
     trained_on: Optional[str]
+    attention: str = 'srm'
 
 
 def _published_weights(name: str):
@@ -66,10 +68,12 @@ def build_model(name: str, checkpoint: Optional[str] = None, num_classes: Option
     entry = CATALOGUE.get(arch)
     weight_tag = entry.get_tag(tag) if entry else None
     trained_on = weight_tag.dataset if weight_tag else None
+    attention = 'srm'
     if checkpoint:
         model, read = checkpoint_model(full_name, Path(checkpoint), num_classes, use_ema)
         sha256 = file_sha256(read.path)
-        weights = f'checkpoint {checkpoint}'
+        attention = (read.train_config or {}).get('attention') or 'srm'
+        weights = f'checkpoint {checkpoint}' + ('' if attention == 'srm' else f', trained with --attention {attention}')
         tag_names = weight_tag.cfg.get('label_names') if weight_tag else None
         if read.class_names and tag_names and tuple(read.class_names) != tuple(tag_names):
             trained_on = None  # the run's own classes, not the tag's dataset
@@ -88,4 +92,4 @@ def build_model(name: str, checkpoint: Optional[str] = None, num_classes: Option
         sha256 = file_sha256(local_file) if local_file else _hub_sha256(model)
     if getattr(model, 'num_classes', None) != model.pretrained_cfg.get('num_classes'):
         trained_on = None  # another head than the tag's
-    return LoadedModel(model.eval(), full_name, weights, sha256, trained_on)
+    return LoadedModel(model.eval(), full_name, weights, sha256, trained_on, attention)

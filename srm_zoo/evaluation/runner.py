@@ -232,9 +232,14 @@ def _check_results_file(options: EvalOptions, context: distributed.DistContext) 
         raise UserError(problem)
 
 
-def _reference(model: str, dataset: str, images: EvalImages) -> Reference:
-    """The accuracy ``--verify`` compares with; a UserError, before anything is evaluated, when there is none."""
-    reference, reason = find_reference(model, dataset, images.split, split_given=images.split_named)
+def _reference(loaded: LoadedModel, dataset: str, images: EvalImages) -> Reference:
+    """The accuracy ``--verify`` compares with; a UserError, before anything is evaluated, when there is none or
+    the weights are a counterpart's (the zoo states the SRM network's accuracy)."""
+    if loaded.attention != 'srm':
+        raise UserError(f'--verify checks {loaded.name} against the accuracy the zoo states for its SRM network, but '
+                        f'these weights are its --attention {loaded.attention} counterpart ({loaded.weights}); '
+                        'evaluate them without --verify.')
+    reference, reason = find_reference(loaded.name, dataset, images.split, split_given=images.split_named)
     if reference is None:
         raise UserError(f'--verify: {reason}.')
     return reference
@@ -248,7 +253,7 @@ def _evaluate(options: EvalOptions, context: distributed.DistContext) -> EvalRun
     config = _data_config(model, options)
     transform = create_transform(**config, is_training=False)
     images = load_images(options.data, space, options.split, options.labels, options.meta)
-    reference = _reference(loaded.name, space.dataset, images) if options.verify else None
+    reference = _reference(loaded, space.dataset, images) if options.verify else None
     if context.is_main:
         print(f'{loaded.name} ({loaded.weights}) on {space.dataset}/{images.split}: {len(images)} images in '
               f'{images.path} ({images.layout}; labels: {images.label_source})', file=sys.stderr)
@@ -296,6 +301,7 @@ def _result(loaded: LoadedModel, options: EvalOptions, space: LabelSpace, images
     param_count = sum(p.numel() for p in loaded.model.parameters())
     return {
         'model': loaded.name,
+        'attention': loaded.attention,
         'top1': recorded_percent(counts.top1), 'top1_err': recorded_percent(100 - counts.top1),
         'top5': recorded_percent(counts.top5), 'top5_err': recorded_percent(100 - counts.top5),
         'num_images': counts.images,
@@ -347,6 +353,7 @@ def summary_line(result: Dict[str, Any]) -> str:
     """One line: model, data, top-1/top-5 (as recorded), loss and throughput."""
     loss = f'{result["loss"]:.4f}' if result['loss'] is not None else 'n/a'
     bad = f', {result["num_bad_images"]} unreadable skipped' if result['num_bad_images'] else ''
-    return (f'{result["model"]} on {result["dataset"]}/{result["split"]}: top-1 {result["top1"]:.{PERCENT_DECIMALS}f}  '
-            f'top-5 {result["top5"]:.{PERCENT_DECIMALS}f}  loss {loss}  ({result["num_images"]} images{bad}; '
-            f'{result["samples_per_sec"]:.1f} img/s)')
+    counterpart = '' if result.get('attention', 'srm') == 'srm' else f' (--attention {result["attention"]})'
+    return (f'{result["model"]}{counterpart} on {result["dataset"]}/{result["split"]}: '
+            f'top-1 {result["top1"]:.{PERCENT_DECIMALS}f}  top-5 {result["top5"]:.{PERCENT_DECIMALS}f}  loss {loss}  '
+            f'({result["num_images"]} images{bad}; {result["samples_per_sec"]:.1f} img/s)')
