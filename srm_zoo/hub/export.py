@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import timm
 import torch
-from timm.data import ImageNetInfo
+from timm.data import ImageNetInfo, resolve_data_config
 from timm.models import split_model_name_tag
 
 from .. import __version__
@@ -90,9 +90,11 @@ def read_results(path: Union[str, Path]) -> List[Dict[str, Any]]:
 
 
 def metrics_from_results(results: Sequence[Dict[str, Any]], model: str, weight_sha256s: Sequence[str],
-                         source: str = 'results', tag: Optional[str] = None) -> Tuple[Metric, ...]:
+                         source: str = 'results', tag: Optional[str] = None,
+                         settings: Optional[Dict[str, Any]] = None) -> Tuple[Metric, ...]:
     """Metrics of ``model.tag`` (``tag`` None: the default tag) from eval results, refusing results of another
-    model or tag (another preprocessing and label set) or of other weights."""
+    model or tag (another preprocessing and label set), of other weights, or measured with other preprocessing
+    than ``settings`` (:data:`EVAL_SETTING_KEYS`: those of the exported config, which users of the weights get)."""
     metrics, seen = [], set()
     default_tag = get_entry(model).default_tag
     tag = tag or default_tag
@@ -109,6 +111,7 @@ def metrics_from_results(results: Sequence[Dict[str, Any]], model: str, weight_s
                 f'{source}: the {result["dataset"]} results were measured on weights with sha256 '
                 f'{result["checkpoint_sha256"]}, not on this checkpoint ({weight_sha256s[0]}). Evaluate this '
                 'checkpoint with `srm-zoo eval` and pass that results file.')
+        _check_settings(result, settings or {}, source)
         top1, top5 = float(result['top1']), float(result['top5'])
         if not (0 <= top1 <= 100 and 0 <= top5 <= 100 and top1 <= top5 and not math.isnan(top1)):
             raise UserError(f'{source}: top1 {top1} / top5 {top5} are not accuracies in percent.')
@@ -121,6 +124,24 @@ def metrics_from_results(results: Sequence[Dict[str, Any]], model: str, weight_s
             num_images=int(result['num_images']),
             eval_settings={k: result[k] for k in EVAL_SETTING_KEYS if result.get(k) is not None}))
     return tuple(metrics)
+
+
+def eval_settings(model: torch.nn.Module) -> Dict[str, Any]:
+    """The preprocessing (:data:`EVAL_SETTING_KEYS`) that ``srm-zoo eval`` gives ``model`` by its pretrained cfg."""
+    config = resolve_data_config(model=model, use_test_size=True)
+    return dict(img_size=config['input_size'][-1], crop_pct=config['crop_pct'], interpolation=config['interpolation'])
+
+
+def _check_settings(result: Dict[str, Any], settings: Dict[str, Any], source: str) -> None:
+    """Refuse a result measured with other preprocessing than ``settings``: its figures would not be what the
+    exported weights give as their config says to run them."""
+    differ = [f'{key} {result[key]} (the config: {settings[key]})' for key in EVAL_SETTING_KEYS
+              if result.get(key) is not None and key in settings and result[key] != settings[key]]
+    if differ:
+        options = ' '.join(f'--{key.replace("_", "-")} {settings[key]}' for key in EVAL_SETTING_KEYS if key in settings)
+        raise UserError(f'{source}: the {result["dataset"]} results were measured with {", ".join(differ)}: the '
+                        f'exported config runs the weights otherwise. Evaluate with `srm-zoo eval ... {options}` '
+                        'and pass that results file.')
 
 
 def _label_config(dataset: str, num_classes: int) -> Dict[str, Any]:
@@ -234,10 +255,11 @@ def export_release(
         print(f'note: {checkpoint} also holds EMA weights; exporting its plain weights (--use-ema exports the EMA, '
               'the weights to publish for recipes that keep one).', file=sys.stderr)
     provenance = weights_provenance(read, use_ema, weight_tag.recipe, source)
+    settings = eval_settings(model)
 
     def metrics_of(weights_sha256: str) -> Tuple[Metric, ...]:
         return metrics_from_results(result_rows, entry.name, (provenance['checkpoint_sha256'], weights_sha256),
-                                    source=f'Results file {str(results)!r}', tag=tag)
+                                    source=f'Results file {str(results)!r}', tag=tag, settings=settings)
 
     return write_hub_folder(entry, tag, model, out, repo_id, provenance, metrics_of)
 

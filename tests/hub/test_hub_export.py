@@ -74,6 +74,22 @@ def test_export_replaces_an_earlier_export_but_no_one_else_s_files(tmp_path, tra
     assert f"Results file '{tmp_path}' is a folder" in capsys.readouterr().err
 
 
+def test_export_refuses_results_measured_with_other_preprocessing(tmp_path, trained, capsys):
+    """Results measured at another image size than the exported config's (a run trained at --img-size 16, say)
+    are not what the published weights give as their config runs them: refused, naming the setting."""
+    checkpoint, _, results = trained
+    rows = json.loads(results.read_text())
+    rows[1]['img_size'] = 16
+    other = tmp_path / 'other.json'
+    other.write_text(json.dumps(rows))
+    assert main(['export', f'{MODEL}.{TAG}', '--checkpoint', str(checkpoint), '--results', str(other),
+                 '--out', str(tmp_path / 'repo')]) == 2
+    assert ('the cifar10_1 results were measured with img_size 16 (the config: 32): the exported config runs the '
+            'weights otherwise. Evaluate with `srm-zoo eval ... --img-size 32 --crop-pct 1.0 --interpolation '
+            'bilinear`') in capsys.readouterr().err
+    assert not (tmp_path / 'repo').exists()
+
+
 def test_imagenet_export_carries_label_names(tmp_path):
     make_checkpoint(tmp_path / 'r18.pth', seed=0, model='srm_resnet18', wrap='model')
     assert main(['export', 'srm_resnet18.official_in1k', '--checkpoint', str(tmp_path / 'r18.pth'),
