@@ -15,7 +15,7 @@ from timm.models import resolve_pretrained_cfg
 from ..catalogue import CATALOGUE
 from ..checkpoint import file_sha256
 from ..errors import UserError, error_reason
-from ..manifest import Release, find_release, load_manifest
+from ..manifest import MANIFEST_PATH, Release, active_manifest_path, find_release, load_manifest
 
 __all__ = ['MissingWeightsError', 'IntegrityError', 'WeightsUnavailableError', 'WeightsFileNotFoundError',
            'missing_weights_message', 'fetch_release_file', 'verify_release_file', 'check_weights_file',
@@ -58,13 +58,24 @@ def missing_weights_message(model: str, tag: Optional[str]) -> str:
     )
 
 
+def _missing_embedded_remedy() -> str:
+    """What to do about missing embedded weights: they lie beside the active manifest, so a manifest selected with
+    SRM_ZOO_MANIFEST (or another --manifest) needs their folder beside it; the package's own means a broken
+    installation."""
+    manifest = active_manifest_path()
+    if manifest == MANIFEST_PATH.resolve():
+        return 'The installation is incomplete; reinstall srm-zoo.'
+    return (f'Embedded weights lie beside the manifest, and the active one is {manifest} (SRM_ZOO_MANIFEST): copy '
+            f'their folder from {MANIFEST_PATH.parent} beside it, or use the package\'s manifest.')
+
+
 def fetch_release_file(release: Release, cache_dir: Optional[Union[str, Path]] = None) -> Path:
     """The local path of a release's weights file: embedded, or downloaded at the pinned revision (cached)."""
     if release.embedded:
         path = release.embedded_dir / release.filename
         if not path.is_file():
             raise WeightsUnavailableError(f'The embedded weights of {release.name} are missing: {path} does not exist. '
-                                          'The installation is incomplete; reinstall srm-zoo.')
+                                          + _missing_embedded_remedy())
         return path
     try:
         return Path(hf_hub_download(release.hf_hub_id, release.filename, revision=release.revision,

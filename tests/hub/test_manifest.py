@@ -1,11 +1,14 @@
 """The release manifest: consistent with the catalogue, verifiable, and the only source of weight locations."""
 import re
+import shutil
 
+import pytest
 import timm
 
 from srm_zoo.catalogue import CATALOGUE
 from srm_zoo.checkpoint import file_sha256
-from srm_zoo.manifest import MANIFEST_PATH, Metric, Release, load_manifest, write_release
+from srm_zoo.hub.weights import WeightsUnavailableError
+from srm_zoo.manifest import MANIFEST_PATH, Metric, Release, load_manifest, use_manifest, write_release
 
 COMMIT = re.compile(r'^[0-9a-f]{40}$')
 
@@ -49,3 +52,14 @@ def test_write_release_replaces_the_same_tag_and_round_trips(tmp_path):
     assert [r.name for r in releases] == ['srm_resnet18.official_in1k', 'srm_resnet20_cifar.cifar10']
     assert releases[0] == second and releases[0].metrics[0].eval_settings == {'img_size': 224}
     assert releases[1].embedded_dir == tmp_path / 'srm_resnet20_cifar.cifar10'
+
+
+def test_embedded_weights_missing_beside_another_manifest_say_where_they_are_looked_for(tmp_path):
+    """Embedded weights lie beside the active manifest: with a copy selected, the message says so (not
+    'reinstall srm-zoo', which would not help)."""
+    copy = tmp_path / 'manifest.json'
+    shutil.copy(MANIFEST_PATH, copy)
+    with use_manifest(copy), pytest.raises(WeightsUnavailableError) as error:
+        timm.create_model('srm_resnet20_cifar.sklearn_digits', pretrained=True)
+    assert f'Embedded weights lie beside the manifest, and the active one is {copy}' in str(error.value)
+    assert 'reinstall' not in str(error.value)
