@@ -81,10 +81,12 @@ def _blocking_file(path: Path) -> Union[Path, None]:
     return next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), None)
 
 
-def check_output_file(path: Union[str, Path], flag: str, inputs: Sequence[Union[str, Path]] = ()) -> Path:
+def check_output_file(path: Union[str, Path], flag: str, inputs: Sequence[Union[str, Path]] = (),
+                      suffix: Optional[str] = None) -> Path:
     """Refuse an output file path that is empty, names a folder, lies under a file, cannot be written (no write
-    permission on the nearest folder above it that exists, where it is created) or is one of the command's
-    ``inputs``; returns it as a Path."""
+    permission on the nearest folder above it that exists, where it is created), is one of the command's
+    ``inputs``, or (given ``suffix``) ends otherwise, so that readers would take it for another format; returns it
+    as a Path."""
     if not str(path):
         raise UserError(f'{flag} is empty: name the file to write, e.g. model.safetensors.')
     path = Path(path)
@@ -96,6 +98,9 @@ def check_output_file(path: Union[str, Path], flag: str, inputs: Sequence[Union[
     folder = next(p for p in path.absolute().parents if p.exists())  # where the file is created (and renamed)
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UserError(f'{flag} {str(path)!r} cannot be written: permission denied on {str(folder)!r}.')
+    if suffix and path.suffix != suffix:
+        raise UserError(f'{flag} {str(path)!r} does not end in {suffix}, the format written (readers tell it by the '
+                        f'suffix): name it, e.g., {path.with_suffix(suffix).name}.')
     _check_not_an_input(path, inputs, f'{flag} {str(path)!r} cannot be written')
     return path
 

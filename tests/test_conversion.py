@@ -213,15 +213,18 @@ def test_output_paths_that_cannot_be_written_are_refused_first(tmp_path, capsys,
 
 @pytest.mark.parametrize('command', ['convert', 'graft'])
 def test_an_output_that_is_the_source_is_refused(tmp_path, capsys, command):
-    """--out naming the checkpoint read (or a link to it) would replace it with the result: refused, source kept."""
-    source = tmp_path / 'source.pth'
+    """--out naming the checkpoint read (or a link to it) would replace it with the result, and one not ending in
+    .safetensors would be read back as another format: refused, source kept."""
+    source = tmp_path / 'source.safetensors'
     source.write_bytes(b'weights')
-    (tmp_path / 'link.pth').symlink_to(source)
-    for out in (source, tmp_path / 'link.pth'):
-        argv = (['convert', 'official', str(source)] if command == 'convert' else ['graft', '--from', str(source)])
+    (tmp_path / 'link.safetensors').symlink_to(source)
+    argv = (['convert', 'official', str(source)] if command == 'convert' else ['graft', '--from', str(source)])
+    for out in (source, tmp_path / 'link.safetensors'):
         assert main([*argv, '--model', 'srm_resnet18', '--out', str(out)]) == 2
         assert 'which the command reads; choose another file' in capsys.readouterr().err
     assert source.read_bytes() == b'weights'
+    assert main([*argv, '--model', 'srm_resnet18', '--out', str(tmp_path / 'x.pth')]) == 2
+    assert "x.pth' does not end in .safetensors, the format written" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize('command', ['convert', 'graft'])

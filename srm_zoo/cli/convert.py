@@ -8,7 +8,7 @@ from ..paths import check_output_file
 
 def run(args: argparse.Namespace) -> int:
     get_entry_and_tag(args.model)  # an unknown name or tag or output path fails here, before any file is read
-    check_output_file(args.out, '--out', inputs=(args.checkpoint,))
+    check_output_file(args.out, '--out', inputs=(args.checkpoint,), suffix='.safetensors')
     model = convert_official(args.checkpoint, args.model)
     write_safetensors(model.state_dict(), args.out, metadata={
         'format': 'pt', 'source': 'srm-authors', 'architecture': args.model})

@@ -21,7 +21,7 @@ def _check_srm_model(name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _check_srm_model(args.model)  # an unknown name or output path fails here, before any file is read
-    check_output_file(args.out, '--out', inputs=(args.source,))
+    check_output_file(args.out, '--out', inputs=(args.source,), suffix='.safetensors')
     model = graft(args.source, args.model)
     write_safetensors(model.state_dict(), args.out, metadata={
         'format': 'pt', 'grafted_from': args.source, 'architecture': args.model})
