@@ -8,6 +8,7 @@ counterpart comparison). Every checkpoint is checked against the network it is r
 as before anything is measured.
 """
 import shutil
+import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -62,7 +63,10 @@ def _measured(name: str, checkpoint: str, data: str, split: str,
     checked, before the first is measured."""
     _, tag = get_entry_and_tag(name)
     model, read = load_trained(name, checkpoint)
-    counterparts = {attention: load_trained(name, path, attention)[0] for attention, path in (compare or {}).items()}
+    loaded = {attention: load_trained(name, path, attention) for attention, path in (compare or {}).items()}
+    for attention, (_, counterpart_read) in loaded.items():
+        _check_same_training(read, counterpart_read, attention)
+    counterparts = {attention: counterpart for attention, (counterpart, _) in loaded.items()}
     result = measure_accuracy(model, data, split)
     provenance = weights_provenance(read, read.ema is not None, tag.recipe)
     if counterparts:
@@ -72,6 +76,28 @@ def _measured(name: str, checkpoint: str, data: str, split: str,
     metric = Metric(dataset=tag.dataset, split=split, top1=result['top1'], top5=result['top5'],
                     num_images=result['num_images'], eval_settings={k: result[k] for k in EVAL_SETTING_KEYS})
     return model, metric, provenance
+
+
+COMPARED_SETTINGS = ('model', 'recipe', 'epochs', 'batch_size', 'lr', 'grad_accum', 'seed', 'img_size', 'amp')
+"""The training settings a counterpart must share with the SRM run for the card's "same recipe and seed"."""
+
+
+def _check_same_training(srm: CheckpointWeights, counterpart: CheckpointWeights, attention: str) -> None:
+    """Refuse a ``--compare`` training checkpoint whose recorded settings (:data:`COMPARED_SETTINGS`, and the epochs
+    trained) differ from the SRM run's: the card compares networks trained alike. Weights files without recorded
+    settings are taken as given, with a note."""
+    if srm.train_config is None or counterpart.train_config is None:
+        unknown = srm.path if srm.train_config is None else counterpart.path
+        print(f'note: {unknown} records no training settings: the comparison takes the runs as trained with the '
+              'same recipe and seed.', file=sys.stderr)
+        return
+    ours, theirs = ({**read.train_config, 'epochs trained': read.epochs_trained} for read in (srm, counterpart))
+    differ = [f'{key} {ours.get(key)!r} against {theirs.get(key)!r}' for key in (*COMPARED_SETTINGS, 'epochs trained')
+              if ours.get(key) != theirs.get(key)]
+    if differ:
+        raise UserError(f'Checkpoint {str(counterpart.path)!r} (--compare {attention}=) was trained otherwise than '
+                        f'{str(srm.path)!r}: {"; ".join(differ)}. The card compares networks trained with the same recipe and seed: '
+                        'pass a counterpart trained as the SRM run was.')
 
 
 def _summary(result: Dict[str, Any]) -> Dict[str, Any]:

@@ -20,11 +20,12 @@ def make_checkpoint(path: Path, seed: int, model: str = MODEL, wrap: str = 'stat
     return state_dict
 
 
-def make_training_checkpoint(path: Path, name: str, attention: str, seed: int = 0) -> dict:
-    """A randomised ``name`` (``model.tag``) with ``attention`` saved as ``srm-zoo train --attention`` saves its
-    checkpoints (weights under ``model``, the run's settings under ``config``); returns its state dict."""
+def make_training_checkpoint(path: Path, name: str, attention: str, seed: int = 0, run_seed: int = 0) -> dict:
+    """A ``name`` (``model.tag``) with ``attention``, randomised with ``seed``, saved as ``srm-zoo train --attention``
+    saves its checkpoints (weights under ``model``, the run's settings, ``--seed run_seed``, under ``config``);
+    returns its state dict."""
     model = randomize_(timm.create_model(name, **attention_kwargs(name, attention)), seed=seed)
-    config = TrainConfig(model=name, data='data', recipe='digits', output='run', attention=attention, seed=seed)
+    config = TrainConfig(model=name, data='data', recipe='digits', output='run', attention=attention, seed=run_seed)
     torch.save(dict(epoch=0, model=model.state_dict(), ema=None, config=config.to_dict()), path)
     return model.state_dict()
 

@@ -89,6 +89,7 @@ def networks(tmp_path_factory):
         make_training_checkpoint(root / f'{attention}-run.pth', NAME, attention, seed=seed)
         make_checkpoint(root / f'{attention}.pth', seed=seed, model=NAME, wrap='', **({} if attention == 'srm' else
                         dict(attn_layer='se' if attention == 'se' else '')))
+    make_training_checkpoint(root / 'se-seed7.pth', NAME, 'se', seed=1, run_seed=7)  # another run's seed
     return root
 
 
@@ -104,6 +105,7 @@ def _release_out(small_folder, checkpoint, *extra):
     ('srm-run.pth', ['se=srm-run.pth'], 'srm-run.pth\' was trained with --attention srm (its recorded settings), '
                                         'but it is given as an SE counterpart (--compare se=).'),
     ('srm-run.pth', ['none=se.pth'], 'se.pth\' does not fit srm_resnet20_cifar.sklearn_digits as a plain counterpart'),
+    ('srm-run.pth', ['se=se-seed7.pth'], "se-seed7.pth' (--compare se=) was trained otherwise than "),
 ])
 def test_release_refuses_networks_of_another_attention_before_measuring(small_folder, networks, tmp_path, capsys,
                                                                          monkeypatch, checkpoint, compare, message):
