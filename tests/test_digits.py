@@ -168,11 +168,25 @@ def test_srm_zoo_eval_verifies_the_shipped_model(digits_root, tmp_path, capsys):
     out = capsys.readouterr().out
     assert 'PASS' in out
     assert 'top1        99.167     99.167   +0.000  ok' in out  # 99.16666... vs 99.1667: no '-0.000'
+    assert 'preprocessed the images otherwise' not in out
     measured = json.loads(results.read_text())
     metric = find_release('srm_resnet20_cifar', 'sklearn_digits').metrics[0]
     assert (measured['dataset'], measured['split']) == (metric.dataset, metric.split)
     assert measured['num_images'] == metric.num_images
     assert round(measured['top1'], 4) == metric.top1 and round(measured['top5'], 4) == metric.top5
+
+
+def test_verify_names_preprocessing_other_than_the_reference_s(digits_root, tmp_path, capsys):
+    """A --verify run at another image size and interpolation than the manifest's figures were measured with says
+    so beside its verdict (and records it), so that a shortfall is not taken for the weights'."""
+    results = tmp_path / 'other.json'
+    main(['eval', '--model', NAME, '--data', str(digits_root), '--verify', '--img-size', '24', '--interpolation',
+          'bicubic', '--workers', '0', '--results-file', str(results)])
+    out = capsys.readouterr().out
+    assert ('note: this run preprocessed the images otherwise than the reference: img_size 24 (reference 32), '
+            'interpolation bicubic (reference bilinear)') in out
+    assert json.loads(results.read_text())['verify']['other_settings'] == [
+        'img_size 24 (reference 32)', 'interpolation bicubic (reference bilinear)']
 
 
 def _test_subset(digits_root, out, per_class=3, sixteen_bit=False):

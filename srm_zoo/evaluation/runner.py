@@ -342,7 +342,8 @@ def _result(loaded: LoadedModel, options: EvalOptions, space: LabelSpace, images
 def _verify(result: Dict[str, Any], reference: Reference, options: EvalOptions, counts: Counts,
             context: distributed.DistContext) -> bool:
     tolerance = DEFAULT_TOLERANCE if options.tolerance is None else options.tolerance
-    verdict = compare_with_reference(counts.top1, counts.top5, reference, tolerance, counts.images)
+    settings = {key: result[key] for key in ('img_size', 'crop_pct', 'interpolation')}
+    verdict = compare_with_reference(counts.top1, counts.top5, reference, tolerance, counts.images, settings)
     result['verify'] = verdict.to_dict()
     if context.is_main:
         print(format_verdict(verdict))

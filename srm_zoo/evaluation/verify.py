@@ -3,8 +3,8 @@
 The reference is the release manifest's measured metric when the weights are published, the
 catalogue's paper figure otherwise.
 """
-from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..catalogue import CATALOGUE
 from ..manifest import find_release
@@ -26,6 +26,8 @@ class Reference:
     top1: float
     top5: Optional[float] = None
     num_images: Optional[int] = None
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    """The preprocessing the figure was measured with (``img_size``, ``crop_pct``, ``interpolation``), where known."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class Verdict:
     tolerance: float
     rows: Tuple[Tuple[str, float, float, float, bool], ...]
     num_images: Optional[int] = None
+    other_settings: Tuple[str, ...] = ()
+    """The run's preprocessing where it differs from the reference's (``'img_size 24 (reference 32)'``)."""
 
     @property
     def complete(self) -> bool:
@@ -62,6 +66,7 @@ class Verdict:
             'source': self.reference.source, 'dataset': self.reference.dataset, 'split': self.reference.split,
             **{f'reference_{name}': ref for name, _, ref, _, _ in self.rows},
             'num_images': self.num_images, 'reference_num_images': self.reference.num_images,
+            'other_settings': list(self.other_settings),
         }
 
 
@@ -83,7 +88,7 @@ def find_reference(model: str, dataset: str, split: str, split_given: bool = Tru
     release = find_release(arch, tag)
     if release is not None:
         candidates = [Reference(f'release manifest (measured, {release.name})', m.dataset, m.split, m.top1, m.top5,
-                                m.num_images) for m in release.metrics if m.dataset == dataset]
+                                m.num_images, m.eval_settings) for m in release.metrics if m.dataset == dataset]
         found = _pick(candidates, split, split_given)
         if found:
             return found, ''
@@ -97,16 +102,20 @@ def find_reference(model: str, dataset: str, split: str, split_given: bool = Tru
 
 
 def compare_with_reference(top1: float, top5: float, reference: Reference, tolerance: float,
-                           num_images: Optional[int] = None) -> Verdict:
+                           num_images: Optional[int] = None, settings: Optional[Dict[str, Any]] = None) -> Verdict:
     """PASS when no metric falls short of the reference by more than ``tolerance`` points (and the run
     covers as many images as the reference). The measured figures are taken as the zoo records them
-    (:func:`~.metrics.recorded_percent`)."""
+    (:func:`~.metrics.recorded_percent`); the run's preprocessing ``settings`` that differ from the reference's
+    are named in the verdict."""
     rows = [('top1', recorded_percent(top1), reference.top1)]
     if reference.top5 is not None:
         rows.append(('top5', recorded_percent(top5), reference.top5))
+    other_settings = tuple(f'{key} {value} (reference {reference.settings[key]})'
+                           for key, value in (settings or {}).items()
+                           if key in reference.settings and value != reference.settings[key])
     return Verdict(reference, tolerance, tuple(
         (name, measured, ref, measured - ref, measured >= ref - tolerance) for name, measured, ref in rows),
-        num_images)
+        num_images, other_settings)
 
 
 def _signed(value: float) -> str:
@@ -126,5 +135,8 @@ def format_verdict(verdict: Verdict) -> str:
                      f'a subset cannot verify the model')
     elif ref.num_images is not None and ref.num_images != verdict.num_images:
         lines.append(f'note: the reference was measured on {ref.num_images} images, this run on {verdict.num_images}')
+    if verdict.other_settings:
+        lines.append(f'note: this run preprocessed the images otherwise than the reference: '
+                     f'{", ".join(verdict.other_settings)}; a difference may come from that, not from the weights')
     lines.append(f'{verdict.verdict} (tolerance {verdict.tolerance:g} points)')
     return '\n'.join(lines)
