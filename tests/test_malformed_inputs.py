@@ -1,6 +1,5 @@
 """Malformed input files (not UTF-8, random bytes, empty, broken JSON) are one-line user errors naming the file,
 never tracebacks: ImageNet ground truth, the release manifest, checkpoints and the README of `srm-zoo cards`."""
-import json
 import os
 import subprocess
 import sys
@@ -15,10 +14,7 @@ from PIL import Image
 
 from srm_zoo import manifest as manifest_module
 from srm_zoo.cli import main
-from srm_zoo.hub import publish
 
-from hub.helpers import MODEL, TAG, make_checkpoint, make_results
-from hub.test_hub_publish import COMMIT, REPO_ID, RecordingHfApi
 
 NOT_UTF8 = b'\xff\xfe\xfa not utf-8\n'
 RANDOM_BYTES = np.random.default_rng(0).bytes(256)
@@ -144,59 +140,6 @@ def test_broken_manifest_named_by_the_environment(tmp_path):
                             env=dict(os.environ, SRM_ZOO_MANIFEST=str(path)), timeout=120)
     assert result.returncode == 2
     assert result.stderr == f'srm-zoo list: error: {manifest_error(path, NO_RELEASES)}\n'
-
-
-@pytest.fixture
-def hf_api(monkeypatch):
-    RecordingHfApi.calls = []
-    monkeypatch.setattr(publish, 'HfApi', RecordingHfApi)
-    return RecordingHfApi
-
-
-@pytest.fixture
-def export_dir(tmp_path):
-    """A folder written by `srm-zoo export`, ready to publish as REPO_ID."""
-    checkpoint = tmp_path / 'checkpoint.pth.tar'
-    make_checkpoint(checkpoint, seed=1)
-    results = make_results(tmp_path / 'results.json', checkpoint)
-    out = tmp_path / 'export'
-    assert main(['export', f'{MODEL}.{TAG}', '--checkpoint', str(checkpoint), '--out', str(out),
-                 '--results', str(results)]) == 0
-    return out
-
-
-def test_publish_refuses_a_broken_manifest_before_uploading(hf_api, export_dir, tmp_path, capsys):
-    manifest = tmp_path / 'broken.json'
-    manifest.write_bytes(b'{"releases": ')
-    assert main(['publish', str(export_dir), '--repo-id', REPO_ID, '--manifest', str(manifest)]) == 2
-    err = one_line_error(capsys, 'publish')
-    assert f'The release manifest {manifest} is broken: it is not valid JSON' in err
-    assert hf_api.calls == [] and manifest.read_bytes() == b'{"releases": '
-
-
-class BreakingHfApi(RecordingHfApi):
-    """Uploads, while something else breaks the manifest."""
-    manifest = None
-
-    def upload_folder(self, repo_id, folder_path, allow_patterns=None, **kwargs):
-        self.manifest.write_bytes(b'{}')
-        return super().upload_folder(repo_id, folder_path, allow_patterns, **kwargs)
-
-
-def test_publish_prints_the_entry_when_the_manifest_breaks_during_the_upload(export_dir, tmp_path, capsys,
-                                                                                monkeypatch):
-    manifest = tmp_path / 'manifest.json'
-    manifest.write_text('{"releases": []}')
-    BreakingHfApi.calls, BreakingHfApi.manifest = [], manifest
-    monkeypatch.setattr(publish, 'HfApi', BreakingHfApi)
-    assert main(['publish', str(export_dir), '--repo-id', REPO_ID, '--manifest', str(manifest)]) == 0
-    out = capsys.readouterr().out
-    assert out.startswith(f'Published {MODEL}.{TAG} to {REPO_ID} at revision {COMMIT}.\n'
-                          f'{manifest_error(manifest, NO_RELEASES)} Record the release by adding '
-                          'this entry to the "releases" list of the manifest:\n{')
-    entry = json.loads(out[out.index('{'):])
-    assert (entry['hf_hub_id'], entry['revision'], entry['model'], entry['tag']) == (REPO_ID, COMMIT, MODEL, TAG)
-    assert [call[0] for call in BreakingHfApi.calls] == ['create_repo', 'upload_folder']
 
 
 # --- checkpoints ---

@@ -16,6 +16,8 @@ from srm_zoo.hub import publish
 from srm_zoo.hub.zoo_table import TABLE_END, TABLE_START
 from srm_zoo.manifest import find_release, load_manifest, use_manifest
 
+from test_malformed_inputs import NO_RELEASES, manifest_error
+
 from .helpers import MODEL, TAG
 
 REPO_ID = f'srm-zoo/{MODEL}.{TAG}'
@@ -174,3 +176,38 @@ def test_unreachable_hub_is_a_user_error(export_dir, tmp_path, capsys, monkeypat
     assert main(['publish', str(export_dir), '--repo-id', REPO_ID, '--token', 'x', '--manifest', str(manifest)]) == 2
     assert message in capsys.readouterr().err
     assert not manifest.exists()
+
+
+def test_publish_refuses_a_broken_manifest_before_uploading(hf_api, export_dir, tmp_path, capsys):
+    manifest = tmp_path / 'broken.json'
+    manifest.write_bytes(b'{"releases": ')
+    assert main(['publish', str(export_dir), '--repo-id', REPO_ID, '--manifest', str(manifest)]) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1
+    assert f'The release manifest {manifest} is broken: it is not valid JSON' in err
+    assert hf_api.calls == [] and manifest.read_bytes() == b'{"releases": '
+
+
+class BreakingHfApi(RecordingHfApi):
+    """Uploads, while something else breaks the manifest."""
+    manifest = None
+
+    def upload_folder(self, repo_id, folder_path, allow_patterns=None, **kwargs):
+        self.manifest.write_bytes(b'{}')
+        return super().upload_folder(repo_id, folder_path, allow_patterns, **kwargs)
+
+
+def test_publish_prints_the_entry_when_the_manifest_breaks_during_the_upload(export_dir, tmp_path, capsys,
+                                                                                monkeypatch):
+    manifest = tmp_path / 'manifest.json'
+    manifest.write_text('{"releases": []}')
+    BreakingHfApi.calls, BreakingHfApi.manifest = [], manifest
+    monkeypatch.setattr(publish, 'HfApi', BreakingHfApi)
+    assert main(['publish', str(export_dir), '--repo-id', REPO_ID, '--manifest', str(manifest)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f'Published {MODEL}.{TAG} to {REPO_ID} at revision {COMMIT}.\n'
+                          f'{manifest_error(manifest, NO_RELEASES)} Record the release by adding '
+                          'this entry to the "releases" list of the manifest:\n{')
+    entry = json.loads(out[out.index('{'):])
+    assert (entry['hf_hub_id'], entry['revision'], entry['model'], entry['tag']) == (REPO_ID, COMMIT, MODEL, TAG)
+    assert [call[0] for call in BreakingHfApi.calls] == ['create_repo', 'upload_folder']
