@@ -1,7 +1,7 @@
 """``--verify``: compare measured accuracy with the zoo's claims for the same model, dataset and split.
 
 The reference is the release manifest's measured metric when the weights are published, the
-catalogue's paper figure otherwise.
+catalogue's reported figure (the paper's, or a named reimplementation's) otherwise.
 """
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
