@@ -64,6 +64,12 @@ class CheckpointWeights:
     data_config: Optional[Dict[str, Any]] = None
     class_names: Optional[List[str]] = None
 
+    @property
+    def recorded_attention(self) -> Optional[str]:
+        """The ``--attention`` a training checkpoint's run recorded (``srm``, ``se``, ``none``); None for weights
+        files, which record none."""
+        return (self.train_config or {}).get('attention')
+
     def weights(self, use_ema: bool = False) -> Dict[str, torch.Tensor]:
         """The EMA weights with ``use_ema``, the plain weights otherwise; a :class:`UserError` when absent."""
         if use_ema and self.ema is None:

@@ -1,7 +1,7 @@
 """The files and folders a command will write: their format, and checks made before any work is done."""
 import os
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Iterable, Optional, Sequence, Union
 
 from .errors import UserError
 
@@ -95,9 +95,7 @@ def check_output_file(path: Union[str, Path], flag: str, inputs: Sequence[Union[
     blocker = _blocking_file(path)
     if blocker is not None:
         raise UserError(f'{flag} {str(path)!r} cannot be written: {str(blocker)!r} is a file, not a folder.')
-    folder = next(p for p in path.absolute().parents if p.exists())  # where the file is created (and renamed)
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f'{flag} {str(path)!r} cannot be written: permission denied on {str(folder)!r}.')
+    _check_folder_permission(path, flag, path.absolute().parents)  # where the file is created (and renamed)
     if suffix and path.suffix != suffix:
         raise UserError(f'{flag} {str(path)!r} does not end in {suffix}, the format written (readers tell it by the '
                         f'suffix): name it, e.g., {path.with_suffix(suffix).name}.')
@@ -116,7 +114,13 @@ def check_output_dir(path: Union[str, Path], flag: str) -> Path:
     blocker = _blocking_file(path)
     if blocker is not None:
         raise UserError(f'{flag} {str(path)!r} cannot be created: {str(blocker)!r} is a file, not a folder.')
-    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    _check_folder_permission(path, flag, (path, *path.absolute().parents))
+    return path
+
+
+def _check_folder_permission(path: Path, flag: str, folders: Iterable[Path]) -> None:
+    """Refuse writing ``path`` where the first of ``folders`` that exists (the folder it is written into, else the
+    nearest above, where it would be created) may not be written."""
+    existing = next(p for p in folders if p.exists())
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f'{flag} {str(path)!r} cannot be written: permission denied on {str(existing)!r}.')
-    return path

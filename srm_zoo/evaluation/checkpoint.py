@@ -44,7 +44,7 @@ def checkpoint_model(name: str, path: Path, num_classes: Optional[int] = None, u
 
 def _model_kwargs(checkpoint: CheckpointWeights, name: str, num_classes: Optional[int]) -> Dict[str, Any]:
     """The kwargs that build ``name`` as the run of a training ``checkpoint`` built it."""
-    kwargs = attention_kwargs(name, (checkpoint.train_config or {}).get('attention') or 'srm')
+    kwargs = attention_kwargs(name, checkpoint.recorded_attention or 'srm')
     num_classes = num_classes or (len(checkpoint.class_names) if checkpoint.class_names else None)
     return {**kwargs, 'num_classes': num_classes} if num_classes else kwargs
 

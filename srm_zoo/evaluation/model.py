@@ -72,7 +72,7 @@ def build_model(name: str, checkpoint: Optional[str] = None, num_classes: Option
     if checkpoint:
         model, read = checkpoint_model(full_name, Path(checkpoint), num_classes, use_ema)
         sha256 = file_sha256(read.path)
-        attention = (read.train_config or {}).get('attention') or 'srm'
+        attention = read.recorded_attention or 'srm'
         weights = f'checkpoint {checkpoint}' + ('' if attention == 'srm' else f', trained with --attention {attention}')
         tag_names = weight_tag.cfg.get('label_names') if weight_tag else None
         if read.class_names and tag_names and tuple(read.class_names) != tuple(tag_names):

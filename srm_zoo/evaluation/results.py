@@ -12,11 +12,20 @@ import torchvision
 from ..errors import UserError
 from ..paths import check_writable_file, file_format
 
-__all__ = ['CSV_COLUMNS', 'software_versions', 'check_results_file', 'write_results']
+__all__ = ['CSV_COLUMNS', 'EVAL_SETTING_KEYS', 'eval_settings', 'software_versions', 'check_results_file',
+           'write_results']
 
 CSV_COLUMNS = ('model', 'img_size', 'top1', 'top1_err', 'top5', 'top5_err', 'param_count', 'crop_pct',
                'interpolation')
 """The columns of timm's ``results/results-imagenet*.csv`` tables."""
+EVAL_SETTING_KEYS = ('img_size', 'crop_pct', 'interpolation')
+"""The preprocessing a result was measured with, as results record it."""
+
+
+def eval_settings(data_config: Dict[str, Any]) -> Dict[str, Any]:
+    """The :data:`EVAL_SETTING_KEYS` of a resolved timm data config."""
+    return dict(img_size=data_config['input_size'][-1], crop_pct=data_config['crop_pct'],
+                interpolation=data_config['interpolation'])
 
 
 def software_versions() -> Dict[str, Optional[str]]:

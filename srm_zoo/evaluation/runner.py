@@ -18,7 +18,7 @@ from .data import EvalImageDataset, EvalImages, collate_skipping_bad, load_image
 from .labels import DATASETS, LabelSpace, label_space
 from .metrics import PERCENT_DECIMALS, Counts, recorded_percent, score_batch
 from .model import LoadedModel, build_model
-from .results import check_results_file, software_versions
+from .results import EVAL_SETTING_KEYS, check_results_file, software_versions
 from .verify import DEFAULT_TOLERANCE, Reference, compare_with_reference, find_reference, format_verdict
 
 __all__ = ['EvalOptions', 'EvalRun', 'evaluate', 'default_dataset', 'summary_line']
@@ -342,7 +342,7 @@ def _result(loaded: LoadedModel, options: EvalOptions, space: LabelSpace, images
 def _verify(result: Dict[str, Any], reference: Reference, options: EvalOptions, counts: Counts,
             context: distributed.DistContext) -> bool:
     tolerance = DEFAULT_TOLERANCE if options.tolerance is None else options.tolerance
-    settings = {key: result[key] for key in ('img_size', 'crop_pct', 'interpolation')}
+    settings = {key: result[key] for key in EVAL_SETTING_KEYS}
     verdict = compare_with_reference(counts.top1, counts.top5, reference, tolerance, counts.images, settings)
     result['verify'] = verdict.to_dict()
     if context.is_main:

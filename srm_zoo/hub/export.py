@@ -25,6 +25,7 @@ from ..catalogue import ModelEntry, get_entry, get_entry_and_tag
 from ..checkpoint import CheckpointWeights, file_sha256, load_state_dict_for, read_checkpoint
 from ..conversion.state import save_hf_folder
 from ..errors import UserError, error_reason
+from ..evaluation.results import EVAL_SETTING_KEYS, eval_settings
 from ..manifest import Metric, hub_repo_id
 from ..paths import check_output_dir
 from ..training import TrainConfig
@@ -39,7 +40,6 @@ HUB_FILES = (WEIGHTS_FILE, 'config.json', 'README.md', RELEASE_FILE)
 """Everything an export writes, and everything ``srm-zoo publish`` uploads."""
 
 RESULT_KEYS = ('model', 'top1', 'top5', 'num_images', 'dataset', 'split', 'checkpoint_sha256')
-EVAL_SETTING_KEYS = ('img_size', 'crop_pct', 'interpolation')
 REPO_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')
 DATASET_LABELS = {
     'cifar10': ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'],
@@ -124,12 +124,6 @@ def metrics_from_results(results: Sequence[Dict[str, Any]], model: str, weight_s
             num_images=int(result['num_images']),
             eval_settings={k: result[k] for k in EVAL_SETTING_KEYS if result.get(k) is not None}))
     return tuple(metrics)
-
-
-def eval_settings(model: torch.nn.Module) -> Dict[str, Any]:
-    """The preprocessing (:data:`EVAL_SETTING_KEYS`) that ``srm-zoo eval`` gives ``model`` by its pretrained cfg."""
-    config = resolve_data_config(model=model, use_test_size=True)
-    return dict(img_size=config['input_size'][-1], crop_pct=config['crop_pct'], interpolation=config['interpolation'])
 
 
 def _check_settings(result: Dict[str, Any], settings: Dict[str, Any], source: str) -> None:
@@ -255,7 +249,7 @@ def export_release(
         print(f'note: {checkpoint} also holds EMA weights; exporting its plain weights (--use-ema exports the EMA, '
               'the weights to publish for recipes that keep one).', file=sys.stderr)
     provenance = weights_provenance(read, use_ema, weight_tag.recipe, source)
-    settings = eval_settings(model)
+    settings = eval_settings(resolve_data_config(model=model, use_test_size=True))  # as `srm-zoo eval` runs it
 
     def metrics_of(weights_sha256: str) -> Tuple[Metric, ...]:
         return metrics_from_results(result_rows, entry.name, (provenance['checkpoint_sha256'], weights_sha256),

@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader
 from ..errors import UserError
 from ..evaluation.data import EvalImageDataset, collate_skipping_bad
 from ..evaluation.metrics import Counts, recorded_percent, score_batch
+from ..evaluation.results import eval_settings
 from ..training.data import image_paths, load_split, split_images
 
 __all__ = ['measure_accuracy']
@@ -37,6 +38,5 @@ def measure_accuracy(model: torch.nn.Module, root: str, split: str, batch_size: 
         raise UserError(f'{len(unreadable)} of the {len(images)} images of split {split!r} cannot be read, e.g. '
                         f'{", ".join(image_paths(images, unreadable[:3]))}: a release measures every image of '
                         'the split; fix or remove them.')
-    return dict(top1=recorded_percent(counts.top1), top5=recorded_percent(counts.top5),
-                num_images=counts.images, img_size=data_config['input_size'][-1], crop_pct=data_config['crop_pct'],
-                interpolation=data_config['interpolation'])
+    return dict(top1=recorded_percent(counts.top1), top5=recorded_percent(counts.top5), num_images=counts.images,
+                **eval_settings(data_config))

@@ -19,7 +19,8 @@ from ..catalogue import attention_kwargs, get_entry_and_tag
 from ..checkpoint import CheckpointWeights, file_sha256, load_state_dict_for, read_checkpoint
 from ..conversion.state import save_hf_folder
 from ..errors import UserError
-from ..hub.export import EVAL_SETTING_KEYS, ExportedRelease, weights_provenance, write_hub_folder
+from ..evaluation.results import EVAL_SETTING_KEYS
+from ..hub.export import ExportedRelease, weights_provenance, write_hub_folder
 from ..manifest import WEIGHTS_DIR, Metric, Release, hub_repo_id
 from .measure import measure_accuracy
 
@@ -32,7 +33,7 @@ NETWORKS = {'srm': 'the SRM network released', 'se': 'an SE counterpart (--compa
 
 def _check_attention(read: CheckpointWeights, attention: str) -> None:
     """Refuse an ``srm-zoo train`` checkpoint whose recorded ``--attention`` is not ``attention``."""
-    recorded = (read.train_config or {}).get('attention')
+    recorded = read.recorded_attention
     if recorded is not None and recorded != attention:
         raise UserError(f'Checkpoint {str(read.path)!r} was trained with --attention {recorded} (its recorded '
                         f'settings), but it is given as {NETWORKS[attention]}. Release SRM weights as the model and '
@@ -96,8 +97,8 @@ def _check_same_training(srm: CheckpointWeights, counterpart: CheckpointWeights,
               if ours.get(key) != theirs.get(key)]
     if differ:
         raise UserError(f'Checkpoint {str(counterpart.path)!r} (--compare {attention}=) was trained otherwise than '
-                        f'{str(srm.path)!r}: {"; ".join(differ)}. The card compares networks trained with the same recipe and seed: '
-                        'pass a counterpart trained as the SRM run was.')
+                        f'{str(srm.path)!r}: {"; ".join(differ)}. The card compares networks trained with the same '
+                        'recipe and seed: pass a counterpart trained as the SRM run was.')
 
 
 def _summary(result: Dict[str, Any]) -> Dict[str, Any]:
