@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 import srm_zoo.training.loop as loop
 from srm_zoo.benchmark.train_check import compiled_training_checks, write_random_image_folder
 from srm_zoo.catalogue import attention_kwargs
+from srm_zoo.checkpoint import file_sha256
 from srm_zoo.cli import main
 from srm_zoo.distributed import DistContext
 from srm_zoo.training import RECIPES, get_recipe
@@ -354,6 +355,15 @@ def test_attention_none_run_exports_a_model_timm_loads_and_evaluates_as_it_ran(t
     assert result['dataset'] == 'folder'  # the run's own classes, not the default tag's digits
     assert result['attention'] == 'none'  # a counterpart cannot verify the zoo's figures for the SRM network
     assert main([*eval_args, '--data', str(tiny_folder), '--split', 'validation', '--verify']) == 2
+    assert 'these weights are its --attention none counterpart' in capsys.readouterr().err
+    final = ['eval', '--model', f'local-dir:{run / "model"}', '--workers', '0', '--device', 'cpu', '--data',
+             str(tiny_folder), '--split', 'validation']
+    assert main([*final, '--results-file', str(tmp_path / 'final.json')]) == 0  # the run's final model, as timm builds it
+    from_folder = json.loads((tmp_path / 'final.json').read_text())
+    same = ('model', 'attention', 'dataset', 'num_classes', 'input_size', 'mean', 'std', 'top1', 'top5', 'loss')
+    assert {k: from_folder[k] for k in same} == {k: result[k] for k in same}
+    assert from_folder['checkpoint_sha256'] == file_sha256(run / 'model' / 'model.safetensors')
+    assert main([*final, '--verify']) == 2
     assert 'these weights are its --attention none counterpart' in capsys.readouterr().err
     only_b = tmp_path / 'only_b' / 'validation' / 'b'
     shutil.copytree(tiny_folder / 'validation' / 'b', only_b)

@@ -1,17 +1,21 @@
-"""Building the model to evaluate: ``NAME[.TAG]`` with its published weights or a user checkpoint."""
+"""Building the model to evaluate: ``NAME[.TAG]`` with its published weights or a user checkpoint, or a model timm
+builds from a Hub repository or a local folder."""
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 import timm
 import torch
+from timm.layers import SEModule
 from timm.models import get_pretrained_cfg
+from timm.models._hub import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 
 from ..catalogue import CATALOGUE, resolve_name
 from ..errors import UserError
+from ..layers import SRM
 from .checkpoint import checkpoint_model, file_sha256
 
-__all__ = ['LoadedModel', 'resolve_name', 'build_model']
+__all__ = ['LoadedModel', 'MODEL_SOURCES', 'resolve_name', 'build_model']
 
 
 @dataclass
@@ -60,36 +64,89 @@ def _check_published_head(name: str, num_classes: Optional[int]) -> None:
                         f'of {name}; a different head needs --checkpoint FILE with weights for it.')
 
 
+MODEL_SOURCES = ('hf-hub:', 'local-dir:')
+"""Prefixes of the model names timm builds from a Hub repository or a local folder (config.json and weights)."""
+
+
 def build_model(name: str, checkpoint: Optional[str] = None, num_classes: Optional[int] = None,
                 use_ema: bool = False) -> LoadedModel:
-    """The model ``name`` in eval mode, with the weights of ``checkpoint`` or its published weights."""
+    """The model ``name`` in eval mode, with the weights of ``checkpoint`` or its published weights; a
+    ``hf-hub:REPO[@REVISION]`` or ``local-dir:FOLDER`` name, with the weights and config found there."""
+    if name.startswith(MODEL_SOURCES):
+        if checkpoint:
+            raise UserError(f'--checkpoint gives the weights of a zoo model name, but {name} brings its own: leave '
+                            f'--checkpoint out, or name the architecture (e.g. --model srm_resnet50).')
+        return _source_model(name, num_classes)
     full_name = resolve_name(name)
-    arch, _, tag = full_name.partition('.')
-    entry = CATALOGUE.get(arch)
-    weight_tag = entry.get_tag(tag) if entry else None
-    trained_on = weight_tag.dataset if weight_tag else None
-    attention = 'srm'
     if checkpoint:
         model, read = checkpoint_model(full_name, Path(checkpoint), num_classes, use_ema)
         sha256 = file_sha256(read.path)
         attention = read.recorded_attention or 'srm'
         weights = f'checkpoint {checkpoint}' + ('' if attention == 'srm' else f', trained with --attention {attention}')
-        tag_names = weight_tag.cfg.get('label_names') if weight_tag else None
-        if read.class_names and tag_names and tuple(read.class_names) != tuple(tag_names):
-            trained_on = None  # the run's own classes, not the tag's dataset
     else:
-        published = _published_weights(full_name)
-        if published is None:
-            raise UserError(f'{full_name} has no published weights (the release manifest lists none); evaluate '
-                            f'your own with --checkpoint FILE.')
-        _check_published_head(full_name, num_classes)
-        weights, local_file = published
-        try:
-            model = timm.create_model(full_name, pretrained=True, **({'num_classes': num_classes} if num_classes
-                                                                     else {}))
-        except Exception as error:  # noqa: BLE001 - download/read failures are reported to the user
-            raise UserError(f'Cannot load the published weights of {full_name} ({weights}): {error}') from None
-        sha256 = file_sha256(local_file) if local_file else _hub_sha256(model)
-    if getattr(model, 'num_classes', None) != model.pretrained_cfg.get('num_classes'):
-        trained_on = None  # another head than the tag's
-    return LoadedModel(model.eval(), full_name, weights, sha256, trained_on, attention)
+        model, weights, sha256 = _published_model(full_name, num_classes)
+        attention = 'srm'
+    return LoadedModel(model.eval(), full_name, weights, sha256, _trained_on(full_name, model), attention)
+
+
+def _published_model(full_name: str, num_classes: Optional[int]) -> Tuple[torch.nn.Module, str, Optional[str]]:
+    """``full_name`` with its published weights, where they come from, and their sha256 where known."""
+    published = _published_weights(full_name)
+    if published is None:
+        raise UserError(f'{full_name} has no published weights (the release manifest lists none); evaluate '
+                        f'your own with --checkpoint FILE.')
+    _check_published_head(full_name, num_classes)
+    weights, local_file = published
+    try:
+        model = timm.create_model(full_name, pretrained=True, **({'num_classes': num_classes} if num_classes else {}))
+    except Exception as error:  # noqa: BLE001 - download/read failures are reported to the user
+        raise UserError(f'Cannot load the published weights of {full_name} ({weights}): {error}') from None
+    return model, weights, file_sha256(local_file) if local_file else _hub_sha256(model)
+
+
+def _source_model(name: str, num_classes: Optional[int]) -> LoadedModel:
+    """The model of a ``hf-hub:`` or ``local-dir:`` name, called ``architecture.tag`` as its config records (a zoo
+    architecture without a tag, as its other weights are: with the default tag), with the block attention it was
+    built with (the SE and plain counterparts of ``srm-zoo train`` runs included)."""
+    try:
+        model = timm.create_model(name, pretrained=True)
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 - download/read failures are reported to the user
+        raise UserError(f'Cannot load {name}: {error}') from None
+    if num_classes and num_classes != model.num_classes:
+        raise UserError(f'--num-classes {num_classes} differs from the {model.num_classes} classes of {name}; '
+                        f'leave --num-classes out.')
+    cfg = model.pretrained_cfg
+    full_name = f'{cfg["architecture"]}.{cfg["tag"]}' if cfg.get('tag') else resolve_name(cfg['architecture'])
+    sha256 = _hub_sha256(model) if name.startswith('hf-hub:') else _folder_weights_sha256(Path(cfg['file']))
+    return LoadedModel(model.eval(), full_name, name, sha256, _trained_on(full_name, model), _attention_of(model))
+
+
+def _folder_weights_sha256(folder: Path) -> Optional[str]:
+    """The sha256 of the weights timm loads from a ``local-dir:`` folder: ``model.safetensors``, else
+    ``pytorch_model.bin``; None for other files."""
+    weights = next((folder / n for n in (HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME) if (folder / n).is_file()), None)
+    return file_sha256(weights) if weights else None
+
+
+def _attention_of(model: torch.nn.Module) -> str:
+    """A zoo model's block attention as built: ``srm``, its ``se`` counterpart, or ``none``."""
+    if any(isinstance(module, SRM) for module in model.modules()):
+        return 'srm'
+    return 'se' if any(isinstance(module, SEModule) for module in model.modules()) else 'none'
+
+
+def _trained_on(full_name: str, model: torch.nn.Module) -> Optional[str]:
+    """The dataset of ``full_name``'s weight tag when the model's outputs are that tag's classes; None for
+    other heads, another run's classes, unknown tags and other timm models."""
+    arch, _, tag = full_name.partition('.')
+    entry = CATALOGUE.get(arch)
+    if entry is None or tag not in {t.tag for t in entry.tags}:
+        return None
+    registered = get_pretrained_cfg(f'{arch}.{tag}')
+    names = registered.label_names
+    if model.num_classes != registered.num_classes or (names and tuple(model.pretrained_cfg.get('label_names') or
+                                                                       ()) != tuple(names)):
+        return None
+    return entry.get_tag(tag).dataset

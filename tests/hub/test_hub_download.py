@@ -1,4 +1,5 @@
 """Pretrained loading over real HTTP from a Hub server on loopback (olah serving local git repositories)."""
+import json
 import os
 import re
 import subprocess
@@ -11,10 +12,11 @@ import timm
 import torch
 from safetensors.torch import load_file, save_file
 
+from srm_zoo.benchmark.train_check import write_random_image_folder
 from srm_zoo.cli import main
 from srm_zoo.errors import UserError
 from srm_zoo.hub.cards import catalogue_cards
-from srm_zoo.hub.export import export_release
+from srm_zoo.hub.export import DATASET_LABELS, export_release
 from srm_zoo.hub.weights import IntegrityError, MissingWeightsError
 from srm_zoo.manifest import Release, use_manifest, write_release
 
@@ -115,6 +117,26 @@ def test_the_cards_hub_id_is_pinned_and_checked(served, tmp_path):
     tamper_cached_weights(cache)
     with pytest.raises(IntegrityError, match=str(served.sha256)):
         timm.create_model(hub_id, pretrained=True, cache_dir=cache)
+
+
+def test_eval_of_a_hub_repository_is_the_eval_of_the_zoo_name_released_there(served, tmp_path, capsys):
+    """``srm-zoo eval --model hf-hub:REPO@REV`` evaluates what timm builds from the repository: the model named as
+    its config records it, the figures of the zoo name whose release the manifest points there, the served file's
+    sha256. Such a name brings its own weights: --checkpoint is refused with it."""
+    write_random_image_folder(tmp_path / 'data', size=32, classes=DATASET_LABELS['cifar10'], counts=(1, 2))
+    hub_name = f'hf-hub:{served.repo_id}@{served.revision}'
+    results = {}
+    for key, model in (('zoo', NAME), ('hub', hub_name)):
+        assert main(['eval', '--model', model, '--data', str(tmp_path / 'data'), '--split', 'validation',
+                     '--workers', '0', '--device', 'cpu', '--results-file', str(tmp_path / f'{key}.json')]) == 0
+        results[key] = json.loads((tmp_path / f'{key}.json').read_text())
+    same = ('model', 'attention', 'dataset', 'num_classes', 'input_size', 'mean', 'std', 'top1', 'top5', 'loss')
+    assert {k: results['hub'][k] for k in same} == {k: results['zoo'][k] for k in same}
+    assert results['hub']['model'] == NAME and results['hub']['weights'] == hub_name
+    assert results['hub']['checkpoint_sha256'] == served.sha256
+    assert main(['eval', '--model', hub_name, '--checkpoint', str(tmp_path / 'zoo.json'), '--data',
+                 str(tmp_path / 'data')]) == 2
+    assert f'but {hub_name} brings its own' in capsys.readouterr().err
 
 
 def test_offline_mode_loads_from_a_warm_cache(served, tmp_path):
