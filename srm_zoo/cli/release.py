@@ -7,7 +7,7 @@ from ..catalogue import get_entry_and_tag
 from ..errors import UserError
 from ..hub.export import check_export_dir, check_repo_id
 from ..hub.publish import publish_folder
-from ..manifest import MANIFEST_PATH, Metric, active_manifest_path, reload_manifest, write_release
+from ..manifest import MANIFEST_PATH, WEIGHTS_DIR, Metric, active_manifest_path, reload_manifest, write_release
 from ..paths import check_output_dir
 from ..releasing import embed_release, export_measured
 from ..training.data import load_split
@@ -25,13 +25,20 @@ def _comparison(values) -> Dict[str, str]:
     return compare
 
 
-def _check_embed_manifest() -> None:
-    """Refuse --embed unless the active manifest is the package's own (the one next to srm_zoo/weights)."""
+def _check_embed_target() -> None:
+    """Refuse --embed unless the active manifest is the package's own (the one in srm_zoo/weights) and that folder
+    can be written (not so in a read-only installation)."""
     active = active_manifest_path()
     if active != MANIFEST_PATH:
         raise UserError(f'--embed writes the weights into the package (srm_zoo/weights) and records them in the '
                         f"package's manifest, but the active manifest is {active} (SRM_ZOO_MANIFEST). Unset "
                         'SRM_ZOO_MANIFEST to embed, or release to a Hub repository folder with --out DIR.')
+    try:
+        check_output_dir(WEIGHTS_DIR, '--embed')
+    except UserError as error:
+        raise UserError(f'{error} --embed writes the weights and the manifest into the installed package: embed '
+                        'from a writable checkout (pip install -e .), or release to a Hub repository folder with '
+                        '--out DIR.') from None
 
 
 def _check_inputs(args: argparse.Namespace) -> Dict[str, str]:
@@ -56,7 +63,7 @@ def _check_inputs(args: argparse.Namespace) -> Dict[str, str]:
         check_output_dir(args.cards, '--cards')
         readme_with_table(args.readme)
     if args.embed:
-        _check_embed_manifest()
+        _check_embed_target()
     else:
         check_export_dir(args.out)
         if args.repo_id:

@@ -7,8 +7,8 @@ given data with timm's preprocessing, and the provenance (checkpoint, recipe, co
 counterpart comparison). Every checkpoint is checked against the network it is released or compared
 as before anything is measured.
 """
-import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -115,12 +115,30 @@ def embed_release(name: str, checkpoint: str, data: str, split: str,
     entry, tag = get_entry_and_tag(name)
     model, metric, provenance = _measured(name, checkpoint, data, split, compare)
     folder = weights_dir / f'{entry.name}.{tag.tag}'
-    if folder.exists():
-        shutil.rmtree(folder)
     label_names = model.pretrained_cfg.get('label_names')
-    save_hf_folder(model, str(folder), model_config=dict(label_names=list(label_names)) if label_names else None)
-    return Release(model=entry.name, tag=tag.tag, sha256=file_sha256(folder / 'model.safetensors'), metrics=(metric,),
-                   provenance=provenance, embedded=folder.name)
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=weights_dir, prefix='.embed-') as staging:
+        staged = Path(staging) / folder.name
+        save_hf_folder(model, str(staged), model_config=dict(label_names=list(label_names)) if label_names else None)
+        sha256 = file_sha256(staged / 'model.safetensors')
+        _replace_folder(folder, staged)
+    return Release(model=entry.name, tag=tag.tag, sha256=sha256, metrics=(metric,), provenance=provenance,
+                   embedded=folder.name)
+
+
+def _replace_folder(folder: Path, staged: Path) -> None:
+    """Put the complete folder ``staged`` in the place of ``folder`` by renames: the old folder stays whole until
+    then (it is moved next to ``staged``, whose temporary parent removes it), and comes back when the swap fails."""
+    if not folder.exists():
+        staged.rename(folder)
+        return
+    old = staged.with_name(staged.name + '.old')
+    folder.rename(old)
+    try:
+        staged.rename(folder)
+    except BaseException:
+        old.rename(folder)
+        raise
 
 
 def export_measured(name: str, checkpoint: str, data: str, split: str, out: Path, repo_id: Optional[str] = None,

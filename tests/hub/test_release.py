@@ -1,6 +1,9 @@
 """`srm-zoo release`: every input is checked before anything is written, and --embed writes only into the package
 under the package's own manifest."""
 import json
+import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +15,8 @@ from srm_zoo.cli import main
 from srm_zoo.errors import UserError
 from srm_zoo.hub.export import weights_provenance
 from srm_zoo.manifest import find_release, use_manifest
+import srm_zoo.cli.release as release_cli
+import srm_zoo.releasing.release as releasing
 from srm_zoo.releasing import embed_release
 from srm_zoo.training import get_recipe
 
@@ -55,6 +60,46 @@ def test_embed_refuses_a_repo_id_and_writes_nothing(small_folder, tmp_path, caps
     assert rc == 2
     assert '--repo-id publishes a Hub repository folder written with --out' in capsys.readouterr().err
     assert _package_files() == before and not (tmp_path / 'cards').exists()
+
+
+def test_embed_into_a_package_that_cannot_be_written_is_refused_before_measuring(small_folder, tmp_path, capsys,
+                                                                                   monkeypatch):
+    """A read-only installation refuses --embed before measuring, naming the package's folder (here os.access says
+    so: root writes past permission bits, and a read-only mount needs privileges; the release itself is stubbed, so
+    that a regression cannot write into this checkout's package)."""
+    shipped = find_release(*NAME.split('.'))
+    weights = shipped.embedded_dir.parent
+    access = os.access
+    monkeypatch.setattr(os, 'access', lambda path, mode, **kw: access(path, mode, **kw) and Path(path) != weights)
+    measured = []
+    monkeypatch.setattr(release_cli, 'embed_release', lambda *args, **kwargs: measured.append(args))
+    rc = main(['release', NAME, '--checkpoint', str(shipped.embedded_dir / 'model.safetensors'), '--data',
+               str(small_folder), '--split', 'validation', '--embed', '--cards', str(tmp_path / 'cards')])
+    assert rc == 2 and not measured
+    error = capsys.readouterr().err
+    assert f"--embed {str(weights)!r} cannot be written: permission denied" in error and 'pip install -e .' in error
+
+
+def test_a_failed_embed_leaves_the_embedded_weights_whole(tmp_path, monkeypatch):
+    """The new folder is written aside and swapped in complete: a write that fails (a full disk) leaves the
+    package's earlier weights as they were, and nothing else."""
+    shipped = find_release(*NAME.split('.'))
+    write_random_image_folder(tmp_path / 'data', size=32, classes=('0', '1'), counts=(0, 2))
+    weights = tmp_path / 'weights'
+    shutil.copytree(shipped.embedded_dir, weights / shipped.embedded_dir.name)
+    before = {p.name: file_sha256(p) for p in (weights / shipped.embedded_dir.name).iterdir()}
+
+    def disk_full(model, folder, **kwargs):
+        Path(folder).mkdir(parents=True)
+        (Path(folder) / 'model.safetensors').write_bytes(b'partial')
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(releasing, 'save_hf_folder', disk_full)
+    with pytest.raises(OSError, match='No space left'):
+        embed_release(NAME, str(shipped.embedded_dir / 'model.safetensors'), str(tmp_path / 'data'), 'validation',
+                      weights_dir=weights)
+    assert [p.name for p in weights.iterdir()] == [shipped.embedded_dir.name]
+    assert {p.name: file_sha256(p) for p in (weights / shipped.embedded_dir.name).iterdir()} == before
 
 
 @pytest.mark.parametrize('change, message', [
