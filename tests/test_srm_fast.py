@@ -539,6 +539,24 @@ def test_block_tail_folds_its_norm_into_srm(setup, block_cls, plain_cls, planes,
         torch.testing.assert_close(value, state_ref[name], **TOLERANCES[torch.float64], msg=name)
 
 
+@pytest.mark.parametrize('grad', [True, False], ids=['autograd', 'no_grad'])
+def test_a_norm_that_does_more_than_normalise_is_not_folded(grad):
+    """timm's SyncBatchNormAct (what ``convert_sync_batchnorm`` makes of a BatchNormAct2d: a SyncBatchNorm subclass
+    that applies its ReLU too) keeps its ReLU in eval mode: with autograd, where SRM would take the norm in, and
+    without, where the convolution would."""
+    block = randomize_(SRMBottleneck(64, 16, attn_layer=SRM, norm_layer=timm.layers.BatchNormAct2d)).double()
+    block = timm.layers.convert_sync_batchnorm(block).eval()
+    assert type(block.bn3) is timm.layers.SyncBatchNormAct
+    x = torch.randn(2, 64, 12, 12, dtype=torch.float64)
+    with torch.set_grad_enabled(grad):
+        out = block(x)
+        with use_reference(True):
+            expected = block(x)
+    assert (block.bn3(block.conv3(block.act2(block.bn2(block.conv2(block.act1(block.bn1(block.conv1(x)))))))) == 0
+            ).any()  # the ReLU matters
+    torch.testing.assert_close(out, expected, **TOLERANCES[torch.float64])
+
+
 def test_norm_with_a_hook_runs_as_a_module():
     block = randomize_(SRMBottleneck(16, 4, attn_layer=SRM)).double().eval()
     seen = []

@@ -170,7 +170,7 @@ def _refine_cancelled(x: torch.Tensor, sums: torch.Tensor, squares: torch.Tensor
 
 def _uses_running_statistics(bn: nn.Module) -> bool:
     """Whether a BatchNorm normalises with its running statistics (eval mode, or frozen)."""
-    if isinstance(bn, FrozenBatchNorm2d):
+    if type(bn) is FrozenBatchNorm2d:
         return True
     return not bn.training and bn.running_mean is not None and bn.running_var is not None
 
@@ -288,12 +288,14 @@ def norm_folds_into_srm(norm: nn.Module, y: torch.Tensor) -> bool:
 
 def _foldable_norm(norm: nn.Module) -> bool:
     """Whether the fast path may fold ``norm`` away: a plain BatchNorm2d, a frozen BatchNorm or a
-    SyncBatchNorm in eval mode, without hooks that expect it to run."""
+    SyncBatchNorm in eval mode, without hooks that expect it to run. Their exact types: a subclass may do
+    more than normalise (timm's ``SyncBatchNormAct``, which ``convert_sync_batchnorm`` makes of a
+    ``BatchNormAct2d``, applies its activation too)."""
     if has_hooks(norm):
         return False
-    if type(norm) is nn.BatchNorm2d or isinstance(norm, FrozenBatchNorm2d):
+    if type(norm) in (nn.BatchNorm2d, FrozenBatchNorm2d):
         return True
-    return isinstance(norm, nn.SyncBatchNorm) and _uses_running_statistics(norm)
+    return type(norm) is nn.SyncBatchNorm and _uses_running_statistics(norm)
 
 
 def _folds_with_running_statistics(norm: nn.Module) -> bool:
