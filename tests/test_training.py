@@ -355,7 +355,7 @@ def test_attention_none_run_exports_a_model_timm_loads_and_evaluates_as_it_ran(t
     assert result['dataset'] == 'folder'  # the run's own classes, not the default tag's digits
     assert result['attention'] == 'none'  # a counterpart cannot verify the zoo's figures for the SRM network
     assert main([*eval_args, '--data', str(tiny_folder), '--split', 'validation', '--verify']) == 2
-    assert 'these weights are its --attention none counterpart' in capsys.readouterr().err
+    assert 'these weights are of a counterpart with block attention none' in capsys.readouterr().err
     final = ['eval', '--model', f'local-dir:{run / "model"}', '--workers', '0', '--device', 'cpu', '--data',
              str(tiny_folder), '--split', 'validation']
     assert main([*final, '--results-file', str(tmp_path / 'final.json')]) == 0  # the run's final model, as timm builds it
@@ -364,7 +364,7 @@ def test_attention_none_run_exports_a_model_timm_loads_and_evaluates_as_it_ran(t
     assert {k: from_folder[k] for k in same} == {k: result[k] for k in same}
     assert from_folder['checkpoint_sha256'] == file_sha256(run / 'model' / 'model.safetensors')
     assert main([*final, '--verify']) == 2
-    assert 'these weights are its --attention none counterpart' in capsys.readouterr().err
+    assert 'these weights are of a counterpart with block attention none' in capsys.readouterr().err
     only_b = tmp_path / 'only_b' / 'validation' / 'b'
     shutil.copytree(tiny_folder / 'validation' / 'b', only_b)
     assert main([*eval_args, '--data', str(only_b.parent.parent), '--results-file', str(tmp_path / 'b.json')]) == 0

@@ -26,11 +26,13 @@ def add_parser(subparsers) -> None:
         'eval', help='evaluate a model\'s accuracy (and verify it against the zoo)',
         description=__doc__.split(':', 1)[1].strip(), formatter_class=DefaultsHelpFormatter)
     model = parser.add_argument_group('model')
-    model.add_argument('--model', required=True, metavar='NAME[.TAG]',
-                       help='model name, e.g. srm_resnet50; or hf-hub:REPO[@REVISION] or local-dir:FOLDER (timm\'s '
-                            'config.json and weights there, e.g. an export or a training run\'s model/ folder)')
+    model.add_argument('--model', required=True, metavar='MODEL',
+                       help='model name NAME[.TAG], e.g. srm_resnet50; or hf-hub:REPO[@REVISION] or local-dir:FOLDER '
+                            '(timm\'s config.json and weights there, e.g. an export or a training run\'s model/ '
+                            'folder)')
     model.add_argument('--checkpoint', metavar='FILE',
-                       help='evaluate these weights (safetensors or torch state dict) instead of the published ones')
+                       help='evaluate these weights (safetensors or torch state dict) instead of the published ones '
+                            '(with a NAME; hf-hub: and local-dir: models bring their own)')
     model.add_argument('--use-ema', action='store_true', help='prefer the EMA weights of a training checkpoint')
     model.add_argument('--num-classes', type=int, help='number of model outputs (default: the model\'s)')
 

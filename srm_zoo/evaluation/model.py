@@ -6,28 +6,26 @@ from typing import Optional, Tuple
 
 import timm
 import torch
-from timm.layers import SEModule
 from timm.models import get_pretrained_cfg
-from timm.models._hub import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 
 from ..catalogue import CATALOGUE, resolve_name
 from ..errors import UserError
-from ..layers import SRM
 from .checkpoint import checkpoint_model, file_sha256
+from .sources import MODEL_SOURCES, block_attention, load_source_model
 
-__all__ = ['LoadedModel', 'MODEL_SOURCES', 'resolve_name', 'build_model']
+__all__ = ['LoadedModel', 'resolve_name', 'build_model']
 
 
 @dataclass
 class LoadedModel:
-    """A model ready to evaluate, where its weights came from, and its block attention (``srm``; a training
-    checkpoint's ``se`` or ``none`` counterpart)."""
+    """A model ready to evaluate, where its weights came from, and its block attention (``srm``; a counterpart's
+    ``se``, ``none`` or other layer; None for timm models outside the zoo)."""
     model: torch.nn.Module
     name: str
     weights: str
     sha256: Optional[str]
     trained_on: Optional[str]
-    attention: str = 'srm'
+    attention: Optional[str] = 'srm'
 
 
 def _published_weights(name: str):
@@ -64,10 +62,6 @@ def _check_published_head(name: str, num_classes: Optional[int]) -> None:
                         f'of {name}; a different head needs --checkpoint FILE with weights for it.')
 
 
-MODEL_SOURCES = ('hf-hub:', 'local-dir:')
-"""Prefixes of the model names timm builds from a Hub repository or a local folder (config.json and weights)."""
-
-
 def build_model(name: str, checkpoint: Optional[str] = None, num_classes: Optional[int] = None,
                 use_ema: bool = False) -> LoadedModel:
     """The model ``name`` in eval mode, with the weights of ``checkpoint`` or its published weights; a
@@ -86,6 +80,8 @@ def build_model(name: str, checkpoint: Optional[str] = None, num_classes: Option
     else:
         model, weights, sha256 = _published_model(full_name, num_classes)
         attention = 'srm'
+    if full_name.partition('.')[0] not in CATALOGUE:
+        attention = None  # timm's own models
     return LoadedModel(model.eval(), full_name, weights, sha256, _trained_on(full_name, model), attention)
 
 
@@ -108,33 +104,15 @@ def _source_model(name: str, num_classes: Optional[int]) -> LoadedModel:
     """The model of a ``hf-hub:`` or ``local-dir:`` name, called ``architecture.tag`` as its config records (a zoo
     architecture without a tag, as its other weights are: with the default tag), with the block attention it was
     built with (the SE and plain counterparts of ``srm-zoo train`` runs included)."""
-    try:
-        model = timm.create_model(name, pretrained=True)
-    except UserError:
-        raise
-    except Exception as error:  # noqa: BLE001 - download/read failures are reported to the user
-        raise UserError(f'Cannot load {name}: {error}') from None
+    source = load_source_model(name)
+    model = source.model
     if num_classes and num_classes != model.num_classes:
         raise UserError(f'--num-classes {num_classes} differs from the {model.num_classes} classes of {name}; '
                         f'leave --num-classes out.')
-    cfg = model.pretrained_cfg
-    full_name = f'{cfg["architecture"]}.{cfg["tag"]}' if cfg.get('tag') else resolve_name(cfg['architecture'])
-    sha256 = _hub_sha256(model) if name.startswith('hf-hub:') else _folder_weights_sha256(Path(cfg['file']))
-    return LoadedModel(model.eval(), full_name, name, sha256, _trained_on(full_name, model), _attention_of(model))
-
-
-def _folder_weights_sha256(folder: Path) -> Optional[str]:
-    """The sha256 of the weights timm loads from a ``local-dir:`` folder: ``model.safetensors``, else
-    ``pytorch_model.bin``; None for other files."""
-    weights = next((folder / n for n in (HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME) if (folder / n).is_file()), None)
-    return file_sha256(weights) if weights else None
-
-
-def _attention_of(model: torch.nn.Module) -> str:
-    """A zoo model's block attention as built: ``srm``, its ``se`` counterpart, or ``none``."""
-    if any(isinstance(module, SRM) for module in model.modules()):
-        return 'srm'
-    return 'se' if any(isinstance(module, SEModule) for module in model.modules()) else 'none'
+    tag = model.pretrained_cfg.get('tag')
+    full_name = f'{source.architecture}.{tag}' if tag else resolve_name(source.architecture)
+    return LoadedModel(model.eval(), full_name, name, file_sha256(source.weights_file), _trained_on(full_name, model),
+                       block_attention(model, source.architecture))
 
 
 def _trained_on(full_name: str, model: torch.nn.Module) -> Optional[str]:

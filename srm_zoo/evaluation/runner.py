@@ -18,6 +18,7 @@ from .data import EvalImageDataset, EvalImages, collate_skipping_bad, load_image
 from .labels import DATASETS, LabelSpace, label_space
 from .metrics import PERCENT_DECIMALS, Counts, recorded_percent, score_batch
 from .model import LoadedModel, build_model
+from .sources import MODEL_SOURCES
 from .results import EVAL_SETTING_KEYS, check_results_file, software_versions
 from .verify import DEFAULT_TOLERANCE, Reference, compare_with_reference, find_reference, format_verdict
 
@@ -206,6 +207,10 @@ def evaluate(options: EvalOptions) -> EvalRun:
     check_compile_mode(options.compile, options.compile_mode)
     if options.tolerance is not None and not options.verify:
         raise UserError('--tolerance says how far --verify lets the figures fall short: add --verify.')
+    if options.use_ema and options.model.startswith(MODEL_SOURCES):
+        raise UserError(f'--use-ema picks the EMA weights of a training checkpoint, but {options.model} holds one set '
+                        'of weights (a training run\'s model/ folder holds the EMA weights where its recipe keeps '
+                        'them): leave --use-ema out.')
     if options.use_ema and not options.checkpoint:
         raise UserError('--use-ema picks the EMA weights of a training checkpoint: add --checkpoint FILE (the '
                         'published weights have no EMA copy).')
@@ -235,10 +240,10 @@ def _check_results_file(options: EvalOptions, context: distributed.DistContext) 
 def _reference(loaded: LoadedModel, dataset: str, images: EvalImages) -> Reference:
     """The accuracy ``--verify`` compares with; a UserError, before anything is evaluated, when there is none or
     the weights are a counterpart's (the zoo states the SRM network's accuracy)."""
-    if loaded.attention != 'srm':
+    if loaded.attention not in ('srm', None):
         raise UserError(f'--verify checks {loaded.name} against the accuracy the zoo states for its SRM network, but '
-                        f'these weights are its --attention {loaded.attention} counterpart ({loaded.weights}); '
-                        'evaluate them without --verify.')
+                        f'these weights are of a counterpart with block attention {loaded.attention} '
+                        f'({loaded.weights}); evaluate them without --verify.')
     reference, reason = find_reference(loaded.name, dataset, images.split, split_given=images.split_named)
     if reference is None:
         raise UserError(f'--verify: {reason}.')
@@ -354,7 +359,7 @@ def summary_line(result: Dict[str, Any]) -> str:
     """One line: model, data, top-1/top-5 (as recorded), loss and throughput."""
     loss = f'{result["loss"]:.4f}' if result['loss'] is not None else 'n/a'
     bad = f', {result["num_bad_images"]} unreadable skipped' if result['num_bad_images'] else ''
-    counterpart = '' if result.get('attention', 'srm') == 'srm' else f' (--attention {result["attention"]})'
+    counterpart = '' if result.get('attention') in ('srm', None) else f' (attention {result["attention"]})'
     return (f'{result["model"]}{counterpart} on {result["dataset"]}/{result["split"]}: '
             f'top-1 {result["top1"]:.{PERCENT_DECIMALS}f}  top-5 {result["top5"]:.{PERCENT_DECIMALS}f}  loss {loss}  '
             f'({result["num_images"]} images{bad}; {result["samples_per_sec"]:.1f} img/s)')

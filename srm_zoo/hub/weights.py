@@ -19,7 +19,7 @@ from ..manifest import MANIFEST_PATH, Release, active_manifest_path, find_releas
 
 __all__ = ['MissingWeightsError', 'IntegrityError', 'WeightsUnavailableError', 'WeightsFileNotFoundError',
            'missing_weights_message', 'fetch_release_file', 'verify_release_file', 'check_weights_file',
-           'verified_weights_overlay']
+           'hub_release_at', 'verified_weights_overlay']
 
 
 class MissingWeightsError(UserError):
@@ -111,7 +111,7 @@ def check_weights_file(path: Union[str, Path]) -> Path:
     return target
 
 
-def _hub_release(hf_hub_id: str) -> Optional[Release]:
+def hub_release_at(hf_hub_id: str) -> Optional[Release]:
     """The release published at exactly this ``repo@revision`` (a pinned revision only)."""
     return next((r for r in load_manifest() if not r.embedded and f'{r.hf_hub_id}@{r.revision}' == hf_hub_id), None)
 
@@ -131,7 +131,7 @@ def verified_weights_overlay(
     cfg = resolve_pretrained_cfg(variant, pretrained_cfg=pretrained_cfg, pretrained_cfg_overlay=pretrained_cfg_overlay)
     overlay = dict(pretrained_cfg_overlay or {})
     if cfg.source == 'hf-hub':
-        release = _hub_release(cfg.hf_hub_id)
+        release = hub_release_at(cfg.hf_hub_id)
         if release is not None:  # timm downloads the same pinned, cached file again
             verify_release_file(fetch_release_file(release, cache_dir), release)
         return overlay
