@@ -64,9 +64,15 @@ class WeightTag:
     """
     tag: str
     dataset: str
-    recipe: str
+    recipe: Optional[str]
+    """The ``srm-zoo train`` recipe of its weights; None where the zoo has none for the dataset yet."""
     description: str
     cfg: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def recipe_text(self) -> str:
+        """The recipe in words, for cards and docstrings."""
+        return self.recipe or 'none yet'
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,19 @@ class ModelEntry:
         return tuple(t.tag for t in self.tags if find_release(self.name, t.tag) is not None)
 
     @property
+    def authors_code_builds(self) -> bool:
+        """Whether the paper authors' code builds this network, so that a checkpoint of theirs can exist for
+        ``srm-zoo convert``: their plain Bottleneck ResNets (depth 50/101/152; their BasicBlock path is broken)."""
+        plain_bottleneck = set(self.arch) == {'block', 'layers'} and self.arch['block'] == 'bottleneck'
+        return self.family == 'imagenet' and plain_bottleneck
+
+    @property
+    def ways_to_weights(self) -> str:
+        """How the zoo's commands produce weights for this network, in words."""
+        convert = 'convert the paper authors\' checkpoint (`srm-zoo convert`), ' if self.authors_code_builds else ''
+        return f'train them (`srm-zoo train`), {convert}or graft a pretrained plain ResNet into it (`srm-zoo graft`)'
+
+    @property
     def default_tag(self) -> str:
         """timm's default tag (``generate_default_cfgs``): the first tag with weights, else the first tag."""
         return next(iter(self.tags_with_weights), self.tags[0].tag)
@@ -112,7 +131,7 @@ class ModelEntry:
                  f'with SRM in every residual block ({PAPER["paper_id"]}).']
         if self.notes:
             lines += ['', self.notes]
-        lines += ['', 'Tags: ' + ', '.join(f'``{t.tag}`` ({t.dataset}, {t.recipe} recipe)' for t in self.tags)]
+        lines += ['', 'Tags: ' + ', '.join(f'``{t.tag}`` ({t.dataset}, recipe: {t.recipe_text})' for t in self.tags)]
         for result in self.paper:
             top5 = f', top-5 {result.top5:.2f}' if result.top5 is not None else ''
             lines.append(f'Reported: {result.dataset} top-1 {result.top1:.2f}{top5} ({result.source}).')
@@ -128,8 +147,8 @@ _IN1K = WeightTag(
 _CIFAR10 = WeightTag(
     tag='cifar10',
     dataset='cifar10',
-    recipe='official',
-    description='CIFAR-10, 32x32 inputs.',
+    recipe=None,  # the official recipe is the authors' ImageNet one
+    description="CIFAR-10, 32x32 inputs. The paper's CIFAR recipe was not recovered, and the zoo has none yet.",
 )
 _SKLEARN_DIGITS = WeightTag(
     tag='sklearn_digits',

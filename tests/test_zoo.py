@@ -45,6 +45,15 @@ def test_architecture_matches_plain_counterpart():
         assert srm == plain
 
 
+def test_only_the_networks_of_the_authors_code_are_offered_for_conversion():
+    """The authors' code builds plain Bottleneck ResNets only (depth 50/101/152): no checkpoint of theirs can exist
+    for the other networks, so their cards and messages do not offer `srm-zoo convert`."""
+    assert {name for name, entry in CATALOGUE.items() if entry.authors_code_builds} == {
+        'srm_resnet50', 'srm_resnet101', 'srm_resnet152'}
+    assert all(('`srm-zoo convert`' in entry.ways_to_weights) == entry.authors_code_builds
+               for entry in CATALOGUE.values())
+
+
 def test_unknown_model_suggests_names():
     with pytest.raises(KeyError, match='srm_resnet50'):
         get_entry('srm_resnet05')

@@ -147,8 +147,7 @@ def _weights_section(entry: ModelEntry, tag: str, weights: CardWeights) -> str:
         return '\n'.join([
             '## Weights', '',
             f'No weights are published for `{name}` yet; `pretrained=True` explains how to get some. To produce them:', '',
-            '1. train (`srm-zoo train`), convert the paper authors\' checkpoint (`srm-zoo convert`) or graft a '
-            'pretrained plain ResNet (`srm-zoo graft`);',
+            f'1. {entry.ways_to_weights};',
             f'2. measure them: `srm-zoo eval --model {name} --checkpoint CHECKPOINT --data DATA '
             '--results-file RESULTS.json`;',
             f'3. `srm-zoo export {name} --checkpoint CHECKPOINT --results RESULTS.json --out DIR` writes the '
@@ -234,7 +233,7 @@ def render_card(entry: ModelEntry, tag: str, weights: CardWeights) -> str:
         f'  - Image size: {size[1]} x {size[2]}',
         '- **Papers:**', papers,
         f'- **Dataset:** {_dataset_name(weight_tag.dataset)}',
-        f'- **Recipe:** {weights.provenance.get("recipe") or weight_tag.recipe}',
+        f'- **Recipe:** {weights.provenance.get("recipe") or weight_tag.recipe_text}',
         f'- **Original:** {PAPER["code"]}',
     ])
     return '\n'.join([

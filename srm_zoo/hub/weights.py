@@ -51,8 +51,7 @@ def missing_weights_message(model: str, tag: Optional[str]) -> str:
             f'models with weights: {", ".join(published)}.' if published else 'no SRM model has published weights yet.')
     return (
         f'{name} has no published weights, so pretrained=True cannot load any. {available} '
-        f'To get weights for {name}: train them (`srm-zoo train`), convert the paper authors\' checkpoint '
-        f'(`srm-zoo convert`) or graft a pretrained plain ResNet into it (`srm-zoo graft`); then load the file '
+        f'To get weights for {name}: {entry.ways_to_weights}; then load the file '
         f'with timm.create_model({name!r}, pretrained=True, pretrained_cfg_overlay=dict(file=\'model.safetensors\')) '
         f'or publish it (`srm-zoo export`, `srm-zoo publish`). pretrained=False builds the model with random weights.'
     )

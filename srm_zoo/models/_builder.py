@@ -63,7 +63,7 @@ def pretrained_cfg(entry: ModelEntry, tag: str) -> Dict[str, Any]:
         paper_name=PAPER['title'],
         origin_url=PAPER['code'],
         description=weight_tag.description,
-        notes=(f'recipe: {weight_tag.recipe}',),
+        notes=(f'recipe: {weight_tag.recipe_text}',),
     )
 
 

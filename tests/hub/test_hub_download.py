@@ -17,7 +17,7 @@ from srm_zoo.cli import main
 from srm_zoo.errors import UserError
 from srm_zoo.hub.cards import catalogue_cards
 from srm_zoo.hub.export import DATASET_LABELS, export_release
-from srm_zoo.hub.weights import IntegrityError, MissingWeightsError
+from srm_zoo.hub.weights import IntegrityError, MissingWeightsError, missing_weights_message
 from srm_zoo.manifest import Release, use_manifest, write_release
 
 from .helpers import MODEL, TAG, assert_same_weights, make_checkpoint
@@ -161,8 +161,10 @@ def test_pretrained_without_weights_explains_what_to_do(served, tmp_path):
         timm.create_model('srm_resnet32_cifar', pretrained=True)
     message = str(error.value)
     for needle in ('srm_resnet32_cifar.cifar10 has no published weights', f'models with weights: {NAME}',
-                   '`srm-zoo train`', '`srm-zoo convert`', '`srm-zoo graft`', 'pretrained_cfg_overlay=dict(file='):
+                   '`srm-zoo train`', '`srm-zoo graft`', 'pretrained_cfg_overlay=dict(file='):
         assert needle in message
+    assert '`srm-zoo convert`' not in message  # the authors' code builds no CIFAR network
+    assert '`srm-zoo convert`' in missing_weights_message('srm_resnet50', None)
     expected = make_checkpoint(tmp_path / 'r32.pth', seed=4, model='srm_resnet32_cifar', wrap='')
     save_file(expected, str(tmp_path / 'r32.safetensors'))
     overlay = dict(file=str(tmp_path / 'r32.safetensors'))
