@@ -54,8 +54,9 @@ EMA_KEYS = ('state_dict_ema', 'model_ema', 'ema')
 class CheckpointWeights:
     """The weights a checkpoint file holds: plain and EMA state dicts (cleaned of DDP/compile prefixes), and
     the ``srm-zoo train`` settings of a training checkpoint, the epochs it had completed, the preprocessing
-    its evaluations used (timm's data config: input size, interpolation, mean, std, crop) and its class names
-    (the class folders it trained on, in the order of the model's outputs)."""
+    its evaluations used (timm's data config: input size, interpolation, mean, std, crop), its class names
+    (the class folders it trained on, in the order of the model's outputs) and the software versions that
+    trained it (those of its last save)."""
     path: Path
     model: Optional[Dict[str, torch.Tensor]]
     ema: Optional[Dict[str, torch.Tensor]] = None
@@ -63,6 +64,7 @@ class CheckpointWeights:
     epochs_trained: Optional[int] = None
     data_config: Optional[Dict[str, Any]] = None
     class_names: Optional[List[str]] = None
+    versions: Optional[Dict[str, Any]] = None
 
     @property
     def recorded_attention(self) -> Optional[str]:
@@ -105,8 +107,10 @@ def read_checkpoint(path: Union[str, Path]) -> CheckpointWeights:
     data_config = checkpoint.get('data_config') if trained and isinstance(checkpoint.get('data_config'), dict) else None
     names = checkpoint.get('class_names')
     class_names = [str(n) for n in names] if trained and isinstance(names, (list, tuple)) and names else None
+    versions = checkpoint.get('versions') if trained and isinstance(checkpoint.get('versions'), dict) else None
     return CheckpointWeights(path, _first_state_dict(checkpoint, MODEL_KEYS), _first_state_dict(checkpoint, EMA_KEYS),
-                             train_config, checkpoint['epoch'] if trained else None, data_config, class_names)
+                             train_config, checkpoint['epoch'] if trained else None, data_config, class_names,
+                             versions)
 
 
 def read_state_dict(path: Union[str, Path], use_ema: bool = False) -> Dict[str, torch.Tensor]:

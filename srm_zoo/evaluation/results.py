@@ -29,9 +29,11 @@ def eval_settings(data_config: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def software_versions() -> Dict[str, Optional[str]]:
+    """The versions of the software that measures or trains, as plain strings (a checkpoint holding torch's
+    own version class would not load with ``weights_only=True``)."""
     from .. import __version__
     return {
-        'srm_zoo': __version__, 'timm': timm.__version__, 'torch': torch.__version__,
+        'srm_zoo': __version__, 'timm': timm.__version__, 'torch': str(torch.__version__),
         'torchvision': torchvision.__version__, 'python': platform.python_version(),
         'cuda': torch.version.cuda if torch.cuda.is_available() else None,
     }

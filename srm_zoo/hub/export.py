@@ -149,9 +149,9 @@ def _label_config(dataset: str, num_classes: int) -> Dict[str, Any]:
 def weights_provenance(read: CheckpointWeights, use_ema: bool, recipe: str,
                        source: Optional[str] = None) -> Dict[str, Any]:
     """Where released weights come from: the checkpoint file (name, sha256), which of its weights (EMA, or the
-    plain ones) and, for an ``srm-zoo train`` checkpoint, its recipe, command, seed and the epochs it completed
-    (fewer than planned where the run was stopped); ``recipe`` (the tag's) and ``source`` (default: said from
-    the checkpoint) fill in what it does not record."""
+    plain ones) and, for an ``srm-zoo train`` checkpoint, its recipe, command, seed, the epochs it completed
+    (fewer than planned where the run was stopped) and the software that trained it; ``recipe`` (the tag's) and
+    ``source`` (default: said from the checkpoint) fill in what it does not record."""
     config = TrainConfig(**read.train_config) if read.train_config else None
     provenance: Dict[str, Any] = {
         'recipe': config.recipe if config else recipe,
@@ -162,6 +162,9 @@ def weights_provenance(read: CheckpointWeights, use_ema: bool, recipe: str,
     }
     if config:
         provenance.update(command=config.command(data='DATA'), seed=config.seed, epochs=read.epochs_trained)
+    if read.versions:
+        provenance['trained_with'] = ', '.join(f'{name} {version}' for name, version in read.versions.items()
+                                               if version)
     return provenance
 
 

@@ -34,6 +34,7 @@ from ..errors import UserError
 from ..paths import check_output_dir
 from ..evaluation.data import EvalImages
 from ..evaluation.metrics import Counts, score_batch
+from ..evaluation.results import software_versions
 from .config import TrainConfig
 from .data import check_readable, class_names, eval_loader, image_paths, load_split, split_images, train_loader
 from .log import LOG_FILES, progress, write_log
@@ -331,7 +332,7 @@ class _Run:
             scaler=self.scaler.state_dict(), ema=self.ema.state_dict() if self.ema is not None else None,
             recipe=self.recipe.to_dict(), config=self.config.to_dict(), class_names=self.class_names,
             data_config=dict(self.data_config), history=self.history,
-            rng=all_gather_objects(rng_state(), self.ctx),
+            rng=all_gather_objects(rng_state(), self.ctx), versions=software_versions(),
         )
 
     def _save(self, epoch: int) -> None:

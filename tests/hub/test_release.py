@@ -6,17 +6,19 @@ import shutil
 from pathlib import Path
 
 import pytest
+import timm
 import torch
 from safetensors.torch import load_file
 
+import srm_zoo
+import srm_zoo.cli.release as release_cli
+import srm_zoo.releasing.release as releasing
 from srm_zoo.benchmark.train_check import write_random_image_folder
 from srm_zoo.checkpoint import file_sha256, read_checkpoint
 from srm_zoo.cli import main
 from srm_zoo.errors import UserError
 from srm_zoo.hub.export import weights_provenance
 from srm_zoo.manifest import find_release, use_manifest
-import srm_zoo.cli.release as release_cli
-import srm_zoo.releasing.release as releasing
 from srm_zoo.releasing import embed_release
 from srm_zoo.training import get_recipe
 
@@ -239,8 +241,11 @@ def test_release_records_the_users_checkpoint_and_its_training(modern_run, tmp_p
     assert (provenance['weights'], provenance['recipe'], provenance['seed'], provenance['epochs']) == (
         'EMA', 'modern', 0, 1)
     assert provenance['command'].startswith('srm-zoo train --model srm_resnet20_cifar --data DATA --recipe modern ')
+    assert provenance['trained_with'].startswith(f'srm_zoo {srm_zoo.__version__}, timm {timm.__version__}, '
+                                                 f'torch {torch.__version__}, ')
     card = (tmp_path / 'out' / 'README.md').read_text()
     assert '- weights: EMA\n' in card and f'- checkpoint_sha256: {file_sha256(checkpoint)}\n' in card
+    assert f'- trained_with: {provenance["trained_with"]}\n' in card
     embedded = embed_release(NAME, str(checkpoint), str(data), 'validation', weights_dir=tmp_path / 'weights')
     assert embedded.provenance == provenance
 
