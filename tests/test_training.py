@@ -358,7 +358,8 @@ def test_attention_none_run_exports_a_model_timm_loads_and_evaluates_as_it_ran(t
     assert 'these weights are of a counterpart with block attention none' in capsys.readouterr().err
     final = ['eval', '--model', f'local-dir:{run / "model"}', '--workers', '0', '--device', 'cpu', '--data',
              str(tiny_folder), '--split', 'validation']
-    assert main([*final, '--results-file', str(tmp_path / 'final.json')]) == 0  # the run's final model, as timm builds it
+    # the run's final model, as timm builds it
+    assert main([*final, '--results-file', str(tmp_path / 'final.json')]) == 0
     from_folder = json.loads((tmp_path / 'final.json').read_text())
     same = ('model', 'attention', 'dataset', 'num_classes', 'input_size', 'mean', 'std', 'top1', 'top5', 'loss')
     assert {k: from_folder[k] for k in same} == {k: result[k] for k in same}

@@ -83,7 +83,8 @@ def label_space(dataset: str, num_classes: int, label_names: Optional[Sequence[s
     if dataset == 'folder':
         mapping = {str(name): index for index, name in enumerate(label_names)} if label_names else None
         expected = (f'the model\'s label names ({", ".join(map(str, label_names[:10]))}'
-                    f'{", ..." if len(label_names) > 10 else ""})' if label_names else 'class indices 0, 1, ... or any names (sorted order)')
+                    f'{", ..." if len(label_names) > 10 else ""})' if label_names
+                    else 'class indices 0, 1, ... or any names (sorted order)')
         return LabelSpace(dataset, folder_dataset_name or 'folder', mapping, num_classes, expected_names=expected)
     if num_classes != 1000:
         raise UserError(f'--dataset {dataset} scores ImageNet-1k classes, but the model has {num_classes} outputs '

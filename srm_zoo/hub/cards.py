@@ -146,7 +146,8 @@ def _weights_section(entry: ModelEntry, tag: str, weights: CardWeights) -> str:
     if weights.status == 'none':
         return '\n'.join([
             '## Weights', '',
-            f'No weights are published for `{name}` yet; `pretrained=True` explains how to get some. To produce them:', '',
+            f'No weights are published for `{name}` yet; `pretrained=True` explains how to get some. To produce '
+            'them:', '',
             f'1. {entry.ways_to_weights};',
             f'2. measure them: `srm-zoo eval --model {name} --checkpoint CHECKPOINT --data DATA '
             '--results-file RESULTS.json`;',

@@ -96,7 +96,8 @@ class CifarResNet(nn.Module):
             blocks = []
             for i in range(blocks_per_stage):
                 block_stride = stride if i == 0 else 1
-                downsample = PadShortcut(inplanes, planes, block_stride) if block_stride != 1 or inplanes != planes else None
+                reshapes = block_stride != 1 or inplanes != planes
+                downsample = PadShortcut(inplanes, planes, block_stride) if reshapes else None
                 dpr = drop_path_rate * block_idx / max(total_blocks - 1, 1)
                 blocks.append(block_cls(
                     inplanes, planes, stride=block_stride, downsample=downsample, attn_layer=attn_layer,
