@@ -7,12 +7,12 @@ from typing import Optional
 
 import timm
 import torch
-from huggingface_hub import hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError
+from huggingface_hub import _CACHED_NO_EXIST, hf_hub_download, try_to_load_from_cache
+from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 from timm.models._hub import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME, load_model_config_from_hf, \
     load_model_config_from_path
-from timm.models.resnet import BasicBlock, Bottleneck
 from timm.layers import SEModule
+from timm.models.resnet import BasicBlock, Bottleneck
 
 from ..catalogue import CATALOGUE
 from ..checkpoint import load_state_dict_for, read_state_dict
@@ -79,8 +79,12 @@ def _hub_weights(name: str, hub_id: str) -> Path:
     ``pytorch_model.bin``; checked against the release manifest where it records this ``REPO@REVISION``."""
     repo, _, revision = hub_id.partition('@')
     for filename in WEIGHTS_FILES:
+        if try_to_load_from_cache(repo, filename, revision=revision or None) is _CACHED_NO_EXIST:
+            continue  # known to be absent (so offline too)
         try:
             path = Path(hf_hub_download(repo, filename, revision=revision or None))
+        except LocalEntryNotFoundError as error:  # offline, or the Hub unreachable, and not in the cache
+            raise UserError(f'Cannot load {name}: {error_reason(error)}') from None
         except EntryNotFoundError:
             continue
         except Exception as error:  # noqa: BLE001 - download failures are reported to the user

@@ -12,7 +12,9 @@ import timm
 import torch
 from safetensors.torch import load_file, save_file
 
+from conftest import randomize_
 from srm_zoo.benchmark.train_check import write_random_image_folder
+from srm_zoo.checkpoint import file_sha256
 from srm_zoo.cli import main
 from srm_zoo.errors import UserError
 from srm_zoo.hub.cards import catalogue_cards
@@ -137,6 +139,25 @@ def test_eval_of_a_hub_repository_is_the_eval_of_the_zoo_name_released_there(ser
     assert main(['eval', '--model', hub_name, '--checkpoint', str(tmp_path / 'zoo.json'), '--data',
                  str(tmp_path / 'data')]) == 2
     assert f'but {hub_name} brings its own' in capsys.readouterr().err
+
+
+def test_eval_of_a_hub_repository_of_pytorch_model_bin_is_the_eval_of_its_folder(local_hub, tmp_path):
+    """A repository in timm's older format (pytorch_model.bin, no safetensors): the Hub name evaluates and hashes
+    that file, with the figures of the same files read as a local folder."""
+    repo_id = 'someone/srm-bin'
+    folder = local_hub.repo_dir(repo_id)
+    model = randomize_(timm.create_model(MODEL, num_classes=10)).eval()
+    timm.models.save_for_hf(model, str(folder), safe_serialization=False)
+    revision = local_hub.commit(repo_id, 'Add weights')
+    write_random_image_folder(tmp_path / 'data', size=32, classes=[str(i) for i in range(10)], counts=(0, 2))
+    results = {}
+    for key, name in (('hub', f'hf-hub:{repo_id}@{revision}'), ('folder', f'local-dir:{folder}')):
+        assert main(['eval', '--model', name, '--data', str(tmp_path / 'data'), '--split', 'validation',
+                     '--workers', '0', '--device', 'cpu', '--results-file', str(tmp_path / f'{key}.json')]) == 0
+        results[key] = json.loads((tmp_path / f'{key}.json').read_text())
+    assert results['hub']['checkpoint_sha256'] == file_sha256(folder / 'pytorch_model.bin')
+    same = ('model', 'attention', 'dataset', 'top1', 'top5', 'loss', 'checkpoint_sha256')
+    assert {k: results['hub'][k] for k in same} == {k: results['folder'][k] for k in same}
 
 
 def test_offline_mode_loads_from_a_warm_cache(served, tmp_path):
