@@ -40,6 +40,11 @@ _IMAGENET_VAL_IMAGES = 50000
 """Images of the ImageNet-1k validation split."""
 _CIFAR10_TEST_IMAGES = 10000
 """Images of the CIFAR-10 test split."""
+DATASET_LABEL_NAMES: Dict[str, Tuple[str, ...]] = {
+    'cifar10': ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'),
+}
+"""The class names of a dataset's outputs, in order, that exports write as ``label_names`` (ImageNet's come from
+timm)."""
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from timm.data import ImageNetInfo, resolve_data_config
 from timm.models import split_model_name_tag
 
 from .. import __version__
-from ..catalogue import ModelEntry, get_entry, get_entry_and_tag
+from ..catalogue import DATASET_LABEL_NAMES, ModelEntry, get_entry, get_entry_and_tag
 from ..checkpoint import CheckpointWeights, file_sha256, load_state_dict_for, read_checkpoint
 from ..conversion.state import save_hf_folder
 from ..errors import UserError, error_reason
@@ -41,9 +41,6 @@ HUB_FILES = (WEIGHTS_FILE, 'config.json', 'README.md', RELEASE_FILE)
 
 RESULT_KEYS = ('model', 'top1', 'top5', 'num_images', 'dataset', 'split', 'checkpoint_sha256')
 REPO_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')
-DATASET_LABELS = {
-    'cifar10': ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'],
-}
 
 
 @dataclass(frozen=True)
@@ -142,8 +139,8 @@ def _label_config(dataset: str, num_classes: int) -> Dict[str, Any]:
     if num_classes == 1000 and dataset.startswith('imagenet'):
         info = ImageNetInfo()
         return dict(label_names=info.label_names(), label_descriptions=info.label_descriptions(as_dict=True))
-    labels = DATASET_LABELS.get(dataset)
-    return dict(label_names=labels) if labels and len(labels) == num_classes else {}
+    labels = DATASET_LABEL_NAMES.get(dataset)
+    return dict(label_names=list(labels)) if labels and len(labels) == num_classes else {}
 
 
 def weights_provenance(read: CheckpointWeights, use_ema: bool, recipe: str,

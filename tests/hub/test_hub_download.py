@@ -14,11 +14,12 @@ from safetensors.torch import load_file, save_file
 
 from conftest import randomize_
 from srm_zoo.benchmark.train_check import write_random_image_folder
+from srm_zoo.catalogue import DATASET_LABEL_NAMES
 from srm_zoo.checkpoint import file_sha256
 from srm_zoo.cli import main
 from srm_zoo.errors import UserError
 from srm_zoo.hub.cards import catalogue_cards
-from srm_zoo.hub.export import DATASET_LABELS, export_release
+from srm_zoo.hub.export import export_release
 from srm_zoo.hub.weights import IntegrityError, MissingWeightsError, missing_weights_message
 from srm_zoo.manifest import Release, use_manifest, write_release
 
@@ -125,7 +126,7 @@ def test_eval_of_a_hub_repository_is_the_eval_of_the_zoo_name_released_there(ser
     """``srm-zoo eval --model hf-hub:REPO@REV`` evaluates what timm builds from the repository: the model named as
     its config records it, the figures of the zoo name whose release the manifest points there, the served file's
     sha256. Such a name brings its own weights: --checkpoint is refused with it."""
-    write_random_image_folder(tmp_path / 'data', size=32, classes=DATASET_LABELS['cifar10'], counts=(1, 2))
+    write_random_image_folder(tmp_path / 'data', size=32, classes=DATASET_LABEL_NAMES['cifar10'], counts=(1, 2))
     hub_name = f'hf-hub:{served.repo_id}@{served.revision}'
     results = {}
     for key, model in (('zoo', NAME), ('hub', hub_name)):
