@@ -10,6 +10,7 @@ from timm.models.resnet import BasicBlock, Bottleneck
 from conftest import randomize_
 from srm_zoo.benchmark.gpu_check import block_tail_errors, randomize_srm_, second_derivative_errors
 from srm_zoo.layers import SRM, reference_enabled, use_reference
+from srm_zoo.layers.srm import style_pool
 from srm_zoo.models.srm_blocks import SRMBasicBlock, SRMBottleneck
 
 TOLERANCES = {torch.float64: dict(rtol=1e-10, atol=1e-12), torch.float32: dict(rtol=1e-4, atol=1e-5)}
@@ -152,6 +153,46 @@ def test_fast_matches_reference_without_autograd(style_pooling, training):
         ref = srm.forward_reference(x, shortcut)
     torch.testing.assert_close(out, ref, **TOLERANCES[torch.float64])
     torch.testing.assert_close(fast_running_var, srm.bn.running_var, **TOLERANCES[torch.float64])
+
+
+@pytest.mark.parametrize('offset', [1e4, 3e4])
+def test_float64_maps_with_a_large_mean_keep_float64_precision(offset):
+    """In float64 the one-pass statistics are refined as in float32, at float64's own rounding: maps whose mean is
+    1e3-3e4 standard deviations (which cancel to about 1e-7 relative in one pass) match the published maths to
+    1e-10."""
+    srm = SRM(6).double().eval()
+    with torch.no_grad():
+        srm.cfc[:, 1] = 1.0  # a gate that follows the standard deviation, which the sigmoid does not flatten
+    x = torch.randn(2, 6, 16, 16, dtype=torch.float64) + offset
+    with torch.no_grad():
+        out = srm(x)
+        expected = srm.forward_reference(x)
+    torch.testing.assert_close(out, expected, **TOLERANCES[torch.float64])
+
+
+class _GateWithoutNorm(SRM):
+    """An ablation: SRM's gate without its BatchNorm."""
+
+    def gate(self, x):
+        z = (style_pool(x, self.style_pooling, self.eps) * self.cfc).sum(dim=-1)
+        return torch.sigmoid(z)[:, :, None, None]
+
+
+@pytest.mark.parametrize('training', [False, True])
+def test_a_subclass_with_its_own_gate_runs_as_written(training):
+    """The fast path computes the published maths, so it steps aside for a subclass that replaces ``gate``: alone
+    and in a fused block, in both modes, it gives the subclass's maths, and SRM's BatchNorm, which that gate does
+    not use, keeps its statistics."""
+    srm = randomize_(_GateWithoutNorm(16)).double().train(training)
+    x = torch.randn(3, 16, 5, 5, dtype=torch.float64)
+    expected = x * _GateWithoutNorm.gate(srm, x)
+    torch.testing.assert_close(srm(x), expected, **TOLERANCES[torch.float64])
+    block = randomize_(SRMBasicBlock(16, 16, attn_layer=_GateWithoutNorm)).double().train(training)
+    running_mean = block.se.bn.running_mean.clone()
+    with use_reference(True):
+        reference = block(x)
+    torch.testing.assert_close(block(x), reference, **TOLERANCES[torch.float64])
+    assert torch.equal(block.se.bn.running_mean, running_mean)
 
 
 @pytest.mark.parametrize('channels_last', [False, True])

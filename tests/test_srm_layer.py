@@ -102,6 +102,13 @@ def test_initial_gate_is_one_half():
     assert torch.count_nonzero(srm.cfc) == 0
 
 
+def test_reset_parameters_gives_the_initial_state_after_a_meta_build():
+    srm = SRM(8, device='meta').to_empty(device='cpu')
+    srm.reset_parameters()
+    fresh = SRM(8)
+    assert all(torch.equal(value, fresh.state_dict()[key]) for key, value in srm.state_dict().items())
+
+
 def test_batch_of_one_in_training_names_the_remedies():
     srm = SRM(4).train()
     with pytest.raises(ValueError, match='SRM') as info:

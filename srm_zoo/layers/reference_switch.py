@@ -4,7 +4,8 @@ By default SRM runs its fast path wherever it applies (one-pass float32 statisti
 folded into the gate in eval mode, the gate fused with the block's residual add and ReLU, Triton
 kernels on CUDA). The reference path is the plain published formulation of
 :mod:`srm_zoo.layers.srm`. Force it with the environment variable ``SRM_ZOO_REFERENCE=1`` (read
-at every call) or from Python::
+at every call in eager mode; a model compiled with ``torch.compile`` reads it when it compiles, so set it
+before) or from Python (a compiled model follows this switch: it compiles again when the switch changes)::
 
     from srm_zoo.layers import use_reference
     use_reference(True)            # from now on

@@ -29,7 +29,7 @@ Triton kernels on CUDA) wherever it applies. TorchScript, FX symbolic tracing, `
 (``SRM_ZOO_REFERENCE=1`` or ``use_reference(True)``) run the reference formulation written out in
 this module.
 """
-from typing import Optional, Tuple
+from typing import ClassVar, Optional, Tuple
 
 import torch
 import torch.autograd.forward_ad as forward_ad
@@ -128,6 +128,10 @@ torch.fx.wrap('_check_batch_of')
 torch.fx.wrap('_check_inputs')
 
 
+_PUBLISHED_METHODS = ('gate', 'forward_reference', 'forward')
+"""The methods that say what SRM computes."""
+
+
 class SRM(nn.Module):
     """Style-based Recalibration Module, usable as timm's ``attn_layer``.
 
@@ -141,7 +145,18 @@ class SRM(nn.Module):
 
     State: ``cfc`` (C, S) channel-wise weights, initialised to zero, and ``bn``, a standard
     :class:`torch.nn.BatchNorm2d` over the (N, C, 1, 1) style vector.
+
+    A subclass that replaces :meth:`gate`, :meth:`forward_reference` or :meth:`forward` (an ablation, say)
+    runs as written: the fast path, which computes the published maths, steps aside for it.
     """
+
+    published_maths: ClassVar[bool] = True
+    """Whether the class computes SRM as published, which the fast path does instead: False for a subclass that
+    replaces one of :data:`_PUBLISHED_METHODS`."""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.published_maths = all(getattr(cls, name) is getattr(SRM, name) for name in _PUBLISHED_METHODS)
 
     def __init__(
             self,
@@ -161,6 +176,13 @@ class SRM(nn.Module):
         num_styles = 2 if style_pooling == 'mean_std' else 1
         self.cfc = nn.Parameter(torch.zeros(channels, num_styles, device=device, dtype=dtype))
         self.bn = nn.BatchNorm2d(channels, device=device, dtype=dtype)
+
+    def reset_parameters(self) -> None:
+        """The initial state, as PyTorch's layers give it (e.g. after building on the meta device and
+        ``to_empty``): ``cfc`` zero, so that every gate starts at one half, and a fresh BatchNorm."""
+        with torch.no_grad():
+            self.cfc.zero_()
+        self.bn.reset_parameters()
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The (N, C, 1, 1) gate ``sigmoid(BN(z))`` in the dtype of SRM's parameters."""
@@ -201,6 +223,8 @@ class SRM(nn.Module):
 
     @torch.jit.unused
     def _forward_fast(self, x: torch.Tensor, shortcut: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if not self.published_maths:
+            return self.forward_reference(x, shortcut)
         if x.shape[0] == 1:  # the only batch size the check can refuse; it costs microseconds per call
             self._check_batch_size(x)
         gate = fast_gate(self, x)

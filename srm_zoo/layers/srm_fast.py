@@ -150,14 +150,14 @@ def _refine_cancelled(x: torch.Tensor, sums: torch.Tensor, squares: torch.Tensor
     mean where the difference lost precision to cancellation or overflowed.
 
     The difference has a relative error of about ``eps(dtype) * sum(x^2) / deviations``; maps where
-    that exceeds 1e-6 (in float32: mean above ~3 standard deviations) are recomputed from ``x - mean``,
-    whose sums no longer cancel. So are maps whose sum of squares overflowed while their deviations do
-    not (a large mean): the check is written so that it also flags the NaN of ``inf - inf``, and passes
-    maps of zeros.
+    that exceeds about 8 ``eps`` of the dtype (1e-6 in float32, 2e-15 in float64: a mean above ~3 standard
+    deviations) are recomputed from ``x - mean``, whose sums no longer cancel. So are maps whose sum of
+    squares overflowed while their deviations do not (a large mean): the check is written so that it also
+    flags the NaN of ``inf - inf``, and passes maps of zeros.
     """
     if deviations.device.type == 'meta':  # shapes only (model statistics): nothing to refine
         return deviations
-    limit = 1e-6 / torch.finfo(deviations.dtype).eps
+    limit = 1e-6 / torch.finfo(torch.float32).eps  # sum(x^2) / deviations above 1 + limit: refined
     flagged = torch.add(squares, deviations, alpha=-(1 + limit)).le(0).logical_not_().nonzero()
     if flagged.shape[0]:
         samples, channels = flagged.unbind(1)

@@ -100,12 +100,13 @@ class _SRMTail:
     def _runs_unfused(self) -> bool:
         """Whether the tail must run timm's modules one by one (:meth:`_unfused_tail`): ``se`` is no SRM any
         more (another attention module, an ``nn.Identity`` or None put in its place after the block was built),
-        or hooks observe a module that the fused tail skips, or an output it overwrites: hooks on the last
-        BatchNorm, SRM, SRM's BatchNorm, stochastic depth (skipped in eval mode) or the last activation
+        or an SRM subclass with maths of its own (:attr:`~srm_zoo.layers.SRM.published_maths`), or hooks observe
+        a module that the fused tail skips, or an output it overwrites: hooks on the last BatchNorm, SRM, SRM's
+        BatchNorm, stochastic depth (skipped in eval mode) or the last activation
         (:func:`~srm_zoo.layers.srm_fast.has_hooks`). Dict lookups only: asked on every call."""
         modules = self._modules
         srm = modules['se']
-        if not isinstance(srm, SRM):
+        if not isinstance(srm, SRM) or not srm.published_maths:
             return True
         tail = (modules[self.last_norm], srm, srm._modules['bn'], modules[self.last_act])
         drop_path = modules.get('drop_path')  # None: not a module
