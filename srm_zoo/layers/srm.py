@@ -151,8 +151,8 @@ class SRM(nn.Module):
     """
 
     published_maths: ClassVar[bool] = True
-    """Whether the class computes SRM as published, which the fast path does instead: False for a subclass that
-    replaces one of :data:`_PUBLISHED_METHODS`."""
+    """True where the class computes SRM as published, so that the fast path may compute it in its place; False
+    for a subclass that replaces one of :data:`_PUBLISHED_METHODS`."""
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
