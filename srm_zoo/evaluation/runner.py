@@ -18,8 +18,8 @@ from .data import EvalImageDataset, EvalImages, collate_skipping_bad, load_image
 from .labels import DATASETS, LabelSpace, label_space
 from .metrics import PERCENT_DECIMALS, Counts, recorded_percent, score_batch
 from .model import LoadedModel, build_model
-from .sources import MODEL_SOURCES
 from .results import EVAL_SETTING_KEYS, check_results_file, software_versions
+from .sources import MODEL_SOURCES
 from .verify import DEFAULT_TOLERANCE, Reference, compare_with_reference, find_reference, format_verdict
 
 __all__ = ['EvalOptions', 'EvalRun', 'evaluate', 'default_dataset', 'summary_line']

@@ -143,7 +143,7 @@ def _label_config(dataset: str, num_classes: int) -> Dict[str, Any]:
     return dict(label_names=list(labels)) if labels and len(labels) == num_classes else {}
 
 
-def weights_provenance(read: CheckpointWeights, use_ema: bool, recipe: str,
+def weights_provenance(read: CheckpointWeights, use_ema: bool, recipe: Optional[str],
                        source: Optional[str] = None) -> Dict[str, Any]:
     """Where released weights come from: the checkpoint file (name, sha256), which of its weights (EMA, or the
     plain ones) and, for an ``srm-zoo train`` checkpoint, its recipe, command, seed, the epochs it completed
