@@ -10,6 +10,7 @@ from timm.models import save_for_hf
 
 from conftest import randomize_
 from srm_zoo.benchmark.train_check import write_random_image_folder
+from srm_zoo.catalogue import DATASET_LABEL_NAMES
 from srm_zoo.checkpoint import file_sha256
 from srm_zoo.cli import main
 
@@ -119,3 +120,27 @@ def test_a_config_that_is_not_timm_s_is_named(data, tmp_path, capsys):
     (tmp_path / 'config.json').write_text(json.dumps(config))
     assert _eval(f'local-dir:{tmp_path}', data) == 2
     assert "its config.json has no 'architecture' entry" in capsys.readouterr().err
+
+
+def test_label_names_given_by_index_name_the_outputs(data, tmp_path):
+    """timm's ``{index: name}`` form of label_names (indices become strings in JSON) names the outputs as the list
+    form does."""
+    _save(tmp_path / 'list')
+    _save(tmp_path / 'dict')
+    config = json.loads((tmp_path / 'dict' / 'config.json').read_text())
+    config['label_names'] = {str(i): name for i, name in enumerate(CLASSES)}
+    (tmp_path / 'dict' / 'config.json').write_text(json.dumps(config))
+    listed, indexed = (_results(f'local-dir:{tmp_path / k}', data, tmp_path / f'{k}.json') for k in ('list', 'dict'))
+    assert "the model's label names (a, b)" in indexed['labels']
+    assert (indexed['top1'], indexed['loss']) == (listed['top1'], listed['loss'])
+
+
+@pytest.mark.parametrize('names, dataset', [(DATASET_LABEL_NAMES['cifar10'], 'cifar10'),
+                                           (tuple('abcdefghij'), 'folder')])
+def test_a_tag_s_dataset_is_recorded_only_for_its_classes(tmp_path, names, dataset):
+    """A folder of the cifar10 tag whose ten outputs are CIFAR-10's classes records results as cifar10; one whose
+    ten outputs are another run's classes records them as a folder of its own."""
+    model = randomize_(timm.create_model('srm_resnet20_cifar.cifar10')).eval()
+    save_for_hf(model, str(tmp_path / 'model'), safe_serialization=True, model_config=dict(label_names=list(names)))
+    write_random_image_folder(tmp_path / 'data', size=32, classes=names, counts=(0, 1))
+    assert _results(f'local-dir:{tmp_path / "model"}', tmp_path / 'data', tmp_path / 'r.json')['dataset'] == dataset

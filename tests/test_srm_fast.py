@@ -178,6 +178,21 @@ class _GateWithoutNorm(SRM):
         return torch.sigmoid(z)[:, :, None, None]
 
 
+def test_a_subclass_may_say_that_it_keeps_the_published_maths():
+    """A ``forward`` that only wraps SRM's would lose the fast path, unless the class body says it keeps the maths."""
+    class Counted(SRM):
+        published_maths = True
+
+        def forward(self, x, shortcut=None):
+            return super().forward(x, shortcut)
+
+    class Replaced(SRM):
+        def forward(self, x, shortcut=None):
+            return x
+
+    assert Counted.published_maths and not Replaced.published_maths and SRM.published_maths
+
+
 @pytest.mark.parametrize('training', [False, True])
 def test_a_subclass_with_its_own_gate_runs_as_written(training):
     """The fast path computes the published maths, so it steps aside for a subclass that replaces ``gate``: alone

@@ -8,7 +8,7 @@ import timm
 import torch
 from timm.models import get_pretrained_cfg
 
-from ..catalogue import CATALOGUE, resolve_name
+from ..catalogue import CATALOGUE, DATASET_LABEL_NAMES, resolve_name
 from ..errors import UserError
 from .checkpoint import checkpoint_model, file_sha256
 from .sources import MODEL_SOURCES, block_attention, load_source_model
@@ -122,9 +122,11 @@ def _trained_on(full_name: str, model: torch.nn.Module) -> Optional[str]:
     entry = CATALOGUE.get(arch)
     if entry is None or tag not in {t.tag for t in entry.tags}:
         return None
-    registered = get_pretrained_cfg(f'{arch}.{tag}')
-    names = registered.label_names
-    if model.num_classes != registered.num_classes or (names and tuple(model.pretrained_cfg.get('label_names') or
-                                                                       ()) != tuple(names)):
+    registered, dataset = get_pretrained_cfg(f'{arch}.{tag}'), entry.get_tag(tag).dataset
+    names, model_names = registered.label_names, model.pretrained_cfg.get('label_names')
+    dataset_names = DATASET_LABEL_NAMES.get(dataset)
+    if model.num_classes != registered.num_classes or (names and tuple(model_names or ()) != tuple(names)):
         return None
-    return entry.get_tag(tag).dataset
+    if dataset_names and model_names and tuple(model_names) != dataset_names:
+        return None  # another run's classes under this tag
+    return dataset

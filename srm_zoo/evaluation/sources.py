@@ -3,7 +3,7 @@
 one weights file loaded strictly, so that the results name what was evaluated."""
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import timm
 import torch
@@ -57,7 +57,18 @@ def load_source_model(name: str) -> SourceModel:
         raise UserError(f'Cannot load {name}: {error_reason(error)}') from None
     weights = _hub_weights(name, location) if source == 'hf-hub' else _folder_weights(name, Path(location))
     load_state_dict_for(model, read_state_dict(weights), f'The weights of {name} ({weights.name})', architecture)
+    names = model.pretrained_cfg.get('label_names')
+    if isinstance(names, dict):
+        model.pretrained_cfg = {**model.pretrained_cfg, 'label_names': _names_by_index(names, model.num_classes)}
     return SourceModel(model, architecture, weights)
+
+
+def _names_by_index(names: dict, num_classes: int) -> Optional[List[str]]:
+    """timm's ``{index: name}`` form of ``label_names`` (JSON makes the indices strings) as the list of the outputs'
+    names; None where it does not name every output once."""
+    by_index = {str(index): name for index, name in names.items()}
+    ordered = [by_index.get(str(index)) for index in range(num_classes)]
+    return ordered if len(by_index) == num_classes and None not in ordered else None
 
 
 def _folder_weights(name: str, folder: Path) -> Path:

@@ -157,6 +157,8 @@ def weights_provenance(read: CheckpointWeights, use_ema: bool, recipe: Optional[
         'weights': 'EMA' if use_ema else 'last epoch' if config else 'model',
         'exported_with': f'srm-zoo {__version__}',
     }
+    if provenance['recipe'] is None:
+        del provenance['recipe']  # a tag without one, and weights that do not say
     if config:
         provenance.update(command=config.command(data='DATA'), seed=config.seed, epochs=read.epochs_trained)
     if read.versions:

@@ -152,11 +152,13 @@ class SRM(nn.Module):
 
     published_maths: ClassVar[bool] = True
     """True where the class computes SRM as published, so that the fast path may compute it in its place; False
-    for a subclass that replaces one of :data:`_PUBLISHED_METHODS`."""
+    for a subclass that replaces one of :data:`_PUBLISHED_METHODS`, unless its class body says otherwise (a
+    ``forward`` that only wraps ``super().forward``, say)."""
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
-        cls.published_maths = all(getattr(cls, name) is getattr(SRM, name) for name in _PUBLISHED_METHODS)
+        if 'published_maths' not in vars(cls):
+            cls.published_maths = all(getattr(cls, name) is getattr(SRM, name) for name in _PUBLISHED_METHODS)
 
     def __init__(
             self,
