@@ -193,6 +193,31 @@ def test_a_subclass_may_say_that_it_keeps_the_published_maths():
     assert Counted.published_maths and not Replaced.published_maths and SRM.published_maths
 
 
+def test_a_subclass_with_a_forward_of_its_own_scripts_and_runs_as_written():
+    """A subclass whose ``forward`` takes the feature map alone: eager and TorchScript both run it, then the add and
+    ReLU, as timm's block does with the same attention outside the SRM family."""
+    class HalfGate(SRM):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * 0.5
+
+    class Half(nn.Module):
+        def __init__(self, channels: int, **kwargs):
+            super().__init__()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * 0.5
+
+    model = randomize_(timm.create_model('srm_resnet20_cifar', attn_layer=HalfGate, num_classes=3)).double().eval()
+    plain = timm.create_model('srm_resnet20_cifar', attn_layer=Half, num_classes=3).double().eval()
+    assert type(plain.layer1[0]) is BasicBlock  # timm's block, not the zoo's SRM block
+    plain.load_state_dict(model.state_dict(), strict=False)  # HalfGate's unused SRM parameters are extra
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        expected = plain(x)
+    torch.testing.assert_close(model(x), expected, **TOLERANCES[torch.float64])
+    torch.testing.assert_close(torch.jit.script(model)(x), expected, **TOLERANCES[torch.float64])
+
+
 @pytest.mark.parametrize('training', [False, True])
 def test_a_subclass_with_its_own_gate_runs_as_written(training):
     """The fast path computes the published maths, so it steps aside for a subclass that replaces ``gate``: alone

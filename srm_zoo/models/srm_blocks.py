@@ -77,12 +77,20 @@ class _SRMTail:
         return self._srm_tail(x, shortcut)
 
     def _srm_tail(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
-        """The tail from the last BatchNorm's output ``x``, SRM fusing the residual add and ReLU."""
-        if self.drop_path is None or not self.training:
-            return self.se(x, shortcut)
-        x = self.drop_path(self.se(x))
-        x += shortcut
-        return torch.relu(x)
+        """The tail from the last BatchNorm's output ``x``, SRM fusing the residual add and ReLU; under TorchScript
+        (which computes SRM as published, and compiles ``se`` as it is, an SRM subclass's own ``forward`` too)
+        the attention, stochastic depth, add and ReLU one after the other, as timm's block."""
+        if torch.jit.is_scripting():
+            x = self.se(x)
+            if self.drop_path is not None:
+                x = self.drop_path(x)
+            return torch.relu(x + shortcut)
+        else:
+            if self.drop_path is None or not self.training:
+                return self.se(x, shortcut)
+            x = self.drop_path(self.se(x))
+            x += shortcut
+            return torch.relu(x)
 
     @torch.jit.unused
     def _unfused_tail(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
