@@ -85,12 +85,11 @@ class _SRMTail:
             if self.drop_path is not None:
                 x = self.drop_path(x)
             return torch.relu(x + shortcut)
-        else:
-            if self.drop_path is None or not self.training:
-                return self.se(x, shortcut)
-            x = self.drop_path(self.se(x))
-            x += shortcut
-            return torch.relu(x)
+        if self.drop_path is None or not self.training:
+            return self.se(x, shortcut)
+        x = self.drop_path(self.se(x))
+        x += shortcut
+        return torch.relu(x)
 
     @torch.jit.unused
     def _unfused_tail(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
